@@ -1,0 +1,98 @@
+"""Weights and config travel together: one safetensors file per model part.
+
+The file's metadata holds ``sa3_format`` (refused if unknown), the part's ``kind`` (a name
+in :data:`MODELS`) and its config as JSON. Nothing is ever unpickled, so a file a user
+hands in can carry no code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import config as cfg
+from .errors import Sa3Error
+from .registry import Registry
+
+FORMAT_VERSION = 1
+
+
+class ModelKind(NamedTuple):
+    config_class: type
+    module_class: type
+
+
+MODELS: Registry[ModelKind] = Registry("model kind")
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_model(path: str | os.PathLike, kind: str, model: torch.nn.Module, extra: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` (which has a ``config`` dataclass attribute) as safetensors + JSON metadata."""
+    path = Path(path)
+    MODELS.get(kind)
+    metadata = {
+        "sa3_format": str(FORMAT_VERSION),
+        "kind": kind,
+        "config": json.dumps(cfg.to_dict(model.config)),
+        "extra": json.dumps(extra or {}),
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise Sa3Error(f"model file {str(path)!r} does not exist")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise Sa3Error(f"{str(path)!r} is not a safetensors model file: {err}") from None
+    version = meta.get("sa3_format")
+    if version != str(FORMAT_VERSION):
+        raise Sa3Error(
+            f"{str(path)!r} has sa3 format {version!r}; this sa3 reads format {FORMAT_VERSION} (re-export it with this version)"
+        )
+    return {
+        "kind": meta.get("kind", ""),
+        "config": json.loads(meta.get("config", "{}")),
+        "extra": json.loads(meta.get("extra", "{}")),
+    }
+
+
+def load_model(path: str | os.PathLike, expect_kind: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a model part; returns (module in eval mode, extra metadata)."""
+    meta = read_metadata(path)
+    if expect_kind is not None and meta["kind"] != expect_kind:
+        raise Sa3Error(f"{str(path)!r} holds a {meta['kind']!r} model, not a {expect_kind!r}")
+    kind = MODELS.get(meta["kind"])
+    config = cfg.from_dict(kind.config_class, meta["config"], where=f"{path} config")
+    model = kind.module_class(config)
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise Sa3Error(f"{str(path)!r} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval(), meta["extra"]

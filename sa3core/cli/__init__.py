@@ -1,0 +1,48 @@
+"""The ``sa3`` command. Each subcommand lives in its own module with a ``register(subparsers)``.
+
+Errors a person caused (:class:`Sa3Error`) print one line and exit with status 2;
+Ctrl-C exits with 130 and leaves no half-written output (outputs are written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import Sa3Error
+
+# Subcommand modules, in the order `sa3 --help` lists them.
+COMMANDS = ["generate", "codec", "train", "data", "info"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sa3", description="Fast variable-length text-to-audio (Stable Audio 3 methods).")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"{__name__}.{name}":
+                continue  # that command is not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except Sa3Error as err:
+        print(f"sa3: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sa3: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
