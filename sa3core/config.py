@@ -63,7 +63,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise Sa3Error(f"{where} must be text, got {value!r}")
         return value
-    if origin is tuple and isinstance(value, list):
+    if (hint is tuple or origin is tuple) and isinstance(value, list):
         return tuple(value)
     return value
 

@@ -5,7 +5,8 @@ Code looks components up by name here instead of comparing strings.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from .errors import Sa3Error
 

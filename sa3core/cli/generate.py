@@ -1,0 +1,241 @@
+"""``sa3 generate``, ``sa3 inpaint`` and ``sa3 continue``.
+
+Everything a person typed is checked before the model loads, so a typo costs no time and
+never leaves a file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .. import timebase
+from ..audio import check_output_path, load_audio, resample, save_audio
+from ..errors import Sa3Error
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", required=True, help="output file (.wav, .flac, .aiff)")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the model's, 8 for the shipped model)")
+    parser.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off; default: the model's)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; the same seed gives the same audio (default 0)"
+    )
+    parser.add_argument("--variations", type=int, default=1, help="how many takes; files get -1, -2, ... suffixes")
+    parser.add_argument("--model", help="model folder (default: the model shipped with sa3)")
+    parser.add_argument("--backend", default="torch", help="torch (default) or onnx")
+    parser.add_argument("--daemon", metavar="ENDPOINT", help="render through a running `sa3 serve` daemon instead")
+    parser.add_argument(
+        "--sample-rate", type=int, default=timebase.SAMPLE_RATE, help="output sample rate in Hz (default 44100)"
+    )
+    parser.add_argument(
+        "--bit-depth", default="24", choices=["16", "24", "float"], help="output sample format (default 24)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace output files that exist")
+    parser.add_argument("--bf16", action="store_true", help="bf16 matmuls (faster on CPUs with AVX-512 bf16)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _tempo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bpm", type=float, help="song tempo in quarter notes per minute (enables bar lengths and bar.beat positions)"
+    )
+    parser.add_argument("--meter", default="4/4", help="time signature, e.g. 4/4, 3/4, 6/8 (default 4/4)")
+
+
+def register(subparsers) -> None:
+    gen = subparsers.add_parser("generate", help="text to audio of an exact length in seconds or bars")
+    gen.add_argument("prompt", help='what to make, e.g. "warm Rhodes chords in D minor, laid-back"')
+    length = gen.add_mutually_exclusive_group(required=True)
+    length.add_argument("--seconds", type=float, help="length in seconds")
+    length.add_argument("--bars", type=float, help="length in bars (needs --bpm; --meter defaults to 4/4)")
+    _tempo(gen)
+    _common(gen)
+    gen.set_defaults(func=run_generate)
+
+    inp = subparsers.add_parser("inpaint", help="regenerate regions of a file, keeping the rest sample-exact")
+    inp.add_argument("input", help="source audio file")
+    inp.add_argument("prompt", help="what the regions should become")
+    inp.add_argument(
+        "--region",
+        action="append",
+        required=True,
+        metavar="START:END",
+        help="span to regenerate, in seconds (2.0:4.5) or, with --bpm, bar.beat (5.1:9.1); repeatable",
+    )
+    _tempo(inp)
+    _common(inp)
+    inp.set_defaults(func=run_inpaint)
+
+    cont = subparsers.add_parser("continue", help="extend a file with new audio that follows on")
+    cont.add_argument("input", help="source audio file")
+    cont.add_argument("prompt", help="what comes next")
+    length = cont.add_mutually_exclusive_group(required=True)
+    length.add_argument("--seconds", type=float, help="seconds of new audio")
+    length.add_argument("--bars", type=float, help="bars of new audio (needs --bpm)")
+    _tempo(cont)
+    _common(cont)
+    cont.set_defaults(func=run_continue)
+
+
+def _length_samples(args) -> int:
+    if args.bars is not None:
+        if args.bpm is None:
+            raise Sa3Error("--bars needs --bpm (the song tempo), e.g. --bars 4 --bpm 120")
+        return timebase.bars_to_samples(args.bars, args.bpm, timebase.Meter.parse(args.meter))
+    if args.seconds is None or args.seconds <= 0:
+        raise Sa3Error(f"--seconds must be longer than zero (got {args.seconds})")
+    return timebase.seconds_to_samples(args.seconds)
+
+
+def _outputs(args) -> list[Path]:
+    if args.variations < 1:
+        raise Sa3Error(f"--variations must be at least 1 (got {args.variations})")
+    if args.sample_rate not in timebase.HOST_SAMPLE_RATES:
+        rates = ", ".join(str(r) for r in timebase.HOST_SAMPLE_RATES)
+        raise Sa3Error(f"--sample-rate {args.sample_rate} is not supported; use one of {rates}")
+    base = Path(args.output)
+    paths = (
+        [base]
+        if args.variations == 1
+        else [base.with_name(f"{base.stem}-{k + 1}{base.suffix}") for k in range(args.variations)]
+    )
+    return [check_output_path(p, args.overwrite) for p in paths]
+
+
+def _check_common(args) -> None:
+    if args.steps is not None and args.steps < 1:
+        raise Sa3Error(f"--steps must be at least 1 (got {args.steps})")
+    if args.cfg is not None and args.cfg < 0:
+        raise Sa3Error(f"--cfg must be 0 or more (got {args.cfg})")
+    if args.bpm is not None:
+        timebase.check_bpm(args.bpm)
+    timebase.Meter.parse(args.meter)
+    if args.model is not None and not Path(args.model).exists():
+        raise Sa3Error(f"model {args.model!r} does not exist; give a model folder or leave --model out for the default")
+
+
+def _pipeline(args):
+    from ..pipeline import Pipeline
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        options = {"bf16": True} if args.bf16 and args.backend == "torch" else {}
+        pipeline = Pipeline.load(args.model, backend=args.backend, **options)
+    for warning in caught:
+        print(f"sa3: warning: {warning.message}", file=sys.stderr)
+    return pipeline
+
+
+class _Bar:
+    """A tqdm bar fed by the sampler's progress callback."""
+
+    def __init__(self, quiet: bool, label: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = None if quiet else tqdm(total=1, desc=label, unit="step", leave=False)
+
+    def __call__(self, step: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.n = step
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _write(args, outputs: list[Path], audio, prompt: str, started: float) -> None:
+    for path, take in zip(outputs, audio):
+        take = resample(take, timebase.SAMPLE_RATE, args.sample_rate)
+        save_audio(
+            path,
+            take,
+            args.sample_rate,
+            args.bit_depth,
+            overwrite=args.overwrite,
+            tags={
+                "title": prompt[:200],
+                "comment": f"sa3 seed={args.seed} steps={args.steps} cfg={args.cfg}",
+                "software": "sa3",
+            },
+        )
+        seconds = take.shape[1] / args.sample_rate
+        print(f"wrote {path} ({take.shape[1]} samples, {seconds:.3f} s at {args.sample_rate} Hz)")
+    print(f"done in {time.perf_counter() - started:.2f} s", file=sys.stderr)
+
+
+def run_generate(args) -> int:
+    started = time.perf_counter()
+    _check_common(args)
+    samples = _length_samples(args)
+    outputs = _outputs(args)
+    if args.daemon:
+        from bridge.client import generate_via_daemon
+
+        audio = generate_via_daemon(args.daemon, "generate", prompt=args.prompt, samples=samples, args=args)
+    else:
+        pipeline = _pipeline(args)
+        bar = _Bar(args.quiet, "sampling")
+        try:
+            audio = pipeline.generate(
+                args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar
+            )
+        finally:
+            bar.close()
+    _write(args, outputs, audio, args.prompt, started)
+    return 0
+
+
+def _regions(args, total: int):
+    from ..pipeline import Region
+
+    meter = timebase.Meter.parse(args.meter)
+    regions = []
+    for text in args.region:
+        start, end = timebase.parse_region(text, args.bpm, meter)
+        regions.append(Region.from_seconds(start, end))
+    return regions
+
+
+def run_inpaint(args) -> int:
+    from ..pipeline import Pipeline  # noqa: F401  (fail early if the library is broken)
+
+    started = time.perf_counter()
+    _check_common(args)
+    audio = load_audio(args.input)
+    regions = _regions(args, audio.shape[1])
+    outputs = _outputs(args)
+    pipeline = _pipeline(args)
+    pipeline._check_regions(regions, audio.shape[1])  # before any sampling
+    bar = _Bar(args.quiet, "inpainting")
+    try:
+        result = pipeline.inpaint(
+            audio, args.prompt, regions, args.steps, args.cfg, args.seed, args.variations, progress=bar
+        )
+    finally:
+        bar.close()
+    _write(args, outputs, result, args.prompt, started)
+    return 0
+
+
+def run_continue(args) -> int:
+    started = time.perf_counter()
+    _check_common(args)
+    audio = load_audio(args.input)
+    samples = _length_samples(args)
+    outputs = _outputs(args)
+    pipeline = _pipeline(args)
+    bar = _Bar(args.quiet, "continuing")
+    try:
+        result = pipeline.continue_(
+            audio, args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar
+        )
+    finally:
+        bar.close()
+    _write(args, outputs, result, args.prompt, started)
+    return 0

@@ -1,0 +1,350 @@
+"""The one Pipeline behind the CLI, the daemon, the render scripts and the tests.
+
+    prompt -> text encoder -> DiT condition (once) --+
+    noise  -> sampler (velocity_fn = DiT step, CFG) -+-> latents -> decoder -> crop -> splice
+
+Lengths are exact: a request for N samples returns N samples. Inpainting keeps every sample
+outside its regions bit-exact (the original is spliced back with short equal-power
+crossfades that lie inside the regions); continuation returns the input unchanged
+followed by the new audio.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint, timebase
+from .backends import BACKENDS
+from .config import from_dict, to_dict
+from .errors import Sa3Error
+
+MODEL_FORMAT = 1
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
+CROSSFADE_SECONDS = (
+    0.010  # equal-power splice at region borders: short enough to keep timing, long enough to hide a click
+)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class ModelSettings:
+    """What a model folder's ``model.json`` says besides the weights."""
+
+    format: int = MODEL_FORMAT
+    name: str = "untrained"
+    text_encoder: str = "minilm"
+    sampler: str = "pingpong"  # distilled models sample with ping-pong; flow-only models with "dpmpp"
+    steps: int = 8
+    cfg: float = 1.0
+    max_seconds: float = timebase.MAX_SECONDS
+
+
+@dataclass(frozen=True)
+class Region:
+    """A span to regenerate, in samples at 44.1 kHz: [start, end)."""
+
+    start: int
+    end: int
+
+    @classmethod
+    def from_seconds(cls, start: float, end: float) -> Region:
+        return cls(timebase.seconds_to_samples(start), timebase.seconds_to_samples(end))
+
+
+class Pipeline:
+    def __init__(self, backend, settings: ModelSettings) -> None:
+        self.backend = backend
+        self.settings = settings
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path | None = None, backend: str = "torch", **backend_options) -> Pipeline:
+        """Load a model folder (``model.json``, ``same.safetensors``, ``dit.safetensors``).
+
+        ``path=None`` uses the shipped default model, or, where none ships yet, a randomly
+        initialised tiny model with a warning that says so.
+        """
+        if path is None:
+            if (DEFAULT_MODEL_DIR / "model.json").exists():
+                path = DEFAULT_MODEL_DIR
+            else:
+                warnings.warn(
+                    "no trained default model ships with this build: using a randomly initialised tiny model "
+                    "(output is noise-like); pass --model to use a trained one",
+                    stacklevel=2,
+                )
+                return cls.random("tiny", backend=backend, **backend_options)
+        folder = Path(path)
+        if not folder.is_dir() or not (folder / "model.json").exists():
+            raise Sa3Error(
+                f"model {str(folder)!r} is not an sa3 model folder (it needs model.json, same.safetensors, dit.safetensors)"
+            )
+        try:
+            data = json.loads((folder / "model.json").read_text())
+        except json.JSONDecodeError as err:
+            raise Sa3Error(f"{str(folder / 'model.json')!r} is not valid JSON: {err}") from None
+        settings = from_dict(ModelSettings, data, where=str(folder / "model.json"))
+        if settings.format != MODEL_FORMAT:
+            raise Sa3Error(f"model {str(folder)!r} has format {settings.format}; this sa3 reads format {MODEL_FORMAT}")
+        if backend != "torch":
+            return cls(BACKENDS.get(backend)(folder, settings, **backend_options), settings)
+        autoencoder, _ = checkpoint.load_model(folder / "same.safetensors", expect_kind="same")
+        dit, _ = checkpoint.load_model(folder / "dit.safetensors", expect_kind="dit")
+        return cls.from_parts(autoencoder, dit, settings, **backend_options)
+
+    @classmethod
+    def from_parts(cls, autoencoder, dit, settings: ModelSettings, **backend_options) -> Pipeline:
+        from .text import TEXT_ENCODERS
+
+        text_encoder = TEXT_ENCODERS.get(settings.text_encoder)()
+        return cls(BACKENDS.get("torch")(autoencoder, dit, text_encoder, **backend_options), settings)
+
+    @classmethod
+    def random(
+        cls,
+        preset: str = "tiny",
+        seed: int = 0,
+        text_encoder: str = "minilm",
+        backend: str = "torch",
+        **backend_options,
+    ) -> Pipeline:
+        """A randomly initialised model of a size preset: for tests, benchmarks and smoke runs."""
+        from .models.dit import DiT, dit_preset
+        from .models.same import SAME, same_preset
+        from .text import TEXT_ENCODERS
+
+        if backend != "torch":
+            raise Sa3Error("a random model runs on the torch backend only; export a model folder for other backends")
+        encoder = TEXT_ENCODERS.get(text_encoder)()
+        torch.manual_seed(seed)
+        autoencoder = SAME(same_preset(preset))
+        dit_config = dit_preset(preset)
+        if dit_config.text_dim != encoder.dim:
+            dit_config = type(dit_config)(**{**to_dict(dit_config), "text_dim": encoder.dim})
+        dit = DiT(dit_config)
+        settings = ModelSettings(name=f"random-{preset}", text_encoder=text_encoder, sampler="euler", steps=8)
+        return cls(BACKENDS.get("torch")(autoencoder, dit, encoder, **backend_options), settings)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write a model folder that :meth:`load` reads (torch backend only)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint.save_model(folder / "same.safetensors", "same", self.backend.autoencoder)
+        checkpoint.save_model(folder / "dit.safetensors", "dit", self.backend.dit)
+        (folder / "model.json").write_text(json.dumps(to_dict(self.settings), indent=2) + "\n")
+        return folder
+
+    # ------------------------------------------------------------------ checks
+    @property
+    def max_samples(self) -> int:
+        return timebase.seconds_to_samples(self.settings.max_seconds)
+
+    def _check_length(self, samples: int, what: str = "requested length") -> int:
+        return timebase.check_duration(int(samples), self.settings.max_seconds, what)
+
+    def _check_regions(self, regions: Sequence[Region], total: int) -> list[Region]:
+        if not regions:
+            raise Sa3Error("inpainting needs at least one --region START:END")
+        regions = sorted(regions, key=lambda r: r.start)
+        for region in regions:
+            if region.end <= region.start:
+                raise Sa3Error(f"region {_fmt(region)} is empty: its end must come after its start")
+            if region.start < 0 or region.end > total:
+                raise Sa3Error(
+                    f"region {_fmt(region)} lies outside the audio (0.000-{total / timebase.SAMPLE_RATE:.3f} s)"
+                )
+        for left, right in zip(regions, regions[1:]):
+            if right.start < left.end:
+                raise Sa3Error(f"regions {_fmt(left)} and {_fmt(right)} overlap; merge them into one region")
+        return regions
+
+    # ------------------------------------------------------------------ public API
+    def generate(
+        self,
+        prompt: str,
+        samples: int,
+        steps: int | None = None,
+        cfg: float | None = None,
+        seed: int = 0,
+        variations: int = 1,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """Text to audio: float32 [variations, 2, samples] at 44.1 kHz."""
+        samples = self._check_length(samples)
+        frames = timebase.samples_to_frames(samples)
+        keep = torch.zeros(variations, 1, frames)
+        source = torch.zeros(variations, timebase.LATENT_CHANNELS, frames)
+        latents = self._sample(prompt, frames, source, keep, steps, cfg, seed, variations, progress)
+        audio = self.backend.decode_latents(latents)[:, :, :samples]
+        return audio.cpu().numpy().astype(np.float32)
+
+    def inpaint(
+        self,
+        audio: np.ndarray,
+        prompt: str,
+        regions: Sequence[Region],
+        steps: int | None = None,
+        cfg: float | None = None,
+        seed: int = 0,
+        variations: int = 1,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """Regenerate ``regions`` of ``audio`` [2, samples]; all else is returned bit-exact."""
+        audio = _check_audio(audio)
+        total = self._check_length(audio.shape[1], "input audio")
+        regions = self._check_regions(regions, total)
+        frames = timebase.samples_to_frames(total)
+        keep = torch.ones(1, 1, frames)
+        for region in regions:
+            # Every frame that touches the region is regenerated.
+            first = region.start // timebase.SAMPLES_PER_FRAME
+            last = timebase.samples_to_frames(region.end)
+            keep[..., first:last] = 0.0
+        source = self.backend.encode_audio(torch.from_numpy(audio)[None]).cpu()
+        latents = self._sample(
+            prompt,
+            frames,
+            source.expand(variations, -1, -1),
+            keep.expand(variations, -1, -1),
+            steps,
+            cfg,
+            seed,
+            variations,
+            progress,
+        )
+        generated = self.backend.decode_latents(latents)[:, :, :total].cpu().numpy()
+        return np.stack([splice(audio, g, regions) for g in generated])
+
+    def continue_(
+        self,
+        audio: np.ndarray,
+        prompt: str,
+        samples: int,
+        steps: int | None = None,
+        cfg: float | None = None,
+        seed: int = 0,
+        variations: int = 1,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """Extend ``audio`` [2, n] by ``samples`` new samples: returns [variations, 2, n + samples],
+        whose first n samples are the input unchanged."""
+        audio = _check_audio(audio)
+        given = audio.shape[1]
+        if samples <= 0:
+            raise Sa3Error(f"continuation length must be longer than zero (got {samples} samples)")
+        total = self._check_length(given + samples, "input plus continuation")
+        frames = timebase.samples_to_frames(total)
+        padded = np.zeros((2, timebase.frames_to_samples(frames)), dtype=np.float32)
+        padded[:, :given] = audio
+        source = self.backend.encode_audio(torch.from_numpy(padded)[None]).cpu()
+        keep = torch.zeros(1, 1, frames)
+        keep[..., : given // timebase.SAMPLES_PER_FRAME] = 1.0  # frames wholly inside the input
+        latents = self._sample(
+            prompt,
+            frames,
+            source.expand(variations, -1, -1),
+            keep.expand(variations, -1, -1),
+            steps,
+            cfg,
+            seed,
+            variations,
+            progress,
+        )
+        generated = self.backend.decode_latents(latents)[:, :, :total].cpu().numpy()
+        out = generated.astype(np.float32, copy=True)
+        out[:, :, :given] = audio
+        return out
+
+    # ------------------------------------------------------------------ sampling
+    def _sample(self, prompt, frames, source, keep, steps, cfg, seed, variations, progress) -> torch.Tensor:
+        from .samplers import SAMPLERS, length_shift
+
+        if variations < 1:
+            raise Sa3Error(f"variations must be at least 1 (got {variations})")
+        steps = self.settings.steps if steps is None else int(steps)
+        cfg = self.settings.cfg if cfg is None else float(cfg)
+        if steps < 1:
+            raise Sa3Error(f"steps must be at least 1 (got {steps})")
+        if not math.isfinite(cfg) or cfg < 0:
+            raise Sa3Error(f"guidance scale {cfg!r} must be a number of 0 or more")
+        seconds = torch.full((variations,), timebase.samples_to_seconds(frames * timebase.SAMPLES_PER_FRAME))
+        guided = cfg != 1.0
+        prompts = [prompt] * variations + ([""] * variations if guided else [])
+        tokens, mask = self.backend.encode_text(prompts)
+        cond = self.backend.condition(tokens, mask, seconds.repeat(2 if guided else 1))
+        frame_mask = torch.ones(variations, frames, dtype=torch.bool)
+        source = source * keep  # the model sees only what it must keep
+
+        def velocity_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if not guided:
+                return self.backend.velocity(x, t, cond, source, keep, frame_mask)
+            both = self.backend.velocity(
+                torch.cat([x, x]),
+                torch.cat([t, t]),
+                cond,
+                torch.cat([source, source]),
+                torch.cat([keep, keep]),
+                torch.cat([frame_mask, frame_mask]),
+            )
+            v_cond, v_uncond = both.chunk(2)
+            return v_uncond + cfg * (v_cond - v_uncond)
+
+        # One generator per variation: variation k of seed s equals variation 0 of seed s + k.
+        noise = torch.stack(
+            [
+                torch.randn(timebase.LATENT_CHANNELS, frames, generator=torch.Generator().manual_seed(seed + k))
+                for k in range(variations)
+            ]
+        )
+        sampler = SAMPLERS.get(self.settings.sampler)()
+        generator = torch.Generator().manual_seed(seed + 1_000_003)  # fresh noise for ping-pong re-noising
+        return sampler.sample(
+            velocity_fn, noise, steps, shift=length_shift(frames), generator=generator, progress=progress
+        )
+
+
+def _check_audio(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2 or audio.shape[0] != timebase.CHANNELS:
+        raise Sa3Error(f"audio must be stereo [2, samples] at 44.1 kHz; got shape {tuple(audio.shape)}")
+    if audio.shape[1] == 0:
+        raise Sa3Error("input audio is empty (0 samples)")
+    if not np.isfinite(audio).all():
+        raise Sa3Error("input audio contains NaN or infinite samples")
+    return audio
+
+
+def _fmt(region: Region) -> str:
+    rate = timebase.SAMPLE_RATE
+    return f"{region.start / rate:.3f}:{region.end / rate:.3f} s"
+
+
+def splice(original: np.ndarray, generated: np.ndarray, regions: Sequence[Region]) -> np.ndarray:
+    """Original outside ``regions`` (bit-exact), generated inside, with equal-power crossfades
+    of up to CROSSFADE_SECONDS that lie wholly inside each region."""
+    out = original.copy()
+    fade_len = timebase.seconds_to_samples(CROSSFADE_SECONDS)
+    for region in regions:
+        length = region.end - region.start
+        fade = min(fade_len, length // 2)
+        gain_in = np.ones(length, dtype=np.float32)
+        if fade > 0:
+            ramp = np.sin(0.5 * np.pi * (np.arange(fade, dtype=np.float32) + 0.5) / fade)
+            # Only fade where the region borders kept audio; a region at the file's edge starts hard.
+            if region.start > 0:
+                gain_in[:fade] = ramp
+            if region.end < original.shape[1]:
+                gain_in[-fade:] = np.minimum(gain_in[-fade:], ramp[::-1])
+        gain_out = np.sqrt(np.clip(1.0 - gain_in**2, 0.0, 1.0))
+        span = slice(region.start, region.end)
+        out[:, span] = gain_in * generated[:, span] + gain_out * original[:, span]
+    return out
