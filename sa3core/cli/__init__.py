@@ -13,7 +13,7 @@ import sys
 from ..errors import Sa3Error
 
 # Subcommand modules, in the order `sa3 --help` lists them.
-COMMANDS = ["generate", "codec", "train", "data", "info"]
+COMMANDS = ["generate", "codec", "serve", "render", "export", "train", "data", "eval", "bench", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:
