@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sa3core.audio import save_audio
+from tests.conftest import run_sa3, stereo_tone
+
+
+def test_bars_at_tempo_give_exact_samples(tiny_model_dir, tmp_path):
+    out = tmp_path / "loop.wav"
+    result = run_sa3("generate", "house drum loop", "--bars", "4", "--bpm", "120", "--steps", "2",
+                     "--model", tiny_model_dir, "-o", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    info = sf.info(str(out))
+    assert (info.frames, info.samplerate, info.channels) == (352_800, 44_100, 2)
+
+
+def test_seconds_variations_and_host_rate(tiny_model_dir, tmp_path):
+    out = tmp_path / "fx.flac"
+    result = run_sa3("generate", "whoosh", "--seconds", "1.5", "--variations", "2", "--sample-rate", "48000",
+                     "--bit-depth", "16", "--steps", "1", "--model", tiny_model_dir, "-o", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    for k in (1, 2):
+        info = sf.info(str(tmp_path / f"fx-{k}.flac"))
+        assert (info.frames, info.samplerate) == (72_000, 48_000)
+
+
+def test_inpaint_and_continue_commands(tiny_model_dir, tmp_path):
+    source = tmp_path / "song.wav"
+    save_audio(source, stereo_tone(4.0), bit_depth="float")
+    out = tmp_path / "edit.wav"
+    result = run_sa3("inpaint", source, "snare fill", "--region", "2.1:3.1", "--bpm", "120", "--steps", "1",
+                     "--model", tiny_model_dir, "-o", out, "--bit-depth", "float", "--quiet")
+    assert result.returncode == 0, result.stderr
+    original, _ = sf.read(str(source), dtype="float32")
+    edited, _ = sf.read(str(out), dtype="float32")
+    assert edited.shape == original.shape
+    # Bars 2.1 to 3.1 at 120 bpm in 4/4 are 2.0 s to 4.0 s; the first two seconds are untouched.
+    np.testing.assert_array_equal(edited[:88_200], original[:88_200])
+    cont = tmp_path / "more.wav"
+    result = run_sa3("continue", source, "keep going", "--bars", "1", "--bpm", "120", "--steps", "1",
+                     "--model", tiny_model_dir, "-o", cont, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert sf.info(str(cont)).frames == 176_400 + 88_200
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["generate", "x", "--seconds", "0"], "longer than zero"),
+        (["generate", "x", "--seconds", "400"], "limit"),
+        (["generate", "x", "--bars", "4"], "needs --bpm"),
+        (["generate", "x", "--bars", "4", "--bpm", "5000"], "tempo"),
+        (["generate", "x", "--bars", "4", "--bpm", "120", "--meter", "4/5"], "denominator"),
+        (["generate", "x", "--seconds", "1", "--model", "/no/such/model"], "does not exist"),
+        (["generate", "x", "--seconds", "1", "--steps", "0"], "--steps"),
+        (["inpaint", "SRC", "x", "--region", "3:9"], "outside"),
+        (["inpaint", "SRC", "x", "--region", "1:2", "--region", "1.5:3"], "overlap"),
+        (["inpaint", "SRC", "x", "--region", "2:2"], "empty"),
+        (["inpaint", "/no/such.wav", "x", "--region", "1:2"], "does not exist"),
+        (["continue", "SRC", "x", "--seconds", "-1"], "longer than zero"),
+    ],
+)
+def test_errors_are_one_line_and_write_nothing(tiny_model_dir, tmp_path, args, needle):
+    source = tmp_path / "src.wav"
+    save_audio(source, stereo_tone(4.0))
+    args = [str(source) if a == "SRC" else a for a in args]
+    if "--model" not in args:
+        args += ["--model", str(tiny_model_dir)]
+    out = tmp_path / "out.wav"
+    result = run_sa3(*args, "-o", out, "--quiet")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("sa3: error")]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_existing_output_is_not_overwritten(tiny_model_dir, tmp_path):
+    out = tmp_path / "taken.wav"
+    out.write_bytes(b"precious")
+    result = run_sa3("generate", "x", "--seconds", "0.5", "--model", tiny_model_dir, "-o", out, "--quiet")
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert out.read_bytes() == b"precious"

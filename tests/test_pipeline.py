@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+
+from sa3core import timebase
+from sa3core.errors import Sa3Error
+from sa3core.pipeline import Region, splice
+from tests.conftest import stereo_tone
+
+
+@pytest.mark.parametrize("samples", [1, 4095, 4097, 44_100, timebase.bars_to_samples(1, 120, "3/4")])
+def test_generate_returns_exactly_the_requested_samples(tiny_pipeline, samples):
+    audio = tiny_pipeline.generate("kick drum", samples, steps=2, seed=1)
+    assert audio.shape == (1, 2, samples)
+    assert audio.dtype == np.float32 and np.isfinite(audio).all()
+
+
+def test_same_seed_same_audio_bit_for_bit(tiny_pipeline):
+    first = tiny_pipeline.generate("warm pad", 30_000, steps=3, seed=7)
+    second = tiny_pipeline.generate("warm pad", 30_000, steps=3, seed=7)
+    other = tiny_pipeline.generate("warm pad", 30_000, steps=3, seed=8)
+    np.testing.assert_array_equal(first, second)
+    assert np.abs(first - other).max() > 1e-4
+
+
+def test_variation_k_is_seed_plus_k(tiny_pipeline):
+    batch = tiny_pipeline.generate("pluck", 20_000, steps=2, seed=3, variations=2)
+    alone = tiny_pipeline.generate("pluck", 20_000, steps=2, seed=4)
+    np.testing.assert_allclose(batch[1], alone[0], atol=1e-5)
+
+
+def test_inpaint_keeps_outside_bit_exact_and_changes_inside(tiny_pipeline):
+    source = stereo_tone(3.0)
+    regions = [Region.from_seconds(0.5, 1.0), Region.from_seconds(2.0, 2.6)]
+    out = tiny_pipeline.inpaint(source, "snare fill", regions, steps=2, seed=0)[0]
+    assert out.shape == source.shape
+    keep = np.ones(source.shape[1], dtype=bool)
+    for region in regions:
+        keep[region.start : region.end] = False
+        inside = slice(region.start, region.end)
+        assert np.abs(out[:, inside] - source[:, inside]).mean() > 1e-3
+    np.testing.assert_array_equal(out[:, keep], source[:, keep])
+
+
+def test_inpaint_region_touching_the_ends(tiny_pipeline):
+    source = stereo_tone(1.5)
+    regions = [Region(0, 10_000), Region(50_000, source.shape[1])]
+    out = tiny_pipeline.inpaint(source, "", regions, steps=1, seed=0)[0]
+    np.testing.assert_array_equal(out[:, 10_000:50_000], source[:, 10_000:50_000])
+
+
+def test_continue_returns_input_unchanged_then_new_audio(tiny_pipeline):
+    source = stereo_tone(1.2)
+    extra = timebase.seconds_to_samples(0.8)
+    out = tiny_pipeline.continue_(source, "more of the same", extra, steps=2, seed=0)
+    assert out.shape == (1, 2, source.shape[1] + extra)
+    np.testing.assert_array_equal(out[0, :, : source.shape[1]], source)
+    assert np.abs(out[0, :, source.shape[1] :]).max() > 0
+
+
+def test_splice_crossfade_is_equal_power_and_inside_region():
+    original = np.ones((2, 4000), np.float32)
+    generated = np.zeros((2, 4000), np.float32)
+    region = Region(1000, 3000)
+    out = splice(original, generated, [region])
+    np.testing.assert_array_equal(out[:, :1000], original[:, :1000])
+    np.testing.assert_array_equal(out[:, 3000:], original[:, 3000:])
+    # Equal-power: gains of the two sources square-sum to one inside the fades.
+    fade = timebase.seconds_to_samples(0.010)
+    gain_out = out[0, 1000 : 1000 + fade]
+    assert np.all(np.diff(gain_out) <= 0) and gain_out[0] > 0.99 and gain_out[-1] < 0.05
+    np.testing.assert_array_equal(out[:, 1000 + fade : 3000 - fade], 0.0)
+
+
+@pytest.mark.parametrize(
+    ("regions", "needle"),
+    [
+        ([Region(100, 100)], "empty"),
+        ([Region(0, 200_000)], "outside"),
+        ([Region(-5, 100)], "outside"),
+        ([Region(0, 10_000), Region(5_000, 20_000)], "overlap"),
+        ([], "at least one"),
+    ],
+)
+def test_bad_regions(tiny_pipeline, regions, needle):
+    with pytest.raises(Sa3Error, match=needle):
+        tiny_pipeline.inpaint(stereo_tone(1.0), "x", regions, steps=1)
+
+
+@pytest.mark.parametrize(
+    ("samples", "needle"),
+    [(0, "longer than zero"), (-10, "longer than zero"), (timebase.seconds_to_samples(381), "limit")],
+)
+def test_bad_lengths(tiny_pipeline, samples, needle):
+    with pytest.raises(Sa3Error, match=needle):
+        tiny_pipeline.generate("x", samples)
+
+
+def test_bad_audio(tiny_pipeline):
+    with pytest.raises(Sa3Error, match="stereo"):
+        tiny_pipeline.continue_(np.zeros(100, np.float32), "x", 100)
+    bad = stereo_tone(0.5)
+    bad[0, 10] = np.nan
+    with pytest.raises(Sa3Error, match="NaN"):
+        tiny_pipeline.inpaint(bad, "x", [Region(0, 100)])
+
+
+def test_model_folder_round_trip(tiny_pipeline, tiny_model_dir):
+    from sa3core.pipeline import Pipeline
+
+    loaded = Pipeline.load(tiny_model_dir)
+    a = tiny_pipeline.generate("hat", 8192, steps=2, seed=5)
+    b = loaded.generate("hat", 8192, steps=2, seed=5)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_model_folder(tmp_path):
+    from sa3core.pipeline import Pipeline
+
+    with pytest.raises(Sa3Error, match="not an sa3 model folder"):
+        Pipeline.load(tmp_path)
