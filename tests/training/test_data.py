@@ -1,0 +1,116 @@
+"""Manifest validation, audio crops + length buckets, latent encoding and batches (training/data.py)."""
+
+import json
+
+import pytest
+import torch
+
+from sa3core import timebase
+from sa3core.errors import Sa3Error
+from training.data import (
+    AudioClips,
+    CropConfig,
+    LatentCorpus,
+    LatentCropConfig,
+    LengthBuckets,
+    collate_audio,
+    load_batch,
+    plan_batch,
+    read_manifest,
+)
+from training.smoke import build_latent_corpus, render_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    return build_latent_corpus(tmp_path_factory.mktemp("corpus"), clips=6, max_seconds=3.0)
+
+
+def _write(tmp_path, records):
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+GOOD = {"path": "a.wav", "caption": "kick", "seconds": 1.5, "licence": "CC0", "source": "me"}
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({**GOOD, "seconds": -1}, "line 2: field 'seconds'"),
+        ({k: v for k, v in GOOD.items() if k != "caption"}, "line 2: field 'caption' is missing"),
+        ({**GOOD, "colour": "red"}, "line 2: unknown field 'colour'"),
+        ({**GOOD, "split": "dev"}, "line 2: field 'split'"),
+        ({**GOOD, "bpm": "fast"}, "line 2: field 'bpm' has the wrong type"),
+        ("{not json", "line 2: not valid JSON"),
+    ],
+)
+def test_manifest_errors_name_line_and_field(tmp_path, record, message):
+    with pytest.raises(Sa3Error, match=message):
+        read_manifest(_write(tmp_path, [GOOD, record]))
+
+
+def test_manifest_reads_tags_and_resolves_paths(tmp_path):
+    path = _write(tmp_path, [{**GOOD, "bpm": 120, "key": "A minor", "tags": ["loop"], "split": "valid"}, GOOD])
+    entries = read_manifest(path)
+    assert entries[0].path == str(tmp_path / "a.wav")
+    assert entries[0].tag_dict() == {"bpm": 120, "key": "A minor", "tags": ["loop"]}
+    assert [e.split for e in read_manifest(path, split="train")] == ["train"]
+
+
+def test_audio_crops_buckets_and_masks(tmp_path):
+    manifest = render_corpus(tmp_path, clips=6, max_seconds=3.0)
+    clips = AudioClips(read_manifest(manifest), CropConfig(max_seconds=2.0, min_seconds=0.5, silence_prob=1.0))
+    lengths = [clips.nominal_samples(i) for i in range(len(clips))]
+    buckets = LengthBuckets(lengths, batch_size=2, seed=0)
+    seen = sorted(i for batch in buckets for i in batch)
+    assert seen == list(range(6))
+    # Batches hold neighbours in length order.
+    ordered = sorted(lengths)
+    slices = [ordered[k : k + 2] for k in range(0, 6, 2)]
+    for batch in buckets:
+        assert sorted(lengths[i] for i in batch) in slices
+    # Two ranks split the batches without overlap.
+    rank0 = {i for b in LengthBuckets(lengths, 2, 0, 0, 2) for i in b}
+    rank1 = {i for b in LengthBuckets(lengths, 2, 0, 1, 2) for i in b}
+    assert not rank0 & rank1 and len(rank0 | rank1) == 6
+    batch = collate_audio([clips[i] for i in range(3)])
+    assert batch["audio"].shape[0] == 3 and batch["audio"].shape[1] == 2
+    for i in range(3):
+        real = timebase.samples_to_frames(timebase.seconds_to_samples(batch["seconds"][i].item()))
+        assert batch["frame_mask"][i].sum().item() == real
+        assert batch["audio"].shape[2] <= timebase.seconds_to_samples(2.0)
+    assert clips[0][0].shape == clips[0][0].shape  # same epoch, same crop
+    assert torch.equal(clips[1][0], clips[1][0])
+
+
+def test_encoded_corpus_round_trips_and_batches(corpus_dir):
+    corpus = LatentCorpus(corpus_dir)
+    assert len(corpus) == 6 and corpus.silence.shape == (timebase.LATENT_CHANNELS,)
+    item = corpus.latents(0)
+    assert item.shape == (timebase.LATENT_CHANNELS, corpus.frames[0])
+    assert torch.equal(corpus.latents(0, 2, 3), item[:, 2:5])
+    gen = torch.Generator().manual_seed(0)
+    config = LatentCropConfig(max_seconds=2.0, min_seconds=0.5, silence_prob=1.0, silence_mean_seconds=1.0)
+    extended = 0
+    for _ in range(10):
+        plans = plan_batch(corpus, 4, config, gen)
+        batch = load_batch(corpus, plans)
+        lengths = batch["frame_mask"].sum(1)
+        for i, plan in enumerate(plans):
+            assert lengths[i].item() == plan.frames + plan.silence
+            assert plan.frames + plan.silence <= timebase.seconds_to_frames(2.0)
+            if plan.silence:
+                extended += 1
+                tail = batch["latents"][i, :, plan.frames : plan.frames + plan.silence]
+                assert torch.equal(tail, corpus.silence[:, None].expand_as(tail))
+            assert not batch["latents"][i, :, lengths[i] :].any()  # padding is zeros
+        assert torch.allclose(batch["seconds"], lengths.float() * timebase.SAMPLES_PER_FRAME / timebase.SAMPLE_RATE)
+    assert extended > 0
+
+
+def test_missing_index_is_a_clear_error(tmp_path):
+    with pytest.raises(Sa3Error, match="sa3 data encode"):
+        LatentCorpus(tmp_path)
