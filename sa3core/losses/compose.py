@@ -1,0 +1,113 @@
+"""The autoencoder's loss as a weighted sum of named terms, one registry of term kinds.
+
+Each term is an ``nn.Module`` built with no arguments whose ``forward(batch: LossInputs)``
+returns a scalar; :class:`AutoencoderLoss` builds the terms whose weight in
+:class:`LossWeights` is above zero and returns every term plus the weighted ``"loss"``.
+Terms with parameters (the chroma and ILD heads) are trained with the model.
+
+The adversarial and contrastive latent-alignment terms have weights here (``adversarial``,
+``contrastive``) but are **off by default** (weight 0) and not built in; a stage that has a
+discriminator or a text/audio embedding registers its implementation with
+``LOSS_TERMS.register("adversarial")`` and then sets the weight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import Sa3Error
+from ..registry import Registry
+from .music import ChromaLoss, ILDLoss
+from .spectral import MultiResolutionSTFTLoss, PhaseLoss
+
+LOSS_TERMS: Registry[type[nn.Module]] = Registry("loss term")
+
+
+@dataclass
+class LossInputs:
+    """What a term may look at: input audio, its reconstruction [B, 2, S] and the latents [B, 256, F]."""
+
+    audio: torch.Tensor
+    reconstruction: torch.Tensor
+    latents: torch.Tensor
+
+
+@dataclass
+class LossWeights:
+    """Weight of each term; 0 leaves the term out (and unbuilt)."""
+
+    stft: float = 1.0  # multi-resolution STFT, K-weighted, mid/side + left/right
+    phase: float = 0.1  # IFGD
+    waveform: float = 0.0  # L1 on samples
+    chroma: float = 0.1  # chroma regression head on the latents
+    ild: float = 0.1  # ILD regression head on the latents
+    adversarial: float = 0.0  # plug-in: needs a registered implementation
+    contrastive: float = 0.0  # plug-in: needs a registered implementation
+
+
+@LOSS_TERMS.register("stft")
+class STFTTerm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss = MultiResolutionSTFTLoss()
+
+    def forward(self, batch: LossInputs) -> torch.Tensor:
+        return self.loss(batch.reconstruction, batch.audio)
+
+
+@LOSS_TERMS.register("phase")
+class PhaseTerm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss = PhaseLoss()
+
+    def forward(self, batch: LossInputs) -> torch.Tensor:
+        return self.loss(batch.reconstruction, batch.audio)
+
+
+@LOSS_TERMS.register("waveform")
+class WaveformTerm(nn.Module):
+    def forward(self, batch: LossInputs) -> torch.Tensor:
+        return (batch.reconstruction.float() - batch.audio.float()).abs().mean()
+
+
+@LOSS_TERMS.register("chroma")
+class ChromaTerm(ChromaLoss):
+    def forward(self, batch: LossInputs) -> torch.Tensor:
+        return super().forward(batch.latents, batch.audio)
+
+
+@LOSS_TERMS.register("ild")
+class ILDTerm(ILDLoss):
+    def forward(self, batch: LossInputs) -> torch.Tensor:
+        return super().forward(batch.latents, batch.audio)
+
+
+class AutoencoderLoss(nn.Module):
+    """Weighted sum of the terms with weight > 0; returns ``{term: value, ..., "loss": total}``."""
+
+    def __init__(self, weights: LossWeights) -> None:
+        super().__init__()
+        self.weights = {f.name: getattr(weights, f.name) for f in dataclasses.fields(weights)}
+        self.terms = nn.ModuleDict()
+        for name, weight in self.weights.items():
+            if weight < 0:
+                raise Sa3Error(f"loss weight {name} = {weight} is negative; use 0 to turn a term off")
+            if weight == 0:
+                continue
+            if name not in LOSS_TERMS:
+                raise Sa3Error(
+                    f"loss term {name!r} has weight {weight} but no implementation is registered here; "
+                    f"set its weight to 0 or register one in sa3core.losses.LOSS_TERMS"
+                )
+            self.terms[name] = LOSS_TERMS.get(name)()
+
+    def forward(self, batch: LossInputs) -> dict[str, torch.Tensor]:
+        values = {name: term(batch) for name, term in self.terms.items()}
+        total = sum(self.weights[name] * value for name, value in values.items())
+        values["loss"] = total if isinstance(total, torch.Tensor) else batch.audio.new_zeros(())
+        return values

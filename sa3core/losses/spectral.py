@@ -1,0 +1,108 @@
+"""Spectral reconstruction losses: multi-resolution STFT (K-weighted, M/S + L/R) and IFGD phase.
+
+Both take ``prediction`` and ``target`` audio float32 [B, 2, samples] at 44.1 kHz and return a
+scalar. Both are exactly zero when the two are identical.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .kweighting import KWeighting
+
+SEVEN_RESOLUTIONS = (32, 64, 128, 256, 512, 1024, 2048)  # FFT sizes; hop = FFT / 4, Hann window
+EPS = 1e-5  # magnitude floor for the log (about -100 dB)
+
+
+def stereo_views(audio: torch.Tensor) -> torch.Tensor:
+    """[B, 2, S] -> [B, 4, S]: mid, side, left, right (mid/side catch image errors L/R alone miss)."""
+    left, right = audio[:, 0], audio[:, 1]
+    return torch.stack([(left + right) * 0.5, (left - right) * 0.5, left, right], dim=1)
+
+
+def stft(signal: torch.Tensor, n_fft: int, window: torch.Tensor) -> torch.Tensor:
+    """Complex STFT of ``signal [N, S]`` -> [N, n_fft // 2 + 1, frames]; zero-padded, centred."""
+    return torch.stft(
+        signal, n_fft, hop_length=n_fft // 4, window=window, center=True, pad_mode="constant", return_complex=True
+    )
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Mean over resolutions of spectral convergence + mean |log-magnitude difference|.
+
+    Computed on K-weighted audio (so errors weigh roughly as loudness perceives them) for the
+    mid, side, left and right signals. Spectral convergence is ``||T - P||_F / ||T||_F`` per
+    (item, view); the log term compares ``log(|.| + 1e-5)``.
+    """
+
+    def __init__(self, resolutions: tuple[int, ...] = SEVEN_RESOLUTIONS, kweight: bool = True) -> None:
+        super().__init__()
+        self.resolutions = tuple(resolutions)
+        self.kweighting = KWeighting() if kweight else None
+        for n_fft in self.resolutions:
+            self.register_buffer(f"window_{n_fft}", torch.hann_window(n_fft), persistent=False)
+
+    def prepare(self, audio: torch.Tensor) -> torch.Tensor:
+        """[B, 2, S] -> K-weighted views flattened to [B*4, S]."""
+        views = stereo_views(audio.float())
+        if self.kweighting is not None:
+            views = self.kweighting(views)
+        return views.reshape(-1, views.shape[-1])  # (B*4, S)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred, true = self.prepare(prediction), self.prepare(target)
+        total = pred.new_zeros(())
+        for n_fft in self.resolutions:
+            window = getattr(self, f"window_{n_fft}")
+            pred_mag, true_mag = stft(pred, n_fft, window).abs(), stft(true, n_fft, window).abs()
+            difference = torch.linalg.vector_norm(true_mag - pred_mag, dim=(1, 2))
+            convergence = difference / (torch.linalg.vector_norm(true_mag, dim=(1, 2)) + EPS)
+            log_distance = (torch.log(true_mag + EPS) - torch.log(pred_mag + EPS)).abs().mean(dim=(1, 2))
+            total = total + convergence.mean() + log_distance.mean()
+        return total / len(self.resolutions)
+
+
+def _unit(z: torch.Tensor) -> torch.Tensor:
+    """Complex numbers scaled to unit length (zero stays zero): only their angle remains."""
+    return z / (z.abs() + EPS)
+
+
+class PhaseLoss(nn.Module):
+    """IFGD: instantaneous-frequency and group-delay error, magnitude weighted.
+
+    Instantaneous frequency is the time derivative of the unwrapped phase and group delay its
+    frequency derivative. Both are taken as the angle of ``X[k, t+1] conj(X[k, t])`` (resp.
+    ``X[k+1, t] conj(X[k, t])``), which is the phase difference already wrapped to (-pi, pi];
+    the error between prediction and target is again a wrapped difference, scored smoothly as
+    ``1 - cos(difference)`` (0 when equal, 2 when opposite) and weighted by the target's
+    magnitude so silent bins, whose phase means nothing, count for nothing. Works on the
+    left/right channels.
+    """
+
+    def __init__(self, resolutions: tuple[int, ...] = (512, 2048)) -> None:
+        super().__init__()
+        self.resolutions = tuple(resolutions)
+        for n_fft in self.resolutions:
+            self.register_buffer(f"window_{n_fft}", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred = prediction.float().reshape(-1, prediction.shape[-1])  # (B*2, S)
+        true = target.float().reshape(-1, target.shape[-1])
+        total = pred.new_zeros(())
+        for n_fft in self.resolutions:
+            window = getattr(self, f"window_{n_fft}")
+            p, t = stft(pred, n_fft, window), stft(true, n_fft, window)  # (N, bins, frames)
+            weight = t.abs()
+            weight = weight / (weight.mean(dim=(1, 2), keepdim=True) + EPS)
+            for axis in (2, 1):  # 2: along time (IF), 1: along frequency (GD)
+                n = p.shape[axis] - 1
+                if n < 1:
+                    continue
+                p_step = p.narrow(axis, 1, n) * p.narrow(axis, 0, n).conj()
+                t_step = t.narrow(axis, 1, n) * t.narrow(axis, 0, n).conj()
+                # |u_p - u_t|^2 / 2 = 1 - cos(wrapped difference) for unit u, and exactly 0 when equal
+                angle_error = 0.5 * (_unit(p_step) - _unit(t_step)).abs().square()
+                w = torch.minimum(weight.narrow(axis, 1, n), weight.narrow(axis, 0, n))
+                total = total + (w * angle_error).mean()
+        return total / len(self.resolutions)
