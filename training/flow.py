@@ -63,7 +63,7 @@ class DiffusionConfig:
     init: str = ""  # a dit.safetensors to start from ("" = random init, or the teacher for distill)
     text_encoder: str = "minilm"  # a name in sa3core.text.TEXT_ENCODERS
     autoencoder: str = ""  # the same.safetensors that encoded the corpus: decodes TensorBoard samples
-    sample_sampler: str = "dpmpp"  # sampler for TensorBoard audio and the exported model.json
+    sample_sampler: str = "dpmpp"  # how TensorBoard samples are drawn and what the exported model.json says
     sample_steps: int = 15
     sample_cfg: float = 5.0
     sample_seconds: float = 4.0
@@ -175,8 +175,6 @@ class DiffusionTrainer(Trainer):
     """Shared parts of the diffusion stages: corpus, text cache, batches, export, audio samples."""
 
     config: DiffusionConfig
-    export_sampler = "dpmpp"  # what the exported model.json samples with
-    export_steps, export_cfg = 15, 5.0
 
     def __init__(self, config: DiffusionConfig, out_dir: str, resume: bool = False) -> None:
         self.config = config
@@ -271,9 +269,9 @@ class DiffusionTrainer(Trainer):
         settings = ModelSettings(
             name=f"{Path(out_dir).name}",
             text_encoder=self.config.text_encoder,
-            sampler=self.export_sampler,
-            steps=self.export_steps,
-            cfg=self.export_cfg,
+            sampler=self.config.sample_sampler,
+            steps=self.config.sample_steps,
+            cfg=self.config.sample_cfg,
         )
         (folder / "model.json").write_text(json.dumps(to_dict(settings), indent=2) + "\n")
 
