@@ -136,7 +136,9 @@ class AdversarialTrainer(DiffusionTrainer):
         if config.init:
             generator = build_dit(config, self.text.dim, config.init)
         else:
-            warnings.warn("no init given: adversarial training of a random DiT (fine for smoke runs only)")
+            warnings.warn(
+                "no init given: adversarial training of a random DiT (fine for smoke runs only)", stacklevel=2
+            )
             generator = build_dit(config, self.text.dim)
         self.critic = Critic(config.critic, self.text.dim, generator.config.latent_channels).to(self._device_early)
         self.critic_optimizer = torch.optim.AdamW(

@@ -60,7 +60,9 @@ class DistillTrainer(DiffusionTrainer):
         if self.config.teacher:
             self.teacher = build_dit(self.config, self.text.dim, self.config.teacher)
         else:
-            warnings.warn("no teacher given: distilling a randomly initialised DiT (fine for smoke runs only)")
+            warnings.warn(
+                "no teacher given: distilling a randomly initialised DiT (fine for smoke runs only)", stacklevel=2
+            )
             with torch.random.fork_rng():
                 torch.manual_seed(self.config.loop.seed)
                 self.teacher = build_dit(self.config, self.text.dim)
