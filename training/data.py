@@ -7,8 +7,9 @@ Manifest (JSONL, one clip a line; paths relative to the manifest's folder)::
      "instrument": "rhodes", "tags": ["chords"], "split": "train"}
 
 ``path``, ``caption``, ``seconds``, ``licence`` and ``source`` are required; ``bpm``, ``key``,
-``instrument``, ``tags``, ``genre``, ``split`` (train / valid / test, default train) are optional.
-Any other key is an error that names the line and the key.
+``instrument``, ``genre``, ``samples`` (exact length), ``tags`` (a list of words, or a mapping
+of tag names to values as `sa3 data build` writes) and ``split`` (train / valid / test,
+default train) are optional. Any other key is an error that names the line and the key.
 
 Diffusion training reads latents, not audio: ``sa3 data encode`` (:func:`encode_manifest`)
 runs the autoencoder once over the corpus and writes safetensors shards plus ``index.json``
@@ -38,7 +39,15 @@ from sa3core.errors import Sa3Error
 INDEX_FORMAT = 1
 SPLITS = ("train", "valid", "test")
 REQUIRED = {"path": str, "caption": str, "seconds": (int, float), "licence": str, "source": str}
-OPTIONAL = {"bpm": (int, float), "key": str, "instrument": str, "genre": str, "tags": list, "split": str}
+OPTIONAL = {
+    "bpm": (int, float),
+    "key": str,
+    "instrument": str,
+    "genre": str,
+    "samples": int,
+    "tags": (list, dict),
+    "split": str,
+}
 
 
 @dataclass
@@ -55,13 +64,13 @@ class ManifestEntry:
     key: str | None = None
     instrument: str | None = None
     genre: str | None = None
-    tags: list[str] = field(default_factory=list)
+    samples: int | None = None
+    tags: list[str] | dict = field(default_factory=list)
 
     def tag_dict(self) -> dict:
         """The optional musical tags, for the latent index."""
-        out = {k: getattr(self, k) for k in ("bpm", "key", "instrument", "genre") if getattr(self, k) is not None}
-        if self.tags:
-            out["tags"] = list(self.tags)
+        out = dict(self.tags) if isinstance(self.tags, dict) else ({"tags": list(self.tags)} if self.tags else {})
+        out.update({k: getattr(self, k) for k in ("bpm", "key", "instrument", "genre") if getattr(self, k) is not None})
         return out
 
 
@@ -84,8 +93,10 @@ def _check_entry(record: object, where: str, base: Path) -> ManifestEntry:
         raise Sa3Error(f"{where}: field 'bpm' {record['bpm']!r} is outside {timebase.MIN_BPM:g}-{timebase.MAX_BPM:g}")
     if record.get("split", "train") not in SPLITS:
         raise Sa3Error(f"{where}: field 'split' is {record['split']!r}; use one of {', '.join(SPLITS)}")
-    if not all(isinstance(t, str) for t in record.get("tags", [])):
-        raise Sa3Error(f"{where}: field 'tags' must be a list of words (got {record['tags']!r})")
+    if isinstance(record.get("tags"), list) and not all(isinstance(t, str) for t in record["tags"]):
+        raise Sa3Error(f"{where}: field 'tags' must be a list of words or a mapping (got {record['tags']!r})")
+    if record.get("samples", 1) <= 0:
+        raise Sa3Error(f"{where}: field 'samples' must be a positive whole number (got {record['samples']!r})")
     if not record["path"]:
         raise Sa3Error(f"{where}: field 'path' is empty")
     entry = ManifestEntry(**record)

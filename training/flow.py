@@ -140,6 +140,8 @@ def resolve_corpus(config: DiffusionConfig) -> tuple[Path, nn.Module | None]:
         return build_latent_corpus(folder, autoencoder, clips=12, seed=0, max_seconds=4.0), autoencoder
     if not config.corpus:
         raise Sa3Error("config has no corpus; set `corpus:` to a folder from `sa3 data encode` (or 'smoke')")
+    import sa3core.models.same  # noqa: F401  (registers the "same" model kind)
+
     autoencoder = checkpoint.load_model(config.autoencoder, expect_kind="same")[0] if config.autoencoder else None
     return Path(config.corpus), autoencoder
 
