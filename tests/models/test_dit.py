@@ -178,3 +178,37 @@ def test_preset_sizes():
     sizes = [parameter_count(dit_preset(name)) for name in ("tiny", "small", "medium", "large")]
     assert sizes == sorted(sizes) and sizes[0] < 20e6
     assert dit_preset("medium").differential and not dit_preset("small").differential
+
+
+def test_rope_depends_only_on_relative_position_and_stays_fp32():
+    from sa3core.modules.rope import apply_rope, rope_angles
+
+    torch.manual_seed(7)
+    q, k = torch.randn(64), torch.randn(64)
+    cos, sin = rope_angles(4200, rotary_dims=32)
+    assert cos.dtype == torch.float32 and cos.shape == (4200, 16)
+
+    def score(m: int, n: int) -> float:
+        rq = apply_rope(q.to(torch.bfloat16)[None], cos[m : m + 1], sin[m : m + 1])
+        rk = apply_rope(k.to(torch.bfloat16)[None], cos[n : n + 1], sin[n : n + 1])
+        assert rq.dtype == torch.float32
+        return (rq * rk).sum().item()
+
+    assert score(10, 3) == pytest.approx(score(4107, 4100), abs=1e-3)  # same offset, far along
+    assert score(10, 3) != pytest.approx(score(10, 4), abs=1e-3)
+    rotated = apply_rope(q[None], cos[4000:4001], sin[4000:4001])
+    torch.testing.assert_close(rotated.norm(), q.norm())  # a rotation keeps the length
+    torch.testing.assert_close(rotated[0, 32:], q[32:], atol=0, rtol=0)  # only half the dims rotate
+
+
+def test_tiny_preset_runs_on_text_encoder_tokens():
+    from sa3core.text import TEXT_ENCODERS
+
+    torch.manual_seed(8)
+    model = DiT(dit_preset("tiny")).eval()
+    tokens, mask = TEXT_ENCODERS.get("hash")().encode(["deep house bassline", ""])
+    with torch.no_grad():
+        cond = model.encode_condition(tokens, mask, torch.tensor([1.0, 1.0]))
+        v = model(torch.randn(2, 256, 11), torch.tensor([1.0, 1.0]), cond)
+    assert v.shape == (2, 256, 11) and torch.isfinite(v).all()
+    assert (v[0] - v[1]).abs().max() > 1e-4  # prompt vs unconditional differ
