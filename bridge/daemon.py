@@ -1,0 +1,636 @@
+"""``sa3 serve``: the ZeroMQ inference daemon (docs/protocol.md is its specification).
+
+Two threads. The **socket thread** (the caller of :meth:`Daemon.serve`) owns the ROUTER socket
+and is the only thread that touches it: it decodes and checks every message, answers hello,
+status, heartbeat, cancel and fetch at once, and puts jobs on a bounded queue. The **worker
+thread** runs one job at a time on the model; it never touches the ROUTER. It reports
+progress and endings as events on a ``queue.Queue`` and wakes the socket thread through an
+inproc PAIR socket, so the socket loop never waits for the model.
+
+Replies to a client that has gone are dropped (ROUTER_MANDATORY + non-blocking sends), so a
+vanished client never stalls the queue; finished jobs stay fetchable for ``result_ttl`` seconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import logging
+import queue
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from sa3core import timebase
+from sa3core.audio import resample, to_model_audio
+from sa3core.errors import Sa3Error
+from sa3core.pipeline import Region, splice
+
+from . import protocol as P
+from .keys import ServerKeys
+
+log = logging.getLogger("sa3.serve")
+
+POLL_MS = 100  # how often the socket loop looks at signals and expired results when idle
+CLIENT_MEMORY_SECONDS = 600.0  # clients heard from this recently are told about a shutdown
+MAX_RESULT_BYTES = 2 * 1024**3  # finished results kept for fetch, oldest dropped first
+SHUTDOWN_POLICIES = ("finish", "cancel")
+_wake_ids = itertools.count()
+
+
+@dataclass
+class DaemonConfig:
+    bind: str = P.DEFAULT_ENDPOINT
+    max_seconds: float | None = None  # None: the model's own limit
+    queue: int = 16  # waiting jobs (the running one not counted)
+    result_ttl: float = 600.0  # seconds a finished job stays fetchable
+    on_shutdown: str = "finish"  # the running job on SIGINT/SIGTERM: "finish" or "cancel"
+    curve_keys: str | None = None  # folder from `sa3 keys generate`; required off loopback
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True when only this machine can reach ``endpoint`` (127.0.0.0/8, ::1, localhost, ipc, inproc)."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc"):
+        raise Sa3Error(f"endpoint {endpoint!r} is not a ZeroMQ endpoint; write it like tcp://127.0.0.1:5557")
+    if scheme != "tcp":
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', an interface name or a host name: possibly reachable from elsewhere
+
+
+def check_bind(endpoint: str, curve_keys: str | None) -> None:
+    if not is_loopback(endpoint) and curve_keys is None:
+        raise Sa3Error(
+            f"refusing to bind {endpoint!r} without encryption: it is reachable from other machines; "
+            "pass --curve-keys DIR (create one with `sa3 keys generate DIR`) or bind tcp://127.0.0.1:PORT"
+        )
+
+
+class _Cancelled(Exception):
+    """Raised from the progress callback to stop the sampler of a cancelled job."""
+
+
+class Job:
+    """One request on its way through the queue. The worker writes state/step/result; the socket
+    thread reads them only after the matching event, so no field is read half-written."""
+
+    def __init__(self, request: P.JobRequest, owner: bytes, encoding: str) -> None:
+        self.id = secrets.token_hex(P.JOB_ID_HEX // 2)
+        self.request = request
+        self.request_id = request.request_id
+        self.owner = owner
+        self.encoding = encoding
+        self.state = "queued"  # queued -> running -> done | failed | cancelled
+        self.step = 0
+        self.total = 0
+        self.cancel = threading.Event()
+        self.cancel_reason = "cancel"
+        self.watchers: list[tuple[bytes, str, Any]] = []  # (identity, encoding, request_id) of cancels to answer
+        self.result_header: dict[str, Any] = {}
+        self.frames: list[bytes] = []
+        self.error: tuple[str, str] = ("internal", "")
+        self.seconds_elapsed = 0.0
+        self.finished_at: float | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(frame) for frame in self.frames)
+
+
+# ---------------------------------------------------------------------------- rendering
+def _to_rate(audio: np.ndarray, rate: int, samples: int) -> np.ndarray:
+    """[takes, 2, n] at 44.1 kHz -> [takes, 2, samples] at ``rate``: resample, then exact length."""
+    takes = audio.shape[0]
+    flat = audio.reshape(takes * timebase.CHANNELS, -1)  # (takes * 2, n)
+    flat = resample(flat, timebase.SAMPLE_RATE, rate)
+    out = np.zeros((takes * timebase.CHANNELS, samples), dtype=np.float32)
+    keep = min(samples, flat.shape[1])
+    out[:, :keep] = flat[:, :keep]  # resampling may be a sample long or short; the length is a contract
+    return out.reshape(takes, timebase.CHANNELS, samples)  # (takes, 2, samples)
+
+
+def _model_regions(regions: list[tuple[int, int]], rate: int, total: int) -> list[Region]:
+    """Regions at the input's rate -> non-empty, non-overlapping regions at 44.1 kHz."""
+    merged: list[list[int]] = []
+    for start, end in regions:
+        start44 = min(timebase.seconds_to_samples(start / rate), total - 1)
+        end44 = min(max(timebase.seconds_to_samples(end / rate), start44 + 1), total)
+        if merged and start44 <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end44)  # rounding made two regions touch: one region
+        else:
+            merged.append([start44, end44])
+    return [Region(start, end) for start, end in merged]
+
+
+def render(pipeline, request: P.JobRequest, progress) -> np.ndarray:
+    """Run one checked request: float32 [variations, 2, samples] at ``request.sample_rate``."""
+    r = request
+    common = dict(steps=r.steps, cfg=r.cfg, seed=r.seed, variations=r.variations, progress=progress)
+    if r.mode == "generate":
+        audio = pipeline.generate(r.prompt, r.model_samples, **common)
+        return _to_rate(audio, r.sample_rate, r.reply_samples)
+    source = to_model_audio(r.audio, r.audio_rate, what="request audio")  # (2, n) at 44.1 kHz
+    host = np.repeat(r.audio, timebase.CHANNELS // r.audio.shape[0], axis=0)  # (2, n) at the input's rate
+    same_rate = r.sample_rate == r.audio_rate
+    given = (
+        r.audio.shape[1] if same_rate else timebase.seconds_to_samples(r.audio.shape[1] / r.audio_rate, r.sample_rate)
+    )
+    if r.mode == "inpaint":
+        regions = _model_regions(r.regions, r.audio_rate, source.shape[1])
+        out = _to_rate(pipeline.inpaint(source, r.prompt, regions, **common), r.sample_rate, given)
+        if same_rate:
+            # Splice at the host's rate too, so every kept sample is the client's own, bit for bit.
+            host_regions = [Region(start, end) for start, end in r.regions]
+            out = np.stack([splice(host, take, host_regions) for take in out])
+        return out
+    out = _to_rate(
+        pipeline.continue_(source, r.prompt, r.model_samples, **common), r.sample_rate, given + r.reply_samples
+    )
+    if same_rate:
+        out[:, :, :given] = host
+    return out
+
+
+# ---------------------------------------------------------------------------- the daemon
+class Daemon:
+    def __init__(self, pipeline, config: DaemonConfig | None = None) -> None:
+        self.pipeline = pipeline
+        self.config = config = config or DaemonConfig()
+        if config.on_shutdown not in SHUTDOWN_POLICIES:
+            raise Sa3Error(f"--on-shutdown {config.on_shutdown!r} must be finish or cancel")
+        if config.queue < 1:
+            raise Sa3Error(f"--queue {config.queue} must be at least 1")
+        if config.result_ttl < 0:
+            raise Sa3Error(f"--result-ttl {config.result_ttl} must be 0 or more seconds")
+        check_bind(config.bind, config.curve_keys)
+        self.keys = ServerKeys.from_dir(config.curve_keys) if config.curve_keys else None
+        model_max = pipeline.settings.max_seconds
+        max_seconds = model_max if config.max_seconds is None else min(config.max_seconds, model_max)
+        if not max_seconds > 0:
+            raise Sa3Error(f"--max-seconds {config.max_seconds} must be more than zero")
+        self.limits = P.Limits(max_seconds=max_seconds)
+        self.endpoint = config.bind
+        self._jobs: dict[str, Job] = {}
+        self._waiting: deque[Job] = deque()
+        self._running: Job | None = None
+        self._cond = threading.Condition()
+        self._events: queue.Queue = queue.Queue()
+        self._stop_worker = False
+        self._stopping = False
+        self._signals = 0
+        self._clients: dict[bytes, float] = {}
+        self._jobs_done = 0
+        self._started = time.monotonic()
+        self._wake_address = f"inproc://sa3-wake-{next(_wake_ids)}"
+        self._handlers = {
+            "hello": self._on_hello,
+            "generate": self._on_job,
+            "inpaint": self._on_job,
+            "continue": self._on_job,
+            "cancel": self._on_cancel,
+            "fetch": self._on_fetch,
+            "status": self._on_status,
+            "heartbeat": self._on_heartbeat,
+        }
+        assert set(self._handlers) == set(P.REQUEST_TYPES)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _open(self) -> None:
+        self.context = zmq.Context()
+        self.auth = None
+        router = self.context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise (and are dropped) instead of vanishing
+        router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame_bytes + 1024)
+        router.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self.auth = ThreadAuthenticator(self.context)
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=str(self.keys.authorized))
+            router.curve_secretkey = self.keys.secret
+            router.curve_publickey = self.keys.public
+            router.curve_server = True
+        try:
+            router.bind(self.config.bind)
+        except zmq.ZMQError as err:
+            router.close()
+            self._close_context()
+            raise Sa3Error(
+                f"cannot bind {self.config.bind!r}: {err}; is another daemon there? pick another --bind"
+            ) from None
+        self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.router = router
+        self.wake = self.context.socket(zmq.PAIR)
+        self.wake.bind(self._wake_address)
+
+    def _close_context(self) -> None:
+        if self.auth is not None:
+            self.auth.stop()
+        self.context.term()
+
+    def serve(self, install_signals: bool = True) -> int:
+        """Bind, serve until SIGINT/SIGTERM (or :meth:`request_stop`), shut down; returns 0."""
+        self._open()
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: self.request_stop())
+        worker = threading.Thread(target=self._work, name="sa3-worker", daemon=True)
+        worker.start()
+        print(
+            f"sa3 serve: listening on {self.endpoint} (protocol {P.PROTOCOL_VERSION}, model "
+            f"{self.pipeline.settings.name}, queue {self.config.queue}, max {self.limits.max_seconds:g} s"
+            f"{', CURVE' if self.keys else ''})",
+            file=sys.stderr,
+            flush=True,
+        )
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.wake, zmq.POLLIN)
+        last_housekeeping = 0.0
+        while True:
+            ready = dict(poller.poll(POLL_MS))
+            if self.wake in ready:
+                while self.wake.poll(0):
+                    self.wake.recv()
+            self._drain_events()
+            if self.router in ready:
+                for _ in range(256):  # bounded burst, so events and signals get a turn
+                    try:
+                        frames = self.router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._handle(frames[0], frames[1:])
+            if self._signals and not self._stopping:
+                self._begin_stop()
+            if self._signals > 1 and self._running is not None:
+                self._cancel_running("shutdown")
+            if time.monotonic() - last_housekeeping > 1.0:
+                self._housekeeping()
+                last_housekeeping = time.monotonic()
+            if self._stopping:
+                with self._cond:
+                    idle = self._running is None and not self._waiting
+                if idle:
+                    self._drain_events()
+                    break
+        self._finish(worker)
+        return 0
+
+    def request_stop(self) -> None:
+        """What SIGINT/SIGTERM do: the first stops taking jobs, a second cancels the running one."""
+        self._signals += 1
+
+    def _begin_stop(self) -> None:
+        self._stopping = True
+        policy = "cancel" if self.config.on_shutdown == "cancel" else "finish"
+        print(f"sa3 serve: stopping (running job: {policy})", file=sys.stderr, flush=True)
+        with self._cond:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for job in waiting:
+            self._end_cancelled(job, "shutdown")
+        if policy == "cancel":
+            self._cancel_running("shutdown")
+
+    def _cancel_running(self, reason: str) -> None:
+        with self._cond:
+            job = self._running
+        if job is not None and not job.cancel.is_set():
+            job.cancel_reason = reason
+            job.cancel.set()
+
+    def _finish(self, worker: threading.Thread) -> None:
+        header = {
+            "type": "shutdown",
+            "reason": "signal",
+            "running_job": "cancel" if self.config.on_shutdown == "cancel" or self._signals > 1 else "finish",
+        }
+        for identity in list(self._clients):
+            self._send(identity, header)
+        with self._cond:
+            self._stop_worker = True
+            self._cond.notify_all()
+        worker.join(timeout=5)
+        self.router.setsockopt(zmq.LINGER, 1000)  # let the last messages leave
+        self.router.close()
+        self.wake.close(linger=0)
+        self._close_context()
+        print("sa3 serve: stopped", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ sending
+    def _send(self, identity: bytes, header: dict[str, Any], frames=(), encoding: str = "msgpack") -> bool:
+        header = {"v": P.PROTOCOL_VERSION, **header}
+        try:
+            self.router.send_multipart([identity, P.encode_header(header, encoding), *frames], zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.ZMQError as err:
+            # EHOSTUNREACH: the client is gone; EAGAIN: it stopped reading. Either way never wait.
+            log.debug("dropped %s for a client: %s", header.get("type"), err)
+            return False
+
+    def _error(self, identity: bytes, code: str, message: str, encoding: str, request_id=None, job_id=None) -> None:
+        header = {"type": "error", "code": code, "message": message}
+        if request_id is not None:
+            header["request_id"] = request_id
+        if job_id is not None:
+            header["job_id"] = job_id
+        self._send(identity, header, encoding=encoding)
+
+    def _job_message(self, job: Job, header: dict[str, Any], to: bytes | None = None, frames=()) -> None:
+        header = {**header, "job_id": job.id}
+        if job.request_id is not None:
+            header["request_id"] = job.request_id
+        self._send(job.owner if to is None else to, header, frames, job.encoding)
+
+    def _position(self, job: Job) -> int:
+        with self._cond:
+            if job.state != "queued":
+                return 0
+            ahead = next((i for i, waiting in enumerate(self._waiting) if waiting is job), 0)
+            return ahead + (self._running is not None)
+
+    def _send_queued(self, job: Job, to: bytes | None = None) -> None:
+        self._job_message(job, {"type": "queued", "position": self._position(job), "mode": job.request.mode}, to)
+
+    def _send_ending(self, job: Job, to: bytes | None = None) -> None:
+        if job.state == "done":
+            self._job_message(job, job.result_header, to, job.frames)
+        elif job.state == "cancelled":
+            self._job_message(job, {"type": "cancelled", "reason": job.cancel_reason}, to)
+        else:
+            code, message = job.error
+            self._job_message(job, {"type": "error", "code": code, "message": message}, to)
+
+    # ------------------------------------------------------------------ receiving
+    def _handle(self, identity: bytes, frames: list[bytes]) -> None:
+        """One client message; every failure becomes an error reply, never an exception."""
+        self._clients[identity] = time.monotonic()
+        encoding, request_id = "msgpack", None
+        try:
+            if not frames:
+                raise P.ProtocolError("bad_frames", "message has no header frame")
+            header, encoding = P.decode_header(frames[0], self.limits.max_header_bytes)
+            request_id = P.request_id_of(header)
+            kind = header["type"]
+            if kind not in self._handlers:
+                raise P.ProtocolError("unknown_type", f"message type {kind[:40]!r} is unknown; see docs/protocol.md")
+            P.check_version(header)
+            if kind not in P.JOB_MODES and len(frames) > 1:
+                raise P.ProtocolError("bad_frames", f"{kind} takes no audio frames, got {len(frames) - 1}")
+            self._handlers[kind](identity, header, frames[1:], encoding, request_id)
+        except P.ProtocolError as err:
+            self._error(identity, err.code, err.message, encoding, request_id)
+        except Sa3Error as err:
+            self._error(identity, "invalid_request", str(err), encoding, request_id)
+        except Exception as err:  # a bug must not take the daemon down with it
+            log.exception("internal error on a %d-frame message", len(frames))
+            self._error(identity, "internal", f"{type(err).__name__} in the daemon; see its log", encoding, request_id)
+
+    def _reply(self, identity, header, encoding, request_id) -> None:
+        if request_id is not None:
+            header["request_id"] = request_id
+        self._send(identity, header, encoding=encoding)
+
+    def _on_hello(self, identity, header, frames, encoding, request_id) -> None:
+        P.get_field(header, "v", str)
+        limits, settings = self.limits, self.pipeline.settings
+        capabilities = {
+            "type": "capabilities",
+            "model": settings.name,
+            "sample_rate": timebase.SAMPLE_RATE,
+            "sample_rates": list(timebase.HOST_SAMPLE_RATES),
+            "channels": timebase.CHANNELS,
+            "modes": list(P.JOB_MODES),
+            "max_seconds": limits.max_seconds,
+            "max_variations": limits.max_variations,
+            "max_steps": limits.max_steps,
+            "max_regions": limits.max_regions,
+            "max_prompt_chars": limits.max_prompt_chars,
+            "max_header_bytes": limits.max_header_bytes,
+            "max_frame_bytes": limits.max_frame_bytes,
+            "queue_limit": self.config.queue,
+            "result_ttl": self.config.result_ttl,
+            "default_steps": settings.steps,
+            "default_cfg": settings.cfg,
+        }
+        self._reply(identity, capabilities, encoding, request_id)
+
+    def _on_job(self, identity, header, frames, encoding, request_id) -> None:
+        if self._stopping:
+            raise P.ProtocolError("shutting_down", "the daemon is shutting down and takes no new jobs")
+        request = P.parse_job(header, frames, self.limits)
+        job = Job(request, identity, encoding)
+        with self._cond:
+            if len(self._waiting) >= self.config.queue:
+                raise P.ProtocolError(
+                    "queue_full", f"the queue is full ({self.config.queue} jobs waiting); try again shortly"
+                )
+            self._jobs[job.id] = job
+            self._waiting.append(job)
+            self._cond.notify()
+        log.info("job %s queued: %s", job.id, request.mode)
+        self._send_queued(job)
+
+    def _find(self, header) -> Job:
+        job_id = P.get_job_id(header)
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise P.ProtocolError("unknown_job", f"no job {job_id!r} here (never queued, or its result expired)")
+        return job
+
+    def _on_cancel(self, identity, header, frames, encoding, request_id) -> None:
+        job = self._find(header)
+        with self._cond:
+            queued = job.state == "queued"
+            if queued:
+                self._waiting.remove(job)
+        if queued:
+            self._end_cancelled(job, "cancel")
+            self._reply(identity, {"type": "cancelled", "job_id": job.id, "reason": "cancel"}, encoding, request_id)
+            for waiting in list(self._waiting):
+                self._send_queued(waiting)
+        elif job.ended:
+            raise P.ProtocolError("job_finished", f"job {job.id!r} has already ended ({job.state})")
+        else:
+            job.watchers.append((identity, encoding, request_id))  # answered when the job has stopped
+            job.cancel_reason = "cancel"
+            job.cancel.set()  # the worker stops at the job's next sampler step
+
+    def _end_cancelled(self, job: Job, reason: str) -> None:
+        job.state, job.cancel_reason, job.finished_at = "cancelled", reason, time.monotonic()
+        self._send_ending(job)
+
+    def _on_fetch(self, identity, header, frames, encoding, request_id) -> None:
+        job = self._find(header)
+        job.owner, job.encoding = identity, encoding
+        if request_id is not None:
+            job.request_id = request_id
+        if job.ended:
+            self._send_ending(job)
+        else:
+            self._send_queued(job)
+
+    def _on_status(self, identity, header, frames, encoding, request_id) -> None:
+        with self._cond:
+            running = self._running.id if self._running is not None else None
+            waiting = len(self._waiting)
+        reply = {
+            "type": "status",
+            "state": "stopping" if self._stopping else "serving",
+            "model": self.pipeline.settings.name,
+            "queue_length": waiting,
+            "queue_limit": self.config.queue,
+            "running": running,
+            "jobs_done": self._jobs_done,
+            "uptime": time.monotonic() - self._started,
+        }
+        if header.get("job_id") is not None:
+            job = self._find(header)
+            reply["job"] = {
+                "job_id": job.id,
+                "state": job.state,
+                "position": self._position(job),
+                "step": job.step,
+                "total": job.total,
+            }
+        self._reply(identity, reply, encoding, request_id)
+
+    def _on_heartbeat(self, identity, header, frames, encoding, request_id) -> None:
+        with self._cond:
+            running = self._running.id if self._running is not None else None
+            waiting = len(self._waiting)
+        self._reply(
+            identity,
+            {"type": "heartbeat", "time": time.time(), "queue_length": waiting, "running": running},
+            encoding,
+            request_id,
+        )
+
+    # ------------------------------------------------------------------ events from the worker
+    def _drain_events(self) -> None:
+        while True:
+            try:
+                kind, job, *rest = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "started":
+                for waiting in list(self._waiting):
+                    self._send_queued(waiting)  # everyone moved up one place
+            elif kind == "progress":
+                step, total = rest
+                self._job_message(job, {"type": "progress", "step": step, "total": total, "stage": "sampling"})
+            elif kind == "ended":
+                self._jobs_done += 1
+                log.info("job %s %s in %.2f s", job.id, job.state, job.seconds_elapsed)
+                self._send_ending(job)
+                for identity, encoding, request_id in job.watchers:
+                    if job.state == "cancelled":
+                        reply = {"type": "cancelled", "job_id": job.id, "reason": job.cancel_reason}
+                    else:
+                        reply = {
+                            "type": "error",
+                            "code": "job_finished",
+                            "message": f"job {job.id} ended before the cancel",
+                            "job_id": job.id,
+                        }
+                    self._reply(identity, reply, encoding, request_id)
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        ended = sorted((job for job in self._jobs.values() if job.ended), key=lambda job: job.finished_at)
+        kept = sum(job.nbytes for job in ended)
+        for job in ended:
+            if now - job.finished_at > self.config.result_ttl or kept > MAX_RESULT_BYTES:
+                kept -= job.nbytes
+                del self._jobs[job.id]
+        for identity, seen in list(self._clients.items()):
+            if now - seen > CLIENT_MEMORY_SECONDS:
+                del self._clients[identity]
+
+    # ------------------------------------------------------------------ the worker thread
+    def _post(self, wake: zmq.Socket, event: tuple) -> None:
+        self._events.put(event)
+        try:
+            wake.send(b"", zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the socket thread has wake-ups pending already and will drain the queue
+
+    def _work(self) -> None:
+        wake = self.context.socket(zmq.PAIR)
+        wake.connect(self._wake_address)
+        try:
+            while True:
+                with self._cond:
+                    while not self._waiting and not self._stop_worker:
+                        self._cond.wait()
+                    if not self._waiting:
+                        return
+                    job = self._waiting.popleft()
+                    job.state = "running"
+                    self._running = job
+                self._post(wake, ("started", job))
+                self._run(job, wake)
+                self._post(wake, ("ended", job))
+                with self._cond:
+                    self._running = None
+        finally:
+            wake.close(linger=0)
+
+    def _run(self, job: Job, wake: zmq.Socket) -> None:
+        def progress(step: int, total: int) -> None:
+            job.step, job.total = step, total
+            if job.cancel.is_set():
+                raise _Cancelled
+            if job.request.progress:
+                self._post(wake, ("progress", job, step, total))
+
+        started = time.perf_counter()
+        state = "failed"
+        try:
+            if job.cancel.is_set():
+                raise _Cancelled
+            audio = render(self.pipeline, job.request, progress)
+            if job.cancel.is_set():
+                raise _Cancelled  # cancelled while decoding: honour it, the client asked
+            job.frames = [P.pack_audio(take) for take in audio]
+            job.result_header = {
+                "type": "result",
+                "mode": job.request.mode,
+                "audio": P.AudioInfo(job.request.sample_rate, audio.shape[1], audio.shape[2]).as_header(),
+                "variations": audio.shape[0],
+                "seed": job.request.seed,
+                "steps": job.request.steps if job.request.steps is not None else self.pipeline.settings.steps,
+                "cfg": job.request.cfg if job.request.cfg is not None else self.pipeline.settings.cfg,
+                "seconds_elapsed": time.perf_counter() - started,
+            }
+            state = "done"
+        except _Cancelled:
+            state = "cancelled"
+        except Sa3Error as err:
+            job.error = ("invalid_request", str(err))
+        except Exception as err:  # a model failure ends this job, not the daemon
+            log.exception("job %s failed", job.id)
+            first_line = (str(err).splitlines() or [""])[0][:200]
+            job.error = ("internal", f"{type(err).__name__}: {first_line}")
+        job.seconds_elapsed = time.perf_counter() - started
+        job.finished_at = time.monotonic()
+        job.state = state  # last: the socket thread treats a job as ended once this is set

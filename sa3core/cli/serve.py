@@ -1,0 +1,107 @@
+"""``sa3 serve`` (the inference daemon) and ``sa3 keys generate`` (CurveZMQ keys for remote use).
+
+The bind address and keys are checked before the model loads, so a refused remote bind costs
+no time. The protocol is docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import warnings
+
+from ..errors import Sa3Error
+
+RANDOM_MODEL = re.compile(r"random:(\w+)(?::(\w+))?")  # for tests and benchmarks: random:PRESET[:TEXT_ENCODER]
+
+
+def register(subparsers) -> None:
+    from bridge.protocol import DEFAULT_ENDPOINT
+
+    serve = subparsers.add_parser("serve", help="run the inference daemon for the plugin, scripts and --daemon")
+    serve.add_argument(
+        "--bind",
+        default=DEFAULT_ENDPOINT,
+        help=f"ZeroMQ endpoint (default {DEFAULT_ENDPOINT}; PORT * picks a free one)",
+    )
+    serve.add_argument(
+        "--model",
+        help="model folder (default: the shipped model); random:tiny[:hash] is a random model for tests",
+    )
+    serve.add_argument(
+        "--backend", default="torch", choices=["torch", "onnx"], help="inference backend (default torch)"
+    )
+    serve.add_argument("--max-seconds", type=float, help="longest audio one job may involve (default: the model's)")
+    serve.add_argument("--queue", type=int, default=16, help="jobs that may wait behind the running one (default 16)")
+    serve.add_argument(
+        "--result-ttl", type=float, default=600.0, help="seconds finished results stay fetchable (default 600)"
+    )
+    serve.add_argument(
+        "--on-shutdown",
+        default="finish",
+        choices=["finish", "cancel"],
+        help="what SIGINT/SIGTERM do to the running job (default finish; a second signal cancels)",
+    )
+    serve.add_argument("--curve-keys", metavar="DIR", help="CurveZMQ key folder; required to bind off loopback")
+    serve.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    serve.add_argument("--verbose", action="store_true", help="log every job")
+    serve.set_defaults(func=run_serve)
+
+    keys = subparsers.add_parser("keys", help="CurveZMQ keys for using `sa3 serve` from other machines")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    gen = keys_sub.add_parser("generate", help="create server keys (once) and a client key pair in DIR")
+    gen.add_argument("dir", help="key folder (created 0700; files 0600)")
+    gen.add_argument("--client", default="client", help="name of the client key pair (default client)")
+    gen.set_defaults(func=run_keys_generate)
+
+
+def _load_pipeline(model: str | None, backend: str):
+    from ..pipeline import Pipeline
+
+    match = RANDOM_MODEL.fullmatch(model or "")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if match:
+            pipeline = Pipeline.random(match.group(1), seed=0, text_encoder=match.group(2) or "hash", backend=backend)
+        else:
+            pipeline = Pipeline.load(model, backend=backend)
+    for warning in caught:
+        print(f"sa3 serve: warning: {warning.message}", file=sys.stderr)
+    return pipeline
+
+
+def run_serve(args) -> int:
+    from bridge.daemon import Daemon, DaemonConfig, check_bind
+    from bridge.keys import ServerKeys
+
+    check_bind(args.bind, args.curve_keys)
+    if args.curve_keys:
+        ServerKeys.from_dir(args.curve_keys)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise Sa3Error(f"--threads {args.threads} must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="sa3 serve: %(message)s", stream=sys.stderr
+    )
+    config = DaemonConfig(
+        bind=args.bind,
+        max_seconds=args.max_seconds,
+        queue=args.queue,
+        result_ttl=args.result_ttl,
+        on_shutdown=args.on_shutdown,
+        curve_keys=args.curve_keys,
+    )
+    daemon = Daemon(_load_pipeline(args.model, args.backend), config)
+    return daemon.serve()
+
+
+def run_keys_generate(args) -> int:
+    from bridge.keys import generate
+
+    for role, path in generate(args.dir, args.client).items():
+        print(f"wrote {role} keys: {path}")
+    return 0
