@@ -1,0 +1,78 @@
+"""``sa3 render SHEET``: render a prompt sheet (YAML or CSV) of jobs into a folder.
+
+The whole sheet is validated first, and every problem printed with its sheet line and
+field (exit 2) before the model loads. Then each job renders in turn; a failed job is
+reported and the rest go on (exit 1 if any failed); finished outputs are skipped on re-runs
+unless --force.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+from ..errors import Sa3Error
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "render", help="render a prompt sheet of jobs (YAML or CSV) with effects and loudness"
+    )
+    parser.add_argument("sheet", help="prompt sheet: .yaml with a jobs: list, or .csv with one job a row")
+    parser.add_argument(
+        "-o", "--output-dir", help="folder for the files (default: a folder named after the sheet, here)"
+    )
+    parser.add_argument("--daemon", metavar="ENDPOINT", help="render through a running `sa3 serve` daemon")
+    parser.add_argument("--backend", default="torch", help="torch (default) or onnx")
+    parser.add_argument("--model", help="model folder (default: the model shipped with sa3)")
+    parser.add_argument("--force", action="store_true", help="render every job again, even finished ones")
+    parser.add_argument("--jobs-only", nargs="+", metavar="NAME", help="render only the jobs with these names")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_render)
+
+
+def _renderer(args):
+    if args.daemon:
+        from ..render.daemon import DaemonRenderer
+
+        return DaemonRenderer(args.daemon)
+    from ..render.runner import InProcessRenderer
+
+    if args.model is not None and not Path(args.model).exists():
+        raise Sa3Error(f"model {args.model!r} does not exist; give a model folder or leave --model out for the default")
+    return InProcessRenderer(args.model, backend=args.backend)
+
+
+def run_render(args) -> int:
+    from ..render.runner import REPORT_NAME, check_outputs_free, render_sheet, summary_table
+    from ..render.sheet import SheetError, load_sheet
+
+    try:
+        sheet = load_sheet(args.sheet, only=args.jobs_only)
+    except SheetError as err:
+        for issue in err.issues:
+            print(f"sa3: error: {issue}", file=sys.stderr)
+        raise Sa3Error(
+            f"{len(err.issues)} problem(s) in {args.sheet}; fix them and run again (nothing was rendered)"
+        ) from None
+    out_dir = Path(args.output_dir) if args.output_dir else Path.cwd() / Path(args.sheet).stem
+    if out_dir.exists() and not out_dir.is_dir():
+        raise Sa3Error(f"output folder {str(out_dir)!r} is a file; give a folder with -o")
+    taken = check_outputs_free(sheet, out_dir, args.force)
+    if taken:
+        for issue in taken:
+            print(f"sa3: error: {issue}", file=sys.stderr)
+        raise Sa3Error(
+            f"{len(taken)} output(s) would overwrite files sa3 render did not write; pass --force or change output"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        renderer = _renderer(args)
+        results = render_sheet(sheet, out_dir, renderer, force=args.force, show_progress=not args.quiet)
+    for warning in caught:
+        if not issubclass(warning.category, DeprecationWarning):
+            print(f"sa3: warning: {warning.message}", file=sys.stderr)
+    print(summary_table(results))
+    print(f"report: {out_dir / REPORT_NAME}")
+    return 1 if any(r.status == "failed" for r in results) else 0

@@ -1,0 +1,145 @@
+"""Loudness normalisation to a target integrated loudness with a true-peak ceiling.
+
+Loudness is ITU-R BS.1770 integrated loudness measured by pyloudnorm (K-weighting, 400 ms
+blocks, absolute and relative gating). True peak is estimated as BS.1770 Annex 2 suggests:
+4x oversampling (scipy's polyphase resampler) and the largest absolute value.
+
+Normalising gains the audio to the target; where that would push the true peak over the
+ceiling, a look-ahead limiter (offline, so it can look ahead without latency) pulls the peaks
+down, and the gain is raised again until the loudness lands on the target. A final static
+trim guarantees the ceiling holds in the measured output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyloudnorm
+from scipy.ndimage import minimum_filter1d, uniform_filter1d
+from scipy.signal import resample_poly
+
+from ..timebase import SAMPLE_RATE, seconds_to_samples
+
+OVERSAMPLE = 4
+BLOCK_SECONDS = 0.4  # BS.1770 gating block: shorter sounds are measured as one 400 ms block
+LIMITER_RAMP_SECONDS = 0.004  # attack and release ramp of the limiter's gain
+LIMITER_HOLD_SECONDS = 0.02  # gain stays down this long around a peak, so bass is not distorted
+MAX_GAIN_DB = 40.0  # never lift near-silence by more than this
+TOLERANCE_LU = 0.1
+
+
+@dataclass
+class LoudnessResult:
+    """What normalisation did: measured values are of the returned audio."""
+
+    lufs: float  # integrated loudness (LUFS); -inf for silence
+    true_peak_db: float  # dBTP (4x oversampled)
+    gain_db: float  # static gain applied before limiting
+    limited: bool  # whether the limiter had to act
+
+
+def db_to_gain(db: float) -> float:
+    return 10.0 ** (db / 20.0)
+
+
+def gain_to_db(gain: float) -> float:
+    return 20.0 * math.log10(gain) if gain > 0 else -math.inf
+
+
+def integrated_loudness(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    """BS.1770 integrated loudness (LUFS) of ``audio`` [channels, samples]; -inf for silence.
+
+    Sounds shorter than one 400 ms block are zero-padded to one block (their loudness is then
+    the momentary loudness of the sound inside that window).
+    """
+    audio = np.asarray(audio, dtype=np.float64)
+    block = seconds_to_samples(BLOCK_SECONDS, sample_rate) + 1
+    if audio.shape[1] < block:
+        audio = np.pad(audio, ((0, 0), (0, block - audio.shape[1])))
+    if not np.any(audio):
+        return -math.inf
+    meter = pyloudnorm.Meter(sample_rate)
+    return float(meter.integrated_loudness(audio.T))
+
+
+def _oversampled_abs(audio: np.ndarray, circular: bool) -> np.ndarray:
+    """max over channels of |4x oversampled audio|: float [samples * 4]."""
+    n = audio.shape[1]
+    pad = min(n, 64)  # the interpolation filter's reach, in input samples
+    if circular:
+        padded = np.concatenate([audio[:, -pad:], audio, audio[:, :pad]], axis=1)
+    else:
+        padded = np.pad(audio, ((0, 0), (pad, pad)))
+    up = resample_poly(padded.astype(np.float64), OVERSAMPLE, 1, axis=1)
+    up = up[:, pad * OVERSAMPLE : (pad + n) * OVERSAMPLE]
+    return np.abs(up).max(axis=0)
+
+
+def true_peak_db(audio: np.ndarray, circular: bool = False) -> float:
+    """True peak in dBTP: the largest sample of the 4x oversampled signal.
+
+    ``circular`` treats the audio as a loop, so peaks between the last and first sample count.
+    """
+    peak = float(_oversampled_abs(np.asarray(audio), circular).max(initial=0.0))
+    return gain_to_db(peak)
+
+
+def limit(audio: np.ndarray, ceiling_db: float, circular: bool = False, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Look-ahead peak limiter: the returned audio's oversampled peaks stay under ``ceiling_db``.
+
+    The gain each sample needs (ceiling / its oversampled peak) is held with a running minimum
+    over +-(hold + 2 ramps) and then smoothed twice with a moving average of +-ramp; as the
+    smoothing never reaches farther than the minimum, the smoothed gain at a peak is never
+    above the gain that peak needs. Offline, so look-ahead costs no latency.
+    """
+    n = audio.shape[1]
+    ceiling = db_to_gain(ceiling_db)
+    per_sample = _oversampled_abs(audio, circular).reshape(n, OVERSAMPLE).max(axis=1)
+    # An inter-sample peak between n-1 and n also belongs to sample n-1's neighbour.
+    per_sample = np.maximum(per_sample, np.roll(per_sample, 1) if circular else np.r_[0.0, per_sample[:-1]])
+    need = np.minimum(1.0, ceiling / np.maximum(per_sample, 1e-12))
+    ramp = max(1, seconds_to_samples(LIMITER_RAMP_SECONDS, sample_rate))
+    hold = seconds_to_samples(LIMITER_HOLD_SECONDS, sample_rate)
+    mode = "wrap" if circular else "nearest"
+    held = minimum_filter1d(need, size=2 * (hold + 2 * ramp) + 1, mode=mode)
+    smooth = uniform_filter1d(uniform_filter1d(held, 2 * ramp + 1, mode=mode), 2 * ramp + 1, mode=mode)
+    gain = np.minimum(smooth, held)  # float rounding in the averages must not lift a peak
+    return (audio * gain[None, :]).astype(np.float32)
+
+
+def normalise(
+    audio: np.ndarray,
+    target_lufs: float,
+    ceiling_dbtp: float = -1.0,
+    circular: bool = False,
+    sample_rate: int = SAMPLE_RATE,
+) -> tuple[np.ndarray, LoudnessResult]:
+    """Gain ``audio`` [2, samples] to ``target_lufs`` with true peaks at or under ``ceiling_dbtp``.
+
+    Silence is returned unchanged (its loudness is -inf). Loudness lands within 0.1 LU of the
+    target unless the ceiling makes that impossible without extreme limiting (the result says
+    what was reached). ``circular`` treats the audio as a seamless loop.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    measured = integrated_loudness(audio, sample_rate)
+    if not math.isfinite(measured):
+        return audio, LoudnessResult(measured, true_peak_db(audio, circular), 0.0, False)
+    gain_db = min(target_lufs - measured, MAX_GAIN_DB)
+    limited = False
+    out = audio
+    for _ in range(6):
+        out = audio * np.float32(db_to_gain(gain_db))
+        if true_peak_db(out, circular) > ceiling_dbtp:
+            out = limit(out, ceiling_dbtp - 0.05, circular, sample_rate)
+            limited = True
+        reached = integrated_loudness(out, sample_rate)
+        if abs(reached - target_lufs) <= TOLERANCE_LU or gain_db >= MAX_GAIN_DB:
+            break
+        gain_db = min(gain_db + (target_lufs - reached), MAX_GAIN_DB)
+    peak = true_peak_db(out, circular)
+    if peak > ceiling_dbtp:  # what the limiter's smoothing let through: a tiny static trim
+        out = (out * np.float32(db_to_gain(ceiling_dbtp - peak - 0.01))).astype(np.float32)
+        peak = true_peak_db(out, circular)
+    return out.astype(np.float32), LoudnessResult(integrated_loudness(out, sample_rate), peak, gain_db, limited)

@@ -1,0 +1,386 @@
+"""Render a validated sheet: generate, seamless loops, effect chains with tails, loudness,
+tagged atomic writes, resumable through a manifest, one failed job never stopping the rest.
+
+Per take: model audio -> (loop) crossfade the overhang onto the start -> effect chain with
+its tail policy -> loudness normalisation with a true-peak ceiling -> file written to a
+temporary name, RIFF chunks appended (WAV), renamed into place -> manifest entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import timebase
+from ..audio import FORMATS, load_audio, save_audio
+from ..errors import Sa3Error
+from .chain import build_chain
+from .loops import apply_with_tail, make_seamless
+from .loudness import integrated_loudness, normalise, true_peak_db
+from .riff import acid_chunk, append_chunks, info_chunk
+from .sheet import Job, Sheet
+
+RENDER_FORMAT = 1  # bump when a change to rendering should invalidate finished outputs
+MANIFEST_NAME = ".sa3-render-manifest.json"
+REPORT_NAME = "render-report.json"
+
+
+@dataclass
+class OutputResult:
+    """One output file's outcome; ``status`` is rendered, skipped or failed."""
+
+    job: str
+    file: str
+    status: str
+    samples: int = 0
+    seconds: float = 0.0
+    lufs: float | None = None
+    true_peak_db: float | None = None
+    time_s: float = 0.0
+    error: str = ""
+
+
+# ---------------------------------------------------------------------------------- models
+
+
+class InProcessRenderer:
+    """The model in this process; loaded on first use, so a fully finished sheet loads nothing."""
+
+    def __init__(self, model: str | None = None, backend: str = "torch", pipeline=None) -> None:
+        self.model, self.backend, self._pipeline = model, backend, pipeline
+        self.identity = model_identity(model) if pipeline is None else f"pipeline:{pipeline.settings.name}"
+
+    @property
+    def pipeline(self):
+        if self._pipeline is None:
+            from ..pipeline import Pipeline
+
+            self._pipeline = Pipeline.load(self.model, backend=self.backend)
+        return self._pipeline
+
+    def name(self) -> str:
+        return self.pipeline.settings.name
+
+    def generate(self, prompt, samples, steps, cfg, seed, variations):
+        return self.pipeline.generate(prompt, samples, steps, cfg, seed, variations)
+
+    def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations):
+        from ..pipeline import Region
+
+        spans = [Region(start, end) for start, end in regions]
+        return self.pipeline.inpaint(audio, prompt, spans, steps, cfg, seed, variations)
+
+    def continue_(self, audio, prompt, samples, steps, cfg, seed, variations):
+        return self.pipeline.continue_(audio, prompt, samples, steps, cfg, seed, variations)
+
+
+def model_identity(model: str | os.PathLike | None) -> str:
+    """What a render depends on of the model: a hash of its folder's files (config and weights)."""
+    from ..pipeline import DEFAULT_MODEL_DIR
+
+    folder = Path(model) if model is not None else DEFAULT_MODEL_DIR
+    if not (folder / "model.json").exists():
+        if model is not None:
+            raise Sa3Error(f"model {str(folder)!r} is not an sa3 model folder (no model.json)")
+        return "random-tiny-seed0"  # the untrained stand-in Pipeline.load(None) builds
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix in (".json", ".safetensors", ".onnx"):
+            digest.update(path.name.encode())
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return f"{folder.name}:{digest.hexdigest()[:16]}"
+
+
+# ---------------------------------------------------------------------------------- manifest
+
+
+def take_hash(job: Job, seed: int, output: str, identity: str) -> str:
+    """Hash of everything that decides a take's samples and file: a change means re-render."""
+    import pedalboard
+
+    spec = dataclasses.asdict(job.spec)
+    spec.pop("name")  # renaming a job does not change its audio
+    spec.pop("source")  # the source's content counts, not where it lies
+    payload = {
+        "format": RENDER_FORMAT,
+        "spec": spec,
+        "seed": seed,
+        "output": output,
+        "source_sha256": job.source_sha256,
+        "model": identity,
+        "pedalboard": pedalboard.__version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Manifest:
+    """``.sa3-render-manifest.json`` in the output folder: output -> hash and measurements."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / MANIFEST_NAME
+        self.entries: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            try:
+                self.entries = json.loads(self.path.read_text()).get("outputs", {})
+            except (json.JSONDecodeError, AttributeError):
+                self.entries = {}  # a damaged manifest only costs re-rendering
+
+    def fresh(self, output: Path, key: str, digest: str) -> bool:
+        entry = self.entries.get(key)
+        return output.exists() and entry is not None and entry.get("hash") == digest
+
+    def record(self, key: str, entry: dict[str, Any]) -> None:
+        self.entries[key] = entry
+        _write_json(self.path, {"format": RENDER_FORMAT, "outputs": self.entries})
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Rename a finished temporary file into place, with the permissions a plain open() gives."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp files are private (0600); outputs are meant to be shared
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".sa3-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+        _publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ---------------------------------------------------------------------------------- rendering
+
+
+def _model_audio(job: Job, renderer, seed: int, variations: int) -> np.ndarray:
+    """[variations, 2, n] from the model for one base seed, with the loop overhang if any."""
+    spec = job.spec
+    if spec.mode == "generate":
+        return renderer.generate(spec.prompt, job.samples + job.overhang, spec.steps, spec.cfg, seed, variations)
+    source = load_audio(job.source)  # read now, not at validation: it may have changed since
+    if spec.mode == "inpaint":
+        return renderer.inpaint(source, spec.prompt, job.regions, spec.steps, spec.cfg, seed, variations)
+    return renderer.continue_(source, spec.prompt, job.samples, spec.steps, spec.cfg, seed, variations)
+
+
+def finish_take(job: Job, audio: np.ndarray, base_dir: Path) -> tuple[np.ndarray, float, float]:
+    """Loop crossfade, effect chain with tail, loudness: returns (audio [2, n], LUFS, dBTP)."""
+    spec = job.spec
+    if spec.loop:
+        audio = make_seamless(audio, job.samples)
+    if spec.chain:
+        audio = apply_with_tail(build_chain(spec.chain, base_dir), audio, job.tail, spec.tail_max)
+    circular = spec.loop or job.tail == "fold"
+    if spec.loudness is not None:
+        audio, result = normalise(audio, spec.loudness, spec.true_peak, circular=circular)
+        lufs, peak = result.lufs, result.true_peak_db
+    else:
+        lufs, peak = integrated_loudness(audio), true_peak_db(audio, circular)
+    if spec.mode == "generate" and job.tail != "keep" and audio.shape[1] != job.samples:
+        raise AssertionError(f"internal: {job.name} came out {audio.shape[1]} samples, not {job.samples}")
+    return audio, lufs, peak
+
+
+def write_take(job: Job, audio: np.ndarray, path: Path, seed: int, identity: str, digest: str) -> None:
+    """Write atomically: audio and chunks go to a temporary file that is renamed into place."""
+    spec = job.spec
+    comment = (
+        f"sa3 render: seed={seed} model={identity} steps={spec.steps} cfg={spec.cfg} job={job.name} hash={digest[:16]}"
+    )
+    is_wav = FORMATS[path.suffix.lower()] == "WAV"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        # WAV: the INFO list is written by us below (soundfile's would duplicate it).
+        tags = None if is_wav else {"title": spec.prompt[:1000], "comment": comment, "software": "sa3 render"}
+        save_audio(tmp, audio, timebase.SAMPLE_RATE, spec.bit_depth, overwrite=True, tags=tags)
+        if is_wav:
+            chunks = [(b"LIST", info_chunk({"INAM": spec.prompt, "ICMT": comment, "ISFT": "sa3 render"}))]
+            if job.beats is not None:
+                chunks.append((b"acid", acid_chunk(spec.loop, job.beats, job.meter, spec.bpm, job.root_note)))
+            append_chunks(tmp, chunks)
+        _publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _outputs(job: Job, out_dir: Path) -> list[tuple[int, str, Path]]:
+    return [(take.seed, take.output, out_dir / take.output) for take in job.takes]
+
+
+def _error_line(err: BaseException) -> str:
+    if isinstance(err, Sa3Error):
+        return str(err).splitlines()[0]
+    return f"{type(err).__name__}: {err} (at {traceback.extract_tb(err.__traceback__)[-1].name})"
+
+
+def render_job(
+    job: Job, renderer, out_dir: Path, base_dir: Path, manifest: Manifest, force: bool
+) -> list[OutputResult]:
+    """Render one job's takes (or skip them all when all are fresh); never raises for the job's own failure."""
+    outputs = _outputs(job, out_dir)
+    digests = [take_hash(job, seed, key, renderer.identity) for seed, key, _ in outputs]
+    if not force and all(manifest.fresh(path, key, d) for (_, key, path), d in zip(outputs, digests)):
+        results = []
+        for _, key, _ in outputs:
+            entry = manifest.entries[key]
+            results.append(
+                OutputResult(
+                    job.name, key, "skipped", entry["samples"], entry["seconds"], entry["lufs"], entry["true_peak_db"]
+                )
+            )
+        return results
+    started = time.perf_counter()
+    results: list[OutputResult] = []
+    try:
+        by_seed: dict[int, list[int]] = {}
+        for n, take in enumerate(job.takes):
+            by_seed.setdefault(take.seed - (n % job.spec.variations), []).append(n)
+        for base_seed, indices in by_seed.items():
+            takes = _model_audio(job, renderer, base_seed, len(indices))
+            for n, audio in zip(indices, takes):
+                seed, key, path = outputs[n]
+                take_started = time.perf_counter()
+                audio, lufs, peak = finish_take(job, np.asarray(audio, dtype=np.float32), base_dir)
+                write_take(job, audio, path, seed, renderer.identity, digests[n])
+                lufs_value = lufs if math.isfinite(lufs) else None
+                peak_value = peak if math.isfinite(peak) else None
+                seconds = timebase.samples_to_seconds(audio.shape[1])
+                manifest.record(
+                    key,
+                    {
+                        "hash": digests[n],
+                        "job": job.name,
+                        "samples": int(audio.shape[1]),
+                        "seconds": seconds,
+                        "lufs": lufs_value,
+                        "true_peak_db": peak_value,
+                    },
+                )
+                elapsed = time.perf_counter() - take_started
+                results.append(
+                    OutputResult(
+                        job.name, key, "rendered", int(audio.shape[1]), seconds, lufs_value, peak_value, elapsed
+                    )
+                )
+        # Model time is shared by a job's takes: spread it over them for the table.
+        total = time.perf_counter() - started
+        for result in results:
+            result.time_s = total / len(results)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # one job's failure is reported; the batch goes on
+        done = {r.file for r in results}
+        message = _error_line(err)
+        results += [
+            OutputResult(job.name, key, "failed", error=message, time_s=time.perf_counter() - started)
+            for _, key, _ in outputs
+            if key not in done
+        ]
+    return results
+
+
+def check_outputs_free(sheet: Sheet, out_dir: Path, force: bool) -> list[str]:
+    """Outputs that exist but were not written by a render into this folder (refused without --force)."""
+    if force:
+        return []
+    manifest = Manifest(out_dir)
+    problems = []
+    for job in sheet.jobs:
+        for _, key, path in _outputs(job, out_dir):
+            if path.exists() and key not in manifest.entries:
+                problems.append(
+                    f"{sheet.path}:{job.line}: job {job.index + 1} ({job.name}): output: {str(path)!r} exists and was not written by sa3 render; pass --force to replace it"
+                )
+    return problems
+
+
+def render_sheet(
+    sheet: Sheet,
+    out_dir: Path,
+    renderer,
+    force: bool = False,
+    show_progress: bool = True,
+    on_result: Callable[[OutputResult], None] | None = None,
+) -> list[OutputResult]:
+    """Render every job of ``sheet`` into ``out_dir``; writes the JSON report; returns all results."""
+    from tqdm import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out_dir)
+    results: list[OutputResult] = []
+    bar = tqdm(sheet.jobs, desc="render", unit="job", disable=not show_progress)
+    for job in bar:
+        bar.set_postfix_str(job.name)
+        job_results = render_job(job, renderer, out_dir, sheet.path.parent, manifest, force)
+        for result in job_results:
+            if result.status == "failed":
+                bar.write(f"sa3 render: job {job.name!r} failed: {result.error}")
+            if on_result:
+                on_result(result)
+        results += job_results
+    bar.close()
+    _write_json(
+        out_dir / REPORT_NAME,
+        {
+            "sheet": str(sheet.path),
+            "model": renderer.identity,
+            "rendered": sum(r.status == "rendered" for r in results),
+            "skipped": sum(r.status == "skipped" for r in results),
+            "failed": sum(r.status == "failed" for r in results),
+            "outputs": [dataclasses.asdict(r) for r in results],
+        },
+    )
+    return results
+
+
+def summary_table(results: list[OutputResult]) -> str:
+    """A plain-text table: file, length, LUFS, peak dBTP, time taken, status."""
+
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    rows = [("file", "length s", "LUFS", "peak dBTP", "time s", "status")]
+    for r in results:
+        status = r.status if r.status != "failed" else f"FAILED: {r.error}"
+        rows.append(
+            (
+                r.file,
+                num(r.seconds if r.samples else None, ".3f"),
+                num(r.lufs, ".1f"),
+                num(r.true_peak_db, ".1f"),
+                num(r.time_s if r.status != "skipped" else None, ".2f"),
+                status,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row[:5], widths)))
+        + "  "
+        + row[5]
+        for row in rows
+    ]
+    counts = {s: sum(r.status == s for r in results) for s in ("rendered", "skipped", "failed")}
+    lines.append(f"{counts['rendered']} rendered, {counts['skipped']} skipped, {counts['failed']} failed")
+    return "\n".join(lines)

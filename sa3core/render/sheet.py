@@ -1,0 +1,534 @@
+"""Prompt sheets: parsing and validation, with every problem reported before anything renders.
+
+A sheet is YAML (a top-level ``jobs:`` list, optionally ``defaults:`` merged into every job)
+or CSV (one job a row, a header row of the same keys). The keys of a job are the fields of
+:class:`JobSpec`. Problems are collected, each naming the sheet line (YAML: the line of the
+offending key or item; CSV: the row's line) and the field, and raised together as
+:class:`SheetError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import difflib
+import hashlib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+import yaml
+
+from .. import timebase
+from ..audio import FORMATS, SUBTYPES
+from ..config import from_dict
+from ..errors import Sa3Error
+from .chain import EffectError, build_effect
+from .loops import TAILS
+from .riff import parse_root_note
+
+MODES = ("generate", "inpaint", "continue")
+TOP_LEVEL_KEYS = ("jobs", "defaults")
+MAX_TAKES = 256
+RAW_TEXT_FIELDS = ("regions",)  # read as typed: YAML would turn 2:30 into the number 150
+
+
+@dataclass
+class JobSpec:
+    """One job as written in a sheet. Defaults live here and only here."""
+
+    prompt: str = ""
+    name: str = ""  # default: the output's file stem, else job1, job2, ...
+    mode: str = "generate"  # generate | inpaint | continue
+    seconds: float | None = None  # length (continue: of the new audio)
+    bars: float | None = None  # length in bars at bpm and meter, instead of seconds
+    bpm: float | None = None  # quarter notes per minute
+    meter: str = "4/4"
+    seed: Any = 0  # one seed or a list of seeds
+    variations: int = 1  # takes per seed: variation k of seed s is seed s + k
+    steps: int | None = None  # sampler steps (default: the model's)
+    cfg: float | None = None  # guidance scale (default: the model's)
+    source: str | None = None  # inpaint/continue: audio file, relative to the sheet
+    regions: list = field(default_factory=list)  # inpaint: ["5.1:9.1", "12.0:14.5"]
+    chain: list = field(default_factory=list)  # effects: [{type: Reverb, room_size: 0.4}, {vst3: PATH, params: {}}]
+    tail: str = ""  # cut | keep | fold; default fold for loops, cut otherwise
+    tail_max: float = 8.0  # seconds of effect tail at most (keep and fold)
+    loop: bool = False  # seamless loop: the end crossfades into the start, length unchanged
+    crossfade: float = 0.05  # seconds of overhang crossfaded onto the start of a loop
+    loudness: float | None = None  # target integrated loudness in LUFS (none: leave the level)
+    true_peak: float = -1.0  # ceiling in dBTP when normalising
+    root_note: Any = None  # acid root note: MIDI number or name like C4
+    output: str = ""  # file under the output folder; {name}, {seed}, {take} fill in; default {name}.wav
+    bit_depth: str = "24"  # 16 | 24 | float
+
+
+@dataclass
+class Take:
+    seed: int
+    output: str  # relative to the output folder (or absolute)
+
+
+@dataclass
+class Job:
+    """A validated job, ready to render. Lengths are in samples at 44.1 kHz."""
+
+    index: int
+    name: str
+    line: int
+    spec: JobSpec
+    samples: int  # output length (generate), new audio (continue), 0 for inpaint (source length)
+    meter: timebase.Meter
+    takes: list[Take]
+    source: Path | None
+    source_sha256: str | None
+    regions: list[tuple[int, int]]
+    tail: str
+    overhang: int  # extra samples rendered for a seamless loop
+    root_note: int | None
+    beats: int | None  # quarter notes, for the acid chunk; None without a tempo
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({t.seed for t in self.takes})
+
+
+@dataclass
+class Sheet:
+    path: Path
+    jobs: list[Job]
+
+
+class SheetError(Sa3Error):
+    """A sheet with problems; ``issues`` holds one line per problem, ``path:line: job: field: what``."""
+
+    def __init__(self, path: Path, issues: list[str]) -> None:
+        self.path, self.issues = path, issues
+        super().__init__(
+            f"sheet {str(path)!r} has {len(issues)} problem(s); nothing was rendered:\n  " + "\n  ".join(issues)
+        )
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _RawJob:
+    values: dict[str, Any]
+    line: int
+    origin: dict[str, tuple]  # field -> path of the mapping it came from (the job or defaults)
+    lines: dict[tuple, int]  # path -> line, for the whole sheet
+    raw: dict[tuple, str]  # path -> scalar text as written
+
+    def line_of(self, name: str, *sub: Any) -> int:
+        path = (*self.origin.get(name, ()), name, *sub)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.line
+
+
+def _walk(node: yaml.Node, prefix: tuple, lines: dict, raw: dict) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, key.value)
+            lines[path] = key.start_mark.line + 1
+            _walk(value, path, lines, raw)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*prefix, i)] = item.start_mark.line + 1
+            _walk(item, (*prefix, i), lines, raw)
+    else:
+        raw[prefix] = node.value
+
+
+def _read_yaml(path: Path, issues: list[str]) -> list[_RawJob]:
+    text = path.read_text()
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        issues.append(f"{path}:{mark.line + 1 if mark else 1}: not valid YAML: {getattr(err, 'problem', err)}")
+        return []
+    if not isinstance(data, dict) or root is None:
+        issues.append(f"{path}:1: a sheet is a mapping with a 'jobs:' list (and optionally 'defaults:')")
+        return []
+    lines: dict[tuple, int] = {}
+    raw: dict[tuple, str] = {}
+    _walk(root, (), lines, raw)
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            issues.append(
+                f"{path}:{lines.get((key,), 1)}: unknown top-level key {key!r}{_hint(str(key), TOP_LEVEL_KEYS)}"
+            )
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        issues.append(f"{path}:{lines.get(('defaults',), 1)}: defaults: must be a mapping of job keys to values")
+        defaults = {}
+    jobs = data.get("jobs")
+    if not isinstance(jobs, list) or not jobs:
+        issues.append(f"{path}:{lines.get(('jobs',), 1)}: jobs: the sheet needs a non-empty 'jobs:' list")
+        return []
+    out = []
+    for i, job in enumerate(jobs):
+        line = lines.get(("jobs", i), 1)
+        if not isinstance(job, dict):
+            issues.append(f"{path}:{line}: job {i + 1}: must be a mapping of keys (prompt, seconds, ...), got {job!r}")
+            continue
+        origin = {k: ("defaults",) for k in defaults} | {k: ("jobs", i) for k in job}
+        values = {**defaults, **job}
+        for name in RAW_TEXT_FIELDS:
+            if isinstance(values.get(name), list):
+                values[name] = [raw.get((*origin[name], name, j), item) for j, item in enumerate(values[name])]
+        out.append(_RawJob(values, line, origin, lines, raw))
+    return out
+
+
+def _read_csv(path: Path, issues: list[str]) -> list[_RawJob]:
+    text_fields = {
+        f.name for f in dataclasses.fields(JobSpec) if typing.get_type_hints(JobSpec)[f.name] in (str, str | None)
+    }
+    out = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        for row in reader:
+            line = reader.line_num
+            values: dict[str, Any] = {}
+            for key, cell in row.items():
+                if key is None:
+                    issues.append(f"{path}:{line}: row has more cells than the header has columns")
+                    continue
+                key = key.strip()
+                if cell is None or not cell.strip():
+                    continue
+                cell = cell.strip()
+                if key in text_fields or key == "root_note":
+                    values[key] = cell
+                elif key == "regions":
+                    values[key] = [part.strip() for part in cell.split(";") if part.strip()]
+                else:
+                    try:
+                        values[key] = yaml.safe_load(cell)  # numbers, true/false, inline [lists] and {maps}
+                    except yaml.YAMLError:
+                        issues.append(f"{path}:{line}: {key}: cannot read {cell!r}")
+            out.append(_RawJob(values, line, {}, {}, {}))
+    if not out and not issues:
+        issues.append(f"{path}:1: the CSV sheet has a header but no job rows")
+    return out
+
+
+READERS = {".yaml": _read_yaml, ".yml": _read_yaml, ".csv": _read_csv}
+
+
+def _hint(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(choices))}"
+
+
+# ---------------------------------------------------------------------------------- checking
+
+
+def _type_ok(value: Any, hint: Any) -> str | None:
+    """None if ``value`` fits ``hint``, else what was expected (for the message)."""
+    if hint is Any:
+        return None
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is bool and isinstance(value, bool):
+            return None
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if option is str and isinstance(value, str):
+            return None
+        if option is list and isinstance(value, list):
+            return None
+    names = {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a number",
+        str: "text",
+        list: "a list",
+        type(None): "empty",
+    }
+    return " or ".join(names.get(o, str(o)) for o in options if o is not type(None))
+
+
+def load_sheet(path: str | Path, only: list[str] | None = None) -> Sheet:
+    """Read and validate a sheet; raises :class:`SheetError` listing every problem found.
+
+    ``only`` keeps the jobs with those names (an unknown name is a problem too).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise Sa3Error(f"sheet {str(path)!r} does not exist; give a .yaml or .csv prompt sheet")
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise Sa3Error(f"sheet {str(path)!r} must be .yaml, .yml or .csv")
+    issues: list[str] = []
+    raw_jobs = reader(path, issues)
+    hints = typing.get_type_hints(JobSpec)
+    jobs: list[Job] = []
+    for index, raw in enumerate(raw_jobs):
+        job = _check_job(path, index, raw, hints, issues)
+        if job is not None:
+            jobs.append(job)
+    _check_across(path, jobs, issues)
+    if only:
+        names = {job.name for job in jobs}
+        for name in only:
+            if name not in names:
+                issues.append(f"{path}: --jobs-only {name!r} is not a job in the sheet{_hint(name, names)}")
+        jobs = [job for job in jobs if job.name in set(only)]
+    if issues:
+        raise SheetError(path, issues)
+    return Sheet(path, jobs)
+
+
+def _check_job(path: Path, index: int, raw: _RawJob, hints: dict, issues: list[str]) -> Job | None:
+    label = f"job {index + 1}" + (f" ({raw.values['name']})" if isinstance(raw.values.get("name"), str) else "")
+    count = len(issues)
+
+    mistyped: set[str] = set()
+
+    def problem(name: str, message: str, *sub: Any) -> None:
+        if name in mistyped:
+            return  # already reported as the wrong type; follow-on complaints would only confuse
+        where = name + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in sub)
+        issues.append(f"{path}:{raw.line_of(name, *sub)}: {label}: {where}: {message}")
+
+    clean = {}
+    for name, value in raw.values.items():
+        if name not in hints:
+            problem(name, f"unknown key {name!r}{_hint(name, hints)}")
+        elif (expected := _type_ok(value, hints[name])) is not None:
+            problem(name, f"must be {expected}, got {value!r}")
+            mistyped.add(name)
+        else:
+            clean[name] = value
+    spec = from_dict(JobSpec, clean, where=label)
+
+    def attempt(name: str, fn, *args, sub: tuple = ()):
+        try:
+            return fn(*args)
+        except Sa3Error as err:
+            problem(name, str(err), *sub)
+            return None
+
+    if spec.mode not in MODES:
+        problem("mode", f"mode {spec.mode!r} is not one of {', '.join(MODES)}{_hint(spec.mode, MODES)}")
+    if not spec.prompt.strip():
+        problem("prompt", "every job needs a prompt (what to make)")
+    meter = attempt("meter", timebase.Meter.parse, spec.meter) or timebase.Meter()
+    bpm_ok = spec.bpm is None or attempt("bpm", timebase.check_bpm, spec.bpm) is not None
+
+    # Length.
+    samples = 0
+    if spec.seconds is not None and spec.bars is not None:
+        problem("bars", "give seconds or bars, not both")
+    elif spec.mode == "inpaint" and (spec.seconds is not None or spec.bars is not None):
+        problem(
+            "seconds" if spec.seconds is not None else "bars",
+            "inpaint keeps the source's length; leave seconds/bars out",
+        )
+    elif spec.bars is not None:
+        if spec.bpm is None:
+            problem("bars", "bars need a tempo: add bpm (and meter, default 4/4)")
+        elif bpm_ok:
+            samples = attempt("bars", timebase.bars_to_samples, spec.bars, spec.bpm, meter) or 0
+    elif spec.seconds is not None:
+        if spec.seconds <= 0:
+            problem("seconds", f"length {spec.seconds!r} s must be longer than zero")
+        else:
+            samples = timebase.seconds_to_samples(spec.seconds)
+    elif spec.mode != "inpaint":
+        problem("seconds", "the job needs a length: seconds, or bars with bpm")
+    if samples:
+        what = "length" if spec.bars is None else f"{spec.bars:g} bars at {spec.bpm:g} bpm in {meter}"
+        attempt(
+            "bars" if spec.bars is not None else "seconds", timebase.check_duration, samples, timebase.MAX_SECONDS, what
+        )
+    if spec.seconds is not None and 0 < spec.seconds and samples == 0:
+        problem("seconds", f"length {spec.seconds!r} s is shorter than one sample")
+
+    # Loop.
+    overhang = 0
+    if spec.loop:
+        overhang = timebase.seconds_to_samples(spec.crossfade) if spec.crossfade > 0 else 0
+        if spec.mode != "generate":
+            problem("loop", f"seamless loops are rendered with mode generate, not {spec.mode}")
+        elif overhang < 1:
+            problem("crossfade", f"a loop crossfade of {spec.crossfade!r} s is too short; use e.g. 0.05")
+        elif samples and overhang > samples // 2:
+            problem("crossfade", f"crossfade {spec.crossfade:g} s is over half the loop's length; shorten it")
+    tail = spec.tail or ("fold" if spec.loop else "cut")
+    if tail not in TAILS:
+        problem("tail", f"tail {spec.tail!r} is not one of {', '.join(TAILS)}{_hint(spec.tail, TAILS)}")
+    elif spec.loop and tail == "keep":
+        problem("tail", "a loop cannot keep its tail (the file would be longer than the loop); use fold or cut")
+    if not 0 < spec.tail_max <= 60:
+        problem("tail_max", f"tail_max {spec.tail_max!r} s must be above 0 and at most 60")
+
+    # Takes.
+    seeds = spec.seed if isinstance(spec.seed, list) else [spec.seed]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds):
+        problem("seed", f"seed must be a whole number >= 0 or a list of them, got {spec.seed!r}")
+        seeds = [0]
+    elif len(set(seeds)) != len(seeds):
+        problem("seed", f"seed list {spec.seed!r} repeats a seed; each take needs its own")
+        seeds = sorted(set(seeds))
+    if spec.variations < 1:
+        problem("variations", f"variations must be at least 1, got {spec.variations}")
+    if len(seeds) * max(spec.variations, 1) > MAX_TAKES:
+        problem("variations", f"{len(seeds) * spec.variations} takes is more than {MAX_TAKES}; split the job")
+    if spec.steps is not None and spec.steps < 1:
+        problem("steps", f"steps must be at least 1, got {spec.steps}")
+    if spec.cfg is not None and spec.cfg < 0:
+        problem("cfg", f"cfg must be 0 or more, got {spec.cfg}")
+
+    # Source and regions.
+    source, source_sha, regions = _check_source(spec, path, problem, attempt, meter)
+
+    # Chain: built for real, so unknown effects, bad parameters and plugins that do not load show now.
+    for i, item in enumerate(spec.chain):
+        try:
+            build_effect(item, path.parent)
+        except EffectError as err:
+            if err.key and isinstance(item, dict) and err.key in item:
+                problem("chain", str(err), i, err.key)
+            else:
+                problem("chain", str(err), i)
+
+    # Loudness.
+    if spec.loudness is not None and not -70 <= spec.loudness <= 0:
+        problem("loudness", f"target {spec.loudness!r} LUFS is out of range; use -70 to 0 (e.g. -14)")
+    if not -20 <= spec.true_peak <= 0:
+        problem("true_peak", f"ceiling {spec.true_peak!r} dBTP is out of range; use -20 to 0 (e.g. -1)")
+    root_note = None if spec.root_note is None else attempt("root_note", parse_root_note, spec.root_note)
+
+    # Outputs.
+    name = spec.name or (Path(spec.output).stem if spec.output and "{" not in spec.output else f"job{index + 1}")
+    takes = _takes(spec, name, seeds, problem)
+    beats = None
+    if spec.bpm is not None and bpm_ok and samples:
+        beats = max(1, round(timebase.samples_to_seconds(samples) * spec.bpm / 60.0))
+    if len(issues) > count:
+        return None
+    return Job(
+        index,
+        name,
+        raw.line,
+        spec,
+        samples,
+        meter,
+        takes,
+        source,
+        source_sha,
+        regions,
+        tail,
+        overhang,
+        root_note,
+        beats,
+    )
+
+
+def _check_source(spec: JobSpec, path: Path, problem, attempt, meter) -> tuple[Path | None, str | None, list]:
+    from ..pipeline import Region
+
+    if spec.mode == "generate":
+        if spec.source is not None:
+            problem("source", "a source file is for mode inpaint or continue; set mode or drop source")
+        if spec.regions:
+            problem("regions", "regions are for mode inpaint")
+        return None, None, []
+    if spec.source is None:
+        problem("source", f"mode {spec.mode} needs a source audio file")
+        return None, None, []
+    source = Path(spec.source).expanduser()
+    source = source if source.is_absolute() else path.parent / source
+    if not source.is_file():
+        problem("source", f"source file {str(source)!r} does not exist")
+        return None, None, []
+    try:
+        info = sf.info(str(source))
+    except (sf.LibsndfileError, RuntimeError):
+        problem("source", f"{str(source)!r} is not an audio file sa3 can read (WAV, FLAC, AIFF, OGG)")
+        return None, None, []
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    seconds = info.frames / info.samplerate
+    regions = []
+    if spec.mode == "continue" and spec.regions:
+        problem("regions", "continue extends the source at its end; regions are for mode inpaint")
+    if spec.mode == "inpaint":
+        if not spec.regions:
+            problem(
+                "regions",
+                'inpaint needs regions to regenerate, e.g. regions: ["5.1:9.1"] (bars, with bpm) or ["2.0:4.5"]',
+            )
+        for i, text in enumerate(spec.regions):
+            if not isinstance(text, str):
+                problem("regions", f"region {text!r} must be text START:END; quote it in YAML", i)
+                continue
+            span = attempt("regions", timebase.parse_region, text, spec.bpm, meter, sub=(i,))
+            if span is None:
+                continue
+            if span[1] > seconds + 1e-9:
+                problem(
+                    "regions", f"region {text!r} ends at {span[1]:.3f} s, past the source's end ({seconds:.3f} s)", i
+                )
+                continue
+            region = Region.from_seconds(*span)
+            for j, other in enumerate(regions):
+                if region.start < other[1] and other[0] < region.end:
+                    problem("regions", f"region {text!r} overlaps region {j + 1}; merge them", i)
+            regions.append((region.start, region.end))
+    return source, digest, regions
+
+
+def _takes(spec: JobSpec, name: str, seeds: list[int], problem) -> list[Take]:
+    template = spec.output or "{name}.wav"
+    pairs = [(seed + k, n) for n, (seed, k) in enumerate((s, k) for s in seeds for k in range(max(spec.variations, 1)))]
+    if len(pairs) > 1 and "{take}" not in template and "{seed}" not in template:
+        stem, dot, ext = template.rpartition(".")
+        template = f"{stem}-{{take}}.{ext}" if dot else f"{template}-{{take}}"
+    takes = []
+    for seed, n in pairs:
+        try:
+            output = template.format(name=name, seed=seed, take=n + 1)
+        except (KeyError, IndexError, ValueError) as err:
+            problem("output", f"{template!r} has an unknown placeholder ({err}); use {{name}}, {{seed}}, {{take}}")
+            return []
+        suffix = Path(output).suffix.lower()
+        if suffix not in FORMATS:
+            problem("output", f"{output!r} has an unknown extension; use one of {', '.join(FORMATS)}")
+            return []
+        takes.append(Take(seed, output))
+    if spec.bit_depth not in SUBTYPES:
+        problem("bit_depth", f"bit depth {spec.bit_depth!r} is not one of {', '.join(SUBTYPES)}")
+    elif takes and FORMATS[Path(takes[0].output).suffix.lower()] == "FLAC" and SUBTYPES[spec.bit_depth] == "FLOAT":
+        problem("bit_depth", "FLAC cannot hold float samples; use 16 or 24, or write a .wav")
+    return takes
+
+
+def _check_across(path: Path, jobs: list[Job], issues: list[str]) -> None:
+    seen_names: dict[str, Job] = {}
+    seen_outputs: dict[str, Job] = {}
+    for job in jobs:
+        if job.name in seen_names:
+            issues.append(
+                f"{path}:{job.line}: job {job.index + 1}: name: {job.name!r} is also job {seen_names[job.name].index + 1}'s name; names must be unique"
+            )
+        seen_names.setdefault(job.name, job)
+        for take in job.takes:
+            key = str(Path(take.output))
+            if key in seen_outputs and seen_outputs[key] is not job:
+                issues.append(
+                    f"{path}:{job.line}: job {job.index + 1} ({job.name}): output: {take.output!r} is also written by job {seen_outputs[key].index + 1}"
+                )
+            seen_outputs.setdefault(key, job)
