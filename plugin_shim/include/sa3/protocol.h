@@ -1,0 +1,80 @@
+// The sa3 daemon protocol as the shim speaks it. docs/protocol.md is the authority; this
+// constant must equal the version that page states (tests/bridge checks they agree).
+#pragma once
+
+#define SA3_PROTOCOL_VERSION "1.0"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sa3/take.h"
+
+namespace zmq {
+class context_t;
+class socket_t;
+}  // namespace zmq
+
+namespace sa3 {
+
+/// One job for the daemon, with audio at the host rate (the daemon replies at that rate).
+struct RenderRequest {
+  Mode mode = Mode::Inpaint;
+  std::string prompt;
+  uint32_t seed = 0;
+  int steps = 0;  // 0 = the model's default
+  int sampleRate = 44100;
+  std::vector<float> left, right;  // the input clip (inpaint and continue), planar
+  int64_t regionStart = 0, regionEnd = 0;  // inpaint: the span of the clip to regenerate
+  int64_t newSamples = 0;                  // generate and continue: new audio to make
+};
+
+/// One message from the daemon, decoded.
+struct DaemonEvent {
+  enum class Kind { Other, Capabilities, Heartbeat, Queued, Progress, Result, Cancelled, Error, Shutdown };
+  Kind kind = Kind::Other;
+  int64_t requestId = -1;  // echoed request_id, -1 when absent
+  std::string jobId;
+  std::string code, message;  // error
+  int step = 0, total = 0;    // progress
+  int sampleRate = 0;         // result
+  std::vector<float> left, right;
+};
+
+/// A DEALER socket to the daemon's ROUTER, speaking msgpack headers + planar float32 frames.
+/// Used by one thread only (the processor's worker). Owns its own libzmq context: pyzmq in
+/// the same process bundles another libzmq, so nothing ZeroMQ is ever shared with Python.
+class DaemonClient {
+ public:
+  explicit DaemonClient(std::string endpoint);
+  ~DaemonClient();
+
+  /// Drops the socket and everything queued on it, and connects a new one.
+  void reconnect();
+  void sendHello();
+  void sendHeartbeat();
+  /// Sends a generate/inpaint/continue request; returns its request_id.
+  int64_t submit(const RenderRequest& request);
+  void cancel(const std::string& jobId);
+  void fetch(const std::string& jobId);
+  /// Waits up to timeoutMs for one message. Returns false on timeout. A message that cannot
+  /// be decoded comes back as Kind::Other (it still proves the daemon is alive).
+  bool receive(int timeoutMs, DaemonEvent& event);
+
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  void sendHeader(const std::vector<char>& header, const std::vector<float>* left,
+                  const std::vector<float>* right);
+
+  std::string endpoint_;
+  std::unique_ptr<zmq::context_t> context_;
+  std::unique_ptr<zmq::socket_t> socket_;
+  int64_t nextRequestId_ = 1;
+};
+
+/// Name of a mode on the wire: "generate", "inpaint", "continue".
+const char* modeName(Mode mode) noexcept;
+
+}  // namespace sa3

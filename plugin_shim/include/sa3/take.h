@@ -1,0 +1,40 @@
+// A take: one result from the daemon, kept non-destructively with everything that made it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sa3/timebase.h"
+
+namespace sa3 {
+
+/// What the daemon is asked to do with the region.
+enum class Mode : int {
+  Generate = 0,  // new audio for N bars, no context
+  Inpaint = 1,   // regenerate the region, the captured audio around it is context
+  Continue = 2,  // N bars that follow the captured audio before the region start
+};
+
+/// One rendered result. Immutable once published to the audio thread.
+struct Take {
+  uint64_t id = 0;  // unique within a plugin instance's state
+  std::string prompt;
+  uint64_t seed = 0;
+  int steps = 0;
+  Mode mode = Mode::Inpaint;
+  double bpm = timebase::kDefaultBpm;
+  timebase::Meter meter;
+  double sampleRate = timebase::kModelSampleRate;  // rate of `left`/`right` and of `start`
+  int64_t start = 0;                               // host timeline sample where it begins
+  std::vector<float> left, right;                  // the region's new audio, equal lengths
+
+  int64_t length() const noexcept { return static_cast<int64_t>(left.size()); }
+  timebase::Region region() const noexcept { return {start, start + length()}; }
+};
+
+/// A take resampled to another host rate (linear interpolation, done off the audio thread
+/// when a project reopens at a rate other than the one the take was rendered at).
+Take resampleTake(const Take& take, double newSampleRate);
+
+}  // namespace sa3

@@ -1,0 +1,252 @@
+// sa3shim: the plugin core driven from Python, so tests and benchmarks act as a host.
+// One PYBIND11_MODULE; each part binds itself in its own init_* function.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <stdexcept>
+
+#include "sa3/position.h"
+#include "sa3/processor.h"
+#include "sa3/protocol.h"
+#include "sa3/timebase.h"
+
+namespace py = pybind11;
+namespace tb = sa3::timebase;
+
+namespace {
+
+const char* statusName(sa3::Status s) {
+  switch (s) {
+    case sa3::Status::Offline:
+      return "offline";
+    case sa3::Status::Idle:
+      return "idle";
+    case sa3::Status::Rendering:
+      return "rendering";
+    case sa3::Status::Error:
+      return "error";
+  }
+  return "offline";
+}
+
+sa3::Mode parseMode(const std::string& name) {
+  if (name == "generate") return sa3::Mode::Generate;
+  if (name == "inpaint") return sa3::Mode::Inpaint;
+  if (name == "continue") return sa3::Mode::Continue;
+  throw py::value_error("mode '" + name + "' is not one of generate, inpaint, continue");
+}
+
+tb::Meter toMeter(std::pair<int, int> m) {
+  tb::Meter meter{m.first, m.second};
+  if (!meter.valid())
+    throw py::value_error("meter " + std::to_string(m.first) + "/" + std::to_string(m.second) +
+                          " is not a time signature; use 1-64 beats over 1, 2, 4, 8, 16 or 32");
+  return meter;
+}
+
+/// The processor plus what a Python host needs around it (block timing).
+struct PyProcessor {
+  explicit PyProcessor(const sa3::ProcessorConfig& config) : core(config) {}
+  sa3::Processor core;
+  double lastBlockSeconds = 0.0;
+};
+
+void init_timebase(py::module_& m) {
+  m.attr("MODEL_SAMPLE_RATE") = tb::kModelSampleRate;
+  m.attr("SAMPLES_PER_FRAME") = tb::kSamplesPerFrame;
+  m.attr("PROTOCOL_VERSION") = SA3_PROTOCOL_VERSION;
+  m.def("quarters_per_bar", [](std::pair<int, int> meter) { return toMeter(meter).quartersPerBar(); });
+  m.def(
+      "bars_to_samples",
+      [](double bars, double bpm, std::pair<int, int> meter, double rate) {
+        return tb::barsToSamples(bars, bpm, toMeter(meter), rate);
+      },
+      py::arg("bars"), py::arg("bpm"), py::arg("meter"), py::arg("sample_rate"));
+  m.def(
+      "bar_start_sample",
+      [](double bar, double bpm, std::pair<int, int> meter, double rate) {
+        return tb::barStartSample(bar, bpm, toMeter(meter), rate);
+      },
+      py::arg("bar"), py::arg("bpm"), py::arg("meter"), py::arg("sample_rate"), "1-based bar number to host sample");
+  m.def("ppq_to_samples", &tb::ppqToSamples, py::arg("ppq"), py::arg("bpm"), py::arg("sample_rate"));
+  m.def("samples_to_frames", &tb::samplesToFrames, py::arg("model_samples"));
+  m.def("host_to_model_samples", &tb::hostToModelSamples, py::arg("host_samples"), py::arg("host_sample_rate"));
+  m.def(
+      "nearest_bar_line", [](double ppq, std::pair<int, int> meter) { return tb::nearestBarLine(ppq, toMeter(meter)); },
+      py::arg("ppq"), py::arg("meter"));
+  m.def(
+      "inpaint_frame_mask",
+      [](int64_t window, int64_t start, int64_t end) {
+        const auto mask = tb::inpaintFrameMask(window, start, end);
+        return py::array_t<uint8_t>(static_cast<py::ssize_t>(mask.size()), mask.data());  // copies
+      },
+      py::arg("window_model_samples"), py::arg("region_start"), py::arg("region_end"),
+      "Frame mask (1 = keep, 0 = regenerate) over ceil(window / 4096) latent frames.");
+}
+
+void init_processor(py::module_& m) {
+  py::class_<PyProcessor>(m, "Processor", "The sa3 plugin core (see plugin_shim/include/sa3/processor.h).")
+      .def(py::init([](const std::string& endpoint, double maxCaptureSeconds, double contextSeconds, int heartbeatMs,
+                       int offlineAfterMs, int requestTimeoutMs) {
+             sa3::ProcessorConfig c;
+             c.endpoint = endpoint;
+             c.maxCaptureSeconds = maxCaptureSeconds;
+             c.contextSeconds = contextSeconds;
+             c.heartbeatMs = heartbeatMs;
+             c.offlineAfterMs = offlineAfterMs;
+             c.requestTimeoutMs = requestTimeoutMs;
+             return std::make_unique<PyProcessor>(c);
+           }),
+           py::arg("endpoint") = "tcp://127.0.0.1:5557", py::arg("max_capture_seconds") = tb::kMaxSeconds,
+           py::arg("context_seconds") = 10.0, py::arg("heartbeat_ms") = 500, py::arg("offline_after_ms") = 2000,
+           py::arg("request_timeout_ms") = 120000)
+      .def("prepare_to_play", [](PyProcessor& p, double rate, int maxBlock) { p.core.prepareToPlay(rate, maxBlock); },
+           py::arg("sample_rate"), py::arg("max_block_size"))
+      .def("release_resources", [](PyProcessor& p) { p.core.releaseResources(); })
+      .def("reset", [](PyProcessor& p) { p.core.reset(); })
+      .def(
+          "process_block",
+          [](PyProcessor& p, py::array_t<float, py::array::c_style> buffer, std::optional<double> bpm,
+             std::optional<std::pair<int, int>> timeSignature, std::optional<double> ppqPosition,
+             std::optional<double> ppqLastBarStart, std::optional<int64_t> timeInSamples,
+             std::optional<bool> isPlaying, std::optional<bool> isLooping,
+             std::optional<std::pair<double, double>> loopPoints) {
+            if (buffer.ndim() != 2 || buffer.shape(0) < 1 || buffer.shape(0) > 16)
+              throw py::value_error("buffer must be float32 (channels, samples) with 1 to 16 channels");
+            sa3::PositionInfo pos;
+            pos.bpm = bpm;
+            if (timeSignature) {
+              pos.timeSigNumerator = timeSignature->first;
+              pos.timeSigDenominator = timeSignature->second;
+            }
+            pos.ppqPosition = ppqPosition;
+            pos.ppqPositionOfLastBarStart = ppqLastBarStart;
+            pos.timeInSamples = timeInSamples;
+            pos.isPlaying = isPlaying;
+            pos.isLooping = isLooping;
+            if (loopPoints) {
+              pos.loopStartPpq = loopPoints->first;
+              pos.loopEndPpq = loopPoints->second;
+            }
+            const int channels = static_cast<int>(buffer.shape(0));
+            const int samples = static_cast<int>(buffer.shape(1));
+            float* data = buffer.mutable_data();
+            float* pointers[16];
+            for (int c = 0; c < channels; ++c) pointers[c] = data + static_cast<py::ssize_t>(c) * samples;
+            const auto t0 = std::chrono::steady_clock::now();
+            p.core.processBlock(pointers, channels, samples, pos);
+            p.lastBlockSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          },
+          py::arg("buffer"), py::kw_only(), py::arg("bpm") = py::none(), py::arg("time_signature") = py::none(),
+          py::arg("ppq_position") = py::none(), py::arg("ppq_last_bar_start") = py::none(),
+          py::arg("time_in_samples") = py::none(), py::arg("is_playing") = py::none(),
+          py::arg("is_looping") = py::none(), py::arg("loop_points") = py::none(),
+          "Process a float32 (channels, samples) block in place; position fields as JUCE's PositionInfo.")
+      .def_property_readonly("last_block_seconds", [](const PyProcessor& p) { return p.lastBlockSeconds; })
+      .def_property(
+          "mode", [](const PyProcessor& p) { return std::string(sa3::modeName(p.core.mode())); },
+          [](PyProcessor& p, const std::string& m) { p.core.setMode(parseMode(m)); })
+      .def_property(
+          "bpm", [](const PyProcessor& p) { return p.core.bpm(); },
+          [](PyProcessor& p, double bpm) {
+            if (!tb::validBpm(bpm)) throw py::value_error("tempo " + std::to_string(bpm) + " bpm is outside 20-999");
+            p.core.setBpm(bpm);
+          })
+      .def_property(
+          "meter",
+          [](const PyProcessor& p) { return std::make_pair(p.core.meter().numerator, p.core.meter().denominator); },
+          [](PyProcessor& p, std::pair<int, int> m) {
+            const auto meter = toMeter(m);
+            p.core.setMeter(meter.numerator, meter.denominator);
+          })
+      .def_property(
+          "region_bars", [](const PyProcessor& p) { return std::make_pair(p.core.regionStartBar(), p.core.regionEndBar()); },
+          [](PyProcessor& p, std::pair<double, double> r) { p.core.setRegionBars(r.first, r.second); })
+      .def_property(
+          "bars", [](const PyProcessor& p) { return p.core.bars(); }, [](PyProcessor& p, double b) { p.core.setBars(b); })
+      .def_property(
+          "seed", [](const PyProcessor& p) { return p.core.seed(); },
+          [](PyProcessor& p, uint64_t s) { p.core.setSeed(s); })
+      .def_property(
+          "steps", [](const PyProcessor& p) { return p.core.steps(); }, [](PyProcessor& p, int s) { p.core.setSteps(s); })
+      .def_property(
+          "prompt", [](const PyProcessor& p) { return p.core.prompt(); },
+          [](PyProcessor& p, const std::string& s) { p.core.setPrompt(s); })
+      .def("request_render", [](PyProcessor& p) { p.core.requestRender(); })
+      .def("cancel_render", [](PyProcessor& p) { p.core.cancelRender(); })
+      .def("resolve_region",
+           [](const PyProcessor& p) {
+             const auto r = p.core.resolveRegion();
+             py::dict d;
+             d["start"] = r.region.start;
+             d["end"] = r.region.end;
+             d["bpm"] = r.bpm;
+             d["meter"] = std::make_pair(r.meter.numerator, r.meter.denominator);
+             d["from_host_loop"] = r.fromHostLoop;
+             return d;
+           })
+      .def_property_readonly("status", [](const PyProcessor& p) { return std::string(statusName(p.core.status())); })
+      .def_property_readonly("status_text", [](const PyProcessor& p) { return p.core.statusText(); })
+      .def_property_readonly("online", [](const PyProcessor& p) { return p.core.online(); })
+      .def_property_readonly("progress", [](const PyProcessor& p) { return p.core.progress(); })
+      .def_property_readonly("renders_completed", [](const PyProcessor& p) { return p.core.rendersCompleted(); })
+      .def_property_readonly("sample_rate", [](const PyProcessor& p) { return p.core.sampleRate(); })
+      .def_property_readonly("timeline_position", [](const PyProcessor& p) { return p.core.timelinePosition(); })
+      .def_property_readonly("takes",
+                             [](const PyProcessor& p) {
+                               py::list out;
+                               for (size_t i = 0; i < p.core.numTakes(); ++i) {
+                                 const auto t = p.core.takeInfo(i);
+                                 py::dict d;
+                                 d["id"] = t.id;
+                                 d["prompt"] = t.prompt;
+                                 d["seed"] = t.seed;
+                                 d["steps"] = t.steps;
+                                 d["mode"] = std::string(sa3::modeName(t.mode));
+                                 d["sample_rate"] = t.sampleRate;
+                                 d["start"] = t.start;
+                                 d["length"] = t.length;
+                                 d["bpm"] = t.bpm;
+                                 d["meter"] = std::make_pair(t.meter.numerator, t.meter.denominator);
+                                 out.append(d);
+                               }
+                               return out;
+                             })
+      .def(
+          "take_audio",
+          [](const PyProcessor& p, size_t index) {
+            if (index >= p.core.numTakes()) throw py::index_error("no take " + std::to_string(index));
+            const auto left = p.core.takeAudio(index, 0);
+            const auto right = p.core.takeAudio(index, 1);
+            py::array_t<float> out({static_cast<py::ssize_t>(2), static_cast<py::ssize_t>(left.size())});
+            std::copy(left.begin(), left.end(), out.mutable_data(0, 0));
+            std::copy(right.begin(), right.end(), out.mutable_data(1, 0));
+            return out;
+          },
+          py::arg("index"), "A take's audio, float32 (2, samples) at its sample rate.")
+      .def("select_take", [](PyProcessor& p, int index) { p.core.selectTake(index); }, py::arg("index"))
+      .def_property_readonly("active_take", [](const PyProcessor& p) { return p.core.activeTake(); })
+      .def("delete_take", [](PyProcessor& p, size_t index) { p.core.deleteTake(index); }, py::arg("index"))
+      .def("get_state",
+           [](const PyProcessor& p) {
+             const auto bytes = p.core.getStateInformation();
+             return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+           })
+      .def(
+          "set_state",
+          [](PyProcessor& p, const py::bytes& state) {
+            const std::string s = state;
+            return p.core.setStateInformation(s.data(), s.size());
+          },
+          py::arg("state"), "Restore get_state() bytes; False (and nothing changed) when they are not valid.");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(sa3shim, m) {
+  m.doc() = "sa3 plugin core (C++17) for Python hosts and tests";
+  init_timebase(m);
+  init_processor(m);
+}

@@ -1,0 +1,249 @@
+// DaemonClient: docs/protocol.md over a ZeroMQ DEALER socket. Worker thread only.
+#ifndef MSGPACK_NO_BOOST
+#define MSGPACK_NO_BOOST  // msgpack-cxx without Boost: only the header types we use
+#endif
+#include <msgpack.hpp>
+#include <zmq.hpp>
+
+#include <cstring>
+
+#include "sa3/protocol.h"
+
+namespace sa3 {
+
+const char* modeName(Mode mode) noexcept {
+  switch (mode) {
+    case Mode::Generate:
+      return "generate";
+    case Mode::Inpaint:
+      return "inpaint";
+    case Mode::Continue:
+      return "continue";
+  }
+  return "inpaint";
+}
+
+namespace {
+
+using Packer = msgpack::packer<msgpack::sbuffer>;
+
+/// A header map being written: counts its entries so the map size is exact.
+struct HeaderWriter {
+  msgpack::sbuffer body;
+  Packer pk{body};
+  uint32_t count = 0;
+  template <typename T>
+  void field(const char* key, const T& value) {
+    pk.pack(std::string(key));
+    pk.pack(value);
+    ++count;
+  }
+  std::vector<char> finish() const {
+    msgpack::sbuffer out;
+    Packer head(out);
+    head.pack_map(count);
+    std::vector<char> bytes(out.data(), out.data() + out.size());
+    bytes.insert(bytes.end(), body.data(), body.data() + body.size());
+    return bytes;
+  }
+};
+
+const msgpack::object* lookup(const msgpack::object& map, const char* key) {
+  if (map.type != msgpack::type::MAP) return nullptr;
+  const size_t len = std::strlen(key);
+  for (uint32_t i = 0; i < map.via.map.size; ++i) {
+    const auto& kv = map.via.map.ptr[i];
+    if (kv.key.type == msgpack::type::STR && kv.key.via.str.size == len &&
+        std::memcmp(kv.key.via.str.ptr, key, len) == 0)
+      return &kv.val;
+  }
+  return nullptr;
+}
+
+std::string getString(const msgpack::object& map, const char* key) {
+  const auto* v = lookup(map, key);
+  if (v == nullptr || v->type != msgpack::type::STR) return {};
+  return std::string(v->via.str.ptr, v->via.str.size);
+}
+
+int64_t getInt(const msgpack::object& map, const char* key, int64_t fallback) {
+  const auto* v = lookup(map, key);
+  if (v == nullptr) return fallback;
+  if (v->type == msgpack::type::POSITIVE_INTEGER) return static_cast<int64_t>(v->via.u64);
+  if (v->type == msgpack::type::NEGATIVE_INTEGER) return v->via.i64;
+  return fallback;
+}
+
+void splitPlanar(const zmq::message_t& frame, int channels, int64_t samples, std::vector<float>& left,
+                 std::vector<float>& right) {
+  const size_t expected = static_cast<size_t>(channels) * static_cast<size_t>(samples) * sizeof(float);
+  if (samples <= 0 || (channels != 1 && channels != 2) || frame.size() != expected) return;
+  left.resize(static_cast<size_t>(samples));
+  right.resize(static_cast<size_t>(samples));
+  const char* data = static_cast<const char*>(frame.data());
+  // The wire is little-endian float32; so is every platform a DAW runs on.
+  std::memcpy(left.data(), data, left.size() * sizeof(float));
+  std::memcpy(right.data(), data + (channels == 2 ? left.size() * sizeof(float) : 0),
+              right.size() * sizeof(float));
+}
+
+}  // namespace
+
+DaemonClient::DaemonClient(std::string endpoint)
+    : endpoint_(std::move(endpoint)), context_(std::make_unique<zmq::context_t>(1)) {
+  reconnect();
+}
+
+DaemonClient::~DaemonClient() {
+  socket_.reset();
+  context_.reset();
+}
+
+void DaemonClient::reconnect() {
+  if (socket_) socket_->close();
+  socket_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::dealer);
+  socket_->set(zmq::sockopt::linger, 0);      // never block shutdown on unsent audio
+  socket_->set(zmq::sockopt::immediate, 1);   // queue nothing for a peer that is not there
+  socket_->set(zmq::sockopt::reconnect_ivl, 100);
+  socket_->set(zmq::sockopt::reconnect_ivl_max, 1000);
+  socket_->set(zmq::sockopt::sndtimeo, 0);    // sends never wait: a full queue drops the message
+  socket_->connect(endpoint_);
+}
+
+void DaemonClient::sendHeader(const std::vector<char>& header, const std::vector<float>* left,
+                              const std::vector<float>* right) {
+  const bool hasAudio = left != nullptr && right != nullptr && !left->empty();
+  zmq::message_t head(header.data(), header.size());
+  auto sent = socket_->send(head, hasAudio ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
+                                           : zmq::send_flags::dontwait);
+  if (!sent || !hasAudio) return;
+  const size_t n = left->size();
+  zmq::message_t audio(2 * n * sizeof(float));
+  char* out = static_cast<char*>(audio.data());
+  std::memcpy(out, left->data(), n * sizeof(float));
+  std::memcpy(out + n * sizeof(float), right->data(), n * sizeof(float));
+  (void)socket_->send(audio, zmq::send_flags::dontwait);
+}
+
+void DaemonClient::sendHello() {
+  HeaderWriter h;
+  h.field("type", std::string("hello"));
+  h.field("v", std::string(SA3_PROTOCOL_VERSION));
+  h.field("client", std::string("sa3 plugin_shim"));
+  sendHeader(h.finish(), nullptr, nullptr);
+}
+
+void DaemonClient::sendHeartbeat() {
+  HeaderWriter h;
+  h.field("type", std::string("heartbeat"));
+  h.field("v", std::string(SA3_PROTOCOL_VERSION));
+  sendHeader(h.finish(), nullptr, nullptr);
+}
+
+int64_t DaemonClient::submit(const RenderRequest& request) {
+  const int64_t requestId = nextRequestId_++;
+  HeaderWriter h;
+  h.field("type", std::string(modeName(request.mode)));
+  h.field("v", std::string(SA3_PROTOCOL_VERSION));
+  h.field("request_id", requestId);
+  h.field("prompt", request.prompt);
+  h.field("sample_rate", request.sampleRate);
+  h.field("seed", static_cast<uint64_t>(request.seed));
+  if (request.steps > 0) h.field("steps", request.steps);
+  h.field("progress", true);
+  const bool hasAudio = request.mode != Mode::Generate;
+  if (request.mode != Mode::Inpaint) h.field("samples", request.newSamples);
+  if (hasAudio) {
+    h.pk.pack(std::string("audio"));
+    h.pk.pack_map(3);
+    h.pk.pack(std::string("sample_rate"));
+    h.pk.pack(request.sampleRate);
+    h.pk.pack(std::string("channels"));
+    h.pk.pack(2);
+    h.pk.pack(std::string("samples"));
+    h.pk.pack(static_cast<int64_t>(request.left.size()));
+    ++h.count;
+  }
+  if (request.mode == Mode::Inpaint) {
+    h.pk.pack(std::string("regions"));
+    h.pk.pack_array(1);
+    h.pk.pack_array(2);
+    h.pk.pack(request.regionStart);
+    h.pk.pack(request.regionEnd);
+    ++h.count;
+  }
+  sendHeader(h.finish(), hasAudio ? &request.left : nullptr, hasAudio ? &request.right : nullptr);
+  return requestId;
+}
+
+void DaemonClient::cancel(const std::string& jobId) {
+  HeaderWriter h;
+  h.field("type", std::string("cancel"));
+  h.field("v", std::string(SA3_PROTOCOL_VERSION));
+  h.field("job_id", jobId);
+  sendHeader(h.finish(), nullptr, nullptr);
+}
+
+void DaemonClient::fetch(const std::string& jobId) {
+  HeaderWriter h;
+  h.field("type", std::string("fetch"));
+  h.field("v", std::string(SA3_PROTOCOL_VERSION));
+  h.field("job_id", jobId);
+  sendHeader(h.finish(), nullptr, nullptr);
+}
+
+bool DaemonClient::receive(int timeoutMs, DaemonEvent& event) {
+  zmq::pollitem_t item{static_cast<void*>(*socket_), 0, ZMQ_POLLIN, 0};
+  if (zmq::poll(&item, 1, std::chrono::milliseconds(timeoutMs)) <= 0) return false;
+  std::vector<zmq::message_t> frames;
+  while (true) {
+    zmq::message_t frame;
+    if (!socket_->recv(frame, zmq::recv_flags::dontwait)) break;
+    const bool more = frame.more();
+    frames.push_back(std::move(frame));
+    if (!more) break;
+  }
+  if (frames.empty()) return false;
+  event = DaemonEvent{};
+  try {
+    const auto handle = msgpack::unpack(static_cast<const char*>(frames[0].data()), frames[0].size());
+    const msgpack::object& header = handle.get();
+    const std::string type = getString(header, "type");
+    event.requestId = getInt(header, "request_id", -1);
+    event.jobId = getString(header, "job_id");
+    if (type == "capabilities") event.kind = DaemonEvent::Kind::Capabilities;
+    if (type == "heartbeat") event.kind = DaemonEvent::Kind::Heartbeat;
+    if (type == "queued") event.kind = DaemonEvent::Kind::Queued;
+    if (type == "cancelled") event.kind = DaemonEvent::Kind::Cancelled;
+    if (type == "shutdown") event.kind = DaemonEvent::Kind::Shutdown;
+    if (type == "progress") {
+      event.kind = DaemonEvent::Kind::Progress;
+      event.step = static_cast<int>(getInt(header, "step", 0));
+      event.total = static_cast<int>(getInt(header, "total", 0));
+    }
+    if (type == "error") {
+      event.kind = DaemonEvent::Kind::Error;
+      event.code = getString(header, "code");
+      event.message = getString(header, "message");
+    }
+    if (type == "result") {
+      event.kind = DaemonEvent::Kind::Result;
+      const auto* audio = lookup(header, "audio");
+      if (audio != nullptr && frames.size() >= 2) {
+        event.sampleRate = static_cast<int>(getInt(*audio, "sample_rate", 0));
+        splitPlanar(frames[1], static_cast<int>(getInt(*audio, "channels", 2)), getInt(*audio, "samples", 0),
+                    event.left, event.right);
+      }
+      if (event.left.empty()) {
+        event.kind = DaemonEvent::Kind::Error;
+        event.code = "bad_audio";
+        event.message = "the daemon's result had no readable audio frame";
+      }
+    }
+  } catch (const std::exception&) {
+    event.kind = DaemonEvent::Kind::Other;  // undecodable, but the daemon is alive
+  }
+  return true;
+}
+
+}  // namespace sa3

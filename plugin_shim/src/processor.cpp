@@ -1,0 +1,542 @@
+// sa3::Processor: capture, region math, worker, take playback. See processor.h for the
+// audio-thread contract; functions marked [audio] follow it.
+#include "sa3/processor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include "sa3/protocol.h"
+
+namespace sa3 {
+
+using Clock = std::chrono::steady_clock;
+namespace tb = timebase;
+
+static_assert(std::atomic<float>::is_always_lock_free, "capture needs lock-free float atomics");
+static_assert(std::atomic<double>::is_always_lock_free, "settings need lock-free double atomics");
+
+// ---- host position, written by the audio thread, read by the worker -----------------------
+// A sequence lock over atomics: the writer never waits; a reader retries on a torn read.
+struct Processor::HostSnapshot {
+  struct Values {
+    double bpm = std::numeric_limits<double>::quiet_NaN();
+    int numerator = 0, denominator = 0;
+    bool looping = false;
+    double loopStart = std::numeric_limits<double>::quiet_NaN();
+    double loopEnd = std::numeric_limits<double>::quiet_NaN();
+  };
+  std::atomic<uint32_t> sequence{0};
+  std::atomic<double> bpm{std::numeric_limits<double>::quiet_NaN()};
+  std::atomic<int> numerator{0}, denominator{0};
+  std::atomic<bool> looping{false};
+  std::atomic<double> loopStart{std::numeric_limits<double>::quiet_NaN()};
+  std::atomic<double> loopEnd{std::numeric_limits<double>::quiet_NaN()};
+
+  void publish(const PositionInfo& p) noexcept {  // [audio]
+    constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+    const uint32_t s = sequence.load(std::memory_order_relaxed);
+    sequence.store(s + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    bpm.store(p.bpm.value_or(nan), std::memory_order_relaxed);
+    numerator.store(p.timeSigNumerator.value_or(0), std::memory_order_relaxed);
+    denominator.store(p.timeSigDenominator.value_or(0), std::memory_order_relaxed);
+    looping.store(p.isLooping.value_or(false), std::memory_order_relaxed);
+    loopStart.store(p.loopStartPpq.value_or(nan), std::memory_order_relaxed);
+    loopEnd.store(p.loopEndPpq.value_or(nan), std::memory_order_relaxed);
+    sequence.store(s + 2, std::memory_order_release);
+  }
+
+  Values read() const noexcept {
+    Values v;
+    for (int attempt = 0; attempt < 1000; ++attempt) {
+      const uint32_t s1 = sequence.load(std::memory_order_acquire);
+      if (s1 & 1u) continue;
+      v.bpm = bpm.load(std::memory_order_relaxed);
+      v.numerator = numerator.load(std::memory_order_relaxed);
+      v.denominator = denominator.load(std::memory_order_relaxed);
+      v.looping = looping.load(std::memory_order_relaxed);
+      v.loopStart = loopStart.load(std::memory_order_relaxed);
+      v.loopEnd = loopEnd.load(std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (sequence.load(std::memory_order_relaxed) == s1) break;
+    }
+    return v;
+  }
+};
+
+// ---- capture buffer: host timeline sample t lives at index t ------------------------------
+struct Processor::Capture {
+  explicit Capture(int64_t samples)
+      : capacity(samples),
+        left(new std::atomic<float>[static_cast<size_t>(samples)]),
+        right(new std::atomic<float>[static_cast<size_t>(samples)]) {
+    for (int64_t i = 0; i < samples; ++i) {
+      left[i].store(0.0f, std::memory_order_relaxed);
+      right[i].store(0.0f, std::memory_order_relaxed);
+    }
+  }
+  const int64_t capacity;
+  std::unique_ptr<std::atomic<float>[]> left, right;
+};
+
+// ---- a render the worker is looking after --------------------------------------------------
+struct Processor::Job {
+  RenderRequest request;
+  Take description;        // everything but the audio; start = region start on the timeline
+  int64_t windowSamples = 0;  // input clip length (inpaint/continue)
+  int64_t requestId = -1;
+  std::string jobId;       // from `queued`
+  Clock::time_point lastHeard;
+  bool submitted = false;
+  bool resubmitted = false;
+};
+
+Processor::Processor(ProcessorConfig config)
+    : config_(std::move(config)), host_(std::make_unique<HostSnapshot>()) {
+  worker_ = std::thread([this] { workerLoop(); });
+}
+
+Processor::~Processor() {
+  quit_.store(true);
+  if (worker_.joinable()) worker_.join();
+  active_.store(nullptr);
+}
+
+// ---- lifecycle -----------------------------------------------------------------------------
+void Processor::prepareToPlay(double sampleRate, int /*maxBlockSize*/) {
+  const double previousRate = sampleRate_.load();
+  {
+    std::lock_guard<std::mutex> lock(captureMutex_);
+    const int64_t capacity = tb::secondsToSamples(config_.maxCaptureSeconds, sampleRate);
+    if (!capture_ || capture_->capacity != capacity || previousRate != sampleRate)
+      capture_ = std::make_unique<Capture>(capacity);
+    sampleRate_.store(sampleRate);
+  }
+  if (previousRate == sampleRate) return;
+  // Takes rendered at another rate: resample once here so the audio thread plays them as is.
+  std::vector<std::shared_ptr<const Take>> old;
+  std::lock_guard<std::mutex> lock(takesMutex_);
+  for (auto& take : takes_) {
+    if (take->sampleRate == sampleRate) continue;
+    old.push_back(take);
+    take = std::make_shared<const Take>(resampleTake(*take, sampleRate));
+  }
+  const Take* playing = activeIndex_ >= 0 ? takes_[static_cast<size_t>(activeIndex_)].get() : nullptr;
+  active_.store(playing);
+  waitForAudioThreadToLeaveBlock();  // only then may `old` be freed (at scope exit)
+}
+
+void Processor::releaseResources() {
+  // Captured audio and takes are the project's content, not scratch memory: keep them.
+}
+
+// ---- audio thread ---------------------------------------------------------------------------
+void Processor::reset() noexcept { freeRunning_.store(0); }
+
+void Processor::processBlock(float* const* channels, int numChannels, int numSamples,
+                             const PositionInfo& position) noexcept {
+  audioEpoch_.fetch_add(1);  // odd: inside processBlock
+  const double rate = sampleRate_.load(std::memory_order_relaxed);
+  if (numSamples <= 0 || numChannels <= 0 || rate <= 0.0 || channels == nullptr) {
+    audioEpoch_.fetch_add(1);
+    return;
+  }
+  const double paramBpm = bpm_.load(std::memory_order_relaxed);
+  const double bpm = position.bpm && tb::validBpm(*position.bpm)
+                         ? *position.bpm
+                         : (tb::validBpm(paramBpm) ? paramBpm : tb::kDefaultBpm);
+  int64_t timeline;
+  if (position.timeInSamples)
+    timeline = *position.timeInSamples;
+  else if (position.ppqPosition)
+    timeline = tb::ppqToSamples(*position.ppqPosition, bpm, rate);
+  else
+    timeline = freeRunning_.load(std::memory_order_relaxed);
+  const bool playing = position.isPlaying.value_or(true);
+  host_->publish(position);
+
+  if (playing) {
+    // Capture the dry input first: the output below overwrites the same buffer.
+    Capture* capture = capture_.get();
+    if (capture != nullptr) {
+      const int64_t from = std::max<int64_t>(timeline, 0);
+      const int64_t to = std::min<int64_t>(timeline + numSamples, capture->capacity);
+      const float* inLeft = channels[0];
+      const float* inRight = channels[numChannels > 1 ? 1 : 0];
+      for (int64_t t = from; t < to; ++t) {
+        capture->left[t].store(inLeft[t - timeline], std::memory_order_relaxed);
+        capture->right[t].store(inRight[t - timeline], std::memory_order_relaxed);
+      }
+    }
+    // Replace the input by the active take where the block overlaps its region.
+    const Take* take = active_.load();
+    if (take != nullptr && take->sampleRate == rate) {
+      const int64_t from = std::max<int64_t>(timeline, take->start);
+      const int64_t to = std::min<int64_t>(timeline + numSamples, take->start + take->length());
+      const float* takeLeft = take->left.data();
+      const float* takeRight = take->right.data();
+      for (int64_t t = from; t < to; ++t) {
+        const int64_t i = t - take->start;
+        const int64_t o = t - timeline;
+        if (numChannels == 1) {
+          channels[0][o] = 0.5f * (takeLeft[i] + takeRight[i]);
+          continue;
+        }
+        channels[0][o] = takeLeft[i];
+        channels[1][o] = takeRight[i];
+        for (int c = 2; c < numChannels; ++c) channels[c][o] = 0.0f;
+      }
+    }
+    freeRunning_.store(timeline + numSamples, std::memory_order_relaxed);
+  }
+  lastTimeline_.store(timeline + (playing ? numSamples : 0), std::memory_order_relaxed);
+  audioEpoch_.fetch_add(1);  // even: outside
+}
+
+void Processor::waitForAudioThreadToLeaveBlock() const {
+  const uint64_t epoch = audioEpoch_.load();
+  if ((epoch & 1u) == 0) return;
+  while (audioEpoch_.load() == epoch) std::this_thread::sleep_for(std::chrono::microseconds(50));
+}
+
+// ---- settings --------------------------------------------------------------------------------
+void Processor::setMeter(int numerator, int denominator) noexcept {
+  meterNumerator_.store(numerator);
+  meterDenominator_.store(denominator);
+}
+
+tb::Meter Processor::meter() const noexcept { return {meterNumerator_.load(), meterDenominator_.load()}; }
+
+void Processor::setRegionBars(double startBar, double endBar) noexcept {
+  startBar_.store(startBar);
+  endBar_.store(endBar);
+}
+
+void Processor::setPrompt(const std::string& prompt) {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  prompt_ = prompt;
+}
+
+std::string Processor::prompt() const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  return prompt_;
+}
+
+std::string Processor::statusText() const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  return statusText_;
+}
+
+void Processor::setStatus(Status status, const std::string& text) {
+  {
+    std::lock_guard<std::mutex> lock(textMutex_);
+    statusText_ = text;
+  }
+  status_.store(static_cast<int>(status));
+}
+
+// ---- region ----------------------------------------------------------------------------------
+ResolvedRegion Processor::resolveRegion() const noexcept {
+  const HostSnapshot::Values host = host_->read();
+  const double rate = sampleRate_.load() > 0 ? sampleRate_.load() : tb::kModelSampleRate;
+  ResolvedRegion out;
+  const double paramBpm = bpm_.load();
+  out.bpm = tb::validBpm(host.bpm) ? host.bpm : (tb::validBpm(paramBpm) ? paramBpm : tb::kDefaultBpm);
+  const tb::Meter hostMeter{host.numerator, host.denominator};
+  out.meter = hostMeter.valid() ? hostMeter : (meter().valid() ? meter() : tb::Meter{});
+  const bool hostLoop = host.looping && std::isfinite(host.loopStart) && std::isfinite(host.loopEnd) &&
+                        host.loopEnd > host.loopStart && host.loopStart >= 0.0;
+  out.fromHostLoop = hostLoop;
+  if (mode() == Mode::Inpaint) {
+    if (hostLoop) {
+      out.region = {tb::ppqToSamples(host.loopStart, out.bpm, rate), tb::ppqToSamples(host.loopEnd, out.bpm, rate)};
+    } else {
+      out.region = {tb::barStartSample(startBar_.load(), out.bpm, out.meter, rate),
+                    tb::barStartSample(endBar_.load(), out.bpm, out.meter, rate)};
+    }
+    return out;
+  }
+  // Fill to bar length: N bars from a bar line (the loop start's nearest, or the set bar).
+  const double startBar =
+      hostLoop ? tb::nearestBarLine(host.loopStart, out.meter) : std::max(1.0, std::round(startBar_.load()));
+  const double bars = bars_.load();
+  out.region = {tb::barStartSample(startBar, out.bpm, out.meter, rate),
+                tb::barStartSample(startBar + (std::isfinite(bars) ? bars : 0.0), out.bpm, out.meter, rate)};
+  return out;
+}
+
+bool Processor::copyContext(int64_t start, int64_t end, std::vector<float>& left, std::vector<float>& right) const {
+  std::lock_guard<std::mutex> lock(captureMutex_);
+  if (!capture_ || start < 0 || end > capture_->capacity || end <= start) return false;
+  left.resize(static_cast<size_t>(end - start));
+  right.resize(static_cast<size_t>(end - start));
+  for (int64_t t = start; t < end; ++t) {
+    left[static_cast<size_t>(t - start)] = capture_->left[t].load(std::memory_order_relaxed);
+    right[static_cast<size_t>(t - start)] = capture_->right[t].load(std::memory_order_relaxed);
+  }
+  return true;
+}
+
+// ---- worker ----------------------------------------------------------------------------------
+namespace {
+bool daemonRate(double rate) { return rate == 44100.0 || rate == 48000.0 || rate == 88200.0 || rate == 96000.0; }
+}  // namespace
+
+std::string Processor::buildJob(Job& job) const {
+  const double rate = sampleRate_.load();
+  if (rate <= 0.0) return "the plugin is not prepared yet; start playback once";
+  if (!daemonRate(rate))
+    return "host rate " + std::to_string(static_cast<int>(rate)) +
+           " Hz is not one the daemon takes; set the project to 44.1, 48, 88.2 or 96 kHz";
+  const ResolvedRegion resolved = resolveRegion();
+  const tb::Region region = resolved.region;
+  if (!region.valid()) return "the region is empty or reversed; set its end after its start";
+  const int64_t maxSamples = tb::secondsToSamples(config_.maxCaptureSeconds, rate);
+  if (region.end > maxSamples)
+    return "the region ends after the " + std::to_string(static_cast<int>(config_.maxCaptureSeconds)) +
+           " s the plugin captures; move it earlier";
+
+  RenderRequest& req = job.request;
+  req.mode = mode();
+  req.prompt = prompt();
+  req.seed = static_cast<uint32_t>(seed_.load() & 0xffffffffu);
+  req.steps = std::max(0, steps_.load());
+  req.sampleRate = static_cast<int>(rate);
+  const int64_t context = tb::secondsToSamples(config_.contextSeconds, rate);
+  if (req.mode == Mode::Inpaint) {
+    const int64_t windowStart = std::max<int64_t>(0, region.start - context);
+    const int64_t windowEnd = std::min<int64_t>(maxSamples, region.end + context);
+    if (!copyContext(windowStart, windowEnd, req.left, req.right)) return "no captured audio; play the region once";
+    req.regionStart = region.start - windowStart;
+    req.regionEnd = region.end - windowStart;
+  } else if (req.mode == Mode::Continue) {
+    const int64_t windowStart = std::max<int64_t>(0, region.start - context);
+    // Nothing before the start (bar 1): continuing nothing is generating.
+    if (region.start == 0 || !copyContext(windowStart, region.start, req.left, req.right)) req.mode = Mode::Generate;
+    req.newSamples = region.length();
+  } else {
+    req.newSamples = region.length();
+  }
+  job.windowSamples = static_cast<int64_t>(req.left.size());
+
+  Take& d = job.description;
+  d.prompt = req.prompt;
+  d.seed = req.seed;
+  d.steps = req.steps;
+  d.mode = mode();
+  d.bpm = resolved.bpm;
+  d.meter = resolved.meter;
+  d.sampleRate = rate;
+  d.start = region.start;
+  return {};
+}
+
+void Processor::finishJob(Job& job, DaemonEvent& result) {
+  const int64_t length = job.request.mode == Mode::Inpaint ? job.request.regionEnd - job.request.regionStart
+                                                           : job.request.newSamples;
+  const auto total = static_cast<int64_t>(result.left.size());
+  // Inpaint replies span the whole input clip; continue replies are the input then the new
+  // audio; generate replies are the new audio. The take keeps the region only.
+  int64_t offset = 0;
+  if (job.request.mode == Mode::Inpaint) offset = job.request.regionStart;
+  if (job.request.mode == Mode::Continue) offset = total - length;
+  if (result.sampleRate != job.request.sampleRate || offset < 0 || offset + length > total) {
+    setStatus(Status::Error, "the daemon's reply has " + std::to_string(total) + " samples at " +
+                                 std::to_string(result.sampleRate) + " Hz, not the region asked for; render again");
+    return;
+  }
+  auto take = std::make_shared<Take>(job.description);
+  take->left.assign(result.left.begin() + offset, result.left.begin() + offset + length);
+  take->right.assign(result.right.begin() + offset, result.right.begin() + offset + length);
+  const double rate = sampleRate_.load();
+  if (rate > 0.0 && rate != take->sampleRate) *take = resampleTake(*take, rate);
+  {
+    std::lock_guard<std::mutex> lock(takesMutex_);
+    take->id = nextTakeId_++;
+    takes_.push_back(take);
+    activeIndex_ = static_cast<int>(takes_.size()) - 1;
+    active_.store(take.get());
+  }
+  rendersCompleted_.fetch_add(1);
+  progress_.store(1.0f);
+  setStatus(Status::Idle, "take " + std::to_string(take->id) + " ready");
+}
+
+void Processor::workerLoop() {
+  DaemonClient client(config_.endpoint);
+  const auto heartbeat = std::chrono::milliseconds(config_.heartbeatMs);
+  const auto offlineAfter = std::chrono::milliseconds(config_.offlineAfterMs);
+  const auto requestTimeout = std::chrono::milliseconds(config_.requestTimeoutMs);
+  auto lastHeard = Clock::now() - offlineAfter;  // offline until the daemon answers
+  auto lastSent = Clock::time_point{};
+  auto lastReconnect = Clock::now();
+  bool online = false;
+  uint64_t seenRender = renderSerial_.load(), seenCancel = cancelSerial_.load();
+  std::unique_ptr<Job> job;
+  setStatus(Status::Offline, "offline: waiting for the daemon at " + config_.endpoint + " (start `sa3 serve`)");
+  client.sendHello();
+
+  auto submit = [&] {
+    job->requestId = client.submit(job->request);
+    job->submitted = true;
+    job->lastHeard = Clock::now();
+    progress_.store(0.0f);
+    setStatus(Status::Rendering, std::string("rendering (") + modeName(job->request.mode) + ")");
+  };
+
+  while (!quit_.load()) {
+    const auto now = Clock::now();
+    const uint64_t render = renderSerial_.load();
+    if (render != seenRender) {
+      seenRender = render;
+      if (job && !job->jobId.empty()) client.cancel(job->jobId);
+      job = std::make_unique<Job>();
+      const std::string problem = buildJob(*job);
+      if (!problem.empty()) {
+        job.reset();
+        setStatus(online ? Status::Error : Status::Offline, problem);
+      } else if (online) {
+        submit();
+      } else {
+        setStatus(Status::Offline, "offline: the render starts when the daemon at " + config_.endpoint + " answers");
+      }
+    }
+    const uint64_t cancel = cancelSerial_.load();
+    if (cancel != seenCancel) {
+      seenCancel = cancel;
+      if (job && !job->jobId.empty()) client.cancel(job->jobId);
+      if (job) setStatus(online ? Status::Idle : Status::Offline, "render cancelled");
+      job.reset();
+    }
+    if (now - lastSent >= heartbeat && now - lastHeard >= heartbeat) {
+      client.sendHeartbeat();
+      lastSent = now;
+    }
+
+    DaemonEvent event;
+    if (client.receive(20, event)) {
+      lastHeard = Clock::now();
+      if (!online) {
+        online = true;
+        if (job && job->submitted && !job->jobId.empty()) {
+          client.fetch(job->jobId);  // the same daemon still has it; a new one answers unknown_job
+        } else if (job) {
+          submit();
+        } else {
+          setStatus(Status::Idle, "online");
+        }
+      }
+      const bool ours = job && ((!job->jobId.empty() && event.jobId == job->jobId) ||
+                                (event.requestId >= 0 && event.requestId == job->requestId));
+      if (ours) {
+        job->lastHeard = lastHeard;
+        switch (event.kind) {
+          case DaemonEvent::Kind::Queued:
+            job->jobId = event.jobId;
+            if (status() != Status::Rendering) setStatus(Status::Rendering, "rendering");
+            break;
+          case DaemonEvent::Kind::Progress:
+            if (event.total > 0) progress_.store(static_cast<float>(event.step) / static_cast<float>(event.total));
+            break;
+          case DaemonEvent::Kind::Result:
+            finishJob(*job, event);
+            job.reset();
+            break;
+          case DaemonEvent::Kind::Cancelled:
+            setStatus(Status::Idle, "render cancelled by the daemon");
+            job.reset();
+            break;
+          case DaemonEvent::Kind::Error:
+            if (event.code == "unknown_job" && !job->resubmitted) {
+              job->resubmitted = true;  // the daemon restarted and lost it: send it again once
+              job->jobId.clear();
+              submit();
+            } else {
+              setStatus(Status::Error, "daemon: " + event.message);
+              job.reset();
+            }
+            break;
+          default:
+            break;
+        }
+      } else if (event.kind == DaemonEvent::Kind::Shutdown) {
+        lastHeard = Clock::now() - offlineAfter;  // go offline now rather than after a timeout
+      }
+    }
+
+    const auto after = Clock::now();
+    if (online && after - lastHeard > offlineAfter) {
+      online = false;
+      setStatus(Status::Offline, "offline: lost the daemon at " + config_.endpoint + "; reconnecting");
+    }
+    if (!online && after - lastReconnect > offlineAfter) {
+      client.reconnect();  // a fresh socket drops whatever was queued for the dead peer
+      client.sendHello();
+      lastReconnect = after;
+    }
+    if (online && job && job->submitted && after - job->lastHeard > requestTimeout) {
+      setStatus(Status::Error, "the render timed out with no progress; render again");
+      if (!job->jobId.empty()) client.cancel(job->jobId);
+      job.reset();
+    }
+  }
+}
+
+// ---- takes -----------------------------------------------------------------------------------
+size_t Processor::numTakes() const {
+  std::lock_guard<std::mutex> lock(takesMutex_);
+  return takes_.size();
+}
+
+TakeInfo Processor::takeInfo(size_t index) const {
+  std::lock_guard<std::mutex> lock(takesMutex_);
+  const Take& t = *takes_.at(index);
+  TakeInfo info;
+  info.id = t.id;
+  info.prompt = t.prompt;
+  info.seed = t.seed;
+  info.steps = t.steps;
+  info.mode = t.mode;
+  info.sampleRate = t.sampleRate;
+  info.start = t.start;
+  info.length = t.length();
+  info.bpm = t.bpm;
+  info.meter = t.meter;
+  return info;
+}
+
+std::vector<float> Processor::takeAudio(size_t index, int channel) const {
+  std::lock_guard<std::mutex> lock(takesMutex_);
+  const Take& t = *takes_.at(index);
+  return channel == 0 ? t.left : t.right;
+}
+
+void Processor::selectTake(int index) {
+  std::lock_guard<std::mutex> lock(takesMutex_);
+  if (index >= static_cast<int>(takes_.size())) index = -1;
+  activeIndex_ = index < 0 ? -1 : index;
+  active_.store(activeIndex_ >= 0 ? takes_[static_cast<size_t>(activeIndex_)].get() : nullptr);
+}
+
+int Processor::activeTake() const {
+  std::lock_guard<std::mutex> lock(takesMutex_);
+  return activeIndex_;
+}
+
+void Processor::deleteTake(size_t index) {
+  std::shared_ptr<const Take> removed;
+  {
+    std::lock_guard<std::mutex> lock(takesMutex_);
+    if (index >= takes_.size()) return;
+    removed = takes_[index];
+    takes_.erase(takes_.begin() + static_cast<std::ptrdiff_t>(index));
+    if (activeIndex_ == static_cast<int>(index)) activeIndex_ = -1;
+    else if (activeIndex_ > static_cast<int>(index)) --activeIndex_;
+    active_.store(activeIndex_ >= 0 ? takes_[static_cast<size_t>(activeIndex_)].get() : nullptr);
+  }
+  waitForAudioThreadToLeaveBlock();  // then `removed` may be freed
+}
+
+}  // namespace sa3

@@ -1,0 +1,160 @@
+// Processor state as a versioned little-endian binary blob:
+//   "SA3S" u32 version | settings | prompt | next take id | active index | takes (with audio)
+// Readers refuse unknown versions and any blob that is short, long or out of range.
+#include <cstring>
+#include <limits>
+
+#include "sa3/processor.h"
+
+namespace sa3 {
+
+namespace {
+
+constexpr char kMagic[4] = {'S', 'A', '3', 'S'};
+constexpr uint32_t kStateVersion = 1;
+
+class Writer {
+ public:
+  template <typename T>
+  void put(T value) {
+    static_assert(std::is_trivially_copyable<T>::value, "plain values only");
+    const auto* p = reinterpret_cast<const uint8_t*>(&value);
+    bytes.insert(bytes.end(), p, p + sizeof(T));
+  }
+  void putString(const std::string& s) {
+    put<uint64_t>(s.size());
+    bytes.insert(bytes.end(), s.begin(), s.end());
+  }
+  void putFloats(const std::vector<float>& v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(v.data());
+    bytes.insert(bytes.end(), p, p + v.size() * sizeof(float));
+  }
+  std::vector<uint8_t> bytes;
+};
+
+class Reader {
+ public:
+  Reader(const void* data, size_t size) : p_(static_cast<const uint8_t*>(data)), left_(size) {}
+  template <typename T>
+  bool get(T& value) {
+    if (left_ < sizeof(T)) return false;
+    std::memcpy(&value, p_, sizeof(T));
+    p_ += sizeof(T);
+    left_ -= sizeof(T);
+    return true;
+  }
+  bool getString(std::string& s) {
+    uint64_t n = 0;
+    if (!get(n) || n > left_) return false;
+    s.assign(reinterpret_cast<const char*>(p_), static_cast<size_t>(n));
+    p_ += n;
+    left_ -= static_cast<size_t>(n);
+    return true;
+  }
+  bool getFloats(std::vector<float>& v, uint64_t count) {
+    if (count > left_ / sizeof(float)) return false;
+    v.resize(static_cast<size_t>(count));
+    std::memcpy(v.data(), p_, count * sizeof(float));
+    p_ += count * sizeof(float);
+    left_ -= static_cast<size_t>(count * sizeof(float));
+    return true;
+  }
+  bool done() const { return left_ == 0; }
+
+ private:
+  const uint8_t* p_;
+  size_t left_;
+};
+
+}  // namespace
+
+std::vector<uint8_t> Processor::getStateInformation() const {
+  Writer w;
+  w.bytes.insert(w.bytes.end(), kMagic, kMagic + 4);
+  w.put<uint32_t>(kStateVersion);
+  w.put<int32_t>(mode_.load());
+  w.put<double>(bpm_.load());
+  w.put<int32_t>(meterNumerator_.load());
+  w.put<int32_t>(meterDenominator_.load());
+  w.put<double>(startBar_.load());
+  w.put<double>(endBar_.load());
+  w.put<double>(bars_.load());
+  w.put<uint64_t>(seed_.load());
+  w.put<int32_t>(steps_.load());
+  w.putString(prompt());
+  std::lock_guard<std::mutex> lock(takesMutex_);
+  w.put<uint64_t>(nextTakeId_);
+  w.put<int32_t>(activeIndex_);
+  w.put<uint64_t>(takes_.size());
+  for (const auto& t : takes_) {
+    w.put<uint64_t>(t->id);
+    w.putString(t->prompt);
+    w.put<uint64_t>(t->seed);
+    w.put<int32_t>(t->steps);
+    w.put<int32_t>(static_cast<int32_t>(t->mode));
+    w.put<double>(t->bpm);
+    w.put<int32_t>(t->meter.numerator);
+    w.put<int32_t>(t->meter.denominator);
+    w.put<double>(t->sampleRate);
+    w.put<int64_t>(t->start);
+    w.put<uint64_t>(t->left.size());
+    w.putFloats(t->left);
+    w.putFloats(t->right);
+  }
+  return std::move(w.bytes);
+}
+
+bool Processor::setStateInformation(const void* data, size_t size) {
+  if (data == nullptr || size < 8 || std::memcmp(data, kMagic, 4) != 0) return false;
+  Reader r(static_cast<const uint8_t*>(data) + 4, size - 4);
+  uint32_t version = 0;
+  if (!r.get(version) || version != kStateVersion) return false;
+  int32_t mode = 0, numerator = 0, denominator = 0, steps = 0, active = -1;
+  double bpm = 0, startBar = 0, endBar = 0, bars = 0;
+  uint64_t seed = 0, nextId = 0, count = 0;
+  std::string prompt;
+  if (!r.get(mode) || !r.get(bpm) || !r.get(numerator) || !r.get(denominator) || !r.get(startBar) ||
+      !r.get(endBar) || !r.get(bars) || !r.get(seed) || !r.get(steps) || !r.getString(prompt) || !r.get(nextId) ||
+      !r.get(active) || !r.get(count))
+    return false;
+  if (mode < 0 || mode > 2 || count > (1u << 20)) return false;
+  std::vector<std::shared_ptr<const Take>> takes;
+  const double rate = sampleRate_.load();
+  for (uint64_t i = 0; i < count; ++i) {
+    Take t;
+    int32_t takeMode = 0;
+    uint64_t length = 0;
+    if (!r.get(t.id) || !r.getString(t.prompt) || !r.get(t.seed) || !r.get(t.steps) || !r.get(takeMode) ||
+        !r.get(t.bpm) || !r.get(t.meter.numerator) || !r.get(t.meter.denominator) || !r.get(t.sampleRate) ||
+        !r.get(t.start) || !r.get(length) || !r.getFloats(t.left, length) || !r.getFloats(t.right, length))
+      return false;
+    if (takeMode < 0 || takeMode > 2 || !(t.sampleRate > 0.0) || t.start < 0) return false;
+    t.mode = static_cast<Mode>(takeMode);
+    // A project reopened at another rate plays its takes resampled to the host rate.
+    takes.push_back(std::make_shared<const Take>(rate > 0.0 && rate != t.sampleRate ? resampleTake(t, rate)
+                                                                                      : std::move(t)));
+  }
+  if (!r.done() || active < -1 || active >= static_cast<int32_t>(takes.size())) return false;
+
+  mode_.store(mode);
+  bpm_.store(bpm);
+  setMeter(numerator, denominator);
+  setRegionBars(startBar, endBar);
+  bars_.store(bars);
+  seed_.store(seed);
+  steps_.store(steps);
+  setPrompt(prompt);
+  std::vector<std::shared_ptr<const Take>> old;
+  {
+    std::lock_guard<std::mutex> lock(takesMutex_);
+    old.swap(takes_);
+    takes_ = std::move(takes);
+    activeIndex_ = active;
+    nextTakeId_ = nextId;
+    active_.store(active >= 0 ? takes_[static_cast<size_t>(active)].get() : nullptr);
+  }
+  waitForAudioThreadToLeaveBlock();  // then the old takes may be freed
+  return true;
+}
+
+}  // namespace sa3

@@ -1,0 +1,30 @@
+#include <algorithm>
+#include <cmath>
+
+#include "sa3/take.h"
+
+namespace sa3 {
+
+Take resampleTake(const Take& take, double newSampleRate) {
+  Take out = take;
+  out.left.clear();
+  out.right.clear();
+  out.sampleRate = newSampleRate;
+  const double ratio = take.sampleRate / newSampleRate;  // source samples per output sample
+  out.start = static_cast<int64_t>(std::llround(static_cast<double>(take.start) / ratio));
+  const int64_t length = static_cast<int64_t>(std::llround(static_cast<double>(take.length()) / ratio));
+  out.left.resize(static_cast<size_t>(length));
+  out.right.resize(static_cast<size_t>(length));
+  const int64_t last = take.length() - 1;
+  for (int64_t i = 0; i < length; ++i) {
+    const double pos = static_cast<double>(i) * ratio;
+    const int64_t a = std::min<int64_t>(static_cast<int64_t>(pos), last);
+    const int64_t b = std::min<int64_t>(a + 1, last);
+    const float frac = static_cast<float>(pos - static_cast<double>(a));
+    out.left[static_cast<size_t>(i)] = take.left[a] + (take.left[b] - take.left[a]) * frac;
+    out.right[static_cast<size_t>(i)] = take.right[a] + (take.right[b] - take.right[a]) * frac;
+  }
+  return out;
+}
+
+}  // namespace sa3
