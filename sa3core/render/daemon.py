@@ -1,0 +1,42 @@
+"""Rendering through a running ``sa3 serve`` daemon (``sa3 render --daemon ENDPOINT``).
+
+Same interface as :class:`~sa3core.render.runner.InProcessRenderer`: ``identity`` plus
+``generate`` / ``inpaint`` / ``continue_`` returning float32 [variations, 2, samples] at 44.1 kHz.
+The daemon is asked for its model (``hello``) once, up front, so an unreachable daemon is an
+error before any job starts.
+"""
+
+from __future__ import annotations
+
+from .. import timebase
+
+
+class DaemonRenderer:
+    def __init__(self, endpoint: str) -> None:
+        from bridge.client import Client, curve_from_env
+
+        self.endpoint = endpoint
+        self.client = Client(endpoint, curve=curve_from_env(), retries=1)
+        capabilities = self.client.hello("sa3 render")
+        # The daemon reports a model name, not a hash of its weights: renders are matched by name.
+        self.identity = f"daemon:{capabilities.get('model', 'unknown')}"
+
+    def _run(self, mode: str, prompt: str, **fields):
+        fields = {k: v for k, v in fields.items() if v is not None}
+        return self.client.run(mode, prompt, sample_rate=timebase.SAMPLE_RATE, **fields).audio
+
+    def generate(self, prompt, samples, steps, cfg, seed, variations):
+        return self._run("generate", prompt, samples=samples, steps=steps, cfg=cfg, seed=seed, variations=variations)
+
+    def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations):
+        return self._run(
+            "inpaint", prompt, audio=audio, regions=regions, steps=steps, cfg=cfg, seed=seed, variations=variations
+        )
+
+    def continue_(self, audio, prompt, samples, steps, cfg, seed, variations):
+        return self._run(
+            "continue", prompt, audio=audio, samples=samples, steps=steps, cfg=cfg, seed=seed, variations=variations
+        )
+
+    def close(self) -> None:
+        self.client.close()
