@@ -274,9 +274,9 @@ class Client(_Base):
         self._call({"type": "heartbeat"}, "heartbeat")
         return time.perf_counter() - started
 
-    def cancel(self, job_id: str) -> None:
-        """Ask the daemon to stop a job; returns once the daemon confirms (``cancelled``)."""
-        self._call({"type": "cancel", "job_id": job_id}, "cancelled")
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Stop a job; returns the daemon's ``cancelled`` reply once the job has stopped."""
+        return self._call({"type": "cancel", "job_id": job_id}, "cancelled")
 
     def submit(self, mode: str, prompt: str, **fields) -> str:
         """Queue a job and return its job id without waiting for the result (see :meth:`wait`)."""
@@ -413,8 +413,8 @@ class AsyncClient(_Base):
     async def status(self, job_id: str | None = None) -> dict[str, Any]:
         return await self._call({"type": "status", **({"job_id": job_id} if job_id else {})}, "status")
 
-    async def cancel(self, job_id: str) -> None:
-        await self._call({"type": "cancel", "job_id": job_id}, "cancelled")
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        return await self._call({"type": "cancel", "job_id": job_id}, "cancelled")
 
     async def wait(self, job_id: str, progress: ProgressFn | None = None, timeout: float | None = None) -> Result:
         request_id = self._request_id()

@@ -55,6 +55,19 @@ class DaemonConfig:
     on_shutdown: str = "finish"  # the running job on SIGINT/SIGTERM: "finish" or "cancel"
     curve_keys: str | None = None  # folder from `sa3 keys generate`; required off loopback
 
+    def check(self) -> ServerKeys | None:
+        """Refuse bad settings before any model loads; returns the CURVE keys, if any."""
+        if self.on_shutdown not in SHUTDOWN_POLICIES:
+            raise Sa3Error(f"--on-shutdown {self.on_shutdown!r} must be finish or cancel")
+        if self.queue < 1:
+            raise Sa3Error(f"--queue {self.queue} must be at least 1")
+        if not self.result_ttl >= 0:
+            raise Sa3Error(f"--result-ttl {self.result_ttl} must be 0 or more seconds")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise Sa3Error(f"--max-seconds {self.max_seconds} must be more than zero")
+        check_bind(self.bind, self.curve_keys)
+        return ServerKeys.from_dir(self.curve_keys) if self.curve_keys else None
+
 
 def is_loopback(endpoint: str) -> bool:
     """True when only this machine can reach ``endpoint`` (127.0.0.0/8, ::1, localhost, ipc, inproc)."""
@@ -99,7 +112,7 @@ class Job:
         self.total = 0
         self.cancel = threading.Event()
         self.cancel_reason = "cancel"
-        self.watchers: list[tuple[bytes, str, Any]] = []  # (identity, encoding, request_id) of cancels to answer
+        self.watchers: list[tuple[bytes, str, Any, int]] = []  # cancels to answer: identity, encoding, request_id, step
         self.result_header: dict[str, Any] = {}
         self.frames: list[bytes] = []
         self.error: tuple[str, str] = ("internal", "")
@@ -174,18 +187,9 @@ class Daemon:
     def __init__(self, pipeline, config: DaemonConfig | None = None) -> None:
         self.pipeline = pipeline
         self.config = config = config or DaemonConfig()
-        if config.on_shutdown not in SHUTDOWN_POLICIES:
-            raise Sa3Error(f"--on-shutdown {config.on_shutdown!r} must be finish or cancel")
-        if config.queue < 1:
-            raise Sa3Error(f"--queue {config.queue} must be at least 1")
-        if config.result_ttl < 0:
-            raise Sa3Error(f"--result-ttl {config.result_ttl} must be 0 or more seconds")
-        check_bind(config.bind, config.curve_keys)
-        self.keys = ServerKeys.from_dir(config.curve_keys) if config.curve_keys else None
+        self.keys = config.check()
         model_max = pipeline.settings.max_seconds
         max_seconds = model_max if config.max_seconds is None else min(config.max_seconds, model_max)
-        if not max_seconds > 0:
-            raise Sa3Error(f"--max-seconds {config.max_seconds} must be more than zero")
         self.limits = P.Limits(max_seconds=max_seconds)
         self.endpoint = config.bind
         self._jobs: dict[str, Job] = {}
@@ -371,11 +375,15 @@ class Daemon:
     def _send_queued(self, job: Job, to: bytes | None = None) -> None:
         self._job_message(job, {"type": "queued", "position": self._position(job), "mode": job.request.mode}, to)
 
+    @staticmethod
+    def _cancelled(job: Job) -> dict[str, Any]:
+        return {"type": "cancelled", "reason": job.cancel_reason, "step": job.step, "total": job.total}
+
     def _send_ending(self, job: Job, to: bytes | None = None) -> None:
         if job.state == "done":
             self._job_message(job, job.result_header, to, job.frames)
         elif job.state == "cancelled":
-            self._job_message(job, {"type": "cancelled", "reason": job.cancel_reason}, to)
+            self._job_message(job, self._cancelled(job), to)
         else:
             code, message = job.error
             self._job_message(job, {"type": "error", "code": code, "message": message}, to)
@@ -465,13 +473,13 @@ class Daemon:
                 self._waiting.remove(job)
         if queued:
             self._end_cancelled(job, "cancel")
-            self._reply(identity, {"type": "cancelled", "job_id": job.id, "reason": "cancel"}, encoding, request_id)
+            self._reply(identity, {**self._cancelled(job), "job_id": job.id}, encoding, request_id)
             for waiting in list(self._waiting):
                 self._send_queued(waiting)
         elif job.ended:
             raise P.ProtocolError("job_finished", f"job {job.id!r} has already ended ({job.state})")
         else:
-            job.watchers.append((identity, encoding, request_id))  # answered when the job has stopped
+            job.watchers.append((identity, encoding, request_id, job.step))  # answered when the job has stopped
             job.cancel_reason = "cancel"
             job.cancel.set()  # the worker stops at the job's next sampler step
 
@@ -542,9 +550,9 @@ class Daemon:
                 self._jobs_done += 1
                 log.info("job %s %s in %.2f s", job.id, job.state, job.seconds_elapsed)
                 self._send_ending(job)
-                for identity, encoding, request_id in job.watchers:
+                for identity, encoding, request_id, step in job.watchers:
                     if job.state == "cancelled":
-                        reply = {"type": "cancelled", "job_id": job.id, "reason": job.cancel_reason}
+                        reply = {**self._cancelled(job), "job_id": job.id, "requested_at_step": step}
                     else:
                         reply = {
                             "type": "error",

@@ -210,6 +210,14 @@ def run_inpaint(args) -> int:
     audio = load_audio(args.input)
     regions = _regions(args, audio.shape[1])
     outputs = _outputs(args)
+    if args.daemon:
+        from bridge.client import generate_via_daemon
+
+        result = generate_via_daemon(
+            args.daemon, "inpaint", prompt=args.prompt, args=args, audio=audio, regions=regions
+        )
+        _write(args, outputs, result, args.prompt, started)
+        return 0
     pipeline = _pipeline(args)
     pipeline._check_regions(regions, audio.shape[1])  # before any sampling
     bar = _Bar(args.quiet, "inpainting")
@@ -229,6 +237,14 @@ def run_continue(args) -> int:
     audio = load_audio(args.input)
     samples = _length_samples(args)
     outputs = _outputs(args)
+    if args.daemon:
+        from bridge.client import generate_via_daemon
+
+        result = generate_via_daemon(
+            args.daemon, "continue", prompt=args.prompt, samples=samples, args=args, audio=audio
+        )
+        _write(args, outputs, result, args.prompt, started)
+        return 0
     pipeline = _pipeline(args)
     bar = _Bar(args.quiet, "continuing")
     try:

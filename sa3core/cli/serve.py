@@ -72,12 +72,17 @@ def _load_pipeline(model: str | None, backend: str):
 
 
 def run_serve(args) -> int:
-    from bridge.daemon import Daemon, DaemonConfig, check_bind
-    from bridge.keys import ServerKeys
+    from bridge.daemon import Daemon, DaemonConfig
 
-    check_bind(args.bind, args.curve_keys)
-    if args.curve_keys:
-        ServerKeys.from_dir(args.curve_keys)
+    config = DaemonConfig(
+        bind=args.bind,
+        max_seconds=args.max_seconds,
+        queue=args.queue,
+        result_ttl=args.result_ttl,
+        on_shutdown=args.on_shutdown,
+        curve_keys=args.curve_keys,
+    )
+    config.check()  # before the model loads: a refused bind costs no time
     if args.threads is not None:
         if args.threads < 1:
             raise Sa3Error(f"--threads {args.threads} must be at least 1")
@@ -86,14 +91,6 @@ def run_serve(args) -> int:
         torch.set_num_threads(args.threads)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="sa3 serve: %(message)s", stream=sys.stderr
-    )
-    config = DaemonConfig(
-        bind=args.bind,
-        max_seconds=args.max_seconds,
-        queue=args.queue,
-        result_ttl=args.result_ttl,
-        on_shutdown=args.on_shutdown,
-        curve_keys=args.curve_keys,
     )
     daemon = Daemon(_load_pipeline(args.model, args.backend), config)
     return daemon.serve()

@@ -1,0 +1,89 @@
+"""A real `sa3 serve` process on loopback (random tiny model, hash text encoder) for each test module."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import REPO
+
+STARTUP_SECONDS = 120  # importing torch and building the model on a busy 2-core machine
+
+
+class DaemonProcess:
+    """`python -m sa3core serve ...` on a free loopback port; stderr is collected line by line."""
+
+    def __init__(self, *args: str, bind: str = "tcp://127.0.0.1:*", model: str = "random:tiny") -> None:
+        command = [sys.executable, "-m", "sa3core", "serve", "--bind", bind, "--model", model, "--verbose", *args]
+        env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning", PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.endpoint = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+            match = re.search(r"listening on (\S+)", line)
+            if match:
+                self.endpoint = match.group(1)
+                self._ready.set()
+        self._ready.set()  # the process ended (maybe before listening)
+
+    def wait_ready(self) -> DaemonProcess:
+        self._ready.wait(STARTUP_SECONDS)
+        if self.endpoint is None:
+            self.stop()
+            raise AssertionError("daemon did not start:\n" + "\n".join(self.lines))
+        return self
+
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def start_daemon():
+    """Start daemons inside a test; all are stopped afterwards."""
+    started: list[DaemonProcess] = []
+
+    def start(*args: str, **options) -> DaemonProcess:
+        daemon = DaemonProcess(*args, **options)
+        started.append(daemon)
+        return daemon.wait_ready()
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+def wait_for(condition, timeout: float = 30.0, every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(every)
