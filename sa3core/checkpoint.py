@@ -31,6 +31,17 @@ class ModelKind(NamedTuple):
 
 MODELS: Registry[ModelKind] = Registry("model kind")
 
+# Modules whose import registers the built-in kinds; imported on first load so that a file
+# can be loaded without the caller knowing which model class it holds.
+BUILTIN_KIND_MODULES = ("sa3core.models.same", "sa3core.models.dit")
+
+
+def _register_builtin_kinds() -> None:
+    import importlib
+
+    for name in BUILTIN_KIND_MODULES:
+        importlib.import_module(name)
+
 
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
@@ -48,6 +59,7 @@ def atomic_write(path: Path, write: Any) -> None:
 def save_model(path: str | os.PathLike, kind: str, model: torch.nn.Module, extra: dict[str, Any] | None = None) -> Path:
     """Save ``model`` (which has a ``config`` dataclass attribute) as safetensors + JSON metadata."""
     path = Path(path)
+    _register_builtin_kinds()
     MODELS.get(kind)
     metadata = {
         "sa3_format": str(FORMAT_VERSION),
@@ -88,6 +100,7 @@ def load_model(path: str | os.PathLike, expect_kind: str | None = None) -> tuple
     meta = read_metadata(path)
     if expect_kind is not None and meta["kind"] != expect_kind:
         raise Sa3Error(f"{str(path)!r} holds a {meta['kind']!r} model, not a {expect_kind!r}")
+    _register_builtin_kinds()
     kind = MODELS.get(meta["kind"])
     config = cfg.from_dict(kind.config_class, meta["config"], where=f"{path} config")
     model = kind.module_class(config)
