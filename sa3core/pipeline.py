@@ -266,7 +266,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, prompt, frames, source, keep, steps, cfg, seed, variations, progress) -> torch.Tensor:
-        from .samplers import SAMPLERS, length_shift
+        from .samplers import SAMPLERS, cfg_velocity, length_shift
 
         if variations < 1:
             raise Sa3Error(f"variations must be at least 1 (got {variations})")
@@ -296,7 +296,7 @@ class Pipeline:
                 torch.cat([frame_mask, frame_mask]),
             )
             v_cond, v_uncond = both.chunk(2)
-            return v_uncond + cfg * (v_cond - v_uncond)
+            return cfg_velocity(v_cond, v_uncond, cfg)
 
         # One generator per variation: variation k of seed s equals variation 0 of seed s + k.
         noise = torch.stack(
