@@ -1,0 +1,57 @@
+"""``sa3 info [--model PATH]``: what sa3 runs on and which model it would use."""
+
+from __future__ import annotations
+
+import json
+import platform
+import warnings
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("info", help="versions, threads and the model sa3 would use")
+    parser.add_argument("--model", help="model folder to describe (default: the shipped model)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from .. import __version__, timebase
+    from ..backends import BACKENDS
+    from ..pipeline import DEFAULT_MODEL_DIR, Pipeline
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipeline = Pipeline.load(args.model)
+    backend = pipeline.backend
+    params = {
+        "autoencoder": sum(p.numel() for p in backend.autoencoder.parameters()),
+        "dit": sum(p.numel() for p in backend.dit.parameters()),
+    }
+    info = {
+        "sa3": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "backends": BACKENDS.names(),
+        "model": str(args.model or (DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "model.json").exists() else "random tiny (no default shipped)")),
+        "model_name": pipeline.settings.name,
+        "text_encoder": pipeline.settings.text_encoder,
+        "sampler": f"{pipeline.settings.sampler}, {pipeline.settings.steps} steps, cfg {pipeline.settings.cfg:g}",
+        "parameters": params,
+        "max_seconds": pipeline.settings.max_seconds,
+        "sample_rate": timebase.SAMPLE_RATE,
+        "latent_frames_per_second": round(timebase.frames_per_second(), 4),
+        "warnings": [str(w.message) for w in caught],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key, value in info.items():
+        if key == "parameters":
+            value = ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in value.items())
+        elif isinstance(value, list):
+            value = "; ".join(map(str, value)) or "-"
+        print(f"{key:>26}: {value}")
+    return 0
