@@ -124,7 +124,9 @@ class _JobTracker:
         kind = header.get("type")
         if kind == "shutdown":
             raise DaemonError("shutting_down", "the daemon shut down before the job ended", self.job_id)
-        mine = header.get("job_id") == self.job_id if self.job_id else header.get("request_id") == self.request_id
+        # Job messages carry the job id; replies to the request itself (errors before or without a
+        # job, e.g. unknown_job for a fetch) carry our request id, which is unique to this call.
+        mine = header.get("request_id") == self.request_id or (self.job_id and header.get("job_id") == self.job_id)
         if not mine:
             return None
         if kind == "queued":
@@ -468,7 +470,9 @@ def generate_via_daemon(
     if regions is not None:
         fields["regions"] = [(region.start, region.end) for region in regions]
     try:
-        with Client(endpoint, curve=curve_from_env(), retries=1) as client:
+        with Client(endpoint, curve=curve_from_env(), silence=3.0, retries=0) as client:
+            client.hello()  # no daemon there: say so in seconds, not after a long job's patience
+            client.silence, client.retries = 10.0, 2
             return client.run(mode, prompt, progress, audio=audio, **fields).audio
     finally:
         if bar is not None:

@@ -1,0 +1,44 @@
+"""`sa3 generate|inpaint --daemon ENDPOINT` render through a running daemon, with exact lengths."""
+
+from __future__ import annotations
+
+import numpy as np
+import soundfile as sf
+
+from sa3core.audio import save_audio
+from tests.conftest import run_sa3, stereo_tone
+
+
+def test_generate_and_inpaint_through_the_daemon(start_daemon, tmp_path):
+    daemon = start_daemon("--threads", "1")
+    out = tmp_path / "loop.wav"
+    result = run_sa3(
+        "generate", "tight breakbeat", "--bars", "1", "--bpm", "480", "--sample-rate", "48000",
+        "--steps", "1", "--daemon", daemon.endpoint, "-o", out, "--bit-depth", "float", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    audio, rate = sf.read(out, always_2d=True)
+    assert (rate, audio.shape) == (48_000, (24_000, 2))  # 1 bar of 4/4 at 480 bpm = 0.5 s
+    assert "job" in daemon.stderr() and "done" in daemon.stderr()  # it really ran in the daemon
+
+    source = save_audio(tmp_path / "source.wav", stereo_tone(0.5), bit_depth="float")
+    fixed = tmp_path / "fixed.wav"
+    result = run_sa3(
+        "inpaint", source, "fill", "--region", "0.1:0.2", "--steps", "1", "--daemon", daemon.endpoint,
+        "-o", fixed, "--bit-depth", "float", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    before, _ = sf.read(source, always_2d=True, dtype="float32")
+    after, _ = sf.read(fixed, always_2d=True, dtype="float32")
+    assert after.shape == before.shape
+    np.testing.assert_array_equal(after[:4410], before[:4410])
+    np.testing.assert_array_equal(after[8820:], before[8820:])
+
+
+def test_daemon_flag_without_a_daemon_fails_with_one_line(tmp_path):
+    result = run_sa3(
+        "generate", "x", "--seconds", "0.1", "--daemon", "tcp://127.0.0.1:9", "-o", tmp_path / "x.wav", "--quiet",
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("sa3: error: daemon: no answer from tcp://127.0.0.1:9")
