@@ -223,6 +223,11 @@ def _read_csv(path: Path, issues: list[str]) -> list[_RawJob]:
 READERS = {".yaml": _read_yaml, ".yml": _read_yaml, ".csv": _read_csv}
 
 
+def _close(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _hint(word: str, choices) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(choices))}"
@@ -284,7 +289,7 @@ def load_sheet(path: str | Path, only: list[str] | None = None) -> Sheet:
         names = {job.name for job in jobs}
         for name in only:
             if name not in names:
-                issues.append(f"{path}: --jobs-only {name!r} is not a job in the sheet{_hint(name, names)}")
+                issues.append(f"{path}: --jobs-only {name!r} is not a job in the sheet{_close(name, names)}")
         jobs = [job for job in jobs if job.name in set(only)]
     if issues:
         raise SheetError(path, issues)
@@ -322,7 +327,7 @@ def _check_job(path: Path, index: int, raw: _RawJob, hints: dict, issues: list[s
             return None
 
     if spec.mode not in MODES:
-        problem("mode", f"mode {spec.mode!r} is not one of {', '.join(MODES)}{_hint(spec.mode, MODES)}")
+        problem("mode", f"mode {spec.mode!r} is not one of {', '.join(MODES)}{_close(spec.mode, MODES)}")
     if not spec.prompt.strip():
         problem("prompt", "every job needs a prompt (what to make)")
     meter = attempt("meter", timebase.Meter.parse, spec.meter) or timebase.Meter()
@@ -369,7 +374,7 @@ def _check_job(path: Path, index: int, raw: _RawJob, hints: dict, issues: list[s
             problem("crossfade", f"crossfade {spec.crossfade:g} s is over half the loop's length; shorten it")
     tail = spec.tail or ("fold" if spec.loop else "cut")
     if tail not in TAILS:
-        problem("tail", f"tail {spec.tail!r} is not one of {', '.join(TAILS)}{_hint(spec.tail, TAILS)}")
+        problem("tail", f"tail {spec.tail!r} is not one of {', '.join(TAILS)}{_close(spec.tail, TAILS)}")
     elif spec.loop and tail == "keep":
         problem("tail", "a loop cannot keep its tail (the file would be longer than the loop); use fold or cut")
     if not 0 < spec.tail_max <= 60:
@@ -441,6 +446,8 @@ def _check_job(path: Path, index: int, raw: _RawJob, hints: dict, issues: list[s
 def _check_source(spec: JobSpec, path: Path, problem, attempt, meter) -> tuple[Path | None, str | None, list]:
     from ..pipeline import Region
 
+    if spec.mode not in MODES:
+        return None, None, []  # reported already; what source a mode needs is unknown
     if spec.mode == "generate":
         if spec.source is not None:
             problem("source", "a source file is for mode inpaint or continue; set mode or drop source")
