@@ -415,6 +415,17 @@ class AsyncClient(_Base):
     async def status(self, job_id: str | None = None) -> dict[str, Any]:
         return await self._call({"type": "status", **({"job_id": job_id} if job_id else {})}, "status")
 
+    async def ping(self) -> float:
+        started = time.perf_counter()
+        await self._call({"type": "heartbeat"}, "heartbeat")
+        return time.perf_counter() - started
+
+    async def submit(self, mode: str, prompt: str, **fields) -> str:
+        request_id = self._request_id()
+        header, frames = job_message(mode, prompt, **fields)
+        header["request_id"] = request_id
+        return (await self._exchange(header, frames, _ReplyTracker(request_id, "queued"), None))["job_id"]
+
     async def cancel(self, job_id: str) -> dict[str, Any]:
         return await self._call({"type": "cancel", "job_id": job_id}, "cancelled")
 

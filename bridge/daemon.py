@@ -640,5 +640,6 @@ class Daemon:
             first_line = (str(err).splitlines() or [""])[0][:200]
             job.error = ("internal", f"{type(err).__name__}: {first_line}")
         job.seconds_elapsed = time.perf_counter() - started
+        job.request.audio = None  # the input is not needed once the job ended; only the result is kept
         job.finished_at = time.monotonic()
         job.state = state  # last: the socket thread treats a job as ended once this is set
