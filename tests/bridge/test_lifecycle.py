@@ -7,9 +7,11 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
+import zmq
 
 from bridge.client import Client, DaemonError, DaemonUnreachable
 from bridge.keys import CurveKeys, generate
@@ -113,3 +115,27 @@ def test_killed_client_does_not_stall_the_queue_and_results_expire(start_daemon)
         with pytest.raises(DaemonError) as caught:
             client.wait(job_id, timeout=10)
         assert caught.value.code == "unknown_job"
+
+
+def test_client_reconnects_with_a_fresh_identity_and_fetches_its_job(start_daemon):
+    daemon = start_daemon("--threads", "1")
+    client = Client(daemon.endpoint, silence=1.0, heartbeat=0.25, retries=30)
+    first_identity = client.socket.getsockopt(zmq.IDENTITY)
+    outcome = {}
+
+    def run() -> None:
+        outcome["result"] = client.generate("through the outage", seconds=2.0, steps=6, timeout=120)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    with Client(daemon.endpoint) as watcher:
+        wait_for(lambda: watcher.status()["running"] is not None, timeout=60, every=0.05)
+    daemon.process.send_signal(signal.SIGSTOP)  # the daemon goes silent mid-job
+    time.sleep(2.5)
+    daemon.process.send_signal(signal.SIGCONT)
+    worker.join(120)
+    try:
+        assert outcome["result"].audio.shape == (1, 2, 88_200)
+        assert client.socket.getsockopt(zmq.IDENTITY) != first_identity  # it reconnected, then fetched
+    finally:
+        client.close()
