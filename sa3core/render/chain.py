@@ -127,6 +127,10 @@ def build_effect(item: Any, base_dir: Path = Path("."), load_vst3: Callable | No
         if key not in known:
             hint = _did_you_mean(key, known) if known else f"; {name} takes no parameters"
             raise EffectError(key, f"{name} has no parameter {key!r}{hint}")
+    for key, value in params.items():
+        # File parameters (Convolution's impulse response) are relative to the sheet, like sources.
+        if key.endswith("_filename") and isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            params[key] = str(base_dir / value)
     try:
         return cls(**params)
     except (TypeError, ValueError) as err:
