@@ -102,17 +102,17 @@ void init_processor(py::module_& m) {
            py::arg("endpoint") = "tcp://127.0.0.1:5557", py::arg("max_capture_seconds") = tb::kMaxSeconds,
            py::arg("context_seconds") = 10.0, py::arg("heartbeat_ms") = 500, py::arg("offline_after_ms") = 2000,
            py::arg("request_timeout_ms") = 120000)
-      .def("prepare_to_play", [](PyProcessor& p, double rate, int maxBlock) { p.core.prepareToPlay(rate, maxBlock); },
-           py::arg("sample_rate"), py::arg("max_block_size"))
+      .def(
+          "prepare_to_play", [](PyProcessor& p, double rate, int maxBlock) { p.core.prepareToPlay(rate, maxBlock); },
+          py::arg("sample_rate"), py::arg("max_block_size"))
       .def("release_resources", [](PyProcessor& p) { p.core.releaseResources(); })
       .def("reset", [](PyProcessor& p) { p.core.reset(); })
       .def(
           "process_block",
           [](PyProcessor& p, py::array_t<float, py::array::c_style> buffer, std::optional<double> bpm,
              std::optional<std::pair<int, int>> timeSignature, std::optional<double> ppqPosition,
-             std::optional<double> ppqLastBarStart, std::optional<int64_t> timeInSamples,
-             std::optional<bool> isPlaying, std::optional<bool> isLooping,
-             std::optional<std::pair<double, double>> loopPoints) {
+             std::optional<double> ppqLastBarStart, std::optional<int64_t> timeInSamples, std::optional<bool> isPlaying,
+             std::optional<bool> isLooping, std::optional<std::pair<double, double>> loopPoints) {
             if (buffer.ndim() != 2 || buffer.shape(0) < 1 || buffer.shape(0) > 16)
               throw py::value_error("buffer must be float32 (channels, samples) with 1 to 16 channels");
             sa3::PositionInfo pos;
@@ -162,18 +162,24 @@ void init_processor(py::module_& m) {
             p.core.setMeter(meter.numerator, meter.denominator);
           })
       .def_property(
-          "region_bars", [](const PyProcessor& p) { return std::make_pair(p.core.regionStartBar(), p.core.regionEndBar()); },
+          "region_bars",
+          [](const PyProcessor& p) { return std::make_pair(p.core.regionStartBar(), p.core.regionEndBar()); },
           [](PyProcessor& p, std::pair<double, double> r) { p.core.setRegionBars(r.first, r.second); })
       .def_property(
-          "bars", [](const PyProcessor& p) { return p.core.bars(); }, [](PyProcessor& p, double b) { p.core.setBars(b); })
+          "bars", [](const PyProcessor& p) { return p.core.bars(); },
+          [](PyProcessor& p, double b) { p.core.setBars(b); })
       .def_property(
           "seed", [](const PyProcessor& p) { return p.core.seed(); },
           [](PyProcessor& p, uint64_t s) { p.core.setSeed(s); })
       .def_property(
-          "steps", [](const PyProcessor& p) { return p.core.steps(); }, [](PyProcessor& p, int s) { p.core.setSteps(s); })
+          "steps", [](const PyProcessor& p) { return p.core.steps(); },
+          [](PyProcessor& p, int s) { p.core.setSteps(s); })
       .def_property(
           "prompt", [](const PyProcessor& p) { return p.core.prompt(); },
           [](PyProcessor& p, const std::string& s) { p.core.setPrompt(s); })
+      .def_property(
+          "endpoint", [](const PyProcessor& p) { return p.core.endpoint(); },
+          [](PyProcessor& p, const std::string& e) { p.core.setEndpoint(e); })
       .def("request_render", [](PyProcessor& p) { p.core.requestRender(); })
       .def("cancel_render", [](PyProcessor& p) { p.core.cancelRender(); })
       .def("resolve_region",
@@ -226,9 +232,11 @@ void init_processor(py::module_& m) {
             return out;
           },
           py::arg("index"), "A take's audio, float32 (2, samples) at its sample rate.")
-      .def("select_take", [](PyProcessor& p, int index) { p.core.selectTake(index); }, py::arg("index"))
+      .def(
+          "select_take", [](PyProcessor& p, int index) { p.core.selectTake(index); }, py::arg("index"))
       .def_property_readonly("active_take", [](const PyProcessor& p) { return p.core.activeTake(); })
-      .def("delete_take", [](PyProcessor& p, size_t index) { p.core.deleteTake(index); }, py::arg("index"))
+      .def(
+          "delete_take", [](PyProcessor& p, size_t index) { p.core.deleteTake(index); }, py::arg("index"))
       .def("get_state",
            [](const PyProcessor& p) {
              const auto bytes = p.core.getStateInformation();

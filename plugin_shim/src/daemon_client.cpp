@@ -2,10 +2,9 @@
 #ifndef MSGPACK_NO_BOOST
 #define MSGPACK_NO_BOOST  // msgpack-cxx without Boost: only the header types we use
 #endif
+#include <cstring>
 #include <msgpack.hpp>
 #include <zmq.hpp>
-
-#include <cstring>
 
 #include "sa3/protocol.h"
 
@@ -83,8 +82,7 @@ void splitPlanar(const zmq::message_t& frame, int channels, int64_t samples, std
   const char* data = static_cast<const char*>(frame.data());
   // The wire is little-endian float32; so is every platform a DAW runs on.
   std::memcpy(left.data(), data, left.size() * sizeof(float));
-  std::memcpy(right.data(), data + (channels == 2 ? left.size() * sizeof(float) : 0),
-              right.size() * sizeof(float));
+  std::memcpy(right.data(), data + (channels == 2 ? left.size() * sizeof(float) : 0), right.size() * sizeof(float));
 }
 
 }  // namespace
@@ -102,11 +100,11 @@ DaemonClient::~DaemonClient() {
 void DaemonClient::reconnect() {
   if (socket_) socket_->close();
   socket_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::dealer);
-  socket_->set(zmq::sockopt::linger, 0);      // never block shutdown on unsent audio
-  socket_->set(zmq::sockopt::immediate, 1);   // queue nothing for a peer that is not there
+  socket_->set(zmq::sockopt::linger, 0);     // never block shutdown on unsent audio
+  socket_->set(zmq::sockopt::immediate, 1);  // queue nothing for a peer that is not there
   socket_->set(zmq::sockopt::reconnect_ivl, 100);
   socket_->set(zmq::sockopt::reconnect_ivl_max, 1000);
-  socket_->set(zmq::sockopt::sndtimeo, 0);    // sends never wait: a full queue drops the message
+  socket_->set(zmq::sockopt::sndtimeo, 0);  // sends never wait: a full queue drops the message
   socket_->connect(endpoint_);
 }
 
@@ -114,8 +112,8 @@ void DaemonClient::sendHeader(const std::vector<char>& header, const std::vector
                               const std::vector<float>* right) {
   const bool hasAudio = left != nullptr && right != nullptr && !left->empty();
   zmq::message_t head(header.data(), header.size());
-  auto sent = socket_->send(head, hasAudio ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
-                                           : zmq::send_flags::dontwait);
+  auto sent =
+      socket_->send(head, hasAudio ? zmq::send_flags::sndmore | zmq::send_flags::dontwait : zmq::send_flags::dontwait);
   if (!sent || !hasAudio) return;
   const size_t n = left->size();
   zmq::message_t audio(2 * n * sizeof(float));
@@ -184,12 +182,15 @@ void DaemonClient::cancel(const std::string& jobId) {
   sendHeader(h.finish(), nullptr, nullptr);
 }
 
-void DaemonClient::fetch(const std::string& jobId) {
+int64_t DaemonClient::fetch(const std::string& jobId) {
+  const int64_t requestId = nextRequestId_++;
   HeaderWriter h;
   h.field("type", std::string("fetch"));
   h.field("v", std::string(SA3_PROTOCOL_VERSION));
+  h.field("request_id", requestId);
   h.field("job_id", jobId);
   sendHeader(h.finish(), nullptr, nullptr);
+  return requestId;
 }
 
 bool DaemonClient::receive(int timeoutMs, DaemonEvent& event) {

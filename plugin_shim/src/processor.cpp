@@ -84,17 +84,17 @@ struct Processor::Capture {
 // ---- a render the worker is looking after --------------------------------------------------
 struct Processor::Job {
   RenderRequest request;
-  Take description;        // everything but the audio; start = region start on the timeline
+  Take description;           // everything but the audio; start = region start on the timeline
   int64_t windowSamples = 0;  // input clip length (inpaint/continue)
   int64_t requestId = -1;
-  std::string jobId;       // from `queued`
+  std::string jobId;  // from `queued`
   Clock::time_point lastHeard;
   bool submitted = false;
   bool resubmitted = false;
 };
 
 Processor::Processor(ProcessorConfig config)
-    : config_(std::move(config)), host_(std::make_unique<HostSnapshot>()) {
+    : config_(std::move(config)), host_(std::make_unique<HostSnapshot>()), endpoint_(config_.endpoint) {
   worker_ = std::thread([this] { workerLoop(); });
 }
 
@@ -224,6 +224,20 @@ std::string Processor::prompt() const {
   return prompt_;
 }
 
+void Processor::setEndpoint(const std::string& endpoint) {
+  {
+    std::lock_guard<std::mutex> lock(textMutex_);
+    if (endpoint == endpoint_) return;
+    endpoint_ = endpoint;
+  }
+  endpointSerial_.fetch_add(1);
+}
+
+std::string Processor::endpoint() const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  return endpoint_;
+}
+
 std::string Processor::statusText() const {
   std::lock_guard<std::mutex> lock(textMutex_);
   return statusText_;
@@ -334,8 +348,8 @@ std::string Processor::buildJob(Job& job) const {
 }
 
 void Processor::finishJob(Job& job, DaemonEvent& result) {
-  const int64_t length = job.request.mode == Mode::Inpaint ? job.request.regionEnd - job.request.regionStart
-                                                           : job.request.newSamples;
+  const int64_t length =
+      job.request.mode == Mode::Inpaint ? job.request.regionEnd - job.request.regionStart : job.request.newSamples;
   const auto total = static_cast<int64_t>(result.left.size());
   // Inpaint replies span the whole input clip; continue replies are the input then the new
   // audio; generate replies are the new audio. The take keeps the region only.
@@ -365,7 +379,9 @@ void Processor::finishJob(Job& job, DaemonEvent& result) {
 }
 
 void Processor::workerLoop() {
-  DaemonClient client(config_.endpoint);
+  std::string endpoint = this->endpoint();
+  uint64_t seenEndpoint = endpointSerial_.load();
+  auto client = std::make_unique<DaemonClient>(endpoint);
   const auto heartbeat = std::chrono::milliseconds(config_.heartbeatMs);
   const auto offlineAfter = std::chrono::milliseconds(config_.offlineAfterMs);
   const auto requestTimeout = std::chrono::milliseconds(config_.requestTimeoutMs);
@@ -375,11 +391,11 @@ void Processor::workerLoop() {
   bool online = false;
   uint64_t seenRender = renderSerial_.load(), seenCancel = cancelSerial_.load();
   std::unique_ptr<Job> job;
-  setStatus(Status::Offline, "offline: waiting for the daemon at " + config_.endpoint + " (start `sa3 serve`)");
-  client.sendHello();
+  setStatus(Status::Offline, "offline: waiting for the daemon at " + endpoint + " (start `sa3 serve`)");
+  client->sendHello();
 
   auto submit = [&] {
-    job->requestId = client.submit(job->request);
+    job->requestId = client->submit(job->request);
     job->submitted = true;
     job->lastHeard = Clock::now();
     progress_.store(0.0f);
@@ -387,11 +403,25 @@ void Processor::workerLoop() {
   };
 
   while (!quit_.load()) {
+    if (endpointSerial_.load() != seenEndpoint) {  // a new daemon address: start over there
+      seenEndpoint = endpointSerial_.load();
+      endpoint = this->endpoint();
+      client = std::make_unique<DaemonClient>(endpoint);
+      client->sendHello();
+      if (job) {
+        job->submitted = false;
+        job->jobId.clear();
+      }
+      online = false;
+      lastHeard = Clock::now() - offlineAfter;
+      lastReconnect = Clock::now();
+      setStatus(Status::Offline, "offline: waiting for the daemon at " + endpoint);
+    }
     const auto now = Clock::now();
     const uint64_t render = renderSerial_.load();
     if (render != seenRender) {
       seenRender = render;
-      if (job && !job->jobId.empty()) client.cancel(job->jobId);
+      if (job && !job->jobId.empty()) client->cancel(job->jobId);
       job = std::make_unique<Job>();
       const std::string problem = buildJob(*job);
       if (!problem.empty()) {
@@ -400,28 +430,31 @@ void Processor::workerLoop() {
       } else if (online) {
         submit();
       } else {
-        setStatus(Status::Offline, "offline: the render starts when the daemon at " + config_.endpoint + " answers");
+        setStatus(Status::Offline, "offline: the render starts when the daemon at " + endpoint + " answers");
       }
     }
     const uint64_t cancel = cancelSerial_.load();
     if (cancel != seenCancel) {
       seenCancel = cancel;
-      if (job && !job->jobId.empty()) client.cancel(job->jobId);
+      if (job && !job->jobId.empty()) client->cancel(job->jobId);
       if (job) setStatus(online ? Status::Idle : Status::Offline, "render cancelled");
       job.reset();
     }
     if (now - lastSent >= heartbeat && now - lastHeard >= heartbeat) {
-      client.sendHeartbeat();
+      client->sendHeartbeat();
       lastSent = now;
     }
 
     DaemonEvent event;
-    if (client.receive(20, event)) {
+    if (client->receive(20, event)) {
       lastHeard = Clock::now();
       if (!online) {
         online = true;
         if (job && job->submitted && !job->jobId.empty()) {
-          client.fetch(job->jobId);  // the same daemon still has it; a new one answers unknown_job
+          // The same daemon still has the job; a restarted one answers unknown_job (resubmit).
+          job->requestId = client->fetch(job->jobId);
+          job->lastHeard = Clock::now();
+          setStatus(Status::Rendering, "reconnected; recovering the render");
         } else if (job) {
           submit();
         } else {
@@ -469,16 +502,16 @@ void Processor::workerLoop() {
     const auto after = Clock::now();
     if (online && after - lastHeard > offlineAfter) {
       online = false;
-      setStatus(Status::Offline, "offline: lost the daemon at " + config_.endpoint + "; reconnecting");
+      setStatus(Status::Offline, "offline: lost the daemon at " + endpoint + "; reconnecting");
     }
     if (!online && after - lastReconnect > offlineAfter) {
-      client.reconnect();  // a fresh socket drops whatever was queued for the dead peer
-      client.sendHello();
+      client->reconnect();  // a fresh socket drops whatever was queued for the dead peer
+      client->sendHello();
       lastReconnect = after;
     }
     if (online && job && job->submitted && after - job->lastHeard > requestTimeout) {
       setStatus(Status::Error, "the render timed out with no progress; render again");
-      if (!job->jobId.empty()) client.cancel(job->jobId);
+      if (!job->jobId.empty()) client->cancel(job->jobId);
       job.reset();
     }
   }
@@ -532,8 +565,10 @@ void Processor::deleteTake(size_t index) {
     if (index >= takes_.size()) return;
     removed = takes_[index];
     takes_.erase(takes_.begin() + static_cast<std::ptrdiff_t>(index));
-    if (activeIndex_ == static_cast<int>(index)) activeIndex_ = -1;
-    else if (activeIndex_ > static_cast<int>(index)) --activeIndex_;
+    if (activeIndex_ == static_cast<int>(index))
+      activeIndex_ = -1;
+    else if (activeIndex_ > static_cast<int>(index))
+      --activeIndex_;
     active_.store(activeIndex_ >= 0 ? takes_[static_cast<size_t>(activeIndex_)].get() : nullptr);
   }
   waitForAudioThreadToLeaveBlock();  // then `removed` may be freed

@@ -82,6 +82,7 @@ std::vector<uint8_t> Processor::getStateInformation() const {
   w.put<uint64_t>(seed_.load());
   w.put<int32_t>(steps_.load());
   w.putString(prompt());
+  w.putString(endpoint());
   std::lock_guard<std::mutex> lock(takesMutex_);
   w.put<uint64_t>(nextTakeId_);
   w.put<int32_t>(activeIndex_);
@@ -112,10 +113,10 @@ bool Processor::setStateInformation(const void* data, size_t size) {
   int32_t mode = 0, numerator = 0, denominator = 0, steps = 0, active = -1;
   double bpm = 0, startBar = 0, endBar = 0, bars = 0;
   uint64_t seed = 0, nextId = 0, count = 0;
-  std::string prompt;
-  if (!r.get(mode) || !r.get(bpm) || !r.get(numerator) || !r.get(denominator) || !r.get(startBar) ||
-      !r.get(endBar) || !r.get(bars) || !r.get(seed) || !r.get(steps) || !r.getString(prompt) || !r.get(nextId) ||
-      !r.get(active) || !r.get(count))
+  std::string prompt, endpoint;
+  if (!r.get(mode) || !r.get(bpm) || !r.get(numerator) || !r.get(denominator) || !r.get(startBar) || !r.get(endBar) ||
+      !r.get(bars) || !r.get(seed) || !r.get(steps) || !r.getString(prompt) || !r.getString(endpoint) ||
+      !r.get(nextId) || !r.get(active) || !r.get(count))
     return false;
   if (mode < 0 || mode > 2 || count > (1u << 20)) return false;
   std::vector<std::shared_ptr<const Take>> takes;
@@ -131,8 +132,8 @@ bool Processor::setStateInformation(const void* data, size_t size) {
     if (takeMode < 0 || takeMode > 2 || !(t.sampleRate > 0.0) || t.start < 0) return false;
     t.mode = static_cast<Mode>(takeMode);
     // A project reopened at another rate plays its takes resampled to the host rate.
-    takes.push_back(std::make_shared<const Take>(rate > 0.0 && rate != t.sampleRate ? resampleTake(t, rate)
-                                                                                      : std::move(t)));
+    takes.push_back(
+        std::make_shared<const Take>(rate > 0.0 && rate != t.sampleRate ? resampleTake(t, rate) : std::move(t)));
   }
   if (!r.done() || active < -1 || active >= static_cast<int32_t>(takes.size())) return false;
 
@@ -144,6 +145,7 @@ bool Processor::setStateInformation(const void* data, size_t size) {
   seed_.store(seed);
   steps_.store(steps);
   setPrompt(prompt);
+  if (!endpoint.empty()) setEndpoint(endpoint);
   std::vector<std::shared_ptr<const Take>> old;
   {
     std::lock_guard<std::mutex> lock(takesMutex_);

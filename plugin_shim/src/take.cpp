@@ -1,7 +1,7 @@
+#include "sa3/take.h"
+
 #include <algorithm>
 #include <cmath>
-
-#include "sa3/take.h"
 
 namespace sa3 {
 

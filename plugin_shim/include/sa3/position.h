@@ -9,15 +9,15 @@
 namespace sa3 {
 
 struct PositionInfo {
-  std::optional<double> bpm;                    // quarter notes per minute
-  std::optional<int> timeSigNumerator;          // e.g. 6 in 6/8
-  std::optional<int> timeSigDenominator;        // e.g. 8 in 6/8
-  std::optional<double> ppqPosition;            // quarter notes from the song start
+  std::optional<double> bpm;              // quarter notes per minute
+  std::optional<int> timeSigNumerator;    // e.g. 6 in 6/8
+  std::optional<int> timeSigDenominator;  // e.g. 8 in 6/8
+  std::optional<double> ppqPosition;      // quarter notes from the song start
   std::optional<double> ppqPositionOfLastBarStart;
-  std::optional<int64_t> timeInSamples;         // host samples from the song start
+  std::optional<int64_t> timeInSamples;  // host samples from the song start
   std::optional<bool> isPlaying;
   std::optional<bool> isLooping;
-  std::optional<double> loopStartPpq;           // cycle range in quarter notes
+  std::optional<double> loopStartPpq;  // cycle range in quarter notes
   std::optional<double> loopEndPpq;
 };
 

@@ -54,7 +54,7 @@ enum class Status : int {
 
 /// Fixed settings for the lifetime of a processor.
 struct ProcessorConfig {
-  std::string endpoint = "tcp://127.0.0.1:5557";  // the daemon's ROUTER socket
+  std::string endpoint = "tcp://127.0.0.1:5557";  // the daemon's ROUTER socket (docs/protocol.md)
   double maxCaptureSeconds = timebase::kMaxSeconds;
   double contextSeconds = 10.0;   // captured audio sent on each side of an inpaint region
   int heartbeatMs = 500;          // how often an idle worker checks that the daemon is alive
@@ -104,8 +104,7 @@ class Processor {
   /// including sizes above maxBlockSize. Where the position has no timeInSamples/ppq, a
   /// free-running timeline is used (started at 0 by reset()); a missing isPlaying counts as
   /// playing, so hosts without a transport still capture and play takes.
-  void processBlock(float* const* channels, int numChannels, int numSamples,
-                    const PositionInfo& position) noexcept;
+  void processBlock(float* const* channels, int numChannels, int numSamples, const PositionInfo& position) noexcept;
   /// Restarts the free-running timeline at 0 (any thread).
   void reset() noexcept;
 
@@ -114,7 +113,7 @@ class Processor {
   void setBpm(double bpm) noexcept { bpm_.store(bpm); }  // used when the host gives none
   void setMeter(int numerator, int denominator) noexcept;
   void setRegionBars(double startBar, double endBar) noexcept;  // 1-based, used when not looping
-  void setBars(double bars) noexcept { bars_.store(bars); }   // fill length (generate/continue)
+  void setBars(double bars) noexcept { bars_.store(bars); }     // fill length (generate/continue)
   void setSeed(uint64_t seed) noexcept { seed_.store(seed); }
   void setSteps(int steps) noexcept { steps_.store(steps); }
   Mode mode() const noexcept { return static_cast<Mode>(mode_.load()); }
@@ -129,6 +128,9 @@ class Processor {
   /// The text prompt (message thread; not a numeric parameter, saved in the state).
   void setPrompt(const std::string& prompt);
   std::string prompt() const;
+  /// The daemon's endpoint (message thread; saved in the state). The worker reconnects to it.
+  void setEndpoint(const std::string& endpoint);
+  std::string endpoint() const;
 
   // ---- rendering ------------------------------------------------------------------------
   /// Asks the worker to render with the current settings and host position (any thread,
@@ -173,8 +175,7 @@ class Processor {
   void finishJob(Job& job, DaemonEvent& result);
   void waitForAudioThreadToLeaveBlock() const;
   void setStatus(Status status, const std::string& text);
-  bool copyContext(int64_t start, int64_t end, std::vector<float>& left,
-                   std::vector<float>& right) const;
+  bool copyContext(int64_t start, int64_t end, std::vector<float>& left, std::vector<float>& right) const;
 
   const ProcessorConfig config_;
 
@@ -202,11 +203,13 @@ class Processor {
   int activeIndex_ = -1;
   uint64_t nextTakeId_ = 1;
   std::atomic<const Take*> active_{nullptr};  // what the audio thread plays
-  std::atomic<uint64_t> audioEpoch_{0};      // odd while inside processBlock
+  std::atomic<uint64_t> audioEpoch_{0};       // odd while inside processBlock
 
   // prompt and status text (message/worker threads)
   mutable std::mutex textMutex_;
   std::string prompt_ = "warm analog synth pad";
+  std::string endpoint_;
+  std::atomic<uint64_t> endpointSerial_{0};
   std::string statusText_ = "offline";
 
   // worker

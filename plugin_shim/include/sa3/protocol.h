@@ -25,7 +25,7 @@ struct RenderRequest {
   uint32_t seed = 0;
   int steps = 0;  // 0 = the model's default
   int sampleRate = 44100;
-  std::vector<float> left, right;  // the input clip (inpaint and continue), planar
+  std::vector<float> left, right;          // the input clip (inpaint and continue), planar
   int64_t regionStart = 0, regionEnd = 0;  // inpaint: the span of the clip to regenerate
   int64_t newSamples = 0;                  // generate and continue: new audio to make
 };
@@ -57,7 +57,8 @@ class DaemonClient {
   /// Sends a generate/inpaint/continue request; returns its request_id.
   int64_t submit(const RenderRequest& request);
   void cancel(const std::string& jobId);
-  void fetch(const std::string& jobId);
+  /// Takes a job over after a reconnect; returns the request_id its answers carry.
+  int64_t fetch(const std::string& jobId);
   /// Waits up to timeoutMs for one message. Returns false on timeout. A message that cannot
   /// be decoded comes back as Kind::Other (it still proves the daemon is alive).
   bool receive(int timeoutMs, DaemonEvent& event);
@@ -65,8 +66,7 @@ class DaemonClient {
   const std::string& endpoint() const { return endpoint_; }
 
  private:
-  void sendHeader(const std::vector<char>& header, const std::vector<float>* left,
-                  const std::vector<float>* right);
+  void sendHeader(const std::vector<char>& header, const std::vector<float>* left, const std::vector<float>* right);
 
   std::string endpoint_;
   std::unique_ptr<zmq::context_t> context_;

@@ -33,20 +33,19 @@ struct Meter {
 
   bool valid() const noexcept {
     return numerator >= 1 && numerator <= 64 &&
-           (denominator == 1 || denominator == 2 || denominator == 4 || denominator == 8 ||
-            denominator == 16 || denominator == 32);
+           (denominator == 1 || denominator == 2 || denominator == 4 || denominator == 8 || denominator == 16 ||
+            denominator == 32);
   }
   /// Quarter notes in one bar: 4/4 -> 4, 3/4 -> 3, 6/8 -> 3, 7/8 -> 3.5.
   double quartersPerBar() const noexcept { return numerator * 4.0 / denominator; }
 };
 
-inline bool validBpm(double bpm) noexcept {
-  return std::isfinite(bpm) && bpm >= kMinBpm && bpm <= kMaxBpm;
-}
+inline bool validBpm(double bpm) noexcept { return std::isfinite(bpm) && bpm >= kMinBpm && bpm <= kMaxBpm; }
 
-/// Nearest whole sample count for `seconds` at `sampleRate`.
+/// Nearest whole sample count for `seconds` at `sampleRate`. Ties go to the even sample, as
+/// Python's round() in sa3core.timebase does, so both sides agree to the sample.
 inline int64_t secondsToSamples(double seconds, double sampleRate) noexcept {
-  return static_cast<int64_t>(std::llround(seconds * sampleRate));
+  return static_cast<int64_t>(std::nearbyint(seconds * sampleRate));
 }
 
 inline double samplesToSeconds(int64_t samples, double sampleRate) noexcept {
@@ -60,14 +59,11 @@ inline int64_t samplesToFrames(int64_t modelSamples) noexcept {
 
 /// A host-rate sample count expressed at the model rate (nearest sample).
 inline int64_t hostToModelSamples(int64_t hostSamples, double hostSampleRate) noexcept {
-  return static_cast<int64_t>(
-      std::llround(static_cast<double>(hostSamples) * kModelSampleRate / hostSampleRate));
+  return static_cast<int64_t>(std::nearbyint(static_cast<double>(hostSamples) * kModelSampleRate / hostSampleRate));
 }
 
 /// Seconds of one bar at `bpm` (quarter notes per minute) in `meter`.
-inline double barSeconds(double bpm, Meter meter) noexcept {
-  return 60.0 / bpm * meter.quartersPerBar();
-}
+inline double barSeconds(double bpm, Meter meter) noexcept { return 60.0 / bpm * meter.quartersPerBar(); }
 
 /// Quarter-note position (JUCE's ppqPosition) to seconds at a steady tempo.
 inline double ppqToSeconds(double ppq, double bpm) noexcept { return ppq * 60.0 / bpm; }
@@ -83,9 +79,7 @@ inline double samplesToPpq(int64_t samples, double bpm, double sampleRate) noexc
 }
 
 /// 1-based bar number (may be fractional: 2.5 is half way through bar 2) to quarter notes.
-inline double barToPpq(double bar, Meter meter) noexcept {
-  return (bar - 1.0) * meter.quartersPerBar();
-}
+inline double barToPpq(double bar, Meter meter) noexcept { return (bar - 1.0) * meter.quartersPerBar(); }
 
 /// Exact sample count of `bars` bars: 4 bars of 4/4 at 120 bpm is 352,800 at 44.1 kHz.
 inline int64_t barsToSamples(double bars, double bpm, Meter meter, double sampleRate) noexcept {
@@ -116,8 +110,7 @@ struct Region {
 /// One entry per frame (ceil(window / 4096)); 1 = keep (given), 0 = regenerate, as in
 /// docs/architecture.md: a frame is regenerated when any of its samples lies in the region.
 /// Allocates: call it off the audio thread.
-inline std::vector<uint8_t> inpaintFrameMask(int64_t windowModelSamples, int64_t regionStart,
-                                             int64_t regionEnd) {
+inline std::vector<uint8_t> inpaintFrameMask(int64_t windowModelSamples, int64_t regionStart, int64_t regionEnd) {
   const int64_t frames = samplesToFrames(windowModelSamples);
   std::vector<uint8_t> mask(static_cast<size_t>(frames), 1);
   if (regionEnd <= regionStart) return mask;

@@ -1,0 +1,29 @@
+// Minimal editor: prompt, mode, bars, seed, render, takes and status. Message thread only.
+#pragma once
+
+#include <juce_audio_processors/juce_audio_processors.h>
+
+#include "PluginProcessor.h"
+
+class Sa3AudioProcessorEditor : public juce::AudioProcessorEditor, private juce::Timer {
+ public:
+  explicit Sa3AudioProcessorEditor(Sa3AudioProcessor&);
+  ~Sa3AudioProcessorEditor() override;
+  void paint(juce::Graphics&) override;
+  void resized() override;
+
+ private:
+  void timerCallback() override;  // status and take list, 10 times a second
+  using SliderAttachment = juce::AudioProcessorValueTreeState::SliderAttachment;
+  using ComboAttachment = juce::AudioProcessorValueTreeState::ComboBoxAttachment;
+
+  Sa3AudioProcessor& processor_;
+  juce::TextEditor prompt_;
+  juce::ComboBox mode_, takes_;
+  juce::Slider bars_, seed_;
+  juce::Label modeLabel_, barsLabel_, seedLabel_, status_;
+  juce::TextButton render_{"Render"};
+  std::unique_ptr<ComboAttachment> modeAttachment_;
+  std::unique_ptr<SliderAttachment> barsAttachment_, seedAttachment_;
+  size_t shownTakes_ = static_cast<size_t>(-1);
+};
