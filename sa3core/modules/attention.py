@@ -50,8 +50,14 @@ def lambda_init_for(layer: int) -> float:
 
 
 def _key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """bool [B, S] -> SDPA mask [B, 1, 1, S]; None when nothing is masked (faster kernels)."""
-    if mask is None or bool(mask.all()):
+    """bool [B, S] -> SDPA mask [B, 1, 1, S]; None when nothing is masked (faster kernels).
+
+    While tracing for export the mask is always kept: a data-dependent shortcut would be frozen
+    into the graph for whatever the example input was."""
+    if mask is None:
+        return None
+    exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+    if not exporting and bool(mask.all()):
         return None
     return mask[:, None, None, :]
 
@@ -87,9 +93,13 @@ class _Attention(nn.Module):
             qk = apply_rope(qk, cos, sin)
         return qk
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """q (B,H,splits,Sq,qk_dim), k (B,H,splits,Sk,qk_dim) float32, v (B,H,Sk,head_dim) -> (B, Sq, width)."""
+    def attend(self, q, k, v, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """q (B,H,splits,Sq,qk_dim), k (B,H,splits,Sk,qk_dim) float32, v (B,H,Sk,head_dim) -> (B, Sq, width).
+
+        ``dtype`` is the query stream's dtype (bf16 under autocast); cached cross-attention values
+        made under another precision are cast to it."""
         attn_mask = _key_mask(mask)
+        v = v.to(dtype)
         if not self.differential:
             out = F.scaled_dot_product_attention(q[:, :, 0].to(v.dtype), k[:, :, 0].to(v.dtype), v, attn_mask=attn_mask)
         else:
@@ -119,7 +129,7 @@ class SelfAttention(_Attention):
         qkv = self.qkv(x).view(B, S, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, S, head_dim)
         q = self.split_qk(qkv[0], self.q_norm, cos, sin)
         k = self.split_qk(qkv[1], self.k_norm, cos, sin)
-        return self.attend(q, k, qkv[2], mask)
+        return self.attend(q, k, qkv[2], mask, qkv.dtype)
 
 
 class CrossAttention(_Attention):
@@ -140,4 +150,4 @@ class CrossAttention(_Attention):
         """x [B, Sq, width]; k, v from :meth:`project_context`; mask bool [B, S_context]."""
         B, Sq, _ = x.shape
         q = self.q(x).view(B, Sq, self.heads, self.head_dim).transpose(1, 2)  # (B, H, Sq, head_dim)
-        return self.attend(self.split_qk(q, self.q_norm), k, v, mask)
+        return self.attend(self.split_qk(q, self.q_norm), k, v, mask, q.dtype)

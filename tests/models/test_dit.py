@@ -148,6 +148,13 @@ def test_bf16_autocast_close_to_fp32():
     assert half.dtype == torch.float32
     relative = (half - full).norm() / full.norm()
     assert relative < 0.05, f"bf16 relative error {relative:.3f}"
+    # A condition cached under one precision serves steps run under the other.
+    mask = torch.ones(item["text"].shape[:2], dtype=torch.bool)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cond_half = model.encode_condition(item["text"], mask, item["seconds"])
+        mixed = model(item["x"], item["t"], cond_half, item["latents"], item["keep"])
+    assert (mixed - full).norm() / full.norm() < 0.05
 
 
 def test_every_parameter_gets_a_gradient():
