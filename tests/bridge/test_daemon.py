@@ -15,7 +15,7 @@ import zmq
 
 from bridge import protocol as P
 from bridge.client import AsyncClient, Client, DaemonError, JobCancelled
-from bridge.daemon import _to_rate
+from bridge.render import to_rate
 from sa3core import timebase
 from tests.bridge.conftest import DaemonProcess, wait_for
 from tests.conftest import stereo_tone
@@ -93,7 +93,7 @@ def test_concurrent_clients_get_independent_exact_results(daemon, tiny_pipeline)
         direct = tiny_pipeline.generate(
             fields["prompt"], job.model_samples, steps=2, seed=fields["seed"], variations=job.variations
         )
-        expected = _to_rate(direct, rate, job.reply_samples)
+        expected = to_rate(direct, rate, job.reply_samples)
         np.testing.assert_allclose(result.audio, expected, atol=1e-5, rtol=0)
     # 1 bar of 4/4 at 960 bpm at 96 kHz is exactly a quarter of a second.
     assert results[2].audio.shape[-1] == 24_000
