@@ -100,7 +100,7 @@ def job_message(
         seed=seed,
         variations=variations,
         progress=progress,
-        regions=[[int(s), int(e)] for s, e in regions] if regions is not None else None,
+        regions=[list(_span(region)) for region in regions] if regions is not None else None,
         regions_seconds=[[float(s), float(e)] for s, e in regions_seconds] if regions_seconds is not None else None,
     )
     header = {"type": mode, "v": P.PROTOCOL_VERSION, **{k: v for k, v in fields.items() if v is not None}}
@@ -111,6 +111,14 @@ def job_message(
         header["audio"] = P.AudioInfo(audio_rate, audio.shape[0], audio.shape[1]).as_header()
         frames.append(P.pack_audio(audio))
     return header, frames
+
+
+def _span(region) -> tuple[int, int]:
+    """(start, end) of a pair or of an sa3core.pipeline.Region."""
+    if hasattr(region, "start") and hasattr(region, "end"):
+        return int(region.start), int(region.end)
+    start, end = region
+    return int(start), int(end)
 
 
 class _JobTracker:
@@ -479,7 +487,7 @@ def generate_via_daemon(
     if samples is not None:
         fields["samples"] = samples
     if regions is not None:
-        fields["regions"] = [(region.start, region.end) for region in regions]
+        fields["regions"] = regions
     try:
         with Client(endpoint, curve=curve_from_env(), silence=3.0, retries=0) as client:
             client.hello()  # no daemon there: say so in seconds, not after a long job's patience

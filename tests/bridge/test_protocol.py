@@ -74,6 +74,10 @@ def test_inpaint_regions_and_audio_checks():
         with pytest.raises(P.ProtocolError) as caught:
             parse(header, frames)
         assert caught.value.code == code
+    from sa3core.pipeline import Region
+
+    header, frames = job_message("inpaint", "fill", audio=audio, audio_rate=48_000, regions=[Region(5, 9)])
+    assert header["regions"] == [[5, 9]]
     header, frames = job_message("inpaint", "fill", audio=audio, audio_rate=48_000, regions_seconds=[(0.25, 0.5)])
     assert parse(header, frames).regions == [(12_000, 24_000)]
 
