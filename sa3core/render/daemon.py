@@ -21,22 +21,21 @@ class DaemonRenderer:
         # The daemon reports a model name, not a hash of its weights: renders are matched by name.
         self.identity = f"daemon:{capabilities.get('model', 'unknown')}"
 
-    def _run(self, mode: str, prompt: str, **fields):
+    def _run(self, mode: str, prompt: str, progress=None, **fields):
         fields = {k: v for k, v in fields.items() if v is not None}
-        return self.client.run(mode, prompt, sample_rate=timebase.SAMPLE_RATE, **fields).audio
+        return self.client.run(mode, prompt, progress, sample_rate=timebase.SAMPLE_RATE, **fields).audio
 
-    def generate(self, prompt, samples, steps, cfg, seed, variations):
-        return self._run("generate", prompt, samples=samples, steps=steps, cfg=cfg, seed=seed, variations=variations)
+    def generate(self, prompt, samples, steps, cfg, seed, variations, progress=None):
+        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations)
+        return self._run("generate", prompt, progress, samples=samples, **common)
 
-    def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations):
-        return self._run(
-            "inpaint", prompt, audio=audio, regions=regions, steps=steps, cfg=cfg, seed=seed, variations=variations
-        )
+    def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations, progress=None):
+        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations)
+        return self._run("inpaint", prompt, progress, audio=audio, regions=regions, **common)
 
-    def continue_(self, audio, prompt, samples, steps, cfg, seed, variations):
-        return self._run(
-            "continue", prompt, audio=audio, samples=samples, steps=steps, cfg=cfg, seed=seed, variations=variations
-        )
+    def continue_(self, audio, prompt, samples, steps, cfg, seed, variations, progress=None):
+        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations)
+        return self._run("continue", prompt, progress, audio=audio, samples=samples, **common)
 
     def close(self) -> None:
         self.client.close()

@@ -33,6 +33,8 @@ LIMITER_RAMP_SECONDS = 0.004  # attack and release ramp of the limiter's gain
 LIMITER_HOLD_SECONDS = 0.02  # gain stays down this long around a peak, so bass is not distorted
 MAX_GAIN_DB = 40.0  # never lift near-silence by more than this
 TOLERANCE_LU = 0.1
+MAX_TRIES = 10  # gain/limit/measure rounds; two or three are usual, more only when limiting hard
+MAX_STEP_DB = 12.0
 
 
 @dataclass
@@ -147,17 +149,22 @@ def normalise(
     if not math.isfinite(measured):
         return audio, LoudnessResult(measured, true_peak_db(audio, circular), 0.0, False)
     gain_db = min(target_lufs - measured, MAX_GAIN_DB)
-    limited = False
-    out = audio
-    for _ in range(6):
+    previous: tuple[float, float] | None = None  # (gain, loudness) of the last try
+    for _ in range(MAX_TRIES):
         out = audio * np.float32(db_to_gain(gain_db))
-        if true_peak_db(out, circular) > ceiling_dbtp:
+        limited = true_peak_db(out, circular) > ceiling_dbtp
+        if limited:
             out = limit(out, ceiling_dbtp - 0.05, circular, sample_rate)
-            limited = True
         reached = integrated_loudness(out, sample_rate)
         if abs(reached - target_lufs) <= TOLERANCE_LU or gain_db >= MAX_GAIN_DB:
             break
-        gain_db = min(gain_db + (target_lufs - reached), MAX_GAIN_DB)
+        # Secant step: once the limiter works, loudness rises slower than the gain (slope < 1).
+        slope = 1.0
+        if previous is not None and gain_db != previous[0]:
+            slope = float(np.clip((reached - previous[1]) / (gain_db - previous[0]), 0.05, 1.0))
+        previous = (gain_db, reached)
+        step = float(np.clip((target_lufs - reached) / slope, -MAX_STEP_DB, MAX_STEP_DB))
+        gain_db = min(gain_db + step, MAX_GAIN_DB)
     peak = true_peak_db(out, circular)
     if peak > ceiling_dbtp:  # what the limiter's smoothing let through: a tiny static trim
         out = (out * np.float32(db_to_gain(ceiling_dbtp - peak - 0.01))).astype(np.float32)

@@ -35,6 +35,7 @@ from .sheet import Job, Sheet
 RENDER_FORMAT = 1  # bump when a change to rendering should invalidate finished outputs
 MANIFEST_NAME = ".sa3-render-manifest.json"
 REPORT_NAME = "render-report.json"
+LOUDNESS_WARN_LU = 0.5  # report a take whose loudness missed its target by more than this
 
 
 @dataclass
@@ -50,6 +51,7 @@ class OutputResult:
     true_peak_db: float | None = None
     time_s: float = 0.0
     error: str = ""
+    warning: str = ""
 
 
 # ---------------------------------------------------------------------------------- models
@@ -73,17 +75,17 @@ class InProcessRenderer:
     def name(self) -> str:
         return self.pipeline.settings.name
 
-    def generate(self, prompt, samples, steps, cfg, seed, variations):
-        return self.pipeline.generate(prompt, samples, steps, cfg, seed, variations)
+    def generate(self, prompt, samples, steps, cfg, seed, variations, progress=None):
+        return self.pipeline.generate(prompt, samples, steps, cfg, seed, variations, progress=progress)
 
-    def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations):
+    def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations, progress=None):
         from ..pipeline import Region
 
         spans = [Region(start, end) for start, end in regions]
-        return self.pipeline.inpaint(audio, prompt, spans, steps, cfg, seed, variations)
+        return self.pipeline.inpaint(audio, prompt, spans, steps, cfg, seed, variations, progress=progress)
 
-    def continue_(self, audio, prompt, samples, steps, cfg, seed, variations):
-        return self.pipeline.continue_(audio, prompt, samples, steps, cfg, seed, variations)
+    def continue_(self, audio, prompt, samples, steps, cfg, seed, variations, progress=None):
+        return self.pipeline.continue_(audio, prompt, samples, steps, cfg, seed, variations, progress=progress)
 
 
 def model_identity(model: str | os.PathLike | None) -> str:
@@ -171,15 +173,16 @@ def _write_json(path: Path, data: Any) -> None:
 # ---------------------------------------------------------------------------------- rendering
 
 
-def _model_audio(job: Job, renderer, seed: int, variations: int) -> np.ndarray:
+def _model_audio(job: Job, renderer, seed: int, variations: int, progress=None) -> np.ndarray:
     """[variations, 2, n] from the model for one base seed, with the loop overhang if any."""
     spec = job.spec
+    common = dict(steps=spec.steps, cfg=spec.cfg, seed=seed, variations=variations, progress=progress)
     if spec.mode == "generate":
-        return renderer.generate(spec.prompt, job.samples + job.overhang, spec.steps, spec.cfg, seed, variations)
+        return renderer.generate(spec.prompt, job.samples + job.overhang, **common)
     source = load_audio(job.source)  # read now, not at validation: it may have changed since
     if spec.mode == "inpaint":
-        return renderer.inpaint(source, spec.prompt, job.regions, spec.steps, spec.cfg, seed, variations)
-    return renderer.continue_(source, spec.prompt, job.samples, spec.steps, spec.cfg, seed, variations)
+        return renderer.inpaint(source, spec.prompt, job.regions, **common)
+    return renderer.continue_(source, spec.prompt, job.samples, **common)
 
 
 def finish_take(job: Job, audio: np.ndarray, base_dir: Path) -> tuple[np.ndarray, float, float]:
@@ -236,7 +239,7 @@ def _error_line(err: BaseException) -> str:
 
 
 def render_job(
-    job: Job, renderer, out_dir: Path, base_dir: Path, manifest: Manifest, force: bool
+    job: Job, renderer, out_dir: Path, base_dir: Path, manifest: Manifest, force: bool, progress=None
 ) -> list[OutputResult]:
     """Render one job's takes (or skip them all when all are fresh); never raises for the job's own failure."""
     outputs = _outputs(job, out_dir)
@@ -258,7 +261,7 @@ def render_job(
         for n, take in enumerate(job.takes):
             by_seed.setdefault(take.seed - (n % job.spec.variations), []).append(n)
         for base_seed, indices in by_seed.items():
-            takes = _model_audio(job, renderer, base_seed, len(indices))
+            takes = _model_audio(job, renderer, base_seed, len(indices), progress)
             for n, audio in zip(indices, takes):
                 seed, key, path = outputs[n]
                 take_started = time.perf_counter()
@@ -279,17 +282,20 @@ def render_job(
                     },
                 )
                 elapsed = time.perf_counter() - take_started
-                results.append(
-                    OutputResult(
-                        job.name, key, "rendered", int(audio.shape[1]), seconds, lufs_value, peak_value, elapsed
-                    )
+                result = OutputResult(
+                    job.name, key, "rendered", int(audio.shape[1]), seconds, lufs_value, peak_value, elapsed
                 )
+                target = job.spec.loudness
+                if target is not None and lufs_value is not None and abs(lufs_value - target) > LOUDNESS_WARN_LU:
+                    result.warning = (
+                        f"reached {lufs_value:.1f} LUFS, not the {target:g} target: the {job.spec.true_peak:g} dBTP "
+                        "ceiling allows no more without extreme limiting"
+                    )
+                results.append(result)
         # Model time is shared by a job's takes: spread it over them for the table.
         total = time.perf_counter() - started
         for result in results:
             result.time_s = total / len(results)
-    except KeyboardInterrupt:
-        raise
     except Exception as err:  # one job's failure is reported; the batch goes on
         done = {r.file for r in results}
         message = _error_line(err)
@@ -333,10 +339,16 @@ def render_sheet(
     bar = tqdm(sheet.jobs, desc="render", unit="job", disable=not show_progress)
     for job in bar:
         bar.set_postfix_str(job.name)
-        job_results = render_job(job, renderer, out_dir, sheet.path.parent, manifest, force)
+
+        def progress(step: int, total: int, name: str = job.name) -> None:
+            bar.set_postfix_str(f"{name} step {step}/{total}")
+
+        job_results = render_job(job, renderer, out_dir, sheet.path.parent, manifest, force, progress)
         for result in job_results:
             if result.status == "failed":
                 bar.write(f"sa3 render: job {job.name!r} failed: {result.error}")
+            elif result.warning:
+                bar.write(f"sa3 render: warning: {result.file}: {result.warning}")
             if on_result:
                 on_result(result)
         results += job_results

@@ -132,6 +132,7 @@ def test_failed_jobs_are_reported_and_the_batch_goes_on(tiny_model_dir, tmp_path
             seconds: 0.3
             chain: [{{type: Convolution, impulse_response_filename: "{tmp_path / "ir.wav"}"}}]
           - {{name: fine, prompt: ok, seconds: 0.3}}
+          - {{name: loud, prompt: ok, seconds: 0.5, loudness: -3, true_peak: -9}}
         """,
     )
     sheet = load_sheet(path)  # both files exist now: the sheet is valid
@@ -143,9 +144,13 @@ def test_failed_jobs_are_reported_and_the_batch_goes_on(tiny_model_dir, tmp_path
     assert status["gone"].status == "failed" and "does not exist" in status["gone"].error
     assert status["badfx"].status == "failed" and status["badfx"].error
     assert status["fine"].status == "rendered" and (out / "fine.wav").exists()
-    assert sorted(p.name for p in out.iterdir()) == [".sa3-render-manifest.json", "fine.wav", REPORT_NAME]
+    names = [".sa3-render-manifest.json", "fine.wav", "loud.wav", REPORT_NAME]
+    assert sorted(p.name for p in out.iterdir()) == names  # no temporary files left behind
     report = json.loads((out / REPORT_NAME).read_text())
-    assert report["failed"] == 2 and report["rendered"] == 1
+    assert report["failed"] == 2 and report["rendered"] == 2
+    # -3 LUFS under a -9 dBTP ceiling cannot be reached: it renders, under the ceiling, and says so.
+    assert status["loud"].status == "rendered" and "not the -3 target" in status["loud"].warning
+    assert status["loud"].true_peak_db <= -9.0 and status["fine"].warning == ""
     assert "FAILED" in summary_table(results)
 
 
@@ -169,14 +174,17 @@ def test_inpaint_job_keeps_audio_outside_its_bar_regions(tiny_model_dir, tmp_pat
     assert not np.array_equal(audio.T[:, start:end], source[:, start:end])
 
 
-def test_cli_renders_and_resumes(tiny_model_dir, tmp_path):
+def test_cli_renders_and_a_rerun_skips(tiny_model_dir, tmp_path):
     good = write_sheet(tmp_path, "jobs:\n  - {name: blip, prompt: blip, seconds: 0.3, steps: 1, loudness: -20}\n")
     out = tmp_path / "out"
     first = run_sa3("render", good, "-o", out, "--model", tiny_model_dir, "--quiet")
     assert first.returncode == 0, first.stderr
-    assert "blip.wav" in first.stdout and "1 rendered" in first.stdout
-    again = run_sa3("render", good, "-o", out, "--model", tiny_model_dir, "--quiet")
-    assert again.returncode == 0 and "1 skipped" in again.stdout
+    assert "blip.wav" in first.stdout and "1 rendered, 0 skipped, 0 failed" in first.stdout
+    assert sf.info(out / "blip.wav").frames == round(0.3 * RATE)
+    # The same sheet, model and folder from the Python API: the CLI's output counts as finished.
+    mtime = (out / "blip.wav").stat().st_mtime_ns
+    results = render_sheet(load_sheet(good), out, InProcessRenderer(str(tiny_model_dir)), show_progress=False)
+    assert [r.status for r in results] == ["skipped"] and (out / "blip.wav").stat().st_mtime_ns == mtime
 
 
 def test_cli_lists_every_sheet_problem_and_renders_nothing(tiny_model_dir, tmp_path):
