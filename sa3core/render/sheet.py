@@ -9,17 +9,14 @@ offending key or item; CSV: the row's line) and the field, and raised together a
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import difflib
 import hashlib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import soundfile as sf
-import yaml
 
 from .. import timebase
 from ..audio import FORMATS, SUBTYPES
@@ -27,12 +24,11 @@ from ..config import from_dict
 from ..errors import Sa3Error
 from .chain import EffectError, build_effect
 from .loops import TAILS
+from .reading import READERS, RawJob, close_match, hint
 from .riff import parse_root_note
 
 MODES = ("generate", "inpaint", "continue")
-TOP_LEVEL_KEYS = ("jobs", "defaults")
 MAX_TAKES = 256
-RAW_TEXT_FIELDS = ("regions",)  # read as typed: YAML would turn 2:30 into the number 150
 
 
 @dataclass
@@ -89,10 +85,6 @@ class Job:
     root_note: int | None
     beats: int | None  # quarter notes, for the acid chunk; None without a tempo
 
-    @property
-    def seeds(self) -> list[int]:
-        return sorted({t.seed for t in self.takes})
-
 
 @dataclass
 class Sheet:
@@ -108,129 +100,6 @@ class SheetError(Sa3Error):
         super().__init__(
             f"sheet {str(path)!r} has {len(issues)} problem(s); nothing was rendered:\n  " + "\n  ".join(issues)
         )
-
-
-# ---------------------------------------------------------------------------------- reading
-
-
-@dataclass
-class _RawJob:
-    values: dict[str, Any]
-    line: int
-    origin: dict[str, tuple]  # field -> path of the mapping it came from (the job or defaults)
-    lines: dict[tuple, int]  # path -> line, for the whole sheet
-    raw: dict[tuple, str]  # path -> scalar text as written
-
-    def line_of(self, name: str, *sub: Any) -> int:
-        path = (*self.origin.get(name, ()), name, *sub)
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return self.line
-
-
-def _walk(node: yaml.Node, prefix: tuple, lines: dict, raw: dict) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = (*prefix, key.value)
-            lines[path] = key.start_mark.line + 1
-            _walk(value, path, lines, raw)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*prefix, i)] = item.start_mark.line + 1
-            _walk(item, (*prefix, i), lines, raw)
-    else:
-        raw[prefix] = node.value
-
-
-def _read_yaml(path: Path, issues: list[str]) -> list[_RawJob]:
-    text = path.read_text()
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        issues.append(f"{path}:{mark.line + 1 if mark else 1}: not valid YAML: {getattr(err, 'problem', err)}")
-        return []
-    if not isinstance(data, dict) or root is None:
-        issues.append(f"{path}:1: a sheet is a mapping with a 'jobs:' list (and optionally 'defaults:')")
-        return []
-    lines: dict[tuple, int] = {}
-    raw: dict[tuple, str] = {}
-    _walk(root, (), lines, raw)
-    for key in data:
-        if key not in TOP_LEVEL_KEYS:
-            issues.append(
-                f"{path}:{lines.get((key,), 1)}: unknown top-level key {key!r}{_hint(str(key), TOP_LEVEL_KEYS)}"
-            )
-    defaults = data.get("defaults") or {}
-    if not isinstance(defaults, dict):
-        issues.append(f"{path}:{lines.get(('defaults',), 1)}: defaults: must be a mapping of job keys to values")
-        defaults = {}
-    jobs = data.get("jobs")
-    if not isinstance(jobs, list) or not jobs:
-        issues.append(f"{path}:{lines.get(('jobs',), 1)}: jobs: the sheet needs a non-empty 'jobs:' list")
-        return []
-    out = []
-    for i, job in enumerate(jobs):
-        line = lines.get(("jobs", i), 1)
-        if not isinstance(job, dict):
-            issues.append(f"{path}:{line}: job {i + 1}: must be a mapping of keys (prompt, seconds, ...), got {job!r}")
-            continue
-        origin = {k: ("defaults",) for k in defaults} | {k: ("jobs", i) for k in job}
-        values = {**defaults, **job}
-        for name in RAW_TEXT_FIELDS:
-            if isinstance(values.get(name), list):
-                values[name] = [raw.get((*origin[name], name, j), item) for j, item in enumerate(values[name])]
-        out.append(_RawJob(values, line, origin, lines, raw))
-    return out
-
-
-def _read_csv(path: Path, issues: list[str]) -> list[_RawJob]:
-    text_fields = {
-        f.name for f in dataclasses.fields(JobSpec) if typing.get_type_hints(JobSpec)[f.name] in (str, str | None)
-    }
-    out = []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        for row in reader:
-            line = reader.line_num
-            values: dict[str, Any] = {}
-            for key, cell in row.items():
-                if key is None:
-                    issues.append(f"{path}:{line}: row has more cells than the header has columns")
-                    continue
-                key = key.strip()
-                if cell is None or not cell.strip():
-                    continue
-                cell = cell.strip()
-                if key in text_fields or key == "root_note":
-                    values[key] = cell
-                elif key == "regions":
-                    values[key] = [part.strip() for part in cell.split(";") if part.strip()]
-                else:
-                    try:
-                        values[key] = yaml.safe_load(cell)  # numbers, true/false, inline [lists] and {maps}
-                    except yaml.YAMLError:
-                        issues.append(f"{path}:{line}: {key}: cannot read {cell!r}")
-            out.append(_RawJob(values, line, {}, {}, {}))
-    if not out and not issues:
-        issues.append(f"{path}:1: the CSV sheet has a header but no job rows")
-    return out
-
-
-READERS = {".yaml": _read_yaml, ".yml": _read_yaml, ".csv": _read_csv}
-
-
-def _close(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _hint(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(choices))}"
 
 
 # ---------------------------------------------------------------------------------- checking
@@ -249,7 +118,7 @@ def _type_ok(value: Any, hint: Any) -> str | None:
         if option is int and isinstance(value, int) and not isinstance(value, bool):
             return None
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return None
+            return None if math.isfinite(value) else "a finite number"
         if option is str and isinstance(value, str):
             return None
         if option is list and isinstance(value, list):
@@ -277,8 +146,10 @@ def load_sheet(path: str | Path, only: list[str] | None = None) -> Sheet:
     if reader is None:
         raise Sa3Error(f"sheet {str(path)!r} must be .yaml, .yml or .csv")
     issues: list[str] = []
-    raw_jobs = reader(path, issues)
     hints = typing.get_type_hints(JobSpec)
+    # CSV cells of these fields stay text ("C4", "4/4", a prompt that reads like a number).
+    text_fields = {name for name, hint_ in hints.items() if hint_ in (str, str | None)} | {"root_note"}
+    raw_jobs = reader(path, issues, text_fields)
     jobs: list[Job] = []
     for index, raw in enumerate(raw_jobs):
         job = _check_job(path, index, raw, hints, issues)
@@ -289,14 +160,14 @@ def load_sheet(path: str | Path, only: list[str] | None = None) -> Sheet:
         names = {job.name for job in jobs}
         for name in only:
             if name not in names:
-                issues.append(f"{path}: --jobs-only {name!r} is not a job in the sheet{_close(name, names)}")
+                issues.append(f"{path}: --jobs-only {name!r} is not a job in the sheet{close_match(name, names)}")
         jobs = [job for job in jobs if job.name in set(only)]
     if issues:
         raise SheetError(path, issues)
     return Sheet(path, jobs)
 
 
-def _check_job(path: Path, index: int, raw: _RawJob, hints: dict, issues: list[str]) -> Job | None:
+def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[str]) -> Job | None:
     label = f"job {index + 1}" + (f" ({raw.values['name']})" if isinstance(raw.values.get("name"), str) else "")
     count = len(issues)
 
@@ -311,7 +182,7 @@ def _check_job(path: Path, index: int, raw: _RawJob, hints: dict, issues: list[s
     clean = {}
     for name, value in raw.values.items():
         if name not in hints:
-            problem(name, f"unknown key {name!r}{_hint(name, hints)}")
+            problem(name, f"unknown key {name!r}{hint(name, hints)}")
         elif (expected := _type_ok(value, hints[name])) is not None:
             problem(name, f"must be {expected}, got {value!r}")
             mistyped.add(name)
@@ -327,7 +198,7 @@ def _check_job(path: Path, index: int, raw: _RawJob, hints: dict, issues: list[s
             return None
 
     if spec.mode not in MODES:
-        problem("mode", f"mode {spec.mode!r} is not one of {', '.join(MODES)}{_close(spec.mode, MODES)}")
+        problem("mode", f"mode {spec.mode!r} is not one of {', '.join(MODES)}{close_match(spec.mode, MODES)}")
     if not spec.prompt.strip():
         problem("prompt", "every job needs a prompt (what to make)")
     meter = attempt("meter", timebase.Meter.parse, spec.meter) or timebase.Meter()
@@ -344,7 +215,8 @@ def _check_job(path: Path, index: int, raw: _RawJob, hints: dict, issues: list[s
         )
     elif spec.bars is not None:
         if spec.bpm is None:
-            problem("bars", "bars need a tempo: add bpm (and meter, default 4/4)")
+            if "bpm" not in mistyped:
+                problem("bars", "bars need a tempo: add bpm (and meter, default 4/4)")
         elif bpm_ok:
             samples = attempt("bars", timebase.bars_to_samples, spec.bars, spec.bpm, meter) or 0
     elif spec.seconds is not None:
@@ -352,7 +224,7 @@ def _check_job(path: Path, index: int, raw: _RawJob, hints: dict, issues: list[s
             problem("seconds", f"length {spec.seconds!r} s must be longer than zero")
         else:
             samples = timebase.seconds_to_samples(spec.seconds)
-    elif spec.mode != "inpaint":
+    elif spec.mode != "inpaint" and not {"seconds", "bars"} & mistyped:
         problem("seconds", "the job needs a length: seconds, or bars with bpm")
     if samples:
         what = "length" if spec.bars is None else f"{spec.bars:g} bars at {spec.bpm:g} bpm in {meter}"
@@ -374,7 +246,7 @@ def _check_job(path: Path, index: int, raw: _RawJob, hints: dict, issues: list[s
             problem("crossfade", f"crossfade {spec.crossfade:g} s is over half the loop's length; shorten it")
     tail = spec.tail or ("fold" if spec.loop else "cut")
     if tail not in TAILS:
-        problem("tail", f"tail {spec.tail!r} is not one of {', '.join(TAILS)}{_close(spec.tail, TAILS)}")
+        problem("tail", f"tail {spec.tail!r} is not one of {', '.join(TAILS)}{close_match(spec.tail, TAILS)}")
     elif spec.loop and tail == "keep":
         problem("tail", "a loop cannot keep its tail (the file would be longer than the loop); use fold or cut")
     if not 0 < spec.tail_max <= 60:

@@ -245,6 +245,25 @@ def test_csv_rows_and_errors_name_the_row_line(tmp_path):
     assert beat.samples == timebase.bars_to_samples(2, 90, "7/8") and beat.spec.loop and beat.meter.numerator == 7
 
 
+def test_non_finite_numbers_are_refused(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        jobs:
+          - {name: a, prompt: x, seconds: .nan}
+          - {name: b, prompt: x, bars: 2, bpm: .inf}
+          - {name: c, prompt: x, seconds: 1, loop: true, crossfade: .inf, loudness: .nan}
+        """,
+    )
+    issues = issues_of(path)
+    assert any(":2: job 1 (a): seconds: must be a finite number" in i for i in issues), issues
+    assert any(":3: job 2 (b): bpm: must be a finite number" in i for i in issues), issues
+    assert any(":4: job 3 (c): crossfade:" in i for i in issues) and any(
+        ":4: job 3 (c): loudness:" in i for i in issues
+    )
+    assert len(issues) == 4, issues
+
+
 def test_jobs_only_filters_and_rejects_unknown_names(tmp_path):
     path = write(tmp_path, "jobs:\n  - {name: a, prompt: x, seconds: 1}\n  - {name: b, prompt: y, seconds: 1}\n")
     assert [j.name for j in load_sheet(path, only=["b"]).jobs] == ["b"]
