@@ -288,6 +288,8 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
     if not -20 <= spec.true_peak <= 0:
         problem("true_peak", f"ceiling {spec.true_peak!r} dBTP is out of range; use -20 to 0 (e.g. -1)")
     root_note = None if spec.root_note is None else attempt("root_note", parse_root_note, spec.root_note)
+    if root_note is not None and spec.bpm is None:
+        problem("root_note", "the root note is stored in the WAV acid chunk with the tempo; add bpm")
 
     # Outputs.
     name = spec.name or (Path(spec.output).stem if spec.output and "{" not in spec.output else f"job{index + 1}")

@@ -268,3 +268,12 @@ def test_jobs_only_filters_and_rejects_unknown_names(tmp_path):
     path = write(tmp_path, "jobs:\n  - {name: a, prompt: x, seconds: 1}\n  - {name: b, prompt: y, seconds: 1}\n")
     assert [j.name for j in load_sheet(path, only=["b"]).jobs] == ["b"]
     assert any("'c'" in i for i in issues_of(path, only=["c"]))
+
+
+@pytest.mark.parametrize("name", ["pack.yaml", "simple.csv"])
+def test_example_sheets_are_valid(name):
+    sheet = load_sheet(Path(__file__).resolve().parents[2] / "examples" / name)
+    assert sheet.jobs and all(job.takes for job in sheet.jobs)
+    for job in sheet.jobs:
+        if job.spec.loop:
+            assert job.samples == timebase.bars_to_samples(job.spec.bars, job.spec.bpm, job.meter)
