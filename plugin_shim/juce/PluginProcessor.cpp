@@ -143,6 +143,7 @@ juce::AudioProcessorEditor* Sa3AudioProcessor::createEditor() { return new Sa3Au
 
 void Sa3AudioProcessor::getStateInformation(juce::MemoryBlock& destData) {
   // "SA3J" | version | follow_host | the core's own versioned state (settings, prompt, takes)
+  pushParametersToCore();  // the parameters are the truth for numbers, even before any block ran
   const auto core = core_.getStateInformation();
   juce::MemoryOutputStream out(destData, false);
   out.write(kWrapperMagic, 4);

@@ -13,6 +13,7 @@ from .kweighting import KWeighting
 
 SEVEN_RESOLUTIONS = (32, 64, 128, 256, 512, 1024, 2048)  # FFT sizes; hop = FFT / 4, Hann window
 EPS = 1e-5  # magnitude floor for the log (about -100 dB)
+CONVERGENCE_FLOOR = 1e-3  # RMS bin magnitude added under spectral convergence's denominator
 
 
 def stereo_views(audio: torch.Tensor) -> torch.Tensor:
@@ -32,8 +33,9 @@ class MultiResolutionSTFTLoss(nn.Module):
     """Mean over resolutions of spectral convergence + mean |log-magnitude difference|.
 
     Computed on K-weighted audio (so errors weigh roughly as loudness perceives them) for the
-    mid, side, left and right signals. Spectral convergence is ``||T - P||_F / ||T||_F`` per
-    (item, view); the log term compares ``log(|.| + 1e-5)``.
+    mid, side, left and right signals. Spectral convergence is ``||T - P||_F / ||T||_F`` over the
+    batch (with a small floor under the denominator so silent crops cannot blow it up); the log
+    term compares ``log(|.| + 1e-5)``.
     """
 
     def __init__(self, resolutions: tuple[int, ...] = SEVEN_RESOLUTIONS, kweight: bool = True) -> None:
@@ -50,17 +52,24 @@ class MultiResolutionSTFTLoss(nn.Module):
             views = self.kweighting(views)
         return views.reshape(-1, views.shape[-1])  # (B*4, S)
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def parts(self, prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(spectral convergence, log-magnitude distance), each averaged over the resolutions."""
         pred, true = self.prepare(prediction), self.prepare(target)
-        total = pred.new_zeros(())
+        convergence_total, log_total = pred.new_zeros(()), pred.new_zeros(())
         for n_fft in self.resolutions:
             window = getattr(self, f"window_{n_fft}")
             pred_mag, true_mag = stft(pred, n_fft, window).abs(), stft(true, n_fft, window).abs()
-            difference = torch.linalg.vector_norm(true_mag - pred_mag, dim=(1, 2))
-            convergence = difference / (torch.linalg.vector_norm(true_mag, dim=(1, 2)) + EPS)
-            log_distance = (torch.log(true_mag + EPS) - torch.log(pred_mag + EPS)).abs().mean(dim=(1, 2))
-            total = total + convergence.mean() + log_distance.mean()
-        return total / len(self.resolutions)
+            # over the whole batch, with a per-bin floor: a near-silent crop must not divide by ~0
+            floor = CONVERGENCE_FLOOR**2 * true_mag.numel()
+            convergence = torch.linalg.vector_norm(true_mag - pred_mag) / torch.sqrt(true_mag.square().sum() + floor)
+            log_distance = (torch.log(true_mag + EPS) - torch.log(pred_mag + EPS)).abs().mean()
+            convergence_total = convergence_total + convergence
+            log_total = log_total + log_distance
+        return convergence_total / len(self.resolutions), log_total / len(self.resolutions)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        convergence, log_distance = self.parts(prediction, target)
+        return convergence + log_distance
 
 
 def _unit(z: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,8 @@ path (gradients, statistics updates).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import MODELS, ModelKind
+from ..config import to_dict
 from ..errors import Sa3Error
 from ..modules.norm import RMSNorm, RunningNorm
 from ..modules.transformer import LocalTransformer
@@ -190,6 +193,15 @@ def pad_to_frames(audio: torch.Tensor) -> torch.Tensor:
     """Zero-pad the end of audio [..., S] to a whole number of latent frames."""
     samples = audio.shape[-1]
     return F.pad(audio, (0, samples_to_frames(samples) * SAMPLES_PER_FRAME - samples))
+
+
+def model_identity(model: SAME) -> str:
+    """A short hash of the model's config and weights: latents are only meaningful to the same model."""
+    digest = hashlib.sha256(json.dumps(to_dict(model.config), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def parameter_count(module: nn.Module) -> int:

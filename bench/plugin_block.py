@@ -1,0 +1,149 @@
+"""Plugin shim benchmark: processBlock time while a request is in flight, and render latency.
+
+    .venv/bin/python -m bench.plugin_block [--seconds 4] [--json out.json]
+
+Starts `sa3 serve --model random:tiny` on a free loopback port, builds the shim if needed
+(scripts/build-shim --no-vst3) and drives sa3shim as a host would:
+1. processBlock time (median, 99th percentile, worst) for 64-, 512- and 4096-sample blocks at
+   48 kHz while a long inpaint request is rendering (timed inside C++, around the call);
+2. time from "render" to the first audible sample of the result, for 4 bars of 4/4 at
+   120 bpm (8 s) with the tiny model at its default steps, generate and inpaint, with the host
+   looping the region in real time in 512-sample blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start_daemon() -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    cmd = [sys.executable, "-m", "sa3core", "serve", "--bind", endpoint, "--model", "random:tiny"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if re.search("listening on", line):
+            return proc, endpoint
+    raise RuntimeError("sa3 serve did not start")
+
+
+def wait(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out")
+        time.sleep(0.005)
+
+
+def signal(samples: int, rate: int) -> np.ndarray:
+    t = np.arange(samples) / rate
+    return np.stack([0.3 * np.sin(2 * np.pi * 220 * t)] * 2).astype(np.float32)
+
+
+def block_times(sa3shim, endpoint: str, seconds: float) -> dict:
+    rate = 48000
+    p = sa3shim.Processor(endpoint=endpoint, context_seconds=10.0)
+    p.prepare_to_play(rate, 4096)
+    p.steps = 100  # keeps the request in flight while we measure
+    wait(lambda: p.online, 60)
+    audio = signal(rate * 30, rate)
+    for t in range(0, audio.shape[1], 4096):  # capture 30 s, loop bars 3-10
+        p.process_block(np.ascontiguousarray(audio[:, t : t + 4096]), time_in_samples=t, bpm=120.0, is_playing=True)
+    results = {}
+    for size in (64, 512, 4096):
+        p.request_render()
+        wait(lambda: p.status == "rendering" and p.progress > 0, 120)
+        times = []
+        block = np.ascontiguousarray(audio[:, :size])
+        position = 4 * rate
+        for _ in range(max(200, int(seconds * rate / size))):
+            b = block.copy()
+            p.process_block(
+                b,
+                time_in_samples=position,
+                bpm=120.0,
+                time_signature=(4, 4),
+                is_playing=True,
+                is_looping=True,
+                loop_points=(8.0, 40.0),
+            )
+            times.append(p.last_block_seconds)
+            position += size
+        in_flight = p.status == "rendering"
+        p.cancel_render()
+        times_us = np.array(times) * 1e6
+        results[size] = {
+            "blocks": len(times),
+            "median_us": round(float(np.median(times_us)), 2),
+            "p99_us": round(float(np.percentile(times_us, 99)), 2),
+            "worst_us": round(float(times_us.max()), 2),
+            "block_budget_us": round(size / rate * 1e6, 1),
+            "request_in_flight_throughout": in_flight,
+        }
+        time.sleep(0.3)
+    return results
+
+
+def render_latency(sa3shim, endpoint: str, mode: str) -> float:
+    rate, bpm = 44100, 120.0
+    p = sa3shim.Processor(endpoint=endpoint, context_seconds=10.0)
+    p.prepare_to_play(rate, 512)
+    p.mode, p.bars, p.region_bars = mode, 4, (2.0, 6.0)
+    wait(lambda: p.online, 60)
+    audio = signal(rate * 20, rate)
+    start, end = 2 * rate, 10 * rate  # bars 2-5: 4 bars of 2 s
+    for t in range(0, audio.shape[1], 512):
+        p.process_block(np.ascontiguousarray(audio[:, t : t + 512]), time_in_samples=t, bpm=bpm, is_playing=True)
+    t0 = time.monotonic()
+    p.request_render()
+    position = start
+    while True:  # the host loops the region in real time
+        block = np.ascontiguousarray(audio[:, position : position + 512])
+        dry = block.copy()
+        p.process_block(block, time_in_samples=position, bpm=bpm, is_playing=True)
+        if not np.array_equal(block, dry):
+            return time.monotonic() - t0
+        if p.status == "error":
+            raise RuntimeError(p.status_text)
+        position = start if position + 512 >= end else position + 512
+        time.sleep(512 / rate)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="audio per block size to time (default 4)")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    subprocess.run([str(REPO / "scripts" / "build-shim"), "--no-vst3"], check=True, stdout=subprocess.DEVNULL)
+    sys.path.insert(0, str(REPO / "plugin_shim" / "python"))
+    import sa3shim
+
+    daemon, endpoint = start_daemon()
+    try:
+        results = {"process_block": block_times(sa3shim, endpoint, args.seconds)}
+        results["render_to_audible_s"] = {
+            mode: round(render_latency(sa3shim, endpoint, mode), 3) for mode in ("generate", "inpaint")
+        }
+    finally:
+        daemon.kill()
+        daemon.wait()
+    print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

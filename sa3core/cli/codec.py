@@ -1,0 +1,142 @@
+"""``sa3 encode`` and ``sa3 decode``: audio files <-> SAME latent files.
+
+A latent file is a safetensors file holding ``latents`` float32 [256, frames] and metadata:
+``sa3_latents`` (format version), ``samples`` (the source's length at 44.1 kHz, which decode
+restores exactly), ``sample_rate`` and ``autoencoder`` (an identity hash of the model's config
+and weights: decoding with another model warns, since its latent space differs).
+
+Model resolution (both commands): ``--model`` is a ``.safetensors`` of kind "same" or a model
+folder holding ``same.safetensors``; without it the shipped default
+``sa3core/assets/default/same.safetensors`` is used if present, else a randomly initialised
+tiny model (seed 0) with a warning.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..audio import check_output_path, load_audio, save_audio
+from ..checkpoint import atomic_write, load_model
+from ..errors import Sa3Error
+from ..timebase import LATENT_CHANNELS, SAMPLE_RATE, frames_to_samples
+
+LATENT_FORMAT = 1
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default" / "same.safetensors"
+
+
+def register(subparsers) -> None:
+    encode = subparsers.add_parser("encode", help="encode an audio file to SAME latents (.safetensors)")
+    encode.add_argument("input", help="audio file (WAV, FLAC, AIFF, OGG; any rate, mono or stereo)")
+    encode.add_argument("-o", "--output", required=True, help="latent file to write (.safetensors)")
+    encode.add_argument("--model", help="SAME .safetensors or a model folder (default: the shipped model)")
+    encode.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    encode.set_defaults(func=run_encode)
+
+    decode = subparsers.add_parser("decode", help="decode SAME latents to an audio file")
+    decode.add_argument("latents", help="latent file written by `sa3 encode`")
+    decode.add_argument("-o", "--output", required=True, help="audio file to write (.wav, .flac, .aiff, .ogg)")
+    decode.add_argument("--samples", type=int, help="output length in samples (default: the encoded source's)")
+    decode.add_argument("--model", help="SAME .safetensors or a model folder (default: the shipped model)")
+    decode.add_argument("--bit-depth", choices=["16", "24", "float"], default="24", help="sample format (default 24)")
+    decode.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    decode.set_defaults(func=run_decode)
+
+
+def resolve_model(path: str | None):
+    """The SAME model to use (see module doc), in eval mode."""
+    from ..models.same import SAME, same_preset
+
+    if path:
+        model_path = Path(path)
+        if model_path.is_dir():
+            model_path = model_path / "same.safetensors"
+        if not model_path.exists():
+            raise Sa3Error(
+                f"model {path!r} not found; give a SAME .safetensors file or a folder holding same.safetensors"
+            )
+        return load_model(model_path, expect_kind="same")[0]
+    if DEFAULT_MODEL.exists():
+        return load_model(DEFAULT_MODEL, expect_kind="same")[0]
+    print(
+        "sa3: warning: no trained autoencoder is installed; using a randomly initialised tiny SAME "
+        "(output is not meaningful audio; pass --model)",
+        file=sys.stderr,
+    )
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(0)  # the same random model every time, so encode and decode agree
+    model = SAME(same_preset("tiny"))
+    torch.set_rng_state(generator_state)
+    return model.eval()
+
+
+def run_encode(args) -> int:
+    from ..models.same import model_identity
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".safetensors":
+        raise Sa3Error(f"latent output {args.output!r} must end in .safetensors")
+    if output.exists() and not args.overwrite:
+        raise Sa3Error(f"output {args.output!r} already exists; pass --overwrite to replace it")
+    if not output.parent.exists():
+        raise Sa3Error(f"folder {str(output.parent)!r} for the output does not exist")
+    audio = load_audio(args.input)  # float32 [2, samples] at 44.1 kHz
+    model = resolve_model(args.model)
+    latents = model.encode(torch.from_numpy(audio)[None])[0].contiguous()  # (256, frames)
+    metadata = {
+        "sa3_latents": str(LATENT_FORMAT),
+        "samples": str(audio.shape[1]),
+        "sample_rate": str(SAMPLE_RATE),
+        "autoencoder": model_identity(model),
+        "source": Path(args.input).name,
+    }
+    atomic_write(output, lambda tmp: save_file({"latents": latents}, tmp, metadata=metadata))
+    print(f"wrote {output} ({latents.shape[1]} latent frames for {audio.shape[1]} samples)")
+    return 0
+
+
+def read_latents(path: str) -> tuple[torch.Tensor, dict[str, str]]:
+    """Latents [256, frames] and metadata of a file written by ``sa3 encode``; Sa3Error otherwise."""
+    file = Path(path)
+    if not file.exists():
+        raise Sa3Error(f"latent file {path!r} does not exist")
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            latents = handle.get_tensor("latents") if "latents" in handle.keys() else None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise Sa3Error(f"{path!r} is not a latent file written by `sa3 encode`: {err}") from None
+    if metadata.get("sa3_latents") != str(LATENT_FORMAT) or latents is None:
+        raise Sa3Error(f"{path!r} is not an sa3 latent file (format {LATENT_FORMAT}); make one with `sa3 encode`")
+    if latents.ndim != 2 or latents.shape[0] != LATENT_CHANNELS or latents.shape[1] < 1:
+        raise Sa3Error(f"{path!r} holds latents of shape {tuple(latents.shape)}, not [{LATENT_CHANNELS}, frames]")
+    if not torch.isfinite(latents).all():
+        raise Sa3Error(f"{path!r} holds NaN or infinite latents")
+    return latents.float(), metadata
+
+
+def run_decode(args) -> int:
+    from ..models.same import model_identity
+
+    output = check_output_path(args.output, args.overwrite)
+    latents, metadata = read_latents(args.latents)
+    available = frames_to_samples(latents.shape[1])
+    samples = args.samples if args.samples is not None else int(metadata.get("samples", available))
+    if not 1 <= samples <= available:
+        raise Sa3Error(
+            f"--samples {samples} is outside 1..{available}, the length {latents.shape[1]} latent frames hold"
+        )
+    model = resolve_model(args.model)
+    if metadata.get("autoencoder") not in (None, model_identity(model)):
+        print(
+            "sa3: warning: these latents were made by a different autoencoder; the audio will not match the source",
+            file=sys.stderr,
+        )
+    audio = model.decode(latents[None])[0, :, :samples]  # (2, samples)
+    save_audio(output, audio.numpy(), bit_depth=args.bit_depth, overwrite=args.overwrite)
+    print(f"wrote {output} ({samples} samples, {samples / SAMPLE_RATE:.3f} s)")
+    return 0

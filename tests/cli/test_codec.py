@@ -1,0 +1,90 @@
+"""`sa3 encode` / `sa3 decode` run as real commands on generated WAV files."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from sa3core.checkpoint import save_model
+from sa3core.models.same import SAME, SAMEConfig
+
+SA3 = str(Path(sys.executable).with_name("sa3"))
+
+
+def sa3(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SA3, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = SAME(SAMEConfig(width=32, heads=2, encoder_layers=2, decoder_layers=2, mlp_hidden=64))
+    folder = tmp_path_factory.mktemp("model")
+    save_model(folder / "same.safetensors", "same", model)
+    return folder
+
+
+def _wav(path: Path, samples: int, rate: int = 44_100, channels: int = 2) -> Path:
+    t = np.arange(samples) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 330 * t)
+    sf.write(path, np.stack([tone] * channels).T, rate)
+    return path
+
+
+def test_round_trip_restores_the_exact_length(tmp_path, small_model):
+    source = _wav(tmp_path / "in.wav", 10_001)
+    latents = tmp_path / "in.safetensors"
+    done = sa3("encode", source, "-o", latents, "--model", small_model)
+    assert done.returncode == 0, done.stderr
+    with safe_open(str(latents), framework="pt") as handle:
+        assert handle.get_tensor("latents").shape == (256, 3)
+        assert handle.metadata()["samples"] == "10001"
+    out = tmp_path / "out.wav"
+    done = sa3("decode", latents, "-o", out, "--model", small_model / "same.safetensors", "--bit-depth", "float")
+    assert done.returncode == 0, done.stderr
+    info = sf.info(str(out))
+    assert (info.frames, info.channels, info.samplerate, info.subtype) == (10_001, 2, 44_100, "FLOAT")
+    # --samples overrides; a second write needs --overwrite
+    assert sa3("decode", latents, "-o", out, "--model", small_model, "--samples", 5000).returncode == 2
+    done = sa3("decode", latents, "-o", out, "--model", small_model, "--samples", 5000, "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert sf.info(str(out)).frames == 5000
+
+
+def test_other_rates_and_mono_are_converted(tmp_path, small_model):
+    source = _wav(tmp_path / "mono48k.wav", 48_000, rate=48_000, channels=1)  # 1 s at 48 kHz
+    latents, out = tmp_path / "l.safetensors", tmp_path / "o.wav"
+    assert sa3("encode", source, "-o", latents, "--model", small_model).returncode == 0
+    assert sa3("decode", latents, "-o", out, "--model", small_model).returncode == 0
+    assert sf.info(str(out)).frames == 44_100 and sf.info(str(out)).channels == 2
+
+
+def test_bad_inputs_give_one_line_errors_and_write_nothing(tmp_path, small_model):
+    out = tmp_path / "out.safetensors"
+    missing = sa3("encode", tmp_path / "nope.wav", "-o", out, "--model", small_model)
+    not_audio_file = tmp_path / "text.wav"
+    not_audio_file.write_text("hello")
+    not_audio = sa3("encode", not_audio_file, "-o", out, "--model", small_model)
+    for done, needle in ((missing, "does not exist"), (not_audio, "not an audio file")):
+        assert done.returncode == 2
+        assert done.stderr.startswith("sa3: error:") and needle in done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+    wav_out = tmp_path / "o.wav"
+    save_file({"weights": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
+    for latents, needle in (
+        (_wav(tmp_path / "a.wav", 100), "not a latent file"),
+        (tmp_path / "other.safetensors", "not an sa3 latent file"),
+    ):
+        done = sa3("decode", latents, "-o", wav_out, "--model", small_model)
+        assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr
+    assert not wav_out.exists()
+    done = sa3("encode", _wav(tmp_path / "b.wav", 100), "-o", tmp_path / "x.npy", "--model", small_model)
+    assert done.returncode == 2 and ".safetensors" in done.stderr

@@ -1,0 +1,118 @@
+import math
+
+import pytest
+import torch
+
+from sa3core.checkpoint import load_model, save_model
+from sa3core.errors import Sa3Error
+from sa3core.models.same import SAME, SAMEConfig, model_identity, parameter_count, same_preset
+from sa3core.timebase import SAMPLE_RATE, samples_to_frames
+
+# a 2-block model keeps the long-length checks fast; the presets are checked for size separately
+SMALL = SAMEConfig(width=32, heads=2, encoder_layers=2, decoder_layers=2, mlp_hidden=64, chunk_frames=0)
+
+
+@pytest.fixture(scope="module")
+def model() -> SAME:
+    torch.manual_seed(0)
+    return SAME(SMALL).eval()
+
+
+def test_presets_have_the_stated_sizes():
+    tiny = SAME(same_preset("tiny"))
+    assert 1e6 < parameter_count(tiny) < 5e6
+    small = SAME(same_preset("small"))
+    decoder = sum(parameter_count(m) for m in (small.from_latent, small.decoder, small.decoder_norm, small.patch_out))
+    assert 100e6 < parameter_count(small) < 116e6 and 50e6 < decoder + small.outputs.numel() < 58e6
+    with pytest.raises(Sa3Error, match="huge"):
+        same_preset("huge")
+
+
+@pytest.mark.parametrize("samples", [1, 4095, 4096, 4097, 10 * SAMPLE_RATE, 60 * SAMPLE_RATE])
+def test_latent_shape(model, samples):
+    latents = model.encode(torch.zeros(1, 2, samples))
+    assert latents.shape == (1, 256, math.ceil(samples / 4096)) == (1, 256, samples_to_frames(samples))
+    assert model.decode(latents).shape == (1, 2, latents.shape[-1] * 4096)
+
+
+def test_chunked_equals_whole_on_a_sine_sweep(model):
+    """Chunk borders at frames 8, 16, ... cross a sweep; chunked and one-pass results agree to 1e-5."""
+    seconds = 40 * 4096 / SAMPLE_RATE
+    t = torch.arange(40 * 4096 - 1000) / SAMPLE_RATE
+    sweep = 0.5 * torch.sin(2 * math.pi * (50 * t + (4000 - 50) / (2 * seconds) * t**2))  # 50 Hz -> 4 kHz
+    audio = torch.stack([sweep, 0.5 * sweep])[None]
+    whole = model.encode(audio, chunk_frames=0)
+    chunked = model.encode(audio, chunk_frames=8)
+    assert (whole - chunked).abs().max() < 1e-5
+    decoded_whole = model.decode(whole, chunk_frames=0)
+    decoded_chunked = model.decode(whole, chunk_frames=8)
+    assert (decoded_whole - decoded_chunked).abs().max() < 1e-5
+    # no seam: the sample-to-sample step across each chunk border is no larger than elsewhere
+    steps = decoded_chunked[0].diff(dim=-1).abs()
+    borders = torch.arange(8, 40, 8) * 4096 - 1
+    assert steps[:, borders].max() <= steps.max()
+    assert torch.equal(steps[:, borders], decoded_whole[0].diff(dim=-1).abs()[:, borders])
+
+
+def test_chunking_needs_its_context(model, monkeypatch):
+    """The equality above is not trivial: without the receptive-field context chunks differ."""
+    latents = torch.randn(1, 256, 24)
+    whole = model.decode(latents, chunk_frames=0)
+    monkeypatch.setattr(SAME, "receptive_frames", property(lambda self: 0))
+    assert (model.decode(latents, chunk_frames=8) - whole).abs().max() > 1e-3
+
+
+def test_padding_at_the_end_does_not_change_earlier_frames(model):
+    torch.manual_seed(1)
+    audio = 0.3 * torch.randn(1, 2, 30 * 4096)
+    longer = torch.cat([audio, 0.3 * torch.randn(1, 2, 4 * 4096)], dim=-1)
+    # frames far (> receptive field) from the end agree between the two lengths
+    far = 30 - model.receptive_frames - 2
+    assert (model.encode(audio)[..., :far] - model.encode(longer)[..., :far]).abs().max() < 1e-5
+
+
+def test_encode_is_deterministic_and_batch_independent(model):
+    torch.manual_seed(2)
+    audio = 0.3 * torch.randn(3, 2, 9000)
+    batched = model.encode(audio)
+    single = torch.cat([model.encode(audio[i : i + 1]) for i in range(3)])
+    assert torch.allclose(batched, single, atol=1e-5)
+    assert torch.equal(model.encode(audio), batched)
+
+
+def test_training_path_has_gradients_and_updates_latent_statistics():
+    torch.manual_seed(3)
+    model = SAME(SMALL).train()
+    audio = 0.3 * torch.randn(2, 2, 3 * 4096 + 5)
+    latents, reconstruction = model(audio)
+    assert latents.shape == (2, 256, 4) and reconstruction.shape == audio.shape
+    before = model.latent_norm.mean.clone()
+    (reconstruction - audio).square().mean().backward()
+    assert model.patch_in.weight.grad.abs().sum() > 0
+    model(audio)
+    assert not torch.equal(before, model.latent_norm.mean)
+
+
+def test_bf16_autocast_stays_close(model):
+    torch.manual_seed(4)
+    latents = torch.randn(1, 256, 6)
+    full, half = model.decode(latents), model.decode(latents, bf16=True)
+    assert half.dtype == torch.float32
+    assert (full - half).abs().max() < 0.05 * full.abs().max() + 1e-3
+
+
+def test_save_load_round_trip_keeps_identity(model, tmp_path):
+    path = save_model(tmp_path / "same.safetensors", "same", model)
+    loaded, _ = load_model(path, expect_kind="same")
+    assert model_identity(loaded) == model_identity(model)
+    audio = 0.2 * torch.randn(1, 2, 5000)
+    assert torch.equal(loaded.encode(audio), model.encode(audio))
+    other = SAME(SMALL)
+    assert model_identity(other) != model_identity(model)
+
+
+def test_bad_shapes_are_refused(model):
+    with pytest.raises(Sa3Error, match="audio"):
+        model.encode(torch.zeros(1, 1, 100))
+    with pytest.raises(Sa3Error, match="latents"):
+        model.decode(torch.zeros(1, 64, 3))

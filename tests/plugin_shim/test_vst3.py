@@ -1,0 +1,147 @@
+"""The real VST3 (JUCE) hosted by pedalboard, rendering against a real daemon.
+
+Slow (the first build of the JUCE target takes minutes on 2 cores): run with
+`pytest -m slow tests/plugin_shim`. pedalboard gives a hosted plugin no transport, so tempo,
+meter and region come from the plugin's parameters ("follow host" off) and the timeline runs
+free from each reset. The prompt is not a numeric parameter: the test sets it through the
+plugin state (.vstpreset bytes), as a DAW restoring a project does.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import numpy as np
+import pytest
+
+from .conftest import REPO, build_shim, test_signal
+
+VST3 = REPO / "build" / "shim-vst3" / "plugin_shim" / "juce" / "sa3_plugin_artefacts" / "Release" / "VST3" / "sa3.vst3"
+
+pytestmark = pytest.mark.slow
+
+
+class _Cursor:
+    def __init__(self, data: bytes, offset: int) -> None:
+        self.data, self.at = data, offset
+
+    def take(self, fmt: str):
+        values = struct.unpack_from("<" + fmt, self.data, self.at)
+        self.at += struct.calcsize("<" + fmt)
+        return values if len(values) > 1 else values[0]
+
+    def string(self) -> str:
+        n = self.take("Q")
+        text = self.data[self.at : self.at + n].decode()
+        self.at += n
+        return text
+
+
+def core_state(preset: bytes) -> dict:
+    """Decode the core state (plugin_shim/src/state.cpp, version 1) inside .vstpreset bytes."""
+    c = _Cursor(preset, preset.index(b"SA3S") + 4)
+    assert c.take("I") == 1
+    state = {"mode": c.take("i"), "bpm": c.take("d"), "meter": c.take("ii"), "region": c.take("dd")}
+    state |= {"bars": c.take("d"), "seed": c.take("Q"), "steps": c.take("i"), "prompt": c.string()}
+    state |= {"endpoint": c.string(), "next_id": c.take("Q"), "active": c.take("i"), "takes": []}
+    for _ in range(c.take("Q")):
+        take = {"id": c.take("Q"), "prompt": c.string(), "seed": c.take("Q"), "steps": c.take("i")}
+        take |= {"mode": c.take("i"), "bpm": c.take("d"), "meter": c.take("ii"), "rate": c.take("d")}
+        take |= {"start": c.take("q"), "length": c.take("Q")}
+        c.at += 8 * take["length"]  # left then right float32
+        state["takes"].append(take)
+    return state
+
+
+def with_prompt(preset: bytes, prompt: str) -> bytes:
+    """The same .vstpreset with another prompt in the component state (chunk offsets rewritten)."""
+    list_offset = struct.unpack_from("<q", preset, 40)[0]
+    assert preset[:4] == b"VST3" and preset[list_offset : list_offset + 4] == b"List"
+    count = struct.unpack_from("<i", preset, list_offset + 4)[0]
+    chunks = []
+    for i in range(count):
+        cid, off, size = struct.unpack_from("<4sqq", preset, list_offset + 8 + 20 * i)
+        data = preset[off : off + size]
+        if cid == b"Comp":
+            c = _Cursor(data, data.index(b"SA3S") + 8 + 4 + 8 + 8 + 24 + 8 + 4)  # to the prompt
+            start = c.at
+            c.string()
+            encoded = prompt.encode()
+            data = data[:start] + struct.pack("<Q", len(encoded)) + encoded + data[c.at :]
+        chunks.append((cid, data))
+    out = bytearray(preset[:48])
+    entries = []
+    for cid, data in chunks:
+        entries.append((cid, len(out), len(data)))
+        out += data
+    struct.pack_into("<q", out, 40, len(out))
+    out += b"List" + struct.pack("<i", len(entries))
+    for cid, off, size in entries:
+        out += struct.pack("<4sqq", cid, off, size)
+    return bytes(out)
+
+
+@pytest.fixture(scope="module")
+def vst3_path():
+    build_shim(vst3=True)
+    assert VST3.exists(), f"{VST3} was not built"
+    return str(VST3)
+
+
+def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
+    pedalboard = pytest.importorskip("pedalboard")
+    monkeypatch.setenv("SA3_ENDPOINT", daemon.endpoint)  # the default endpoint of new instances
+    plugin = pedalboard.load_plugin(vst3_path)
+    # pedalboard names parameters from their names plus units.
+    for name in ("follow_host", "tempo_bpm", "meter_numerator", "region_start_bar", "region_end_bar", "render"):
+        assert name in plugin.parameters, sorted(plugin.parameters)
+    plugin.follow_host = False
+    plugin.tempo_bpm = 100.0
+    plugin.meter_numerator = 3  # over the default denominator 4: 3/4
+    plugin.region_start_bar = 2.0
+    plugin.region_end_bar = 4.0
+    plugin.mode = "inpaint"
+    plugin.steps = 2
+
+    state = core_state(plugin.preset_data)
+    assert state["endpoint"] == daemon.endpoint and state["takes"] == []
+    plugin.preset_data = with_prompt(plugin.preset_data, "tape hiss and rain")
+    state = core_state(plugin.preset_data)
+    assert state["prompt"] == "tape hiss and rain"
+    assert state["meter"] == (3, 4) and state["steps"] == 2 and state["mode"] == 1
+    # Parameters travel normalised to 0..1 in float32: compare tempo and region to within a hair.
+    assert abs(state["bpm"] - 100.0) < 0.01 and np.allclose(state["region"], (2.0, 4.0), atol=1e-3)
+
+    rate = 44100
+    audio = test_signal(2, rate * 8, rate)
+    dry = plugin.process(audio, rate, buffer_size=512)
+    assert np.array_equal(dry, audio)  # nothing rendered yet: dry, sample for sample
+
+    plugin.render = True  # the trigger parameter: rising edge at the next block
+    plugin.process(audio, rate, buffer_size=512)
+    plugin.render = False
+    deadline = time.monotonic() + 120
+    while not core_state(plugin.preset_data)["takes"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    takes = core_state(plugin.preset_data)["takes"]
+    assert len(takes) == 1, "no take arrived from the daemon"
+    # bars 2..4 of 3/4 at 100 bpm: a bar is 1.8 s, so about 1.8 s to 5.4 s
+    bar = 60.0 / state["bpm"] * 3
+    start, end = (round((b - 1) * bar * rate) for b in state["region"])
+    assert abs(start - 1.8 * rate) < 10 and abs(end - 5.4 * rate) < 10
+    assert (takes[0]["start"], takes[0]["length"], takes[0]["prompt"]) == (start, end - start, "tape hiss and rain")
+
+    wet = plugin.process(audio, rate, buffer_size=333)
+    assert np.array_equal(wet[:, :start], audio[:, :start])
+    assert np.array_equal(wet[:, end:], audio[:, end:])
+    assert not np.allclose(wet[:, start:end], audio[:, start:end], atol=1e-3)
+    assert np.isfinite(wet).all()
+
+    # A new instance restored from the saved state plays the same take, with no daemon needed.
+    monkeypatch.setenv("SA3_ENDPOINT", "tcp://127.0.0.1:9")
+    reopened = pedalboard.load_plugin(vst3_path)
+    reopened.preset_data = plugin.preset_data
+    assert core_state(reopened.preset_data)["takes"] == takes
+    assert reopened.follow_host is False
+    assert np.array_equal(reopened.process(audio, rate, buffer_size=1024), wet)

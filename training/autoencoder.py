@@ -1,0 +1,160 @@
+"""Stage 0: train the SAME autoencoder (``sa3 train autoencoder --config FILE --out DIR [--resume]``).
+
+Data: ``data.source`` is a JSONL manifest (one ``{"path", "caption", "seconds", "licence",
+"source"}`` object a line; relative paths are relative to the manifest) or a folder of audio
+files; empty means the built-in procedural audio of :mod:`training.synthetic`. Each item is a
+random crop of ``data.segment_frames`` latent frames (shorter files are zero-padded).
+
+Losses: :class:`sa3core.losses.AutoencoderLoss` with ``loss`` weights (MR-STFT, IFGD, chroma and
+ILD heads on; adversarial and contrastive off). Final EMA weights go to ``OUT/same.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+import torch
+from torch import nn
+
+from sa3core import config as cfg
+from sa3core.audio import to_model_audio
+from sa3core.checkpoint import save_model
+from sa3core.errors import Sa3Error
+from sa3core.losses import AutoencoderLoss, LossInputs, LossWeights, MultiResolutionSTFTLoss
+from sa3core.models.same import SAME, SAMEConfig, same_preset
+from sa3core.timebase import SAMPLE_RATE, frames_to_samples
+
+from . import TRAINERS
+from .base import LoopConfig, Trainer
+from .synthetic import render_batch
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".aif", ".aiff", ".ogg", ".mp3"}
+
+
+@dataclass
+class DataConfig:
+    source: str = ""  # JSONL manifest or folder of audio; "" = procedural audio
+    segment_frames: int = 16  # crop length in latent frames (16 frames = 1.49 s)
+
+
+@dataclass
+class AutoencoderConfig:
+    preset: str = "tiny"  # SAME size preset
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's SAMEConfig fields
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    eval_items: int = 2  # fixed procedural clips scored at each evaluation
+
+    def same_config(self) -> SAMEConfig:
+        base = cfg.to_dict(same_preset(self.preset))
+        return cfg.from_dict(SAMEConfig, cfg.merge(base, self.model), where="autoencoder config model")
+
+
+class AudioFiles:
+    """Random crops from a manifest or folder of audio files (read lazily, resampled at the edge)."""
+
+    def __init__(self, source: str) -> None:
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        elif path.is_file():
+            files = []
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    files.append(path.parent / json.loads(line)["path"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise Sa3Error(f"manifest {source!r} line {number} is not a JSON object with a 'path'") from None
+        else:
+            raise Sa3Error(f"training data {source!r} does not exist; give a JSONL manifest or a folder of audio")
+        if not files:
+            raise Sa3Error(f"training data {source!r} lists no audio files")
+        self.files = files
+        self._info: dict[int, tuple[int, int]] = {}
+
+    def crop(self, samples: int, generator: torch.Generator) -> torch.Tensor:
+        index = int(torch.randint(len(self.files), (), generator=generator))
+        if index not in self._info:
+            info = sf.info(str(self.files[index]))
+            self._info[index] = (info.frames, info.samplerate)
+        frames, rate = self._info[index]
+        need = int(samples * rate / SAMPLE_RATE) + 1
+        start = int(torch.randint(max(1, frames - need + 1), (), generator=generator))
+        data, rate = sf.read(str(self.files[index]), start=start, frames=need, dtype="float32", always_2d=True)
+        audio = torch.from_numpy(to_model_audio(data.T, rate, what=str(self.files[index])))[:, :samples]
+        return torch.nn.functional.pad(audio, (0, samples - audio.shape[-1]))
+
+
+class AutoencoderWithLosses(nn.Module):
+    """The trained module: SAME plus the loss terms (some have heads); forward returns the losses."""
+
+    def __init__(self, same: SAME, weights: LossWeights) -> None:
+        super().__init__()
+        self.same = same
+        self.losses = AutoencoderLoss(weights)
+
+    def forward(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        latents, reconstruction = self.same(audio)
+        return self.losses(LossInputs(audio, reconstruction, latents))
+
+
+class AutoencoderTrainer(Trainer):
+    def __init__(self, config: AutoencoderConfig, out_dir: str | Path, resume: bool = False) -> None:
+        self.config = config
+        self.files = AudioFiles(config.data.source) if config.data.source else None
+        self.segment = frames_to_samples(config.data.segment_frames)
+        generator = torch.Generator().manual_seed(1_234_567)  # the same held-out clips in every run
+        self.eval_audio = render_batch(config.eval_items, self.segment, generator)
+        super().__init__(config.loop, out_dir, resume, run_config=cfg.to_dict(config))
+        self.eval_loss = MultiResolutionSTFTLoss().to(self.device)
+
+    def build_model(self) -> nn.Module:
+        return AutoencoderWithLosses(SAME(self.config.same_config()), self.config.loss)
+
+    def get_batch(self, step: int, micro: int, generator: torch.Generator) -> torch.Tensor:
+        if self.files is None:
+            return render_batch(self.loop.batch_size, self.segment, generator)
+        return torch.stack([self.files.crop(self.segment, generator) for _ in range(self.loop.batch_size)])
+
+    def run_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.train_model(batch)
+
+    def reconstruct(self, audio: torch.Tensor) -> torch.Tensor:
+        same = self.model.same
+        with torch.no_grad():
+            return same.decode(same.encode(audio.to(self.device)))[..., : audio.shape[-1]]
+
+    def evaluate(self) -> dict[str, float]:
+        audio = self.eval_audio.to(self.device)
+        reconstruction = self.reconstruct(audio)
+        return {
+            "mrstft": float(self.eval_loss(reconstruction, audio)),
+            "l1": float((reconstruction - audio).abs().mean()),
+        }
+
+    def log_samples(self, writer, step: int) -> None:
+        audio = self.eval_audio[:1]
+        reconstruction = self.reconstruct(audio).cpu()
+        for name, clip in (("input", audio), ("reconstruction", reconstruction)):
+            writer.add_audio(f"audio/{name}", clip[0].mean(0, keepdim=True).clamp(-1, 1), step, SAMPLE_RATE)
+
+    def export(self, out_dir: Path) -> None:
+        save_model(out_dir / "same.safetensors", "same", self.ema_model().same, extra={"step": self.step})
+
+
+def load_config(config_path: str | None) -> AutoencoderConfig:
+    data = cfg.read_config_file(config_path) if config_path else {}
+    return cfg.from_dict(AutoencoderConfig, data, where=config_path or "autoencoder config")
+
+
+@TRAINERS.register("autoencoder")
+def run(config_path: str | None, out_dir: str, resume: bool) -> None:
+    config = load_config(config_path)
+    config.same_config()  # validate the model overrides before any work
+    AutoencoderTrainer(config, out_dir, resume).fit()
