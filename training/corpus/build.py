@@ -264,7 +264,7 @@ def build_corpus(config: CorpusConfig) -> BuildReport:
     target_seconds = config.hours * 3600 if config.hours is not None else None
     limit = config.items if config.items is not None else 10**9
     entries: dict[int, dict] = {}
-    rendered = 0
+    rendered: set[int] = set()
     args = (str(out), config.seed)
     opts = (config.max_seconds, config.overwrite, config.bit_depth)
     bar = tqdm(
@@ -285,10 +285,10 @@ def build_corpus(config: CorpusConfig) -> BuildReport:
         return target_seconds is not None and done_seconds() >= target_seconds
 
     def record(index: int, result) -> None:
-        nonlocal rendered
         entry, was_rendered = result
         entries[index] = entry
-        rendered += int(was_rendered)
+        if was_rendered:
+            rendered.add(index)
         if config.items is not None:
             bar.update(1)
         else:
@@ -322,7 +322,8 @@ def build_corpus(config: CorpusConfig) -> BuildReport:
     _write_json_atomic(out / "manifest.jsonl", manifest)
     seconds = sum(entries[i]["seconds"] for i in range(count))
     size = sum(p.stat().st_size for p in (out / "audio").rglob("*.flac"))
-    return BuildReport(count, seconds, rendered, time.perf_counter() - started, size)
+    kept_rendered = sum(1 for index in rendered if index < count)
+    return BuildReport(count, seconds, kept_rendered, time.perf_counter() - started, size)
 
 
 def _prefix_length(entries: dict[int, dict], target_seconds: float) -> int:

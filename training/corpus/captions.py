@@ -47,14 +47,13 @@ def _bpm(rng, tags) -> str:
     return _pick(rng, (f"{bpm} bpm", f"at {bpm} bpm", f"{bpm} BPM", f"tempo {bpm}", f"{bpm} beats per minute"))
 
 
-def _bars(rng, tags) -> str:
+def _bars(rng, tags, adjective: bool = False) -> str:
+    """``4 bars`` / ``four bars`` (noun), or ``4-bar`` / ``four-bar`` (before a noun)."""
     bars = tags["bars"]
     word = NUMBER_WORDS.get(bars, str(bars)) if rng.random() < 0.4 else str(bars)
-    return (
-        _pick(rng, (f"{word} bars", f"{word}-bar", f"{word} bar loop"))
-        if bars > 1
-        else _pick(rng, ("one bar", "1 bar"))
-    )
+    if adjective:
+        return f"{word}-bar"
+    return f"{word} bar" if bars == 1 else f"{word} bars"
 
 
 def _meter(rng, tags) -> str:
@@ -106,24 +105,25 @@ def _music(tags: dict, rng: np.random.Generator) -> str:
         text = _pick(rng, templates)
         if seconds and rng.random() < 0.3:
             text += f", about {round(seconds)} seconds"
-        return _tidy(text + (f", {meter}" if meter else ""))
+        return _tidy(text + (f", {meter}" if meter and meter not in text else ""))
     noun = _pick(rng, FLAVOUR_WORDS[tags["flavour"]])
-    bars = _bars(rng, tags)
+    bars, bars_adj = _bars(rng, tags), _bars(rng, tags, adjective=True)
     mood = " ".join(moods)
     if tags["flavour"] == "drums":
         templates = [
             f"{mood} {genre} {noun} at {tags['bpm']:g} bpm, {bars}",
             f"{genre} {noun}, {bpm}, {bars}, {mood}",
-            f"{bars} {genre} {noun} {meter} {bpm}, {_join(moods)}",
+            f"{bars_adj} {genre} {noun} {meter} {bpm}, {_join(moods)}",
         ]
     else:
         templates = [
             f"{mood} {inst} {noun} {key}, {bpm}, {bars}",
             f"{inst} {noun} {key}, {bpm}, {_join(moods)}, {bars}",
             f"{genre} {noun} with {inst}, {key}, {bpm} {meter}, {mood}",
-            f"{bars} {noun} of {inst} {key} {bpm}, {_join(moods)}",
+            f"{bars_adj} {noun} of {inst} {key} {bpm}, {_join(moods)}",
         ]
-    return _tidy(_pick(rng, templates) + (f", {meter}" if meter and rng.random() < 0.3 else ""))
+    text = _pick(rng, templates)
+    return _tidy(text + (f", {meter}" if meter and meter not in text and rng.random() < 0.3 else ""))
 
 
 def _one_shot(tags: dict, rng: np.random.Generator) -> str:

@@ -10,7 +10,9 @@ def register(actions) -> None:
         description="Build a captioned training corpus from registry packages whose licence allows training. "
         "Needs fluidsynth and the soundfonts: run scripts/install-corpus-deps once.",
     )
-    parser.add_argument("-o", "--out", required=True, help="corpus folder (created; a partial build here resumes)")
+    parser.add_argument(
+        "-o", "--out", required=True, metavar="DIR", help="corpus folder (created; a partial build here resumes)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same corpus (default 0)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--hours", type=float, help="stop once this many hours of audio are built (default 3)")

@@ -186,9 +186,11 @@ def make_piece(rng: np.random.Generator, max_seconds: float) -> MusicItem:
     bar_len = bar_seconds(bpm, meter)
     max_bars = max(1, int(seconds_cap // bar_len) - 1)
     target = int(rng.integers(max(1, min(8, max_bars)), max_bars + 1))
-    sections = [b for b in (2, 4, 4, 4, 8) if b <= target][:4] or [max(1, target - 1)]
-    while sum(sections) > target - 1 and len(sections) > 1:
-        sections.pop()
+    sections: list[int] = []
+    for bars in (2, 4, 4, 8, 4, 8, 4):  # intro, groove, melody sections; the final bar comes after
+        if sum(sections) + bars <= target - 1:
+            sections.append(bars)
+    sections = sections or [max(1, target - 1)]
     qpb = Meter.parse(meter).quarters_per_bar
     score = Score(bpm, Meter.parse(meter))
     dynamics = _choice(rng, ("steady", "crescendo", "swell"))

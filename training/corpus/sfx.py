@@ -73,7 +73,7 @@ def _riser(rng, max_seconds, falling=False):
     fx = [pb.Phaser(rate_hz=float(rng.uniform(0.2, 2))), pb.Reverb(room_size=0.8, wet_level=0.3)]
     if falling:
         return audio, fx, ("downlifter", "falling sweep", "drop-down"), ("descending", "tension-release")
-    return audio, fx, ("riser", "uplifter", "build-up sweep"), ("rising", "tense", "EDM-style")
+    return audio, fx, ("riser", "uplifter", "build-up sweep"), ("tense", "building", "EDM-style")
 
 
 def _whoosh(rng, max_seconds):
