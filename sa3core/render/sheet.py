@@ -177,7 +177,11 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
         if name in mistyped:
             return  # already reported as the wrong type; follow-on complaints would only confuse
         where = name + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in sub)
-        issues.append(f"{path}:{raw.line_of(name, *sub)}: {label}: {where}: {message}")
+        # A bad value in defaults is reported once, against defaults, not once per job.
+        owner = "defaults" if raw.origin.get(name) == ("defaults",) else label
+        issue = f"{path}:{raw.line_of(name, *sub)}: {owner}: {where}: {message}"
+        if issue not in issues:
+            issues.append(issue)
 
     clean = {}
     for name, value in raw.values.items():

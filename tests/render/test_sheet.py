@@ -264,6 +264,24 @@ def test_non_finite_numbers_are_refused(tmp_path):
     assert len(issues) == 4, issues
 
 
+def test_bad_defaults_are_reported_once_at_their_line(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        defaults:
+          bpm: fast
+          chain: [{type: Reverb, wet: 1}]
+        jobs:
+          - {name: a, prompt: x, seconds: 1}
+          - {name: b, prompt: y, seconds: 2}
+        """,
+    )
+    issues = issues_of(path)
+    assert len(issues) == 2, issues
+    assert ":2: defaults: bpm: must be a number" in issues[0]
+    assert ":3: defaults: chain[0].wet:" in issues[1] and "wet_level" in issues[1]
+
+
 def test_jobs_only_filters_and_rejects_unknown_names(tmp_path):
     path = write(tmp_path, "jobs:\n  - {name: a, prompt: x, seconds: 1}\n  - {name: b, prompt: y, seconds: 1}\n")
     assert [j.name for j in load_sheet(path, only=["b"]).jobs] == ["b"]
