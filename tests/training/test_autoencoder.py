@@ -12,6 +12,16 @@ from sa3core.losses import MultiResolutionSTFTLoss
 from training.autoencoder import AutoencoderConfig, AutoencoderTrainer, load_config
 from training.synthetic import render_batch, render_clip
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads mostly wait on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SMALL_MODEL = {"width": 64, "heads": 2, "encoder_layers": 2, "decoder_layers": 2, "mlp_hidden": 128}
 
 
@@ -20,6 +30,7 @@ def _config(**loop) -> AutoencoderConfig:
         "preset": "tiny",
         "model": SMALL_MODEL,
         "data": {"segment_frames": 4},
+        "eval_items": 1,
         "loss": {"stft": 1.0, "phase": 0.1, "chroma": 0.1, "ild": 0.1},
         "loop": {"batch_size": 1, "lr": 2e-3, "warmup_steps": 2, "ema_decay": 0.0, "progress": False, **loop},
     }
