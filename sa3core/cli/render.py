@@ -44,6 +44,12 @@ def _renderer(args):
     return InProcessRenderer(args.model, backend=args.backend)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"sa3: warning: {message}", file=sys.stderr)  # above the progress bar, not through it
+
+
 def run_render(args) -> int:
     from ..render.runner import REPORT_NAME, check_outputs_free, render_sheet, summary_table
     from ..render.sheet import SheetError, load_sheet
@@ -66,13 +72,13 @@ def run_render(args) -> int:
         raise Sa3Error(
             f"{len(taken)} output(s) would overwrite files sa3 render did not write; pass --force or change output"
         )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():
+        # Shown as they happen (the model loads lazily, mid-batch), as one plain line each.
+        warnings.simplefilter("default")
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.showwarning = _show_warning
         renderer = _renderer(args)
         results = render_sheet(sheet, out_dir, renderer, force=args.force, show_progress=not args.quiet)
-    for warning in caught:
-        if not issubclass(warning.category, DeprecationWarning):
-            print(f"sa3: warning: {warning.message}", file=sys.stderr)
     print(summary_table(results))
     print(f"report: {out_dir / REPORT_NAME}")
     return 1 if any(r.status == "failed" for r in results) else 0
