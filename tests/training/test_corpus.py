@@ -92,6 +92,24 @@ def test_manifest_lines_have_every_field_and_licence(corpus):
     assert "GFDL-1.3" in (corpus / "licences.md").read_text()
 
 
+def test_manifest_reads_with_the_training_loader(corpus):
+    from training.data import read_manifest
+
+    entries = read_manifest(corpus / "manifest.jsonl")
+    assert len(entries) == ITEMS and all(Path(e.path).is_file() for e in entries)
+
+
+def test_hours_builds_the_shortest_prefix_reaching_the_target(tmp_path):
+    target = 0.004 * 3600  # 14.4 s of audio
+    result = build(tmp_path / "h", "--seed", "3", "--hours", "0.004", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    entries = manifest(tmp_path / "h")
+    total = sum(e["seconds"] for e in entries)
+    assert total >= target > total - entries[-1]["seconds"]
+    # items that busy workers rendered past the target are removed again
+    assert len(list((tmp_path / "h" / "audio").rglob("*.flac"))) == len(entries)
+
+
 def test_files_decode_at_44k1_stereo_with_the_stated_length(corpus):
     for entry in manifest(corpus):
         info = sf.info(str(corpus / entry["path"]))
