@@ -58,7 +58,11 @@ class OutputResult:
 
 
 class InProcessRenderer:
-    """The model in this process; loaded on first use, so a fully finished sheet loads nothing."""
+    """The model in this process; loaded on first use, so a fully finished sheet loads nothing.
+
+    ``pipeline`` hands over a Pipeline already in memory (its identity is then its name only,
+    so renders are matched by name, not by weights).
+    """
 
     def __init__(self, model: str | None = None, backend: str = "torch", pipeline=None) -> None:
         self.model, self.backend, self._pipeline = model, backend, pipeline
@@ -71,9 +75,6 @@ class InProcessRenderer:
 
             self._pipeline = Pipeline.load(self.model, backend=self.backend)
         return self._pipeline
-
-    def name(self) -> str:
-        return self.pipeline.settings.name
 
     def generate(self, prompt, samples, steps, cfg, seed, variations, progress=None):
         return self.pipeline.generate(prompt, samples, steps, cfg, seed, variations, progress=progress)
