@@ -53,20 +53,17 @@ def sinkhorn_log(cost: torch.Tensor, epsilon: float = 0.05, iterations: int = 20
 def greedy_permutation(plan: torch.Tensor) -> torch.Tensor:
     """Permutation ``perm`` [B] (long) with row i matched to column perm[i], largest plan entries first."""
     n = plan.shape[0]
-    order = torch.argsort(plan.flatten(), descending=True)
-    perm = torch.full((n,), -1, dtype=torch.long)
-    column_used = torch.zeros(n, dtype=torch.bool)
-    assigned = 0
-    for flat in order.tolist():
+    order = torch.argsort(plan.flatten(), descending=True).tolist()
+    perm, column_used, assigned = [-1] * n, [False] * n, 0
+    for flat in order:  # plain Python lists: per-element tensor indexing would cost ~n^2 dispatches
         row, col = divmod(flat, n)
         if perm[row] >= 0 or column_used[col]:
             continue
-        perm[row] = col
-        column_used[col] = True
+        perm[row], column_used[col] = col, True
         assigned += 1
         if assigned == n:
             break
-    return perm
+    return torch.tensor(perm, dtype=torch.long)
 
 
 def ot_couple(

@@ -203,3 +203,11 @@ def test_every_shipped_stage_config_parses():
             load_stage_config(cls, str(path))
             checked += 1
     assert checked >= 9
+
+
+def test_bf16_autocast_trains(corpus, tmp_path):
+    torch.manual_seed(0)
+    trainer = FlowTrainer(config(FlowConfig, corpus, loop={"steps": 2, "bf16": True}), tmp_path / "run")
+    history = trainer.fit()
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32
