@@ -67,8 +67,8 @@ def _split_top_level(text: str) -> list[str]:
 
 
 @functools.cache
-def effect_parameters(cls: type) -> tuple[str, ...]:
-    """Keyword arguments of a pedalboard class's constructor.
+def _signature(cls: type) -> tuple[tuple[str, str], ...]:
+    """(name, type text) of each keyword argument of a pedalboard class's constructor.
 
     pybind11 classes have no ``inspect.signature``; their ``__init__`` docstring starts with
     the signature (``__init__(self: X, room_size: float = 0.5, ...) -> None``), so read it there.
@@ -85,8 +85,33 @@ def effect_parameters(cls: type) -> tuple[str, ...]:
             break
     else:
         return ()
-    names = [part.split(":")[0].split("=")[0].strip() for part in _split_top_level(inside)]
-    return tuple(n for n in names if n and n not in ("self", "*args", "**kwargs"))
+    out = []
+    for part in _split_top_level(inside):
+        name, _, rest = part.partition(":")
+        name = name.split("=")[0].strip()
+        if name and name not in ("self", "*args", "**kwargs"):
+            out.append((name, rest.split("=")[0].strip()))
+    return tuple(out)
+
+
+def effect_parameters(cls: type) -> tuple[str, ...]:
+    """Keyword arguments of a pedalboard class's constructor, in order."""
+    return tuple(name for name, _ in _signature(cls))
+
+
+def _enum_type(type_text: str) -> Any:
+    """The pybind11 enum a type text such as ``pedalboard_native.LadderFilter.Mode`` names, or None."""
+    import pedalboard
+
+    parts = type_text.split(".")
+    if len(parts) < 2 or not parts[0].startswith("pedalboard"):
+        return None
+    target: Any = pedalboard
+    for attribute in parts[1:]:
+        target = getattr(target, attribute, None)
+        if target is None:
+            return None
+    return target if hasattr(target, "__members__") else None
 
 
 class EffectError(Sa3Error):
@@ -127,16 +152,27 @@ def build_effect(item: Any, base_dir: Path = Path("."), load_vst3: Callable | No
         if key not in known:
             hint = _did_you_mean(key, known) if known else f"; {name} takes no parameters"
             raise EffectError(key, f"{name} has no parameter {key!r}{hint}")
+    types = dict(_signature(cls))
     for key, value in params.items():
         # File parameters (Convolution's impulse response) are relative to the sheet, like sources.
         if key.endswith("_filename") and isinstance(value, str) and not Path(value).expanduser().is_absolute():
             params[key] = str(base_dir / value)
+        # Enum parameters (LadderFilter's mode, Resample's quality) are written by member name.
+        enum = _enum_type(types.get(key, ""))
+        if enum is not None:
+            members = list(enum.__members__)
+            if not isinstance(value, str) or value not in members:
+                close = difflib.get_close_matches(str(value), members, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise EffectError(key, f"{name} {key} {value!r} is not one of {', '.join(members)}{hint}")
+            params[key] = enum.__members__[value]
     try:
         return cls(**params)
     except (TypeError, ValueError) as err:
         detail = str(err).splitlines()[0]
         if isinstance(err, TypeError):
-            detail = "parameter types are " + ", ".join(f"{k}={type(v).__name__}" for k, v in params.items())
+            signature = ", ".join(f"{n}: {t}" for n, t in _signature(cls))
+            detail = f"{name} takes ({signature}); check each value's type"
         first = next(iter(params), "type")
         raise EffectError(first, f"{name}({_fmt_params(params)}) was refused: {detail}") from None
 

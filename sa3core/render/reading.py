@@ -22,6 +22,7 @@ RAW_TEXT_FIELDS = ("regions",)  # read as typed: YAML would turn 2:30 into the n
 class RawJob:
     """One job's values (defaults merged in) and where in the sheet each came from."""
 
+    index: int  # 0-based position in the sheet's job list
     values: dict[str, Any]
     line: int
     origin: dict[str, tuple]  # field -> path of the mapping it came from (the job or defaults)
@@ -85,18 +86,21 @@ def _read_yaml(path: Path, issues: list[str], text_fields: set[str]) -> list[Raw
         if not isinstance(job, dict):
             issues.append(f"{path}:{line}: job {i + 1}: must be a mapping of keys (prompt, seconds, ...), got {job!r}")
             continue
-        origin = {k: ("defaults",) for k in defaults} | {k: ("jobs", i) for k in job}
-        values = {**defaults, **job}
+        # Keys as text: YAML allows `1: x`, and messages and lookups work on names.
+        defaults_here = {str(k): v for k, v in defaults.items()}
+        job = {str(k): v for k, v in job.items()}
+        origin = {k: ("defaults",) for k in defaults_here} | {k: ("jobs", i) for k in job}
+        values = {**defaults_here, **job}
         for name in RAW_TEXT_FIELDS:
             if isinstance(values.get(name), list):
                 values[name] = [raw.get((*origin[name], name, j), item) for j, item in enumerate(values[name])]
-        out.append(RawJob(values, line, origin, lines, raw))
+        out.append(RawJob(i, values, line, origin, lines, raw))
     return out
 
 
 def _read_csv(path: Path, issues: list[str], text_fields: set[str]) -> list[RawJob]:
     out = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often write a BOM
         reader = csv.DictReader(f)
         for row in reader:
             line = reader.line_num
@@ -118,7 +122,7 @@ def _read_csv(path: Path, issues: list[str], text_fields: set[str]) -> list[RawJ
                         values[key] = yaml.safe_load(cell)  # numbers, true/false, inline [lists] and {maps}
                     except yaml.YAMLError:
                         issues.append(f"{path}:{line}: {key}: cannot read {cell!r}")
-            out.append(RawJob(values, line, {}, {}, {}))
+            out.append(RawJob(len(out), values, line, {}, {}, {}))
     if not out and not issues:
         issues.append(f"{path}:1: the CSV sheet has a header but no job rows")
     return out

@@ -57,7 +57,7 @@ class JobSpec:
     true_peak: float = -1.0  # ceiling in dBTP when normalising
     root_note: Any = None  # acid root note: MIDI number or name like C4
     output: str = ""  # file under the output folder; {name}, {seed}, {take} fill in; default {name}.wav
-    bit_depth: str = "24"  # 16 | 24 | float
+    bit_depth: Any = "24"  # 16 | 24 | float (a number or text)
 
 
 @dataclass
@@ -151,8 +151,8 @@ def load_sheet(path: str | Path, only: list[str] | None = None) -> Sheet:
     text_fields = {name for name, hint_ in hints.items() if hint_ in (str, str | None)} | {"root_note"}
     raw_jobs = reader(path, issues, text_fields)
     jobs: list[Job] = []
-    for index, raw in enumerate(raw_jobs):
-        job = _check_job(path, index, raw, hints, issues)
+    for raw in raw_jobs:
+        job = _check_job(path, raw.index, raw, hints, issues)
         if job is not None:
             jobs.append(job)
     _check_across(path, jobs, issues)
@@ -193,6 +193,7 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
         else:
             clean[name] = value
     spec = from_dict(JobSpec, clean, where=label)
+    spec.bit_depth = str(spec.bit_depth)  # `bit_depth: 24` means "24"
 
     def attempt(name: str, fn, *args, sub: tuple = ()):
         try:

@@ -47,6 +47,20 @@ def test_bad_effects_name_the_key(item, key, words):
     assert caught.value.key == key and words in str(caught.value)
 
 
+def test_enum_parameters_by_member_name():
+    ladder = build_effect({"type": "LadderFilter", "mode": "HPF24", "cutoff_hz": 900})
+    assert ladder.mode == pedalboard.LadderFilter.Mode.HPF24
+    with pytest.raises(EffectError) as caught:
+        build_effect({"type": "LadderFilter", "mode": "LPF25"})
+    assert caught.value.key == "mode" and "did you mean 'LPF24'" in str(caught.value)
+
+
+def test_wrong_types_show_the_signature():
+    with pytest.raises(EffectError) as caught:
+        build_effect({"type": "Convolution"})
+    assert "impulse_response_filename" in str(caught.value)
+
+
 def impulse(n: int, at: int = 0) -> np.ndarray:
     audio = np.zeros((2, n), dtype=np.float32)
     audio[:, at] = 0.5

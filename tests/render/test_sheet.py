@@ -282,6 +282,18 @@ def test_bad_defaults_are_reported_once_at_their_line(tmp_path):
     assert ":3: defaults: chain[0].wet:" in issues[1] and "wet_level" in issues[1]
 
 
+def test_jobs_keep_their_sheet_numbers_and_bit_depth_may_be_a_number(tmp_path):
+    path = write(
+        tmp_path, "jobs:\n  - 7\n  - {name: b, prompt: y}\n  - {name: c, prompt: z, seconds: 1, bit_depth: 16}\n"
+    )
+    issues = issues_of(path)
+    assert any(":2: job 1: must be a mapping" in i for i in issues), issues
+    assert any(":3: job 2 (b): seconds:" in i for i in issues), issues
+    assert len(issues) == 2, issues
+    path.write_text("jobs:\n  - {name: c, prompt: z, seconds: 1, bit_depth: 16}\n")
+    assert load_sheet(path).jobs[0].spec.bit_depth == "16"
+
+
 def test_jobs_only_filters_and_rejects_unknown_names(tmp_path):
     path = write(tmp_path, "jobs:\n  - {name: a, prompt: x, seconds: 1}\n  - {name: b, prompt: y, seconds: 1}\n")
     assert [j.name for j in load_sheet(path, only=["b"]).jobs] == ["b"]
