@@ -6,7 +6,9 @@ reason when they are missing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
+import io
 import json
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sa3core.cli import main
 from sa3core.errors import Sa3Error
 from sa3core.timebase import bars_to_samples, seconds_to_samples
 
@@ -159,21 +162,31 @@ def test_same_seed_same_corpus_and_other_seed_differs(corpus, tmp_path):
     for entry in manifest(corpus):  # worker count does not change a single sample
         assert (again / entry["path"]).read_bytes() == (corpus / entry["path"]).read_bytes()
     other = tmp_path / "other"
-    assert build(other, "--seed", str(SEED + 1), "--items", "3", "--jobs", "1").returncode == 0
+    assert run_in_process(other, "--seed", str(SEED + 1), "--items", "3")[0] == 0
     first = [e["caption"] for e in manifest(corpus)[:3]]
     assert [e["caption"] for e in manifest(other)] != first
 
 
+def run_in_process(out: Path, *extra: str) -> tuple[int, str, str]:
+    """The same CLI in this process (cheaper than a subprocess for checks that render little)."""
+    out_text, err_text = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out_text), contextlib.redirect_stderr(err_text):
+        code = main(
+            ["data", "build", "-o", str(out), "--max-seconds", str(MAX_SECONDS), "--quiet", "--jobs", "1", *extra]
+        )
+    return code, out_text.getvalue(), err_text.getvalue()
+
+
 def test_rebuild_resumes_and_refuses_foreign_folders(corpus, tmp_path):
     before = (corpus / "manifest.jsonl").read_bytes()
-    result = build(corpus, "--seed", str(SEED), "--items", str(ITEMS))
-    assert result.returncode == 0 and "(0 rendered now)" in result.stdout
+    code, out, _ = run_in_process(corpus, "--seed", str(SEED), "--items", str(ITEMS))
+    assert code == 0 and "(0 rendered now)" in out
     assert (corpus / "manifest.jsonl").read_bytes() == before
-    result = build(corpus, "--seed", str(SEED + 1), "--items", "2")
-    assert result.returncode == 2 and "--overwrite" in result.stderr and len(result.stderr.splitlines()) == 1
+    code, _, err = run_in_process(corpus, "--seed", str(SEED + 1), "--items", "2")
+    assert code == 2 and "--overwrite" in err and len(err.splitlines()) == 1
     (tmp_path / "notes.txt").write_text("someone else's")
-    result = build(tmp_path, "--items", "1")
-    assert result.returncode == 2 and "not empty" in result.stderr
+    code, _, err = run_in_process(tmp_path, "--items", "1")
+    assert code == 2 and "not empty" in err
 
 
 def test_missing_soundfont_names_the_install_script(monkeypatch):

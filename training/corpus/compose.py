@@ -82,8 +82,13 @@ def _space_words(score: Score) -> list[str]:
     words = ["dry"] if reverb < 20 else ["lush reverb"] if reverb > 80 else []
     if any(p.chorus >= 60 for p in tonal):
         words.append("chorused")
-    if any(abs(p.pan - 64) > 35 for p in tonal):
-        words.append("wide stereo")
+    pans = [p.pan for p in tonal]
+    if max(pans) - min(pans) > 50:
+        words.append("wide stereo")  # parts spread to both sides
+    elif sum(pans) / len(pans) < 40:
+        words.append("panned left")
+    elif sum(pans) / len(pans) > 88:
+        words.append("panned right")
     return words
 
 
