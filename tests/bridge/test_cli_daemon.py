@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from sa3core.audio import save_audio
 from tests.conftest import run_sa3, stereo_tone
 
 
-def test_generate_and_inpaint_through_the_daemon(start_daemon, tmp_path):
+def test_generate_through_the_daemon(start_daemon, tmp_path):
     daemon = start_daemon("--threads", "1")
     out = tmp_path / "loop.wav"
     result = run_sa3(
@@ -21,6 +22,10 @@ def test_generate_and_inpaint_through_the_daemon(start_daemon, tmp_path):
     assert (rate, audio.shape) == (48_000, (24_000, 2))  # 1 bar of 4/4 at 480 bpm = 0.5 s
     assert "job" in daemon.stderr() and "done" in daemon.stderr()  # it really ran in the daemon
 
+
+@pytest.mark.slow
+def test_inpaint_through_the_daemon_keeps_the_rest(start_daemon, tmp_path):
+    daemon = start_daemon("--threads", "1")
     source = save_audio(tmp_path / "source.wav", stereo_tone(0.5), bit_depth="float")
     fixed = tmp_path / "fixed.wav"
     result = run_sa3(

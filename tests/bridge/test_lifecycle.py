@@ -18,7 +18,7 @@ from bridge.keys import CurveKeys, generate
 from tests.bridge.conftest import wait_for
 from tests.conftest import REPO, run_sa3
 
-LONG_JOB = {"seconds": 30.0, "steps": 60}
+LONG_JOB = {"seconds": 10.0, "steps": 60}
 
 
 def _wait_step(client: Client, job_id: str, timeout: float = 60.0) -> None:
@@ -28,7 +28,7 @@ def _wait_step(client: Client, job_id: str, timeout: float = 60.0) -> None:
 @pytest.mark.parametrize("policy", ["finish", "cancel"])
 def test_sigterm_exits_zero_and_tells_clients(start_daemon, policy):
     daemon = start_daemon("--on-shutdown", policy, "--threads", "1")
-    job = {"seconds": 2.0, "steps": 4} if policy == "finish" else LONG_JOB
+    job = {"seconds": 1.0, "steps": 3} if policy == "finish" else LONG_JOB
     with Client(daemon.endpoint, silence=30.0) as client, Client(daemon.endpoint) as bystander:
         bystander.ping()  # a connected client with no job is told too
         running = client.submit("generate", "outro", **job)
