@@ -118,6 +118,9 @@ def test_takes_survive_a_state_round_trip(shim, daemon):
     assert np.array_equal(first[:, rate : 2 * rate], p.take_audio(0))
     reopened.select_take(-1)
     assert np.array_equal(Host(reopened, rate).play(audio), audio)
+    reopened.select_take(1)
+    reopened.delete_take(0)
+    assert [t["seed"] for t in reopened.takes] == [99] and reopened.active_take == 0
     # Reopened at another rate, takes play resampled at the same timeline position.
     at96 = shim.Processor(endpoint="tcp://127.0.0.1:9")
     at96.prepare_to_play(96000, 512)

@@ -143,5 +143,5 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     reopened = pedalboard.load_plugin(vst3_path)
     reopened.preset_data = plugin.preset_data
     assert core_state(reopened.preset_data)["takes"] == takes
-    assert reopened.follow_host is False
+    assert not reopened.follow_host
     assert np.array_equal(reopened.process(audio, rate, buffer_size=1024), wet)
