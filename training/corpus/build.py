@@ -272,12 +272,13 @@ def build_corpus(config: CorpusConfig) -> BuildReport:
     )
     bar.set_description("building corpus")
 
+    prefix = {"items": 0, "seconds": 0.0}  # the contiguous finished prefix: only it counts for --hours
+
     def done_seconds() -> float:
-        total, index = 0.0, 0
-        while index in entries:  # only the contiguous prefix counts toward --hours
-            total += entries[index]["seconds"]
-            index += 1
-        return total
+        while prefix["items"] in entries:
+            prefix["seconds"] += entries[prefix["items"]]["seconds"]
+            prefix["items"] += 1
+        return prefix["seconds"]
 
     def enough(next_index: int) -> bool:
         if next_index >= limit:
