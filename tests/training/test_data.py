@@ -114,3 +114,37 @@ def test_encoded_corpus_round_trips_and_batches(corpus_dir):
 def test_missing_index_is_a_clear_error(tmp_path):
     with pytest.raises(Sa3Error, match="sa3 data encode"):
         LatentCorpus(tmp_path)
+
+
+def test_inpaint_masks_follow_the_keep_convention():
+    from training.masks import MaskConfig, random_inpaint_masks
+
+    gen = torch.Generator().manual_seed(0)
+    frame_mask = torch.ones(400, 40, dtype=torch.bool)
+    frame_mask[::2, 25:] = False  # every other item is padded after 25 frames
+    masks, kinds = random_inpaint_masks(frame_mask, MaskConfig(), gen)
+    assert masks.shape == (400, 1, 40) and set(kinds) == {"none", "region", "regions", "continuation"}
+    for mask, kind, real in zip(masks[:, 0], kinds, frame_mask):
+        assert not mask[~real].any()  # padding is never "given"
+        keep = mask[real]
+        if kind == "none":
+            assert not keep.any()
+            continue
+        assert keep.any() and not keep.all()  # something given, something to regenerate
+        regenerated = (keep == 0).nonzero().flatten()
+        if kind == "region":
+            assert regenerated[-1] - regenerated[0] + 1 == len(regenerated)  # one contiguous span
+        if kind == "continuation":
+            assert regenerated[-1] == len(keep) - 1 and keep[0] == 1  # a kept prefix, a new tail
+            assert regenerated[-1] - regenerated[0] + 1 == len(regenerated)
+
+
+def test_data_encode_cli(tmp_path):
+    from sa3core.cli import main
+
+    manifest = render_corpus(tmp_path / "audio", clips=3, max_seconds=1.0)
+    assert main(["data", "encode", str(manifest), "-o", str(tmp_path / "latents")]) == 0
+    corpus = LatentCorpus(tmp_path / "latents")
+    assert [r["caption"] for r in corpus.items] == [e.caption for e in read_manifest(manifest)]
+    assert main(["data", "encode", str(manifest), "-o", str(tmp_path / "latents")]) == 2  # refuses to overwrite
+    assert main(["data", "encode", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "x")]) == 2

@@ -153,12 +153,13 @@ def _cli(*args, **kwargs):
 
 
 @pytest.mark.slow
-def test_smoke_config_from_the_cli(tmp_path):
+@pytest.mark.parametrize("stage", ["flow", "distill", "adversarial"])
+def test_smoke_config_from_the_cli(stage, tmp_path):
     start = time.perf_counter()
-    proc = _cli("train", "flow", "--config", "configs/smoke/flow.yaml", "--out", tmp_path / "run")
+    proc = _cli("train", stage, "--config", f"configs/smoke/{stage}.yaml", "--out", tmp_path / "run")
     assert proc.wait(timeout=300) == 0
     assert (tmp_path / "run" / "model" / "model.json").exists()
-    print(f"smoke flow: {time.perf_counter() - start:.1f} s")
+    print(f"smoke {stage}: {time.perf_counter() - start:.1f} s")
 
 
 @pytest.mark.slow
