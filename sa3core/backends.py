@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
+from .errors import Sa3Error
 from .registry import Registry
 
 
@@ -41,7 +42,29 @@ class Backend(Protocol):
         """[B, 256, frames] -> audio [B, 2, frames * 4096]"""
 
 
-BACKENDS: Registry = Registry("backend")
+# Backends living outside sa3core register themselves when their module is imported; this
+# table imports them the first time their name is asked for (onnxruntime stays optional).
+LAZY_BACKEND_MODULES = {"onnx": "export.onnx_backend"}
+
+
+class _BackendRegistry(Registry):
+    def get(self, name: str):
+        if name not in self and name in LAZY_BACKEND_MODULES:
+            import importlib
+
+            try:
+                importlib.import_module(LAZY_BACKEND_MODULES[name])
+            except ModuleNotFoundError as err:
+                raise Sa3Error(
+                    f"backend {name!r} needs {err.name!r}; install it with `pip install sa3[export]`"
+                ) from None
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        return sorted(set(super().names()) | set(LAZY_BACKEND_MODULES))
+
+
+BACKENDS: Registry = _BackendRegistry("backend")
 
 
 @BACKENDS.register("torch")

@@ -1,0 +1,234 @@
+"""The onnxruntime backend: the pipeline's four model parts run from an ONNX export.
+
+Importing this module registers ``"onnx"`` in :data:`sa3core.backends.BACKENDS`
+(``sa3core.backends`` imports it on first use of that name), so ``--backend onnx`` works on
+every command and in the daemon.
+
+Where the files are: ``Pipeline.load(FOLDER, backend="onnx")`` takes either an export folder
+(``sa3 export onnx -o FOLDER``: it holds ``manifest.json``, the ``.onnx`` files and a copy of
+``model.json``) or a model folder with such an export in its ``onnx/`` subfolder.
+
+Speed and memory choices:
+- Graph optimisations ``ORT_ENABLE_ALL``; the optimised graph is cached next to the export
+  (``FOLDER/cache/<part>.<ort version>.onnx``) so later loads skip the optimisation. A
+  read-only export still works, uncached.
+- ``intra_op_num_threads`` = physical cores (hyper-threads share one core's matmul units and
+  only add contention), sequential execution (the graphs are one chain of ops).
+- Memory: lengths change from request to request, so ORT's memory *pattern* planner, which
+  plans for one shape, is off; the CPU arena is off too by default (``arena=True`` turns it
+  on), so freed buffers return to the system instead of the arena keeping the peak of the
+  longest request. The autoencoder runs in chunks of ``chunk_frames`` with exact context, the
+  way ``SAME`` does, so its peak memory does not grow with the length.
+
+Results match the torch backend within the manifest's tolerance for the same seeds and lengths.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from sa3core import timebase
+from sa3core.backends import BACKENDS
+from sa3core.errors import Sa3Error
+
+from .manifest import MANIFEST_NAME, Manifest, read_manifest
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-thread siblings counted once)."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        cores, current = set(), {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("physical id", "core id"):
+                current[key] = value.strip()
+            elif not line.strip() and current:
+                cores.add((current.get("physical id"), current.get("core id")))
+                current = {}
+        if current:
+            cores.add((current.get("physical id"), current.get("core id")))
+        physical = len(cores) if cores else allowed
+    except OSError:
+        physical = allowed
+    return max(1, min(allowed, physical))
+
+
+def open_session(
+    path: Path, threads: int | None = None, cache_dir: Path | None = None, arena: bool = False
+) -> ort.InferenceSession:
+    """An onnxruntime CPU session with the settings above; caches the optimised graph in ``cache_dir``."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or physical_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.enable_mem_pattern = False  # planned for one shape only; lengths vary per request
+    options.enable_cpu_mem_arena = arena
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    source = path
+    if cache_dir is not None:
+        cached = cache_dir / f"{path.stem}.ort{ort.__version__}.onnx"
+        if cached.exists() and cached.stat().st_mtime >= path.stat().st_mtime:
+            source = cached
+        elif _writable(cache_dir):
+            options.optimized_model_filepath = str(cached)
+    return ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(exist_ok=True)
+        return os.access(folder, os.W_OK)
+    except OSError:
+        return False
+
+
+def find_export(folder: str | Path) -> Path:
+    """The export folder for ``folder``: itself if it holds a manifest, else its ``onnx/`` subfolder."""
+    folder = Path(folder)
+    for candidate in (folder, folder / "onnx"):
+        if (candidate / MANIFEST_NAME).exists():
+            return candidate
+    raise Sa3Error(
+        f"{str(folder)!r} holds no ONNX export; run `sa3 export onnx --model {folder} -o {folder / 'onnx'}` first"
+    )
+
+
+class _Tokenizer:
+    """MiniLM's word pieces, as ``sa3core.text.MiniLMEncoder`` cuts them (the parity test ties the two)."""
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(path))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+
+    def __call__(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        from sa3core.text import MAX_TOKENS, _check_prompts
+
+        rows = []
+        for prompt in _check_prompts(prompts):
+            ids = self.tokenizer.encode(prompt).ids if prompt.strip() else []
+            if len(ids) > MAX_TOKENS:
+                warnings.warn(f"prompt has {len(ids)} tokens; only the first {MAX_TOKENS} are used", stacklevel=3)
+                ids = ids[: MAX_TOKENS - 1] + ids[-1:]  # keep the closing [SEP]
+            rows.append(ids)
+        length = max(1, max(len(r) for r in rows))
+        input_ids = np.zeros((len(rows), length), dtype=np.int64)  # 0 = [PAD]
+        mask = np.zeros((len(rows), length), dtype=bool)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = row
+            mask[i, : len(row)] = True
+        return input_ids, mask
+
+
+@BACKENDS.register("onnx")
+class OnnxBackend:
+    """Runs an ``sa3 export onnx`` folder with onnxruntime on the CPU.
+
+    ``OnnxBackend(folder, settings=None, threads=None, arena=False, cache=True)``; ``folder``
+    as in :func:`find_export`. Tensors in and out are torch tensors (the Backend protocol).
+    """
+
+    name = "onnx"
+
+    def __init__(self, folder, settings=None, threads: int | None = None, arena: bool = False, cache: bool = True):
+        self.folder = find_export(folder)
+        self.manifest: Manifest = read_manifest(self.folder, runtime="onnx")
+        self.settings = settings
+        cache_dir = self.folder / "cache" if cache else None
+        self.sessions = {
+            part: open_session(self.folder / spec.file, threads, cache_dir, arena)
+            for part, spec in self.manifest.parts.items()
+        }
+        self.chunk_frames = int(self.manifest.codec["chunk_frames"])
+        self.receptive_frames = int(self.manifest.codec["receptive_frames"])
+        self.window_frames = int(self.manifest.same["window_frames"])
+        encoder = self.manifest.model["text_encoder"]
+        if "text_encoder" in self.sessions:
+            self.tokenizer = _Tokenizer(self.folder / "tokenizer.json")
+            self.python_text_encoder = None
+        else:  # the hash encoder has no weights: a table lookup, nothing for onnxruntime to run
+            from sa3core.text import TEXT_ENCODERS
+
+            self.python_text_encoder = TEXT_ENCODERS.get(encoder)()
+
+    def _run(self, part: str, **inputs) -> list[np.ndarray]:
+        feeds = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+        return self.sessions[part].run(None, feeds)
+
+    def encode_text(self, prompts):
+        if self.python_text_encoder is not None:
+            return self.python_text_encoder.encode(prompts)
+        input_ids, mask = self.tokenizer(prompts)
+        (tokens,) = self._run("text_encoder", input_ids=input_ids, attention_mask=mask)
+        return torch.from_numpy(tokens), torch.from_numpy(mask)
+
+    def condition(self, tokens, mask, seconds):
+        """-> (duration, context_mask, keys, values) as numpy arrays, reused by every step."""
+        return tuple(
+            self._run(
+                "dit_condition", text_tokens=tokens.float(), text_mask=mask.bool(), seconds=seconds.float().reshape(-1)
+            )
+        )
+
+    def velocity(self, x, t, cond, inpaint_latents, inpaint_mask, frame_mask):
+        B, C, T = x.shape
+        duration, context_mask, keys, values = cond
+        if inpaint_mask is None:  # as in the DiT: None = regenerate everything
+            inpaint_mask, inpaint_latents = x.new_zeros(B, 1, T), x.new_zeros(B, C, T)
+        elif inpaint_latents is None:
+            inpaint_latents = x.new_zeros(B, C, T)
+        if frame_mask is None:
+            frame_mask = torch.ones(B, T, dtype=torch.bool)
+        (v,) = self._run(
+            "dit_step",
+            x=x.float(),
+            t=t.float().reshape(-1).expand(B).contiguous(),
+            duration=duration,
+            context_mask=context_mask,
+            keys=keys,
+            values=values,
+            inpaint_latents=inpaint_latents.float().contiguous(),
+            inpaint_mask=inpaint_mask.float().contiguous(),
+            frame_mask=frame_mask.bool(),
+        )
+        return torch.from_numpy(v)
+
+    def encode_audio(self, audio):
+        if audio.ndim != 3 or audio.shape[1] != timebase.CHANNELS or audio.shape[2] < 1:
+            raise Sa3Error(f"encode takes audio [batch, {timebase.CHANNELS}, samples >= 1], got {tuple(audio.shape)}")
+        frames = timebase.samples_to_frames(audio.shape[-1])
+        padded = np.zeros((*audio.shape[:2], frames * timebase.SAMPLES_PER_FRAME), dtype=np.float32)
+        padded[..., : audio.shape[-1]] = audio.float().cpu().numpy()
+        run = lambda piece: self._run("same_encoder", audio=piece)[0]  # noqa: E731
+        return torch.from_numpy(self._chunked(run, padded, frames, timebase.SAMPLES_PER_FRAME, 1))
+
+    def decode_latents(self, latents):
+        if latents.ndim != 3 or latents.shape[1] != timebase.LATENT_CHANNELS or latents.shape[2] < 1:
+            raise Sa3Error(f"decode takes latents [batch, 256, frames >= 1], got {tuple(latents.shape)}")
+        run = lambda piece: self._run("same_decoder", latents=piece)[0]  # noqa: E731
+        array = np.ascontiguousarray(latents.float().cpu().numpy())
+        return torch.from_numpy(self._chunked(run, array, latents.shape[-1], 1, timebase.SAMPLES_PER_FRAME))
+
+    def _chunked(self, run, x: np.ndarray, frames: int, in_per_frame: int, out_per_frame: int) -> np.ndarray:
+        """``SAME._chunked``: chunks start on window borders and carry ``receptive_frames`` of
+        context each side, cropped off again, so the joined result equals one pass."""
+        chunk = self.chunk_frames
+        if not chunk or frames <= chunk:
+            return run(x)
+        context, pieces = self.receptive_frames, []
+        for start in range(0, frames, chunk):
+            end = min(frames, start + chunk)
+            lo, hi = max(0, start - context), min(frames, end + context)
+            out = run(np.ascontiguousarray(x[..., lo * in_per_frame : hi * in_per_frame]))
+            pieces.append(out[..., (start - lo) * out_per_frame : (end - lo) * out_per_frame])
+        return np.concatenate(pieces, axis=-1)
