@@ -97,10 +97,11 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     for name in ("follow_host", "tempo_bpm", "meter_numerator", "region_start_bar", "region_end_bar", "render"):
         assert name in plugin.parameters, sorted(plugin.parameters)
     plugin.follow_host = False
-    plugin.tempo_bpm = 100.0
+    # pedalboard guesses a float parameter's step from its text (~1 bpm here): set raw values.
+    plugin.parameters["tempo_bpm"].raw_value = (100.0 - 20.0) / (999.0 - 20.0)
+    plugin.parameters["region_start_bar"].raw_value = (2.0 - 1.0) / 999.0
+    plugin.parameters["region_end_bar"].raw_value = (4.0 - 1.0) / 999.0
     plugin.meter_numerator = 3  # over the default denominator 4: 3/4
-    plugin.region_start_bar = 2.0
-    plugin.region_end_bar = 4.0
     plugin.mode = "inpaint"
     plugin.steps = 2
 
