@@ -7,7 +7,7 @@ Speed is seconds of audio per second of compute (higher is faster; >1 = faster t
 time), best of ``--repeats`` runs after one warm-up, random weights (speed does not depend on
 them), float32, batch 1. Peak memory is the maximum resident set size of a fresh subprocess
 that encodes and then decodes ``--peak-seconds`` of audio, next to the same process's RSS
-before the audio is made (imports + model), read with resource.getrusage.
+before the audio is made (imports + model), read from /proc/self/status (VmHWM).
 """
 
 from __future__ import annotations
@@ -28,6 +28,16 @@ from sa3core.timebase import SAMPLE_RATE, seconds_to_samples
 
 
 def _rss_mib() -> float:
+    """Peak resident set size of this process in MiB.
+
+    /proc's VmHWM belongs to the current address space, so it starts fresh at exec; getrusage's
+    ru_maxrss survives fork+exec and would report the parent benchmark's peak.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -35,7 +45,7 @@ def measure_speed(preset: str, seconds: float, repeats: int) -> dict:
     torch.manual_seed(0)
     model = SAME(same_preset(preset)).eval()
     audio = 0.1 * torch.randn(1, 2, seconds_to_samples(seconds))
-    model.decode(model.encode(audio[..., : SAMPLE_RATE]))  # warm-up on 1 s
+    model.decode(model.encode(audio[..., :SAMPLE_RATE]))  # warm-up on 1 s
     encode_times, decode_times = [], []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -436,9 +435,3 @@ class Trainer(abc.ABC):
 def _tuples(obj: Any) -> Any:
     """random.setstate wants nested tuples."""
     return tuple(_tuples(v) for v in obj) if isinstance(obj, (list, tuple)) else obj
-
-
-def timed(fn, *args, **kwargs) -> tuple[Any, float]:
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
