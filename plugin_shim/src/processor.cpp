@@ -391,6 +391,7 @@ void Processor::workerLoop() {
   bool online = false;
   uint64_t seenRender = renderSerial_.load(), seenCancel = cancelSerial_.load();
   std::unique_ptr<Job> job;
+  std::vector<int64_t> orphans;  // request_ids of replaced renders the daemon has not acknowledged
   setStatus(Status::Offline, "offline: waiting for the daemon at " + endpoint + " (start `sa3 serve`)");
   client->sendHello();
 
@@ -422,6 +423,7 @@ void Processor::workerLoop() {
     if (render != seenRender) {
       seenRender = render;
       if (job && !job->jobId.empty()) client->cancel(job->jobId);
+      if (job && job->submitted && job->jobId.empty()) orphans.push_back(job->requestId);  // cancel once queued
       job = std::make_unique<Job>();
       const std::string problem = buildJob(*job);
       if (!problem.empty()) {
@@ -437,6 +439,7 @@ void Processor::workerLoop() {
     if (cancel != seenCancel) {
       seenCancel = cancel;
       if (job && !job->jobId.empty()) client->cancel(job->jobId);
+      if (job && job->submitted && job->jobId.empty()) orphans.push_back(job->requestId);
       if (job) setStatus(online ? Status::Idle : Status::Offline, "render cancelled");
       job.reset();
     }
@@ -494,6 +497,11 @@ void Processor::workerLoop() {
           default:
             break;
         }
+      } else if (event.kind == DaemonEvent::Kind::Queued && !event.jobId.empty() &&
+                 std::find(orphans.begin(), orphans.end(), event.requestId) != orphans.end()) {
+        // A render replaced before the daemon acknowledged it: stop it now that it has an id.
+        client->cancel(event.jobId);
+        orphans.erase(std::find(orphans.begin(), orphans.end(), event.requestId));
       } else if (event.kind == DaemonEvent::Kind::Shutdown) {
         lastHeard = Clock::now() - offlineAfter;  // go offline now rather than after a timeout
       }
