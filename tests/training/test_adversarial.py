@@ -2,7 +2,7 @@
 
 import torch
 
-from tests.training.test_flow import config, corpus  # noqa: F401  (module fixture)
+from tests.training.test_flow import config, corpus, one_thread  # noqa: F401  (module fixtures)
 from training.adversarial import AdversarialConfig, AdversarialTrainer
 
 

@@ -3,7 +3,7 @@
 import torch
 
 from sa3core.samplers import SAMPLERS
-from tests.training.test_flow import config, corpus  # noqa: F401  (module fixture)
+from tests.training.test_flow import config, corpus, one_thread  # noqa: F401  (module fixtures)
 from training.distill import DistillConfig, DistillTrainer
 
 

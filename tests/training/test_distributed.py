@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.training.test_flow import SMALL_DIT, corpus  # noqa: F401  (module fixture)
+from tests.training.test_flow import SMALL_DIT, corpus, one_thread  # noqa: F401  (module fixtures)
 
 # Adam divides by sqrt(v): float summation-order differences in the gradient (about 1e-7
 # relative) stay far below this after a few steps at lr 1e-3.
