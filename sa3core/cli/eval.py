@@ -41,6 +41,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("-o", "--output", help="JSON report to write (default: none, table only)")
     parser.add_argument("--overwrite", action="store_true", help="replace the report if it exists")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (default: torch's choice; 1 is fastest on busy machines)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -66,6 +72,8 @@ def run(args) -> int:
             raise Sa3Error(f"the folder of report {str(output)!r} does not exist; create it first")
     if args.steps is not None and args.steps < 1:
         raise Sa3Error(f"--steps {args.steps} must be at least 1")
+    if args.threads < 0:
+        raise Sa3Error(f"--threads {args.threads} must be 0 (torch's choice) or more")
     for name in ("corpus", "folder", "model"):
         value = getattr(args, name)
         if value and not Path(value).is_dir():
@@ -86,6 +94,10 @@ def run(args) -> int:
         opus_kbps=_bitrates(args.opus_kbps),
         skip=expand_skip(args.skip.split(",")),
     )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         report = run_eval(settings, progress=not args.quiet)
