@@ -1,0 +1,149 @@
+"""ONNX export and the onnxruntime backend against torch: every part at 1 s, 10 s and 60 s of
+latents, whole requests through the pipeline and the CLI. The micro model is exported once per
+session (about a minute on 2 shared cores), so these tests are marked slow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from export.manifest import read_manifest
+from export.onnx_backend import OnnxBackend, open_session
+from export.onnx_export import inputs_at
+from export.verify import compare, torch_reference, verify_onnx
+from sa3core import timebase
+from sa3core.errors import Sa3Error
+from sa3core.pipeline import Pipeline, Region
+
+from ..conftest import run_sa3, stereo_tone
+
+pytestmark = pytest.mark.slow
+FRAMES = {s: timebase.samples_to_frames(timebase.seconds_to_samples(s)) for s in (1.0, 10.0, 60.0)}
+
+
+@pytest.fixture(scope="module")
+def torch_parts(micro_model_dir):
+    pipeline = Pipeline.load(micro_model_dir)
+    return pipeline.backend.autoencoder, pipeline.backend.dit
+
+
+@pytest.mark.parametrize("seconds", sorted(FRAMES))
+@pytest.mark.parametrize("part", ["dit_condition", "dit_step", "same_encoder", "same_decoder"])
+def test_each_part_matches_torch(micro_export, torch_parts, part, seconds):
+    autoencoder, dit = torch_parts
+    manifest = read_manifest(micro_export, runtime="onnx")
+    spec = manifest.parts[part]
+    inputs = inputs_at(part, dit, 2, FRAMES[seconds], 7, torch.Generator().manual_seed(int(seconds)))
+    got = open_session(micro_export / spec.file).run(None, {s.name: t.numpy() for s, t in zip(spec.inputs, inputs)})
+    want = torch_reference(part, autoencoder, dit, inputs)
+    assert [g.shape for g in got] == [w.shape for w in want]
+    assert compare(part, got, want, 1e-5, f"{seconds} s") < 1e-4
+
+
+def test_manifest_describes_the_files(micro_export, torch_parts):
+    manifest = read_manifest(micro_export, runtime="onnx")
+    assert set(manifest.parts) == {"dit_condition", "dit_step", "same_encoder", "same_decoder"}  # hash: no text graph
+    assert manifest.model == json.loads((micro_export.parent / "model.json").read_text())
+    assert manifest.dit["depth"] == 2 and manifest.same["decoder_layers"] == 2
+    assert manifest.timebase["samples_per_frame"] == timebase.SAMPLES_PER_FRAME
+    assert manifest.codec["receptive_frames"] == torch_parts[0].receptive_frames
+    for spec in manifest.parts.values():
+        assert (micro_export / spec.file).exists()
+        assert 0 <= spec.checked_max_abs_diff < manifest.tolerance
+    assert manifest.parts["dit_step"].inputs[0].shape == ["batch", 256, "frames"]
+
+
+def test_backend_matches_torch_parts_on_long_audio(micro_model_dir, micro_export, torch_parts):
+    """60 s: the codec runs chunked (646 frames > chunk_frames 256) on both sides."""
+    torch.manual_seed(0)
+    autoencoder, _ = torch_parts
+    backend = OnnxBackend(micro_model_dir, cache=False)
+    audio = torch.randn(1, 2, timebase.seconds_to_samples(60.0)) * 0.2
+    latents = autoencoder.encode(audio)
+    np.testing.assert_allclose(backend.encode_audio(audio).numpy(), latents.numpy(), atol=1e-4)
+    np.testing.assert_allclose(backend.decode_latents(latents).numpy(), autoencoder.decode(latents).numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("seconds,cfg", [(1.0, 1.0), (10.0, 3.0)])
+def test_generate_matches_torch(micro_model_dir, micro_export, seconds, cfg):
+    samples = timebase.seconds_to_samples(seconds)
+    want = Pipeline.load(micro_model_dir).generate("dusty breakbeat", samples, cfg=cfg, seed=5, variations=2)
+    got = Pipeline.load(micro_model_dir, backend="onnx").generate(
+        "dusty breakbeat", samples, cfg=cfg, seed=5, variations=2
+    )
+    assert got.shape == want.shape == (2, 2, samples)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert np.abs(got[0] - got[1]).max() > 1e-3  # the seeds really differ
+
+
+def test_inpaint_and_continue_match_torch(micro_model_dir, micro_export):
+    audio = stereo_tone(3.0)
+    region = [Region.from_seconds(1.0, 2.0)]
+    torch_pipe, onnx_pipe = Pipeline.load(micro_model_dir), Pipeline.load(micro_export, backend="onnx")
+    np.testing.assert_allclose(
+        onnx_pipe.inpaint(audio, "piano", region, seed=2), torch_pipe.inpaint(audio, "piano", region, seed=2), atol=1e-4
+    )
+    np.testing.assert_allclose(
+        onnx_pipe.continue_(audio, "piano", 44_100, seed=2),
+        torch_pipe.continue_(audio, "piano", 44_100, seed=2),
+        atol=1e-4,
+    )
+
+
+def test_optimised_graphs_are_cached_and_reused(micro_export):
+    OnnxBackend(micro_export)
+    cached = sorted(p.name for p in (micro_export / "cache").glob("*.onnx"))
+    assert len(cached) == 4
+    stamps = {p: p.stat().st_mtime_ns for p in (micro_export / "cache").glob("*.onnx")}
+    OnnxBackend(micro_export)  # loads the cached graphs, writes nothing
+    assert stamps == {p: p.stat().st_mtime_ns for p in (micro_export / "cache").glob("*.onnx")}
+
+
+@pytest.mark.parametrize("where", ["model", "export"])
+def test_cli_generate_with_onnx_backend(micro_model_dir, micro_export, tmp_path, where):
+    folder = micro_model_dir if where == "model" else micro_export
+    out = tmp_path / "take.wav"
+    result = run_sa3(
+        "generate",
+        "rain on a tin roof",
+        "--seconds",
+        "2.5",
+        "--backend",
+        "onnx",
+        "--model",
+        folder,
+        "-o",
+        out,
+        "--bit-depth",
+        "float",
+        "--seed",
+        "4",
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    audio, rate = sf.read(out, dtype="float32", always_2d=True)
+    assert rate == 44_100 and audio.shape == (timebase.seconds_to_samples(2.5), 2)
+    want = Pipeline.load(micro_model_dir).generate("rain on a tin roof", audio.shape[0], seed=4)[0].T
+    np.testing.assert_allclose(audio, want, atol=1e-4)
+
+
+def test_self_check_fails_loudly_when_numbers_differ(micro_export, torch_parts):
+    autoencoder, dit = torch_parts
+    manifest = read_manifest(micro_export, runtime="onnx")
+    changed = type(dit)(dit.config).eval()
+    changed.load_state_dict(dit.state_dict())
+    with torch.no_grad():
+        changed.proj_out.bias.add_(0.01)  # a model the files were not exported from
+    with pytest.raises(Sa3Error, match="dit_step .* differs from torch"):
+        verify_onnx(micro_export, manifest, autoencoder, changed)
+
+
+def test_export_refuses_a_non_empty_directory_without_force(micro_model_dir, micro_export):
+    result = run_sa3("export", "onnx", "--model", micro_model_dir, "-o", micro_export)
+    assert result.returncode == 2
+    assert "not empty" in result.stderr and "--force" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
