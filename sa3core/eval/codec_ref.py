@@ -29,7 +29,7 @@ from ..errors import Sa3Error
 
 OPUS_RATE = 48_000  # the only rate libopus codes at internally
 MAX_LAG_SECONDS = 0.100
-INSTALL_HINT = "install it with `apt-get install ffmpeg` (or scripts/install-system-deps ffmpeg), or pass --skip opus"
+INSTALL_HINT = "install it with `apt-get install ffmpeg` (or scripts/install-system-deps), or pass --skip opus"
 
 
 @lru_cache(maxsize=1)
