@@ -10,6 +10,8 @@ backend runs it) is measured in a fresh subprocess per length from ``ru_maxrss``
 may be shared: medians of ``--repeats`` runs after one warm-up.
 """
 
+# ruff: noqa: B023  (each timing lambda runs inside the loop iteration that defines it)
+
 from __future__ import annotations
 
 import argparse
