@@ -11,7 +11,7 @@ group                 dims    definition
 ====================  ======  ==========================================================
 log-mel mean / std    64 + 64  ``metrics.log_mel`` with 64 bands (2048 FFT, 1024 hop),
                                log10 magnitude, mean and standard deviation over time
-chroma mean / std     12 + 12  ``music.chroma_frames`` per-frame profiles (peak 1), over time
+chroma mean / std     12 + 12  ``music.chroma_frames``, each frame scaled to peak 1, over time
 onset                 2        mean and std of ``music.onset_strength``
 periodicity           8        onset autocorrelation (divided by lag 0) averaged in 8
                                log-spaced tempo bands from 40 to 320 bpm
@@ -62,6 +62,8 @@ def feature_embedding(audio: np.ndarray) -> np.ndarray:
     mono = audio.mean(axis=0)
     mel = log_mel(mono[None], bands=64, hop=1024)[0]  # (64, frames)
     chroma = music.chroma_frames(mono)  # (12, frames)
+    peak = chroma.max(axis=0, keepdims=True)
+    chroma = np.where(peak > 1e-9, chroma / np.maximum(peak, 1e-9), 0.0)  # each frame's profile, peak 1
     envelope = music.onset_strength(mono)
     magnitude = stft_magnitude(mono, 2048, 1024)  # (bins, frames)
     hz = np.fft.rfftfreq(2048, 1.0 / music.timebase.SAMPLE_RATE)

@@ -80,6 +80,7 @@ class PromptCase:
     bpm: float | None = None
     beats_per_bar: int | None = None
     one_shot: bool = False
+    pulse_bpm: float | None = None  # compound meters (6/8, 9/8, 12/8): the dotted-quarter beat, bpm * 2/3
 
 
 # (prompt, key, mode, bpm, meter, kind); loops last 4 bars, one-shots 1.5 s
@@ -159,21 +160,15 @@ def cases_from_clips(clips: list[Clip], max_seconds: float) -> list[PromptCase]:
         tags = clip.tags
         key = music.Key.parse(tags["key"], tags.get("mode", "major")) if tags.get("key") else None
         rhythmic = tags.get("kind") in ("loop", "piece") and tags.get("bpm")
-        beats = None
+        beats = pulse = None
         if rhythmic and tags.get("meter"):
-            quarters = timebase.Meter.parse(tags["meter"]).quarters_per_bar
-            beats = int(quarters) if quarters in (3.0, 4.0) else None
+            meter = timebase.Meter.parse(tags["meter"])
+            beats = int(meter.quarters_per_bar) if meter.quarters_per_bar in (3.0, 4.0) else None
+            if meter.denominator == 8 and meter.numerator % 3 == 0:
+                pulse = float(tags["bpm"]) * 2.0 / 3.0
         samples = min(clip.audio.shape[1], timebase.seconds_to_samples(max_seconds))
-        cases.append(
-            PromptCase(
-                clip.caption,
-                samples,
-                key,
-                float(tags["bpm"]) if rhythmic else None,
-                beats,
-                tags.get("kind") == "one-shot",
-            )
-        )
+        bpm = float(tags["bpm"]) if rhythmic else None
+        cases.append(PromptCase(clip.caption, samples, key, bpm, beats, tags.get("kind") == "one-shot", pulse))
     return cases
 
 
@@ -321,13 +316,15 @@ def _judge(audio: np.ndarray, case: PromptCase) -> dict:
         out.update(key_correct=found == case.key, key_close=music.key_close(found, case.key))
     if case.bpm is not None:
         tempo = music.estimate_tempo(audio)
+        targets = [case.bpm] + ([case.pulse_bpm] if case.pulse_bpm else [])
         out.update(bpm=case.bpm, bpm_found=tempo)
         out.update(
-            tempo_correct=music.tempo_correct(tempo, case.bpm),
-            tempo_octave_correct=music.tempo_correct(tempo, case.bpm, octave_errors=True),
+            tempo_correct=any(music.tempo_correct(tempo, bpm) for bpm in targets),
+            tempo_octave_correct=any(music.tempo_correct(tempo, bpm, octave_errors=True) for bpm in targets),
         )
-        if case.beats_per_bar is not None and tempo is not None:
-            meter = music.estimate_meter(audio, tempo)
+        if case.beats_per_bar is not None and music.tempo_correct(tempo, case.bpm, octave_errors=True):
+            # on the asked quarter-note grid, judged only where the output keeps that grid
+            meter = music.estimate_meter(audio, case.bpm)
             out.update(beats_per_bar=case.beats_per_bar, beats_per_bar_found=meter)
             out["meter_correct"] = None if meter is None else meter == case.beats_per_bar
     if case.one_shot:

@@ -123,3 +123,17 @@ def test_cli_writes_report(tiny_model_dir, corpus, tmp_path):
 def test_cli_missing_corpus_is_one_line(tmp_path):
     result = run_sa3("eval", "--corpus", tmp_path / "nope")
     assert result.returncode == 2 and "is not a folder" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_prompt_targets_from_corpus_tags():
+    audio = np.zeros((2, 3 * RATE), dtype=np.float32)
+    clips = [
+        runner.Clip("a", audio, "x", {"kind": "loop", "key": "Eb", "mode": "minor", "bpm": 90.0, "meter": "6/8"}),
+        runner.Clip("b", audio, "y", {"kind": "loop", "key": "D", "mode": "dorian", "bpm": 120.0, "meter": "4/4"}),
+        runner.Clip("c", audio, "z", {"kind": "one-shot", "key": "C", "mode": "major"}),
+    ]
+    compound, modal, one_shot = runner.cases_from_clips(clips, max_seconds=2.0)
+    assert compound.key == runner.music.Key(3, "minor") and compound.beats_per_bar == 3
+    assert compound.pulse_bpm == pytest.approx(60.0) and compound.samples == 2 * RATE
+    assert modal.key is None and modal.bpm == 120.0 and modal.beats_per_bar == 4 and modal.pulse_bpm is None
+    assert one_shot.one_shot and one_shot.bpm is None and one_shot.key == runner.music.Key(0, "major")
