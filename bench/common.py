@@ -1,0 +1,209 @@
+"""Helpers shared by the benchmarks: timing, peak memory of a child process, the machine, JSON.
+
+Timing (:func:`measure`): ``warmup`` untimed calls, then ``repeats`` timed ones; the result
+holds the median wall time and the median process CPU time (``time.process_time``: user +
+system time of all this process's threads). On a quiet machine with N busy threads CPU time
+is about N x wall time; on shared cores wall time also counts the time spent waiting for other
+jobs, CPU time mostly does not, so ratios of CPU times stay meaningful when wall times do not.
+
+Peak memory (:func:`run_child`): a fresh ``python -m ...`` subprocess, reaped with
+``os.wait4`` so its own ``ru_maxrss`` (peak resident set, KiB on Linux) comes back, not the
+maximum over every child this process ever had.
+
+Every JSON file a bench writes (:func:`write_json`) holds ``machine`` (CPU model, cores,
+threads, torch version, bf16 support, load average at the start and the end), the command
+line, and the bench's own ``results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- machine
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() where that is missing)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use: (physical id, core id) pairs, capped by the affinity mask."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores, current = set(), {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines() + [""]:
+            key, _, value = line.partition(":")
+            if key.strip() in ("physical id", "core id"):
+                current[key.strip()] = value.strip()
+            elif not line.strip() and current:
+                cores.add((current.get("physical id"), current.get("core id")))
+                current = {}
+    except OSError:
+        return allowed
+    return min(allowed, len(cores)) if cores else allowed
+
+
+def bf16_supported() -> bool:
+    """True where the CPU has native bf16 matmuls (AVX-512 bf16 or AMX), so bf16 autocast pays off."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and bool(torch.cpu._is_avx512_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict:
+    """What a reader needs to compare numbers: CPU, cores, threads, versions, current load."""
+    return {
+        "cpu_model": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "avx512_bf16": bf16_supported(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": load_average(),
+    }
+
+
+def set_threads(threads: int) -> int:
+    """torch intra-op threads = ``threads`` (0: physical cores); returns the number set."""
+    threads = threads or physical_cores()
+    torch.set_num_threads(threads)
+    return threads
+
+
+# ----------------------------------------------------------------------------- timing
+@dataclass
+class Timing:
+    """Medians (seconds) of the timed runs; ``walls``/``cpus`` keep every run."""
+
+    wall_s: float
+    cpu_s: float
+    walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 5) if isinstance(v, float) else [round(x, 5) for x in v]) for k, v in asdict(self).items()}
+
+
+def measure(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> Timing:
+    """Median wall and process-CPU seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return Timing(statistics.median(walls), statistics.median(cpus), walls, cpus)
+
+
+# ----------------------------------------------------------------------------- child processes
+def run_child(module: str, args: list[str], timeout: float | None = None) -> tuple[float, str]:
+    """Run ``python -m module *args`` from the repo root; returns (peak RSS MiB, stdout).
+
+    Raises RuntimeError with the child's stderr tail when it fails."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, stdout=out, stderr=err, text=True)
+        started = time.monotonic()
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if timeout is not None and time.monotonic() - started > timeout:
+                process.kill()
+                _, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.05)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed ({process.returncode}): {stderr[-2000:]}")
+    return usage.ru_maxrss / 1024, stdout
+
+
+# ----------------------------------------------------------------------------- CLI and output
+def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the options every bench takes: --quick, --out, --threads, --repeats."""
+    p = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=(doc or name).splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="CI-sized run (seconds, not minutes)")
+    p.add_argument("--out", default=f"runs/bench/{name}.json", help="JSON output (default %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default 0: physical cores)")
+    p.add_argument("--repeats", type=int, default=0, help="timed runs per point (default: 3, --quick 1)")
+    return p
+
+
+def repeats(args) -> int:
+    return args.repeats or (1 if args.quick else 3)
+
+
+def write_json(path: str | Path, name: str, results, machine_at_start: dict, **extra) -> Path:
+    """Write ``{bench, command, machine, results, ...}``; the machine's load is sampled again at the end."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "bench": name,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "machine": {**machine_at_start, "load_average_end": load_average()},
+        **extra,
+        "results": results,
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Plain text table: ``columns`` are (key, header, format spec); missing values print '-'."""
+    widths = []
+    cells = []
+    for key, header, spec in columns:
+        column = [format(r[key], spec) if r.get(key) is not None else "-" for r in rows]
+        widths.append(max([len(header)] + [len(c) for c in column]))
+        cells.append(column)
+    lines = ["  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths, strict=True))]
+    for i in range(len(rows)):
+        lines.append("  ".join(c[i].rjust(w) for c, w in zip(cells, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def describe(info: dict) -> str:
+    """One line about the machine for the top of a printed table."""
+    return (
+        f"{info['cpu_model']}, {info['physical_cores']} cores, torch {info['torch']} "
+        f"({info['torch_threads']} threads), avx512_bf16={info['avx512_bf16']}, load {info['load_average']}"
+    )

@@ -1,0 +1,251 @@
+"""Hardware efficiency: FLOP/s of one DiT forward and one decoder pass against this machine's
+measured matmul peak, fp32 and bf16, all measured in the same run: ``python -m bench.efficiency``.
+
+FLOPs are counted from the shapes (a multiply-add = 2 FLOPs; element-wise work, norms,
+softmax and RoPE are not counted, so the figures are a slight underestimate of the work done):
+
+DiT forward at batch 1 over T latent frames, M memory tokens, N = M + T tokens, width w, SwiGLU
+inner m, context S = 2 + text tokens, inpaint hidden h (the cross-attention keys/values are
+cached per request and not counted)::
+
+    proj_in 2*T*256*w  +  proj_out 2*T*w*256
+    per block:  qkv 6*N*w^2  +  self-attention scores and values 4*N^2*w (differential: 6*N^2*w)
+              + out 2*N*w^2  +  cross q and out 4*N*w^2  +  cross-attention 4*N*S*w
+              + inpaint MLP 2*T*257*h + 2*T*h*w  +  SwiGLU 6*N*w*m
+
+SAME decoder over F frames, width w, SwiGLU inner m, ``stride`` = 4096 / patch output tokens
+per frame (stride + 1 tokens per frame), windows of W frames: the work actually done, i.e.
+per chunk of f frames plus its context (SAME decodes long inputs in chunks with
+``receptive_frames`` of context per side), and per layer on the frames padded to whole
+windows (shifted by W/2 in odd layers)::
+
+    from_latent 2*f*256*w  +  patch_out 2*f*stride*w*2*patch
+    per layer on P padded frames (n = P*(stride+1) tokens, windows of s = W*(stride+1)):
+        qkv 6*n*w^2 + out 2*n*w^2 + attention 4*n*s*w + SwiGLU 6*n*w*m
+
+The peak is a plain square matmul (``--matmul-size``, 2048 by default) in fp32 and in bf16,
+timed in this run. Three variants of each part: ``fp32``; ``bf16-autocast`` (bf16 autocast
+over the float32 weights: the path before the torch backend kept bf16 weight copies); ``bf16``
+(what the torch backend runs now: bf16 copies of the linear weights, and for the decoder the
+backend's larger chunk, ``sa3core.backends.inference_chunk_frames``). Percent of peak is given twice: from wall time (right on a quiet machine)
+and from process CPU time (FLOPs per CPU-second, both for the model and for the matmul; on
+shared cores this is the meaningful one). bf16 outputs are compared with fp32 on the same
+input (max |difference| / max |fp32| and relative RMS).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sa3core import timebase
+from sa3core.backends import bf16_inference_copy, inference_chunk_frames
+from sa3core.models.dit import DiT, DiTConfig, dit_preset
+from sa3core.models.same import SAME, SAMEConfig, same_preset
+
+from . import common
+
+
+# ----------------------------------------------------------------------------- FLOP counts
+def dit_flops(config: DiTConfig, frames: int, text_tokens: int = 12) -> int:
+    """FLOPs of one DiT forward at batch 1 (formula in the module docstring)."""
+    w, m, T = config.width, config.mlp_dim, frames
+    N, S = config.memory_tokens + T, 2 + text_tokens
+    h = config.inpaint_dim or w
+    attention = (6 if config.differential else 4) * N * N * w
+    block = 6 * N * w * w + attention + 2 * N * w * w + 4 * N * w * w + 4 * N * S * w + 6 * N * w * m
+    if config.inpaint:
+        block += 2 * T * (config.latent_channels + 1) * h + 2 * T * h * w
+    return 2 * T * config.latent_channels * w * 2 + config.depth * block
+
+
+def _decoder_run_flops(config: SAMEConfig, frames: int) -> int:
+    """FLOPs of one decoder pass over ``frames`` frames without chunking."""
+    w, m, W = config.width, config.mlp_hidden, config.window_frames
+    stride = timebase.SAMPLES_PER_FRAME // config.patch
+    per_frame = stride + 1
+    total = 2 * frames * timebase.LATENT_CHANNELS * w + 2 * frames * stride * w * 2 * config.patch
+    for layer in range(config.decoder_layers):
+        shift = 0 if layer % 2 == 0 else W // 2
+        padded = math.ceil((shift + frames) / W) * W
+        n, span = padded * per_frame, W * per_frame
+        total += 8 * n * w * w + 4 * n * span * w + 6 * n * w * m
+    return total
+
+
+def same_decode_flops(config: SAMEConfig, frames: int, chunk_frames: int | None = None) -> int:
+    """FLOPs of ``SAME.decode`` over ``frames`` latent frames, chunks and their context included
+    (``chunk_frames`` None: the config's chunk)."""
+    chunk = config.chunk_frames if chunk_frames is None else chunk_frames
+    if not chunk or frames <= chunk:
+        return _decoder_run_flops(config, frames)
+    context = config.decoder_layers * config.window_frames  # receptive frames of the decoder
+    context = max(context, config.encoder_layers * config.window_frames)  # SAME uses the larger of the two
+    total = 0
+    for start in range(0, frames, chunk):
+        end = min(frames, start + chunk)
+        total += _decoder_run_flops(config, min(frames, end + context) - max(0, start - context))
+    return total
+
+
+# ----------------------------------------------------------------------------- measurements
+def matmul_peak(size: int, dtype: torch.dtype, repeats: int, gflop_per_call: float = 20.0) -> dict:
+    """GFLOP/s of a square ``size`` matmul in ``dtype`` (wall and per CPU-second); each timed call
+    repeats the matmul to about ``gflop_per_call`` GFLOP so that one call is not a few ms."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(dtype)
+    b = torch.randn(size, size, generator=gen).to(dtype)
+    flops = 2 * size**3
+    runs = max(1, int(gflop_per_call * 1e9 // flops))
+    timing = common.measure(lambda: [torch.mm(a, b) for _ in range(runs)], repeats=max(repeats, 3), warmup=1)
+    return _rates(flops * runs, timing)
+
+
+def _rates(flops: int, timing: common.Timing) -> dict:
+    return {
+        "gflop": flops / 1e9,
+        **timing.as_dict(),
+        "gflops_wall": flops / 1e9 / timing.wall_s,
+        "gflops_cpu": flops / 1e9 / timing.cpu_s,
+    }
+
+
+def _compare(reference: torch.Tensor, other: torch.Tensor) -> dict:
+    diff = (other.float() - reference.float()).abs()
+    return {
+        "max_abs_over_max_ref": float(diff.max() / reference.abs().max()),
+        "relative_rms": float(diff.pow(2).mean().sqrt() / reference.pow(2).mean().sqrt()),
+    }
+
+
+def dit_forward(preset: str, seconds: float, repeats: int) -> list[dict]:
+    """Time one DiT forward at batch 1: fp32; bf16 autocast over the float32 weights (the old
+    path); bf16 with the torch backend's bf16 weight copy. The condition is made once, outside."""
+    config = dit_preset(preset)
+    torch.manual_seed(0)
+    model = DiT(config).eval()
+    variants = [("fp32", model, False), ("bf16-autocast", model, True), ("bf16", bf16_inference_copy(model), True)]
+    frames = timebase.seconds_to_frames(seconds)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, timebase.LATENT_CHANNELS, frames, generator=gen)
+    text = torch.randn(1, 12, config.text_dim, generator=gen)
+    t = torch.tensor([0.7])
+    rows, reference = [], None
+    for precision, run, enabled in variants:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            cond = run.encode_condition(text, torch.ones(1, 12, dtype=torch.bool), torch.tensor([seconds]))
+            output = run(x, t, cond)  # also the warm-up
+            timing = common.measure(lambda run=run, cond=cond: run(x, t, cond), repeats=repeats, warmup=0)
+        row = {
+            "part": f"dit-{preset}",
+            "precision": precision,
+            "seconds": seconds,
+            "tokens": config.memory_tokens + frames,
+            **_rates(dit_flops(config, frames), timing),
+        }
+        reference = output if reference is None else reference
+        if precision != "fp32":
+            row.update(_compare(reference, output))
+        rows.append(row)
+    return rows
+
+
+def decoder_pass(preset: str, seconds: float, repeats: int) -> list[dict]:
+    """Time ``SAME.decode`` of ``seconds`` of latents: fp32 and bf16 autocast with the config's
+    chunk (the old path), and the torch backend's path (bf16 weight copy, its larger chunk)."""
+    config = same_preset(preset)
+    torch.manual_seed(0)
+    model = SAME(config).eval()
+    frames = timebase.seconds_to_frames(seconds)
+    latents = torch.randn(1, timebase.LATENT_CHANNELS, frames, generator=torch.Generator().manual_seed(0))
+    variants = [
+        ("fp32", model, False, config.chunk_frames),
+        ("bf16-autocast", model, True, config.chunk_frames),
+        ("bf16", bf16_inference_copy(model), True, inference_chunk_frames(config)),
+    ]
+    rows, reference = [], None
+    for precision, run, bf16, chunk in variants:
+        output = run.decode(latents, chunk_frames=chunk, bf16=bf16)  # also the warm-up
+        timing = common.measure(
+            lambda run=run, bf16=bf16, chunk=chunk: run.decode(latents, chunk_frames=chunk, bf16=bf16),
+            repeats=repeats,
+            warmup=0,
+        )
+        row = {
+            "part": f"same-{preset}-decoder",
+            "precision": precision,
+            "seconds": seconds,
+            "chunk_frames": chunk,
+            "tokens": frames * (timebase.SAMPLES_PER_FRAME // config.patch + 1),
+            "gflop_one_pass": same_decode_flops(config, frames, 0) / 1e9,
+            **_rates(same_decode_flops(config, frames, chunk), timing),
+        }
+        reference = output if reference is None else reference
+        if precision != "fp32":
+            row.update(_compare(reference, output))
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.parser("efficiency", __doc__)
+    p.add_argument("--preset", default=None, help="DiT and SAME preset (default small; --quick: tiny)")
+    p.add_argument("--seconds", type=float, default=None, help="audio length (default 30; --quick: 5)")
+    p.add_argument("--matmul-size", type=int, default=None, help="square matmul side (default 2048; --quick: 512)")
+    args = p.parse_args(argv)
+    common.set_threads(args.threads)
+    info = common.machine()
+    preset = args.preset or ("tiny" if args.quick else "small")
+    seconds = args.seconds or (5.0 if args.quick else 30.0)
+    size = args.matmul_size or (512 if args.quick else 2048)
+    n = common.repeats(args)
+    print(common.describe(info), flush=True)
+
+    gflop = 1.0 if args.quick else 20.0
+    peaks = {
+        name: matmul_peak(size, dtype, n, gflop) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
+    print(
+        f"matmul {size}x{size}: fp32 {peaks['fp32']['gflops_wall']:.0f} GFLOP/s wall "
+        f"({peaks['fp32']['gflops_cpu']:.0f} per CPU-s), bf16 {peaks['bf16']['gflops_wall']:.0f} "
+        f"({peaks['bf16']['gflops_cpu']:.0f} per CPU-s)",
+        flush=True,
+    )
+    rows = dit_forward(preset, seconds, n) + decoder_pass(preset, seconds, n)
+    for row in rows:
+        peak = peaks["fp32" if row["precision"] == "fp32" else "bf16"]
+        row["percent_of_peak_wall"] = 100 * row["gflops_wall"] / peak["gflops_wall"]
+        row["percent_of_peak_cpu"] = 100 * row["gflops_cpu"] / peak["gflops_cpu"]
+        row["percent_of_bf16_peak_cpu"] = 100 * row["gflops_cpu"] / peaks["bf16"]["gflops_cpu"]
+    print(
+        common.table(
+            rows,
+            [
+                ("part", "part", ""),
+                ("precision", "prec", ""),
+                ("seconds", "audio s", "g"),
+                ("gflop", "GFLOP", ".1f"),
+                ("wall_s", "wall s", ".3f"),
+                ("cpu_s", "cpu s", ".3f"),
+                ("gflops_wall", "GFLOP/s", ".0f"),
+                ("percent_of_peak_wall", "% peak", ".0f"),
+                ("percent_of_peak_cpu", "% peak (cpu)", ".0f"),
+                ("max_abs_over_max_ref", "max err", ".2e"),
+            ],
+        )
+    )
+    out = common.write_json(
+        args.out,
+        "efficiency",
+        rows,
+        info,
+        settings={"preset": preset, "seconds": seconds, "matmul_size": size, "repeats": n},
+        matmul_peak=peaks,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

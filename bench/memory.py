@@ -1,0 +1,113 @@
+"""Peak resident memory of one generation per backend and length: ``python -m bench.memory``.
+
+Each (backend, length) runs in a fresh ``python -m bench.memory --child ...`` process, which
+loads the model, generates once and exits; the parent reads the child's peak resident set
+size from ``os.wait4`` (``ru_maxrss``). The child also reports its peak before generating
+(imports + model), so ``peak - loaded`` is what the generation itself needed.
+
+Backends: ``torch-fp32`` and ``torch-bf16`` (random weights of ``--preset``) and ``onnx`` when
+``--onnx FOLDER`` names an export (``sa3 export onnx``; its model is the export's, whatever
+the preset). Peak memory does not depend on the number of steps (every step does the same
+work on the same shapes), so the default is 1 step to keep the long lengths affordable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+from sa3core import timebase
+
+from . import common
+
+LENGTHS = [10.0, 60.0, 380.0]
+BACKENDS = ["torch-fp32", "torch-bf16"]
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def child(backend: str, preset: str, seconds: float, steps: int, onnx: str | None, threads: int) -> None:
+    """In the fresh process: load, generate once, print one JSON line."""
+    from sa3core.pipeline import Pipeline
+
+    common.set_threads(threads)
+    if backend == "onnx":
+        pipeline = Pipeline.load(onnx, backend="onnx")
+    else:
+        pipeline = Pipeline.random(preset, seed=0, text_encoder="hash", bf16=backend == "torch-bf16")
+    loaded = _peak_mib()
+    started, cpu = time.perf_counter(), time.process_time()
+    audio = pipeline.generate("a bench prompt", timebase.seconds_to_samples(seconds), steps=steps)
+    report = {
+        "loaded_peak_mib": round(loaded, 1),
+        "generate_wall_s": round(time.perf_counter() - started, 3),
+        "generate_cpu_s": round(time.process_time() - cpu, 3),
+        "samples": int(audio.shape[-1]),
+    }
+    print(json.dumps(report))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.parser("memory", __doc__)
+    p.add_argument("--preset", default=None, help="random model preset (default small; --quick: tiny)")
+    p.add_argument("--lengths", nargs="+", type=float, default=None, help=f"seconds (default {LENGTHS})")
+    p.add_argument("--backends", nargs="+", default=None, help=f"default {BACKENDS} (+ onnx with --onnx)")
+    p.add_argument("--onnx", help="an ONNX export folder for the onnx backend")
+    p.add_argument("--steps", type=int, default=1, help="sampler steps (peak memory does not depend on them)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per child process")
+    p.add_argument("--child", nargs=3, metavar=("BACKEND", "PRESET", "SECONDS"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(args.child[0], args.child[1], float(args.child[2]), args.steps, args.onnx, args.threads)
+        return 0
+    preset = args.preset or ("tiny" if args.quick else "small")
+    lengths = args.lengths or ([1.0, 4.0] if args.quick else LENGTHS)
+    backends = args.backends or (BACKENDS + (["onnx"] if args.onnx else []))
+    info = common.machine()
+    print(common.describe(info), flush=True)
+    rows = []
+    for backend in backends:
+        for seconds in lengths:
+            extra = ["--onnx", args.onnx] if args.onnx else []
+            child_args = ["--child", backend, preset, str(seconds), "--steps", str(args.steps)]
+            peak, stdout = common.run_child(
+                "bench.memory", child_args + ["--threads", str(args.threads)] + extra, args.timeout
+            )
+            report = json.loads(stdout.strip().splitlines()[-1])
+            row = {
+                "backend": backend,
+                "preset": "export" if backend == "onnx" else preset,
+                "seconds": seconds,
+                "steps": args.steps,
+                "peak_mib": round(peak, 1),
+                **report,
+            }
+            row["generation_mib"] = round(peak - report["loaded_peak_mib"], 1)
+            rows.append(row)
+            print(f"  {backend} {seconds:g} s: peak {peak:.0f} MiB", flush=True)
+    print(
+        common.table(
+            rows,
+            [
+                ("backend", "backend", ""),
+                ("preset", "model", ""),
+                ("seconds", "audio s", "g"),
+                ("loaded_peak_mib", "loaded MiB", ".0f"),
+                ("peak_mib", "peak MiB", ".0f"),
+                ("generation_mib", "peak - loaded", ".0f"),
+                ("generate_cpu_s", "cpu s", ".1f"),
+            ],
+        )
+    )
+    settings = {"preset": preset, "lengths": lengths, "backends": backends, "steps": args.steps, "onnx": args.onnx}
+    out = common.write_json(args.out, "memory", rows, info, settings=settings)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

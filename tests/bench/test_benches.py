@@ -1,0 +1,132 @@
+"""The benchmarks run in CI-sized settings and write JSON with the keys docs/benchmarks.md reads;
+the FLOP counts the efficiency bench divides by agree with torch's own FLOP counter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench import common, efficiency, length_scaling, memory, steps
+from sa3core import timebase
+from sa3core.models.dit import DiT, dit_preset
+from sa3core.models.same import SAME, SAMEConfig
+
+
+def read(path) -> dict:
+    document = json.loads(path.read_text())
+    assert {"bench", "command", "machine", "results"} <= set(document)
+    assert document["machine"]["physical_cores"] >= 1 and document["machine"]["torch"] == torch.__version__
+    assert len(document["machine"]["load_average_end"]) == 3
+    return document
+
+
+def test_dit_flops_match_torch_flop_counter():
+    torch.manual_seed(0)
+    config = dit_preset("tiny")
+    model = DiT(config).eval()
+    frames = 40
+    with torch.inference_mode():
+        cond = model.encode_condition(
+            torch.randn(1, 12, config.text_dim), torch.ones(1, 12, dtype=torch.bool), torch.tensor([3.0])
+        )
+        counter = FlopCounterMode(display=False)
+        # the math kernel is plain matmuls, which the counter sees (it does not count the fused CPU kernel)
+        with counter, sdpa_kernel(SDPBackend.MATH):
+            model(torch.randn(1, 256, frames), torch.tensor([0.5]), cond)
+    counted = efficiency.dit_flops(config, frames, text_tokens=12)
+    # torch also counts the timestep MLP and the modulation (a few width^2 per request), the formula does not
+    assert counted <= counter.get_total_flops() < counted * 1.02
+
+
+def test_decoder_flops_match_torch_flop_counter_with_chunks():
+    torch.manual_seed(0)
+    config = SAMEConfig(width=64, heads=2, encoder_layers=1, decoder_layers=2, mlp_hidden=128, chunk_frames=8)
+    model = SAME(config).eval()
+    for frames in (5, 21):  # one pass, and three chunks with context
+        counter = FlopCounterMode(display=False)
+        with counter, sdpa_kernel(SDPBackend.MATH):
+            model.decode(torch.randn(1, 256, frames))
+        assert counter.get_total_flops() == efficiency.same_decode_flops(config, frames)
+
+
+def test_measure_reports_medians_of_the_runs():
+    calls = []
+    timing = common.measure(lambda: calls.append(sum(range(20000))), repeats=3, warmup=2)
+    assert len(calls) == 5 and len(timing.walls) == 3
+    assert sorted(timing.walls)[1] == timing.wall_s and timing.cpu_s >= 0
+
+
+def test_efficiency_quick(tmp_path):
+    out = tmp_path / "efficiency.json"
+    efficiency.main(["--quick", "--seconds", "1", "--matmul-size", "256", "--out", str(out)])
+    document = read(out)
+    assert set(document["matmul_peak"]) == {"fp32", "bf16"}
+    rows = document["results"]
+    variants = ["fp32", "bf16-autocast", "bf16"]
+    assert [(r["part"], r["precision"]) for r in rows] == [("dit-tiny", v) for v in variants] + [
+        ("same-tiny-decoder", v) for v in variants
+    ]
+    for row in rows:
+        assert row["gflop"] > 0 and row["wall_s"] > 0 and row["percent_of_peak_cpu"] > 0
+        if row["precision"] != "fp32":
+            assert row["relative_rms"] < 0.05  # bf16 stays close to fp32
+
+
+def test_length_scaling_quick(tmp_path):
+    out = tmp_path / "length_scaling.json"
+    length_scaling.main(["--quick", "--lengths", "1", "2", "--window", "3", "--steps", "1", "--out", str(out)])
+    rows = read(out)["results"]
+    assert [r["seconds"] for r in rows] == [1.0, 2.0]
+    for row in rows:
+        assert row["frames"] == timebase.seconds_to_frames(row["seconds"]) and row["padded_measured"]
+        assert row["padded_cpu_s"] > 0 and row["ratio_padded_cpu"] > 0
+
+
+def test_padded_generate_returns_the_requested_samples():
+    from sa3core.pipeline import Pipeline
+
+    pipeline = Pipeline.random("tiny", seed=0, text_encoder="hash")
+    audio = length_scaling.padded_generate(pipeline, 5000, window_frames=4, steps=1)
+    assert audio.shape == (1, 2, 5000) and torch.isfinite(audio).all()
+
+
+def test_steps_quick(tmp_path):
+    out = tmp_path / "steps.json"
+    steps.main(["--quick", "--seconds", "1", "--steps", "1", "2", "--reference-steps", "4", "--out", str(out)])
+    document = read(out)
+    rows = document["results"]
+    assert [(r["sampler"], r["steps"]) for r in rows] == [("dpmpp", 4), ("pingpong", 1), ("pingpong", 2)]
+    assert rows[0]["relative_distance_to_reference"] == 0.0
+    assert all(r["relative_distance_to_reference"] > 0 for r in rows[1:])
+    assert document["settings"]["model"] == "random tiny"
+
+
+@pytest.mark.slow
+def test_memory_quick_in_fresh_processes(tmp_path):
+    out = tmp_path / "memory.json"
+    memory.main(["--quick", "--lengths", "1", "--backends", "torch-fp32", "--out", str(out)])
+    (row,) = read(out)["results"]
+    assert row["backend"] == "torch-fp32" and row["samples"] == timebase.seconds_to_samples(1.0)
+    assert row["peak_mib"] >= row["loaded_peak_mib"] > 50  # torch alone is more than 50 MiB
+
+
+def test_run_child_reports_the_childs_own_peak():
+    peak, stdout = common.run_child("bench.common", [])  # importing torch: well over 50 MiB, under 2 GiB
+    assert 50 < peak < 2048
+
+
+def test_sa3_bench_dispatches_and_names_unknown_benches(tmp_path, capsys):
+    from sa3core.cli import main
+    from sa3core.cli.bench import BENCHES
+
+    assert main(["bench", "no_such_bench"]) == 2
+    assert "unknown benchmark 'no_such_bench'" in capsys.readouterr().err
+    for name in BENCHES.names():
+        assert (common.REPO / "bench" / f"{BENCHES.get(name)}.py").exists() or name == "backends"
+    out = tmp_path / "e.json"
+    assert main(["bench", "efficiency", "--quick", "--seconds", "1", "--matmul-size", "128", "--out", str(out)]) == 0
+    assert read(out)["bench"] == "efficiency"
