@@ -440,6 +440,10 @@ def run_eval(settings: EvalSettings, pipeline=None, progress: bool = True) -> di
             f"{', '.join(needing)} need real clips: give --corpus DIR (and --split) or --folder DIR, "
             f"or --skip {','.join(needing)}"
         )
+    if "opus" in sections:
+        from .codec_ref import ffmpeg_path
+
+        ffmpeg_path()  # a missing ffmpeg is reported before any other work
     ctx = EvalContext(settings, pipeline, progress)
     report: dict = {"format": REPORT_FORMAT, "settings": dataclasses.asdict(settings), "sections": {}, "seconds": {}}
     for name in sections:
