@@ -24,24 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .norm import RMSNorm  # noqa: F401  (re-exported: the DiT imports it from here)
 from .rope import apply_rope
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float = 1e-6) -> torch.Tensor:
     """RMSNorm over the last dim, computed in float32; returns float32."""
     return F.rms_norm(x.float(), (x.shape[-1],), None if weight is None else weight.float(), eps)
-
-
-class RMSNorm(nn.Module):
-    """RMSNorm over the last dim in float32, cast back to the input dtype."""
-
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps).to(x.dtype)
 
 
 def lambda_init_for(layer: int) -> float:
