@@ -127,6 +127,8 @@ def _manifest_clips(settings: EvalSettings) -> list[Clip]:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise Sa3Error(f"{str(manifest)!r} line {number} is not JSON: {err}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+            raise Sa3Error(f'{str(manifest)!r} line {number} has no "path"; rebuild the corpus with `sa3 data build`')
         splits.add(row.get("split", "train"))
         if row.get("split", "train") == settings.split:
             rows.append(row)
@@ -366,9 +368,9 @@ def inpainting_section(ctx: EvalContext) -> dict:
     """Regenerate the middle 30 % of real clips: preserved audio bit-exact, border jumps."""
     s = ctx.settings
     items = []
-    for index, clip in ctx.bar(list(enumerate(ctx.clips[: s.inpaint_items])), "inpainting"):
-        from ..pipeline import Region
+    from ..pipeline import Region
 
+    for index, clip in ctx.bar(list(enumerate(ctx.clips[: s.inpaint_items])), "inpainting"):
         total = clip.audio.shape[1]
         start, end = (int(total * f) for f in INPAINT_REGION)
         out = ctx.pipeline.inpaint(clip.audio, clip.caption, [Region(start, end)], s.steps, s.cfg, seed=s.seed + index)[

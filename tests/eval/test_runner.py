@@ -96,6 +96,18 @@ def test_user_errors_are_one_line(tiny_pipeline, corpus, tmp_path):
     fails("holds no audio files", folder=str(tmp_path), skip=("generation", "opus"))
 
 
+def test_missing_ffmpeg_is_reported_before_any_work(tiny_pipeline, corpus, monkeypatch):
+    from sa3core.eval import codec_ref
+
+    codec_ref.ffmpeg_path.cache_clear()
+    monkeypatch.setenv("PATH", "/nonexistent")
+    try:
+        with pytest.raises(Sa3Error, match="apt-get install ffmpeg"):
+            run_eval(EvalSettings(corpus=str(corpus), split="nope"), pipeline=tiny_pipeline, progress=False)
+    finally:
+        codec_ref.ffmpeg_path.cache_clear()
+
+
 def test_cli_writes_report(tiny_model_dir, corpus, tmp_path):
     report_path = tmp_path / "report.json"
     args = [
