@@ -1,16 +1,21 @@
-"""``sa3 export coreml``: a Core ML ML-program package for the DiT step.
+"""``sa3 export coreml``: Core ML ML-program packages for the DiT step and the SAME decoder.
 
 Conversion goes through ``torch.export`` (coremltools' TorchScript path fails with numpy 2.4).
-``dit_step.mlpackage`` takes the ONNX step graph's inputs with the batch fixed at 2 (the
-conditional and unconditional rows of one CFG step), masks as float32 (Core ML has no bool
-inputs) and the keys flattened to ``[depth, 2*heads, splits, context, qk_dim]`` (Core ML
-tensors have rank 5 at most). Latent length (1 .. the model's maximum) and context length
-(3 .. 258) are ``ct.RangeDim`` axes; weights and compute stay float32 so that results can be
-compared with torch. On Linux the package is written without loading it (prediction needs macOS).
+- ``dit_step.mlpackage`` takes the ONNX step graph's inputs with the batch fixed at 2 (the
+  conditional and unconditional rows of one CFG step), masks as float32 (Core ML has no bool
+  inputs) and the keys flattened to ``[depth, 2*heads, splits, context, qk_dim]`` (Core ML
+  tensors have rank 5 at most). Latent length and context length (3 .. 258) are ``RangeDim``s.
+- ``same_decoder.mlpackage`` takes latents already cut into attention windows,
+  ``[1, 256, windows, window_frames]`` (the host zero-pads the frames to whole windows), and
+  ``frame_valid float [1, windows, window_frames]`` (1 = real frame). coremltools 9 converts
+  no symbolic ``mod``, pads only by constants and types symbolic floor-divided sizes as floats,
+  so the graph is written with products of the window count only: shifted layers pad half a
+  window on each side (a constant) and reshape into ``windows + 1`` rows. Padded frames are
+  masked as keys and reset to zero after every layer, so the real frames get the eager
+  model's numbers (crop the audio to them). ``windows`` is a ``RangeDim``.
 
-Not done yet: the SAME decoder. coremltools 9 cannot convert its window arithmetic (it has no
-symbolic ``mod``, pads only by constants, and types symbolic floor-divided sizes as floats in
-``expand``); see docs/export.md.
+Weights and compute stay float32 so that results can be compared with torch. On Linux the
+packages are written without loading them (predictions need macOS).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sa3core import timebase
@@ -27,7 +33,7 @@ from sa3core.errors import Sa3Error
 from sa3core.models.dit import Condition
 
 from . import graphs
-from .manifest import Manifest, PartSpec, prepare_output, write_manifest
+from .manifest import Manifest, PartSpec, TensorSpec, prepare_output, write_manifest
 
 MINIMUM_TARGET = "macOS15"
 COREML_BATCH = 2
@@ -48,6 +54,48 @@ class CoreMLStepGraph(nn.Module):
         ]  # (B, H, splits, S, qk)
         cond = Condition(duration=duration, mask=context_mask > 0.5, keys=per_block, values=list(values.unbind(0)))
         return self.dit(x, t, cond, inpaint_latents, inpaint_mask, frame_mask > 0.5)
+
+
+class CoreMLDecoderGraph(nn.Module):
+    """latents [1, 256, windows, W], frame_valid float [1, windows, W] -> audio [1, 2, windows*W*4096]."""
+
+    def __init__(self, same) -> None:
+        super().__init__()
+        self.same = same
+
+    def forward(self, latents: torch.Tensor, frame_valid: torch.Tensor) -> torch.Tensor:
+        s, module = self.same, self.same.decoder
+        W, windows = module.window_frames, latents.shape[2]
+        half, frames = W // 2, windows * W
+        heads = s.from_latent(latents.reshape(1, timebase.LATENT_CHANNELS, frames).transpose(1, 2))[:, :, None]
+        x = torch.cat([heads, torch.zeros_like(heads) + s.outputs], dim=2)  # (1, F, 1+stride, width)
+        T, width = x.shape[2], x.shape[3]
+        valid = frame_valid.reshape(1, frames)
+        keep = valid.reshape(1, frames, 1, 1) > 0.5
+        for index, block in enumerate(module.blocks):
+            shifted = index % 2 == 1  # odd layers move the window grid by half a window
+            if shifted:
+                rows_in, mask, rows = F.pad(x, (0, 0, 0, 0, half, half)), F.pad(valid, (half, half)), windows + 1
+            else:
+                rows_in, mask, rows = x, valid, windows
+            row_mask = mask.reshape(rows, W, 1).repeat(1, 1, T).reshape(rows, 1, 1, W * T) > 0.5
+            out = block(rows_in.reshape(rows, W * T, width), module.cos, module.sin, row_mask)  # (rows, W*T, width)
+            out = out.reshape(1, rows * W, T, width)
+            if shifted:
+                out = out[:, half : half + frames]  # (1, F, T, width)
+            x = torch.where(keep, out, torch.zeros_like(out))  # a window of padding only gives NaN: reset to zero
+        patches = s.patch_out(s.decoder_norm(x[:, :, 1:]))  # (1, F, stride, 2*patch)
+        patches = patches.reshape(1, frames * s.stride, timebase.CHANNELS, s.config.patch)  # (1, F*stride, 2, patch)
+        return patches.permute(0, 2, 1, 3).reshape(1, timebase.CHANNELS, frames * timebase.SAMPLES_PER_FRAME)
+
+
+def decoder_inputs(latents: torch.Tensor, window_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """latents [1, 256, frames] -> the Core ML decoder's (latents [1, 256, windows, W], frame_valid [1, windows, W])."""
+    frames = latents.shape[-1]
+    windows = -(-frames // window_frames)
+    padded = F.pad(latents, (0, windows * window_frames - frames))
+    valid = (torch.arange(windows * window_frames) < frames).float()
+    return padded.reshape(1, -1, windows, window_frames), valid.reshape(1, windows, window_frames)
 
 
 def _convert(graph, args, flexible: dict[int, dict[int, tuple[int, int]]], names: list[str], path: Path):
@@ -78,7 +126,7 @@ def _convert(graph, args, flexible: dict[int, dict[int, tuple[int, int]]], names
 
 
 def export_coreml(autoencoder, dit, settings, output, force: bool = False, progress=print) -> Manifest:
-    """Write dit_step.mlpackage, model.json and a manifest into ``output``."""
+    """Write same_decoder.mlpackage, dit_step.mlpackage, model.json and a manifest into ``output``."""
     try:
         import coremltools  # noqa: F401
     except ModuleNotFoundError:
@@ -87,7 +135,23 @@ def export_coreml(autoencoder, dit, settings, output, force: bool = False, progr
     c = dit.config
     max_frames = timebase.samples_to_frames(timebase.seconds_to_samples(settings.max_seconds))
     gen = torch.Generator().manual_seed(0)
-    parts = {}
+    W = autoencoder.config.window_frames
+    max_windows = -(-max_frames // W)
+    progress("exporting same_decoder ...")
+    example = decoder_inputs(torch.randn(1, timebase.LATENT_CHANNELS, 3 * W, generator=gen), W)
+    flexible = {0: {2: (1, max_windows)}, 1: {1: (1, max_windows)}}
+    names = ["latents", "frame_valid"]
+    _convert(CoreMLDecoderGraph(autoencoder).eval(), example, flexible, names, out / "same_decoder.mlpackage")
+    parts = {
+        "same_decoder": PartSpec(
+            file="same_decoder.mlpackage",
+            inputs=[
+                TensorSpec("latents", "float32", [1, timebase.LATENT_CHANNELS, "windows", W], "frames zero-padded"),
+                TensorSpec("frame_valid", "float32", [1, "windows", W], "1 = real frame, 0 = padding"),
+            ],
+            outputs=[TensorSpec("audio", "float32", [1, timebase.CHANNELS, "windows*W*4096"], "crop to real frames")],
+        )
+    }
 
     parts.update(_export_dit(dit, out, max_frames, gen, progress))
     (out / "model.json").write_text(json.dumps(to_dict(settings), indent=2) + "\n")

@@ -36,6 +36,54 @@ def coreml_export(tmp_path_factory):
     return out, manifest, pipeline
 
 
+@pytest.mark.parametrize("frames", [1, 5, 8, 13])  # whole windows, partial windows, a single frame
+def test_coreml_decoder_graph_equals_eager(frames):
+    """The window-shaped decoder graph (what Core ML converts) against SAME.decode, in torch."""
+    from export.coreml_export import CoreMLDecoderGraph, decoder_inputs
+
+    from .conftest import micro_pipeline
+
+    same = micro_pipeline().backend.autoencoder
+    torch.manual_seed(frames)
+    latents = torch.randn(1, 256, frames)
+    with torch.inference_mode():
+        got = CoreMLDecoderGraph(same)(*decoder_inputs(latents, same.config.window_frames))
+        want = same.decode(latents, chunk_frames=0)
+    torch.testing.assert_close(got[..., : want.shape[-1]], want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_decoder_package_spec(coreml_export):
+    out, manifest, pipeline = coreml_export
+    spec = ct.utils.load_spec(str(out / manifest.parts["same_decoder"].file))
+    assert spec.WhichOneof("Type") == "mlProgram"
+    inputs = {i.name: i.type.multiArrayType for i in spec.description.input}
+    assert list(inputs) == ["latents", "frame_valid"]
+    assert [o.name for o in spec.description.output] == ["audio"] or len(spec.description.output) == 1
+    float32 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+    assert all(array.dataType == float32 for array in inputs.values())
+    W = pipeline.backend.autoencoder.config.window_frames
+    max_frames = timebase.samples_to_frames(timebase.seconds_to_samples(pipeline.settings.max_seconds))
+    ranges = [(r.lowerBound, r.upperBound) for r in inputs["latents"].shapeRange.sizeRanges]
+    assert ranges == [(1, 1), (256, 256), (1, -(-max_frames // W)), (W, W)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "darwin", reason="Core ML predictions run only on macOS")
+def test_decoder_prediction_matches_torch(coreml_export):
+    from export.coreml_export import decoder_inputs
+
+    out, manifest, pipeline = coreml_export
+    same = pipeline.backend.autoencoder
+    model = ct.models.MLModel(str(out / manifest.parts["same_decoder"].file))
+    for frames in (5, 108):
+        latents = torch.randn(1, 256, frames, generator=torch.Generator().manual_seed(frames))
+        padded, valid = decoder_inputs(latents, same.config.window_frames)
+        got = next(iter(model.predict({"latents": padded.numpy(), "frame_valid": valid.numpy()}).values()))
+        want = same.decode(latents, chunk_frames=0).numpy()
+        np.testing.assert_allclose(got[..., : want.shape[-1]], want, atol=1e-3)
+
+
 @pytest.mark.slow
 def test_dit_step_package_spec(coreml_export):
     out, manifest, pipeline = coreml_export
