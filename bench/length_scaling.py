@@ -80,7 +80,7 @@ def bench_preset(preset: str, lengths: list[float], window_s: float, args, repea
             "wall_s": variable.wall_s,
             "cpu_s": variable.cpu_s,
         }
-        if args.padded_all or seconds in (min(lengths), max(lengths)):
+        if not args.no_padded and (args.padded_all or seconds in (min(lengths), max(lengths))):
             padded = common.measure(
                 lambda samples=samples: padded_generate(pipeline, samples, window_frames, args.steps),
                 repeats=repeats,
@@ -91,13 +91,15 @@ def bench_preset(preset: str, lengths: list[float], window_s: float, args, repea
         print(f"  {preset} {seconds:g} s: {variable.wall_s:.2f} s wall, {variable.cpu_s:.2f} s cpu", flush=True)
     reference = rows[0]
     for row in rows:
+        row["cost_vs_longest_cpu"] = row["cpu_s"] / rows[-1]["cpu_s"]
+        if args.no_padded:
+            continue
         if "padded_wall_s" not in row:
             row.update(
                 padded_wall_s=reference["padded_wall_s"], padded_cpu_s=reference["padded_cpu_s"], padded_measured=False
             )
         row["ratio_padded_wall"] = row["padded_wall_s"] / row["wall_s"]
         row["ratio_padded_cpu"] = row["padded_cpu_s"] / row["cpu_s"]
-        row["cost_vs_longest_cpu"] = row["cpu_s"] / rows[-1]["cpu_s"]
     return rows
 
 
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-encoder", default=None, help="minilm (default) or hash (--quick)")
     p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto", help="torch backend precision")
     p.add_argument("--padded-all", action="store_true", help="measure the padded cost at every length")
+    p.add_argument("--no-padded", action="store_true", help="leave the fixed-window comparison out")
     args = p.parse_args(argv)
     common.set_threads(args.threads)
     presets = args.presets or (["tiny"] if args.quick else ["tiny", "small"])
@@ -144,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "text_encoder": args.text_encoder,
         "bf16": args.bf16,
+        "padded": not args.no_padded,
         "repeats": common.repeats(args),
     }
     out = common.write_json(args.out, "length_scaling", rows, info, settings=settings)

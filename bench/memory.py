@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child[0], args.child[1], float(args.child[2]), args.steps, args.onnx, args.threads)
         return 0
+    common.set_threads(args.threads)  # for the machine description; each child sets its own
     preset = args.preset or ("tiny" if args.quick else "small")
     lengths = args.lengths or ([1.0, 4.0] if args.quick else LENGTHS)
     backends = args.backends or (BACKENDS + (["onnx"] if args.onnx else []))

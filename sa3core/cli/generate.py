@@ -35,7 +35,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--bit-depth", default="24", choices=["16", "24", "float"], help="output sample format (default 24)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace output files that exist")
-    parser.add_argument("--bf16", action="store_true", help="bf16 matmuls (faster on CPUs with AVX-512 bf16)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="bf16 matmuls (the default on CPUs with AVX-512 bf16, where it is faster)"
+    )
+    parser.add_argument("--fp32", action="store_true", help="float32 matmuls even where bf16 is the default")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -123,7 +126,9 @@ def _pipeline(args):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        options = {"bf16": True} if args.bf16 and args.backend == "torch" else {}
+        options = {}
+        if args.backend == "torch" and (args.bf16 or args.fp32):
+            options = {"bf16": not args.fp32}
         pipeline = Pipeline.load(args.model, backend=args.backend, **options)
     for warning in caught:
         print(f"sa3: warning: {warning.message}", file=sys.stderr)
