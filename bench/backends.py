@@ -121,8 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-seconds", nargs="+", type=float, default=[10.0, 60.0, 380.0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
-    parser.add_argument("--json", default="bench-backends.json")
+    parser.add_argument("--json", "--out", dest="json", default="bench-backends.json", help="where the JSON goes")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny only, 10 s, one repeat (for `sa3 bench all --quick`)"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.presets, args.seconds, args.memory_seconds, args.repeats = ["tiny"], [10.0], [10.0], 1
     from export.onnx_backend import physical_cores
 
     threads = args.threads or physical_cores()
