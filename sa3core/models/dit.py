@@ -159,13 +159,14 @@ class DiTBlock(nn.Module):
         self.mod_offset = nn.Parameter(torch.zeros(6, w))
 
     def forward(self, x, modulation, cos, sin, self_mask, keys, values, cross_mask, inpaint_in, memory):
-        """x [B, M+T, width]; modulation [B, 6, width]; inpaint_in [B, T, 257] or None; memory = M."""
+        """x [B, M+T, width]; modulation [B, 6, width]; inpaint_in [B, T or 1, 257] or None; memory = M."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (modulation + self.mod_offset).unsqueeze(2).unbind(1)
         h = self.norm_attn(x) * (1 + scale_a) + shift_a  # each modulation term is (B, 1, width)
         x = x + torch.sigmoid(gate_a) * self.attn(h, cos, sin, self_mask)
         x = x + self.cross(self.norm_cross(x), keys, values, cross_mask)
         if self.inpaint is not None:
-            x = x + F.pad(self.inpaint(inpaint_in), (0, 0, memory, 0))  # memory tokens get nothing
+            added = self.inpaint(inpaint_in)  # (B, T, width), or (B, 1, width) when nothing is kept
+            x = torch.cat([x[:, :memory], x[:, memory:] + added], dim=1)  # memory tokens get nothing
         h = self.norm_mlp(x) * (1 + scale_m) + shift_m
         return x + torch.sigmoid(gate_m) * self.mlp(h)
 
@@ -245,8 +246,10 @@ class DiT(nn.Module):
 
         inpaint_in = None
         if self.config.inpaint:
-            if inpaint_mask is None:
-                inpaint_in = x.new_zeros(B, T, C + 1)
+            if inpaint_mask is None or _nothing_kept(inpaint_mask):
+                # Every frame's inpaint input is zero, so each block's inpaint MLP gives the same
+                # row for all frames: compute it once (plain generation saves ~5 % of the FLOPs).
+                inpaint_in = x.new_zeros(B, 1, C + 1)
             else:
                 latents = x.new_zeros(B, C, T) if inpaint_latents is None else inpaint_latents
                 inpaint_in = torch.cat([inpaint_mask, inpaint_mask * latents], dim=1).transpose(1, 2)  # (B, T, 257)
@@ -262,6 +265,14 @@ class DiT(nn.Module):
         if frame_mask is not None:
             v = v * frame_mask[:, None, :].to(v.dtype)
         return v
+
+
+def _nothing_kept(inpaint_mask: torch.Tensor) -> bool:
+    """True when the inpaint mask keeps no frame. Never while tracing for export: a data-dependent
+    shortcut would be frozen into the graph for whatever the example input was."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+        return False
+    return not bool(inpaint_mask.any())
 
 
 def parameter_count(config: DiTConfig) -> int:

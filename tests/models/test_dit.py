@@ -138,6 +138,22 @@ def test_inpaint_inputs_and_condition_matter():
     assert (later - none).abs().max() > 1e-3
 
 
+def test_nothing_kept_shortcut_equals_the_per_frame_inpaint_path():
+    # With no frame kept the inpaint MLPs run on one zero row; the per-frame path is forced here by
+    # keeping one *padded* frame, which padding invariance says cannot change the real frames.
+    model = make_model()
+    torch.manual_seed(6)
+    x, latents = torch.randn(1, 256, 10), torch.randn(1, 256, 11)
+    cond = model.encode_condition(torch.randn(1, 3, 32), torch.ones(1, 3, dtype=torch.bool), torch.tensor([1.0]))
+    keep = torch.zeros(1, 1, 11)
+    keep[..., 10] = 1.0
+    frame_mask = torch.arange(11)[None] < 10
+    with torch.no_grad():
+        shortcut = model(x, torch.tensor([0.5]), cond, latents[..., :10], torch.zeros(1, 1, 10))
+        per_frame = model(torch.cat([x, x[..., :1]], -1), torch.tensor([0.5]), cond, latents, keep, frame_mask)
+    torch.testing.assert_close(shortcut, per_frame[..., :10], atol=1e-5, rtol=1e-5)
+
+
 def test_bf16_autocast_close_to_fp32():
     model = make_model(differential=True)
     item = make_inputs(model, lengths=[40], text_lengths=[5])[0]
