@@ -11,7 +11,10 @@ cached per request and not counted)::
     proj_in 2*T*256*w  +  proj_out 2*T*w*256
     per block:  qkv 6*N*w^2  +  self-attention scores and values 4*N^2*w (differential: 6*N^2*w)
               + out 2*N*w^2  +  cross q and out 4*N*w^2  +  cross-attention 4*N*S*w
-              + inpaint MLP 2*T*257*h + 2*T*h*w  +  SwiGLU 6*N*w*m
+              + inpaint MLP 2*R*257*h + 2*R*h*w  +  SwiGLU 6*N*w*m
+
+where R = T when some frames are kept (inpainting) and R = 1 for plain generation (nothing
+kept: the DiT runs its inpaint MLPs on one zero row and adds the result to every frame).
 
 SAME decoder over F frames, width w, SwiGLU inner m, ``stride`` = 4096 / patch output tokens
 per frame (stride + 1 tokens per frame), windows of W frames: the work actually done, i.e.
@@ -48,15 +51,17 @@ from . import common
 
 
 # ----------------------------------------------------------------------------- FLOP counts
-def dit_flops(config: DiTConfig, frames: int, text_tokens: int = 12) -> int:
-    """FLOPs of one DiT forward at batch 1 (formula in the module docstring)."""
+def dit_flops(config: DiTConfig, frames: int, text_tokens: int = 12, kept: bool = False) -> int:
+    """FLOPs of one DiT forward at batch 1 (formula in the module docstring). ``kept``: some
+    frames are kept (inpainting); otherwise the inpaint MLPs run on one row, not T."""
     w, m, T = config.width, config.mlp_dim, frames
     N, S = config.memory_tokens + T, 2 + text_tokens
     h = config.inpaint_dim or w
     attention = (6 if config.differential else 4) * N * N * w
     block = 6 * N * w * w + attention + 2 * N * w * w + 4 * N * w * w + 4 * N * S * w + 6 * N * w * m
     if config.inpaint:
-        block += 2 * T * (config.latent_channels + 1) * h + 2 * T * h * w
+        rows = T if kept else 1
+        block += 2 * rows * (config.latent_channels + 1) * h + 2 * rows * h * w
     return 2 * T * config.latent_channels * w * 2 + config.depth * block
 
 

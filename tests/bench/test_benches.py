@@ -37,9 +37,20 @@ def test_dit_flops_match_torch_flop_counter():
         # the math kernel is plain matmuls, which the counter sees (it does not count the fused CPU kernel)
         with counter, sdpa_kernel(SDPBackend.MATH):
             model(torch.randn(1, 256, frames), torch.tensor([0.5]), cond)
-    counted = efficiency.dit_flops(config, frames, text_tokens=12)
+        kept = FlopCounterMode(display=False)
+        with kept, sdpa_kernel(SDPBackend.MATH):
+            model(
+                torch.randn(1, 256, frames),
+                torch.tensor([0.5]),
+                cond,
+                torch.randn(1, 256, frames),
+                torch.ones(1, 1, frames),
+            )
     # torch also counts the timestep MLP and the modulation (a few width^2 per request), the formula does not
+    counted = efficiency.dit_flops(config, frames, text_tokens=12)
     assert counted <= counter.get_total_flops() < counted * 1.02
+    counted = efficiency.dit_flops(config, frames, text_tokens=12, kept=True)
+    assert counted <= kept.get_total_flops() < counted * 1.02
 
 
 def test_decoder_flops_match_torch_flop_counter_with_chunks():
