@@ -141,3 +141,17 @@ def test_sa3_bench_dispatches_and_names_unknown_benches(tmp_path, capsys):
     out = tmp_path / "e.json"
     assert main(["bench", "efficiency", "--quick", "--seconds", "1", "--matmul-size", "128", "--out", str(out)]) == 0
     assert read(out)["bench"] == "efficiency"
+
+
+def test_run_all_commands_pass_quick_and_skip_missing_benches(tmp_path, monkeypatch):
+    from bench import run_all
+
+    quick = run_all.command("length_scaling", tmp_path, quick=True, threads=1)
+    assert quick[1:] == ["-m", "bench.length_scaling", "--out", str(tmp_path / "length_scaling.json"), "--quick"] + [
+        "--threads",
+        "1",
+    ]
+    daemon = run_all.command("daemon", tmp_path, quick=True, threads=0)
+    assert daemon[2] == "bench.daemon_overhead" and "--quick" not in daemon and "--duration" in daemon
+    monkeypatch.setattr(run_all.common, "REPO", tmp_path)  # a checkout without bench/*.py
+    assert run_all.command("efficiency", tmp_path, quick=False, threads=0) is None
