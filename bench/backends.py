@@ -40,7 +40,7 @@ def median_seconds(run, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_preset(preset: str, seconds_list, repeats: int, threads: int) -> list[dict]:
+def bench_preset(preset: str, seconds_list, repeats: int, threads: int, variants=("torch", "compile", "onnx")):
     from export.onnx_backend import OnnxBackend
     from export.onnx_export import export_onnx
     from sa3core.pipeline import Pipeline
@@ -83,17 +83,15 @@ def bench_preset(preset: str, seconds_list, repeats: int, threads: int) -> list[
         }
         for part, runs in cases.items():
             with torch.inference_mode():
-                timing = {name: median_seconds(run, repeats) for name, run in runs.items()}
+                timing = {name: median_seconds(run, repeats) for name, run in runs.items() if name in variants}
             row = {"preset": preset, "part": part, "seconds": seconds, "frames": frames, **timing}
-            row["onnx_vs_torch"] = timing["torch"] / timing["onnx"]
-            row["compile_vs_torch"] = timing["torch"] / timing["compile"]
+            text = "  ".join(f"{name} {value * 1e3:8.1f} ms" for name, value in timing.items())
+            for name in ("onnx", "compile"):
+                if name in timing and "torch" in timing:
+                    row[f"{name}_vs_torch"] = timing["torch"] / timing[name]  # > 1: faster than eager
+                    text += f"  {name} x{row[f'{name}_vs_torch']:.2f}"
             rows.append(row)
-            print(
-                f"{preset:<6} {part:<9} {seconds:>5.0f} s  torch {timing['torch'] * 1e3:8.1f} ms  "
-                f"compile {timing['compile'] * 1e3:8.1f} ms  onnx {timing['onnx'] * 1e3:8.1f} ms  "
-                f"onnx x{row['onnx_vs_torch']:.2f}  compile x{row['compile_vs_torch']:.2f}",
-                flush=True,
-            )
+            print(f"{preset:<6} {part:<9} {seconds:>5.0f} s  {text}", flush=True)
     return rows, folder
 
 
@@ -118,7 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.backends", description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
     parser.add_argument("--seconds", nargs="+", type=float, default=[10.0, 60.0])
-    parser.add_argument("--memory-seconds", nargs="+", type=float, default=[10.0, 60.0, 380.0])
+    parser.add_argument("--memory-seconds", nargs="*", type=float, default=[10.0, 60.0, 380.0])
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["torch", "compile", "onnx"],
+        help="torch.compile of the chunked decoder recompiles per chunk length: leave it out for long runs",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
     parser.add_argument("--json", "--out", dest="json", default="bench-backends.json", help="where the JSON goes")
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"threads {threads}; medians of {args.repeats} runs; the machine may be shared", flush=True)
     results = {"threads": threads, "repeats": args.repeats, "rows": [], "memory": []}
     for preset in args.presets:
-        rows, folder = bench_preset(preset, args.seconds, args.repeats, threads)
+        rows, folder = bench_preset(preset, args.seconds, args.repeats, threads, args.variants)
         results["rows"] += rows
         for seconds in args.memory_seconds:
             for arena in (False, True):
