@@ -72,14 +72,35 @@ def open_session(
     options.enable_mem_pattern = False  # planned for one shape only; lengths vary per request
     options.enable_cpu_mem_arena = arena
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: the "hardware specific" note is why the cache key names the CPU
     source = path
     if cache_dir is not None:
-        cached = cache_dir / f"{path.stem}.ort{ort.__version__}.onnx"
+        # ORT_ENABLE_ALL bakes in CPU-specific layouts: key the cache by ORT version and CPU.
+        cached = cache_dir / f"{path.stem}.ort{ort.__version__}-{_cpu_tag()}.onnx"
         if cached.exists() and cached.stat().st_mtime >= path.stat().st_mtime:
             source = cached
         elif _writable(cache_dir):
             options.optimized_model_filepath = str(cached)
+            # large graphs (the small DiT is 1.7 GB) exceed protobuf's 2 GB: weights go beside it
+            options.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name", cached.name + ".data"
+            )
+            options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     return ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+
+
+def _cpu_tag() -> str:
+    """A short hash of this CPU's model and instruction-set flags."""
+    import hashlib
+    import platform
+
+    text = platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        text += "".join(sorted({line for line in lines if line.startswith(("model name", "flags"))}))
+    except OSError:
+        text += platform.processor()
+    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
 
 
 def _writable(folder: Path) -> bool:
