@@ -6,9 +6,11 @@ system time of all this process's threads). On a quiet machine with N busy threa
 is about N x wall time; on shared cores wall time also counts the time spent waiting for other
 jobs, CPU time mostly does not, so ratios of CPU times stay meaningful when wall times do not.
 
-Peak memory (:func:`run_child`): a fresh ``python -m ...`` subprocess, reaped with
-``os.wait4`` so its own ``ru_maxrss`` (peak resident set, KiB on Linux) comes back, not the
-maximum over every child this process ever had.
+Peak memory: a fresh ``python -m ...`` subprocess (:func:`run_child`) that reports its own
+``VmHWM`` (:func:`peak_rss_mib`, the high-water mark of its resident set from
+/proc/self/status). The child's ``ru_maxrss`` from ``os.wait4`` comes back too, but only as an
+upper bound: Linux carries the high-water mark across fork and exec, so it is at least the
+parent's peak at the time it started the child.
 
 Every JSON file a bench writes (:func:`write_json`) holds ``machine`` (CPU model, cores,
 threads, torch version, bf16 support, load average at the start and the end), the command
@@ -130,8 +132,23 @@ def measure(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> Timi
 
 
 # ----------------------------------------------------------------------------- child processes
+def peak_rss_mib() -> float:
+    """This process's peak resident set in MiB: VmHWM (ru_maxrss where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_child(module: str, args: list[str], timeout: float | None = None) -> tuple[float, str]:
-    """Run ``python -m module *args`` from the repo root; returns (peak RSS MiB, stdout).
+    """Run ``python -m module *args`` from the repo root; returns (ru_maxrss MiB, stdout).
+    The first is an upper bound of the child's peak (see the module docstring); for the
+    child's own peak, have it print :func:`peak_rss_mib`.
 
     Raises RuntimeError with the child's stderr tail when it fails."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:

@@ -1,9 +1,9 @@
 """Peak resident memory of one generation per backend and length: ``python -m bench.memory``.
 
 Each (backend, length) runs in a fresh ``python -m bench.memory --child ...`` process, which
-loads the model, generates once and exits; the parent reads the child's peak resident set
-size from ``os.wait4`` (``ru_maxrss``). The child also reports its peak before generating
-(imports + model), so ``peak - loaded`` is what the generation itself needed.
+loads the model, generates once and reports its own peak resident set size (VmHWM, see
+bench/common.py: ``ru_maxrss`` would include this parent's peak) before generating (imports +
+model) and after, so ``peak - loaded`` is what the generation itself needed.
 
 Backends: ``torch-fp32`` and ``torch-bf16`` (random weights of ``--preset``) and ``onnx`` when
 ``--onnx FOLDER`` names an export (``sa3 export onnx``; its model is the export's, whatever
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 from sa3core import timebase
@@ -24,10 +23,6 @@ from . import common
 
 LENGTHS = [10.0, 60.0, 380.0]
 BACKENDS = ["torch-fp32", "torch-bf16"]
-
-
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def child(backend: str, preset: str, seconds: float, steps: int, onnx: str | None, threads: int) -> None:
@@ -39,10 +34,11 @@ def child(backend: str, preset: str, seconds: float, steps: int, onnx: str | Non
         pipeline = Pipeline.load(onnx, backend="onnx")
     else:
         pipeline = Pipeline.random(preset, seed=0, text_encoder="hash", bf16=backend == "torch-bf16")
-    loaded = _peak_mib()
+    loaded = common.peak_rss_mib()
     started, cpu = time.perf_counter(), time.process_time()
     audio = pipeline.generate("a bench prompt", timebase.seconds_to_samples(seconds), steps=steps)
     report = {
+        "peak_mib": round(common.peak_rss_mib(), 1),
         "loaded_peak_mib": round(loaded, 1),
         "generate_wall_s": round(time.perf_counter() - started, 3),
         "generate_cpu_s": round(time.process_time() - cpu, 3),
@@ -75,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for seconds in lengths:
             extra = ["--onnx", args.onnx] if args.onnx else []
             child_args = ["--child", backend, preset, str(seconds), "--steps", str(args.steps)]
-            peak, stdout = common.run_child(
+            upper_bound, stdout = common.run_child(
                 "bench.memory", child_args + ["--threads", str(args.threads)] + extra, args.timeout
             )
             report = json.loads(stdout.strip().splitlines()[-1])
@@ -84,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
                 "preset": "export" if backend == "onnx" else preset,
                 "seconds": seconds,
                 "steps": args.steps,
-                "peak_mib": round(peak, 1),
                 **report,
+                "ru_maxrss_mib": round(upper_bound, 1),
             }
-            row["generation_mib"] = round(peak - report["loaded_peak_mib"], 1)
+            row["generation_mib"] = round(report["peak_mib"] - report["loaded_peak_mib"], 1)
             rows.append(row)
-            print(f"  {backend} {seconds:g} s: peak {peak:.0f} MiB", flush=True)
+            print(f"  {backend} {seconds:g} s: peak {report['peak_mib']:.0f} MiB", flush=True)
     print(
         common.table(
             rows,

@@ -4,6 +4,8 @@ the FLOP counts the efficiency bench divides by agree with torch's own FLOP coun
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -125,9 +127,18 @@ def test_memory_quick_in_fresh_processes(tmp_path):
     assert row["peak_mib"] >= row["loaded_peak_mib"] > 50  # torch alone is more than 50 MiB
 
 
-def test_run_child_reports_the_childs_own_peak():
-    peak, stdout = common.run_child("bench.common", [])  # importing torch: well over 50 MiB, under 2 GiB
-    assert 50 < peak < 2048
+def test_peak_rss_is_the_childs_own_and_follows_an_allocation():
+    code = "import sys, numpy; from bench.common import peak_rss_mib; a = numpy.ones(int(sys.argv[1]) * 2**17); print(peak_rss_mib())"
+
+    def child_peak(mib: int) -> float:
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(mib)], cwd=common.REPO, capture_output=True, text=True, check=True
+        )
+        return float(done.stdout)
+
+    assert child_peak(256) - child_peak(0) > 200  # 256 MiB of float64 ones, touched
+    upper_bound, stdout = common.run_child("bench.common", [])  # imports torch: over 50 MiB
+    assert upper_bound > 50 and stdout == ""
 
 
 def test_sa3_bench_dispatches_and_names_unknown_benches(tmp_path, capsys):
