@@ -151,22 +151,6 @@ class Pipeline:
     def _check_length(self, samples: int, what: str = "requested length") -> int:
         return timebase.check_duration(int(samples), self.settings.max_seconds, what)
 
-    def _check_regions(self, regions: Sequence[Region], total: int) -> list[Region]:
-        if not regions:
-            raise Sa3Error("inpainting needs at least one --region START:END")
-        regions = sorted(regions, key=lambda r: r.start)
-        for region in regions:
-            if region.end <= region.start:
-                raise Sa3Error(f"region {_fmt(region)} is empty: its end must come after its start")
-            if region.start < 0 or region.end > total:
-                raise Sa3Error(
-                    f"region {_fmt(region)} lies outside the audio (0.000-{total / timebase.SAMPLE_RATE:.3f} s)"
-                )
-        for left, right in zip(regions, regions[1:]):
-            if right.start < left.end:
-                raise Sa3Error(f"regions {_fmt(left)} and {_fmt(right)} overlap; merge them into one region")
-        return regions
-
     # ------------------------------------------------------------------ public API
     def generate(
         self,
@@ -201,7 +185,7 @@ class Pipeline:
         """Regenerate ``regions`` of ``audio`` [2, samples]; all else is returned bit-exact."""
         audio = _check_audio(audio)
         total = self._check_length(audio.shape[1], "input audio")
-        regions = self._check_regions(regions, total)
+        regions = check_regions(regions, total)
         frames = timebase.samples_to_frames(total)
         keep = torch.ones(1, 1, frames)
         for region in regions:
@@ -209,19 +193,7 @@ class Pipeline:
             first = region.start // timebase.SAMPLES_PER_FRAME
             last = timebase.samples_to_frames(region.end)
             keep[..., first:last] = 0.0
-        source = self.backend.encode_audio(torch.from_numpy(audio)[None]).cpu()
-        latents = self._sample(
-            prompt,
-            frames,
-            source.expand(variations, -1, -1),
-            keep.expand(variations, -1, -1),
-            steps,
-            cfg,
-            seed,
-            variations,
-            progress,
-        )
-        generated = self.backend.decode_latents(latents)[:, :, :total].cpu().numpy()
+        generated = self._edit(audio, keep, total, prompt, steps, cfg, seed, variations, progress)
         return np.stack([splice(audio, g, regions) for g in generated])
 
     def continue_(
@@ -245,26 +217,25 @@ class Pipeline:
         frames = timebase.samples_to_frames(total)
         padded = np.zeros((2, timebase.frames_to_samples(frames)), dtype=np.float32)
         padded[:, :given] = audio
-        source = self.backend.encode_audio(torch.from_numpy(padded)[None]).cpu()
         keep = torch.zeros(1, 1, frames)
         keep[..., : given // timebase.SAMPLES_PER_FRAME] = 1.0  # frames wholly inside the input
-        latents = self._sample(
-            prompt,
-            frames,
-            source.expand(variations, -1, -1),
-            keep.expand(variations, -1, -1),
-            steps,
-            cfg,
-            seed,
-            variations,
-            progress,
-        )
-        generated = self.backend.decode_latents(latents)[:, :, :total].cpu().numpy()
+        generated = self._edit(padded, keep, total, prompt, steps, cfg, seed, variations, progress)
         out = generated.astype(np.float32, copy=True)
         out[:, :, :given] = audio
         return out
 
     # ------------------------------------------------------------------ sampling
+    def _edit(self, audio, keep, total, prompt, steps, cfg, seed, variations, progress) -> np.ndarray:
+        """Encode ``audio``, regenerate the frames where ``keep`` [1, 1, frames] is 0, decode:
+        float32 [variations, 2, total] (before any splicing)."""
+        frames = keep.shape[-1]
+        source = self.backend.encode_audio(torch.from_numpy(audio)[None]).cpu()
+        latents = self._sample(
+            prompt, frames, source.expand(variations, -1, -1), keep.expand(variations, -1, -1),
+            steps, cfg, seed, variations, progress,
+        )  # fmt: skip
+        return self.backend.decode_latents(latents)[:, :, :total].cpu().numpy()
+
     def _sample(self, prompt, frames, source, keep, steps, cfg, seed, variations, progress) -> torch.Tensor:
         from .samplers import SAMPLERS, cfg_velocity, length_shift
 
@@ -310,6 +281,22 @@ class Pipeline:
         return sampler.sample(
             velocity_fn, noise, steps, shift=length_shift(frames), generator=generator, progress=progress
         )
+
+
+def check_regions(regions: Sequence[Region], total: int) -> list[Region]:
+    """Regions sorted by start; raises Sa3Error for none, empty, outside [0, total) or overlapping."""
+    if not regions:
+        raise Sa3Error("inpainting needs at least one --region START:END")
+    regions = sorted(regions, key=lambda r: r.start)
+    for region in regions:
+        if region.end <= region.start:
+            raise Sa3Error(f"region {_fmt(region)} is empty: its end must come after its start")
+        if region.start < 0 or region.end > total:
+            raise Sa3Error(f"region {_fmt(region)} lies outside the audio (0.000-{total / timebase.SAMPLE_RATE:.3f} s)")
+    for left, right in zip(regions, regions[1:]):
+        if right.start < left.end:
+            raise Sa3Error(f"regions {_fmt(left)} and {_fmt(right)} overlap; merge them into one region")
+    return regions
 
 
 def _check_audio(audio: np.ndarray) -> np.ndarray:

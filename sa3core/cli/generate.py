@@ -174,66 +174,60 @@ def _write(args, outputs: list[Path], audio, prompt: str, started: float) -> Non
     print(f"done in {time.perf_counter() - started:.2f} s", file=sys.stderr)
 
 
+def _render(args, started: float, outputs: list[Path], label: str, mode: str, in_process, **request) -> int:
+    """Run one request in-process (``in_process(pipeline, progress)``) or through ``--daemon``,
+    then write the takes."""
+    if args.daemon:
+        from bridge.client import generate_via_daemon
+
+        result = generate_via_daemon(args.daemon, mode, prompt=args.prompt, args=args, **request)
+    else:
+        pipeline = _pipeline(args)
+        bar = _Bar(args.quiet, label)
+        try:
+            result = in_process(pipeline, bar)
+        finally:
+            bar.close()
+    _write(args, outputs, result, args.prompt, started)
+    return 0
+
+
 def run_generate(args) -> int:
     started = time.perf_counter()
     _check_common(args)
     samples = _length_samples(args)
     outputs = _outputs(args)
-    if args.daemon:
-        from bridge.client import generate_via_daemon
 
-        audio = generate_via_daemon(args.daemon, "generate", prompt=args.prompt, samples=samples, args=args)
-    else:
-        pipeline = _pipeline(args)
-        bar = _Bar(args.quiet, "sampling")
-        try:
-            audio = pipeline.generate(
-                args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar
-            )
-        finally:
-            bar.close()
-    _write(args, outputs, audio, args.prompt, started)
-    return 0
+    def in_process(pipeline, bar):
+        return pipeline.generate(args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar)
+
+    return _render(args, started, outputs, "sampling", "generate", in_process, samples=samples)
 
 
 def _regions(args, total: int):
-    from ..pipeline import Region
+    from ..pipeline import Region, check_regions
 
     meter = timebase.Meter.parse(args.meter)
     regions = []
     for text in args.region:
         start, end = timebase.parse_region(text, args.bpm, meter)
         regions.append(Region.from_seconds(start, end))
-    return regions
+    return check_regions(regions, total)
 
 
 def run_inpaint(args) -> int:
-    from ..pipeline import Pipeline  # noqa: F401  (fail early if the library is broken)
-
     started = time.perf_counter()
     _check_common(args)
     audio = load_audio(args.input)
-    regions = _regions(args, audio.shape[1])
+    regions = _regions(args, audio.shape[1])  # checked against the file before any model loads
     outputs = _outputs(args)
-    if args.daemon:
-        from bridge.client import generate_via_daemon
 
-        result = generate_via_daemon(
-            args.daemon, "inpaint", prompt=args.prompt, args=args, audio=audio, regions=regions
-        )
-        _write(args, outputs, result, args.prompt, started)
-        return 0
-    pipeline = _pipeline(args)
-    pipeline._check_regions(regions, audio.shape[1])  # before any sampling
-    bar = _Bar(args.quiet, "inpainting")
-    try:
-        result = pipeline.inpaint(
+    def in_process(pipeline, bar):
+        return pipeline.inpaint(
             audio, args.prompt, regions, args.steps, args.cfg, args.seed, args.variations, progress=bar
         )
-    finally:
-        bar.close()
-    _write(args, outputs, result, args.prompt, started)
-    return 0
+
+    return _render(args, started, outputs, "inpainting", "inpaint", in_process, audio=audio, regions=regions)
 
 
 def run_continue(args) -> int:
@@ -242,21 +236,10 @@ def run_continue(args) -> int:
     audio = load_audio(args.input)
     samples = _length_samples(args)
     outputs = _outputs(args)
-    if args.daemon:
-        from bridge.client import generate_via_daemon
 
-        result = generate_via_daemon(
-            args.daemon, "continue", prompt=args.prompt, samples=samples, args=args, audio=audio
-        )
-        _write(args, outputs, result, args.prompt, started)
-        return 0
-    pipeline = _pipeline(args)
-    bar = _Bar(args.quiet, "continuing")
-    try:
-        result = pipeline.continue_(
+    def in_process(pipeline, bar):
+        return pipeline.continue_(
             audio, args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar
         )
-    finally:
-        bar.close()
-    _write(args, outputs, result, args.prompt, started)
-    return 0
+
+    return _render(args, started, outputs, "continuing", "continue", in_process, samples=samples, audio=audio)
