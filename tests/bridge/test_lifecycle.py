@@ -28,7 +28,9 @@ def _wait_step(client: Client, job_id: str, timeout: float = 60.0) -> None:
 @pytest.mark.parametrize("policy", ["finish", "cancel"])
 def test_sigterm_exits_zero_and_tells_clients(start_daemon, policy):
     daemon = start_daemon("--on-shutdown", policy, "--threads", "1")
-    job = {"seconds": 1.0, "steps": 3} if policy == "finish" else LONG_JOB
+    # The running job must still be running when SIGTERM lands, even on a fast idle machine
+    # (3 steps of 1 s finished before the signal there and the queued job then ran too).
+    job = {"seconds": 2.0, "steps": 30} if policy == "finish" else LONG_JOB
     with Client(daemon.endpoint, silence=30.0) as client, Client(daemon.endpoint) as bystander:
         bystander.ping()  # a connected client with no job is told too
         running = client.submit("generate", "outro", **job)
