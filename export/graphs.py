@@ -98,7 +98,9 @@ class SAMEDecoderGraph(nn.Module):
         s = self.same
         B, _, frames = latents.shape
         heads = s.from_latent(latents.transpose(1, 2))[:, :, None]  # (B, F, 1, width)
-        outputs = s.outputs.expand(B, frames, -1, -1)  # (B, F, stride, width)
+        outputs = (
+            s.outputs + heads
+        )  # (B, F, stride, width): the frame's latent goes to every output token (as SAME._decode_frames)
         sequence = local_transformer(s.decoder, torch.cat([heads, outputs], dim=2))  # (B, F, 1+stride, width)
         patches = s.patch_out(s.decoder_norm(sequence[:, :, 1:]))  # (B, F, stride, 2*patch)
         patches = patches.reshape(B, frames * s.stride, CHANNELS, s.config.patch)  # (B, F*stride, 2, patch)

@@ -126,7 +126,10 @@ class SAME(nn.Module):
         """latents [B, 256, F] -> audio [B, 2, F*4096]."""
         B, _, frames = latents.shape
         heads = self.from_latent(latents.transpose(1, 2))[:, :, None]  # (B, F, 1, width)
-        outputs = self.outputs.to(heads.dtype).expand(B, frames, -1, -1)  # (B, F, stride, width)
+        # Each output token also carries its frame's latent directly: reached through attention
+        # alone, the latent was diluted over the window and the decoder learned to ignore it
+        # (decode(z1) - decode(z2) fell to 0.7 % of the signal after 500 training steps).
+        outputs = self.outputs.to(heads.dtype) + heads  # (B, F, stride, width)
         sequence = self.decoder(torch.cat([heads, outputs], dim=2))  # (B, F, 1+stride, width)
         patches = self.patch_out(self.decoder_norm(sequence[:, :, 1:]))  # (B, F, stride, 2*patch)
         patches = patches.float().reshape(B, frames * self.stride, CHANNELS, self.config.patch)
