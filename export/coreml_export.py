@@ -67,8 +67,7 @@ class CoreMLDecoderGraph(nn.Module):
         s, module = self.same, self.same.decoder
         W, windows = module.window_frames, latents.shape[2]
         half, frames = W // 2, windows * W
-        heads = s.from_latent(latents.reshape(1, timebase.LATENT_CHANNELS, frames).transpose(1, 2))[:, :, None]
-        x = torch.cat([heads, heads + s.outputs], dim=2)  # (1, F, 1+stride, width): latent on every output token
+        x = s.decoder_tokens(latents.reshape(1, timebase.LATENT_CHANNELS, frames))  # (1, F, 1+stride, width)
         T, width = x.shape[2], x.shape[3]
         valid = frame_valid.reshape(1, frames)
         keep = valid.reshape(1, frames, 1, 1) > 0.5

@@ -97,11 +97,7 @@ class SAMEDecoderGraph(nn.Module):
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         s = self.same
         B, _, frames = latents.shape
-        heads = s.from_latent(latents.transpose(1, 2))[:, :, None]  # (B, F, 1, width)
-        outputs = (
-            s.outputs + heads
-        )  # (B, F, stride, width): the frame's latent goes to every output token (as SAME._decode_frames)
-        sequence = local_transformer(s.decoder, torch.cat([heads, outputs], dim=2))  # (B, F, 1+stride, width)
+        sequence = local_transformer(s.decoder, s.decoder_tokens(latents))  # (B, F, 1+stride, width)
         patches = s.patch_out(s.decoder_norm(sequence[:, :, 1:]))  # (B, F, stride, 2*patch)
         patches = patches.reshape(B, frames * s.stride, CHANNELS, s.config.patch)  # (B, F*stride, 2, patch)
         return patches.permute(0, 2, 1, 3).reshape(B, CHANNELS, frames * SAMPLES_PER_FRAME)  # (B, 2, F*4096)

@@ -122,15 +122,21 @@ class SAME(nn.Module):
         latents = self.to_latent(self.encoder_norm(sequence[:, :, -1]))  # (B, F, 256)
         return self.latent_norm(latents.transpose(1, 2).float())  # (B, 256, F)
 
+    def decoder_tokens(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [B, 256, F] -> the decoder TRB's input [B, F, 1+stride, width] (shared with the export graphs).
+
+        Each output token also carries its frame's latent directly: reached through attention
+        alone, the latent was diluted over the window and the decoder learned to ignore it
+        (decode(z1) - decode(z2) fell to 0.7 % of the signal after 500 training steps).
+        """
+        heads = self.from_latent(latents.transpose(1, 2))[:, :, None]  # (B, F, 1, width)
+        outputs = self.outputs.to(heads.dtype) + heads  # (B, F, stride, width)
+        return torch.cat([heads, outputs], dim=2)
+
     def _decode_frames(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B, 256, F] -> audio [B, 2, F*4096]."""
         B, _, frames = latents.shape
-        heads = self.from_latent(latents.transpose(1, 2))[:, :, None]  # (B, F, 1, width)
-        # Each output token also carries its frame's latent directly: reached through attention
-        # alone, the latent was diluted over the window and the decoder learned to ignore it
-        # (decode(z1) - decode(z2) fell to 0.7 % of the signal after 500 training steps).
-        outputs = self.outputs.to(heads.dtype) + heads  # (B, F, stride, width)
-        sequence = self.decoder(torch.cat([heads, outputs], dim=2))  # (B, F, 1+stride, width)
+        sequence = self.decoder(self.decoder_tokens(latents))  # (B, F, 1+stride, width)
         patches = self.patch_out(self.decoder_norm(sequence[:, :, 1:]))  # (B, F, stride, 2*patch)
         patches = patches.float().reshape(B, frames * self.stride, CHANNELS, self.config.patch)
         return patches.permute(0, 2, 1, 3).reshape(B, CHANNELS, frames * SAMPLES_PER_FRAME)  # (B, 2, F*4096)
