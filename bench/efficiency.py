@@ -22,7 +22,8 @@ per chunk of f frames plus its context (SAME decodes long inputs in chunks with
 ``receptive_frames`` of context per side), and per layer on the frames padded to whole
 windows (shifted by W/2 in odd layers)::
 
-    from_latent 2*f*256*w  +  patch_out 2*f*stride*w*2*patch
+    from_latent 2*f*256*w  +  patch_out 2*f*stride*w*2*2*bins  +  inverse DFT 2*f*stride*2*2*bins*4*patch
+    (bins = 2*patch + 1: each output token predicts a 4-patch spectrum per channel)
     per layer on P padded frames (n = P*(stride+1) tokens, windows of s = W*(stride+1)):
         qkv 6*n*w^2 + out 2*n*w^2 + attention 4*n*s*w + SwiGLU 6*n*w*m
 
@@ -70,7 +71,10 @@ def _decoder_run_flops(config: SAMEConfig, frames: int) -> int:
     w, m, W = config.width, config.mlp_hidden, config.window_frames
     stride = timebase.SAMPLES_PER_FRAME // config.patch
     per_frame = stride + 1
-    total = 2 * frames * timebase.LATENT_CHANNELS * w + 2 * frames * stride * w * 2 * config.patch
+    bins = 2 * config.patch + 1
+    tokens = frames * stride
+    total = 2 * frames * timebase.LATENT_CHANNELS * w + 2 * tokens * w * 2 * 2 * bins  # from_latent, patch_out
+    total += 2 * tokens * 2 * (2 * bins) * (4 * config.patch)  # inverse DFT of both channels
     for layer in range(config.decoder_layers):
         shift = 0 if layer % 2 == 0 else W // 2
         padded = math.ceil((shift + frames) / W) * W
@@ -85,8 +89,10 @@ def same_decode_flops(config: SAMEConfig, frames: int, chunk_frames: int | None 
     chunk = config.chunk_frames if chunk_frames is None else chunk_frames
     if not chunk or frames <= chunk:
         return _decoder_run_flops(config, frames)
-    context = config.decoder_layers * config.window_frames  # receptive frames of the decoder
-    context = max(context, config.encoder_layers * config.window_frames)  # SAME uses the larger of the two
+    # SAME.receptive_frames: the larger reach of the two halves, + 1 frame for the spectral
+    # windows, rounded up to whole attention windows
+    reach = max(config.decoder_layers, config.encoder_layers) * config.window_frames + 1
+    context = -(-reach // config.window_frames) * config.window_frames
     total = 0
     for start in range(0, frames, chunk):
         end = min(frames, start + chunk)

@@ -83,9 +83,7 @@ class CoreMLDecoderGraph(nn.Module):
             if shifted:
                 out = out[:, half : half + frames]  # (1, F, T, width)
             x = torch.where(keep, out, torch.zeros_like(out))  # a window of padding only gives NaN: reset to zero
-        patches = s.patch_out(s.decoder_norm(x[:, :, 1:]))  # (1, F, stride, 2*patch)
-        patches = patches.reshape(1, frames * s.stride, timebase.CHANNELS, s.config.patch)  # (1, F*stride, 2, patch)
-        return patches.permute(0, 2, 1, 3).reshape(1, timebase.CHANNELS, frames * timebase.SAMPLES_PER_FRAME)
+        return s.tokens_to_audio(x[:, :, 1:], valid)  # (1, 2, F*4096), silent past the real frames
 
 
 def decoder_inputs(latents: torch.Tensor, window_frames: int) -> tuple[torch.Tensor, torch.Tensor]:

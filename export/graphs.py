@@ -28,7 +28,6 @@ from sa3core.models.dit import Condition, DiT
 from sa3core.models.same import SAME
 from sa3core.modules import attention
 from sa3core.modules.transformer import LocalTransformer
-from sa3core.timebase import CHANNELS, SAMPLES_PER_FRAME
 
 
 def _always_masked(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -76,13 +75,7 @@ class SAMEEncoderGraph(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         s = self.same
-        B = audio.shape[0]
-        frames = audio.shape[2] // SAMPLES_PER_FRAME
-        patches = audio.reshape(B, CHANNELS, frames * s.stride, s.config.patch)  # (B, 2, F*stride, patch)
-        patches = patches.permute(0, 2, 1, 3).reshape(B, frames, s.stride, CHANNELS * s.config.patch)
-        tokens = s.patch_in(patches) + s.patch_position  # (B, F, stride, width)
-        summary = s.summary.expand(B, frames, 1, -1)  # (B, F, 1, width)
-        sequence = local_transformer(s.encoder, torch.cat([tokens, summary], dim=2))  # (B, F, stride+1, width)
+        sequence = local_transformer(s.encoder, s.encoder_tokens(audio))  # (B, F, stride+1, width)
         latents = s.to_latent(s.encoder_norm(sequence[:, :, -1]))  # (B, F, 256)
         return s.latent_norm(latents.transpose(1, 2))  # (B, 256, F)
 
@@ -96,11 +89,8 @@ class SAMEDecoderGraph(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         s = self.same
-        B, _, frames = latents.shape
         sequence = local_transformer(s.decoder, s.decoder_tokens(latents))  # (B, F, 1+stride, width)
-        patches = s.patch_out(s.decoder_norm(sequence[:, :, 1:]))  # (B, F, stride, 2*patch)
-        patches = patches.reshape(B, frames * s.stride, CHANNELS, s.config.patch)  # (B, F*stride, 2, patch)
-        return patches.permute(0, 2, 1, 3).reshape(B, CHANNELS, frames * SAMPLES_PER_FRAME)  # (B, 2, F*4096)
+        return s.tokens_to_audio(sequence[:, :, 1:])  # (B, 2, F*4096)
 
 
 class DiTConditionGraph(nn.Module):

@@ -14,6 +14,10 @@ import torch
 
 from sa3core.errors import Sa3Error
 
+# The encoder's log-magnitude front end turns float32 summation-order differences of its DFT in
+# near-silent bins into latent differences of ~1e-4 (float32 eager agrees with float64 eager to
+# 1e-7: this is onnxruntime's order, not an export error), so its check is 10x looser.
+PART_TOLERANCE_FACTOR = {"same_encoder": 10.0}
 CHECK_FRAMES = (3, 17)  # two lengths that differ from the traced one and from each other (17: not a window multiple)
 CHECK_TOKENS = (4, 9)
 
@@ -76,5 +80,6 @@ def verify_onnx(folder: Path, manifest, autoencoder, dit) -> None:
             feeds = {s.name: t.numpy() for s, t in zip(spec.inputs, inputs, strict=True)}
             got = session.run(None, feeds)
             want = torch_reference(part, autoencoder, dit, inputs)
-            worst = max(worst, compare(part, got, want, manifest.tolerance, f"at {frames} frames"))
+            tolerance = manifest.tolerance * PART_TOLERANCE_FACTOR.get(part, 1.0)
+            worst = max(worst, compare(part, got, want, tolerance, f"at {frames} frames"))
         spec.checked_max_abs_diff = worst

@@ -2,14 +2,23 @@
 
 Shape of the model (SAME-S style, sizes from :class:`SAMEConfig`):
 
-    audio [B, 2, S] --pad to F*4096--> patches of `patch` samples x 2 channels [B, F*stride, 2*patch]
-      --linear--> tokens; each latent frame owns `stride` = 4096/patch patch tokens
+    audio [B, 2, S] --pad to F*4096--> patch tokens of `patch` samples; each latent frame owns
+      `stride` = 4096/patch of them. A token's input is its raw stereo patch plus the log
+      magnitude spectrum (both channels) of a Hann window 4 patches long around it
+      (:func:`spectral_frames`): loudness and pitch are then linear in the input, which the
+      raw waveform alone is not, and the encoder no longer collapses to a near-constant latent.
     encoder Transformer Resampling Block: after every group of `stride` patch tokens one learned
       *summary* token is interleaved -> [B, F, stride+1, width]; local attention; keep the summaries
       -> [B, F, width] -> linear -> 256 channels -> running-statistics normalisation -> latents [B, 256, F]
     decoder TRB: each latent token (linear to width) is followed by `stride` learned *output*
-      tokens -> [B, F, 1+stride, width]; local attention; keep the output tokens -> linear -> patches
-      -> audio [B, 2, F*4096]
+      tokens -> [B, F, 1+stride, width]; local attention; keep the output tokens; each predicts a
+      short-time spectrum per channel (log magnitude and phase of the same 4-patch window), which
+      an inverse DFT and windowed overlap-add at hop `patch` turn into audio [B, 2, F*4096]
+      (:meth:`SAME.tokens_to_audio`, a Vocos-style head: smooth joins between tokens and a
+      magnitude the loss reaches directly).
+
+The DFTs are matrix products with fixed bases, so the export graphs (ONNX, Core ML) run
+exactly the eager code and need no FFT operator.
 
 Attention is local (windows of a few latent frames, shifted by half a window in alternate
 layers, see :mod:`sa3core.modules.transformer`), so cost and memory grow linearly with length.
@@ -25,6 +34,7 @@ path (gradients, statistics updates).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -39,6 +49,48 @@ from ..errors import Sa3Error
 from ..modules.norm import RMSNorm, RunningNorm
 from ..modules.transformer import LocalTransformer
 from ..timebase import CHANNELS, LATENT_CHANNELS, SAMPLES_PER_FRAME, samples_to_frames
+
+SPECTRAL_PATCHES = 4  # the front end's and the head's window spans 4 patches (hop = 1 patch)
+POWER_SCALE = 1e8  # the front end's floor on |X|^2 is 1 / POWER_SCALE (-80 dB re |X| = 1)
+LOG_POWER_SCALE = 18.420680743952367  # log(POWER_SCALE)
+MAX_LOG_MAGNITUDE = 8.0  # the head's log magnitudes are clamped here (|X| = 2981, far above full scale)
+
+
+def dft_bases(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real-DFT bases for ``size`` samples, float32: ``forward [size, 2*bins]`` (x @ forward =
+    [re, im] of rfft) and ``inverse [2*bins, size]`` ([re, im] @ inverse = irfft), bins = size/2+1."""
+    bins = size // 2 + 1
+    angle = 2.0 * torch.pi * torch.arange(bins, dtype=torch.float64)[:, None] * torch.arange(size)[None, :] / size
+    forward = torch.cat([angle.cos(), -angle.sin()], dim=0).T  # (size, 2*bins)
+    weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
+    weight[0] = weight[-1] = 1.0  # DC and Nyquist appear once in the full spectrum
+    inverse = torch.cat([weight * angle.cos(), -weight * angle.sin()], dim=0) / size  # (2*bins, size)
+    return forward.float(), inverse.float()
+
+
+def spectral_frames(patches: torch.Tensor) -> torch.Tensor:
+    """patches [..., N, P] -> frames [..., N, 4P]: frame n spans patches n-2 .. n+1 (zeros past the ends)."""
+    padded = F.pad(patches, (0, 0, 2, 1))  # (..., N+3, P)
+    N = patches.shape[-2]
+    return torch.cat([padded[..., j : j + N, :] for j in range(SPECTRAL_PATCHES)], dim=-1)
+
+
+def overlap_add(frames: torch.Tensor) -> torch.Tensor:
+    """frames [..., N, 4P] (frame n spans patches n-2 .. n+1) -> audio [..., N*P]; the inverse
+    layout of :func:`spectral_frames`, summing the 4 frames that cover each patch."""
+    *lead, N, span = frames.shape
+    P = span // SPECTRAL_PATCHES
+    blocks = F.pad(frames.reshape(*lead, N, SPECTRAL_PATCHES, P), (0, 0, 0, 0, 1, 2))  # (..., N+3, 4, P)
+    # patch b receives block j of frame b + 2 - j, which sits at padded row b + 3 - j
+    out = sum(blocks[..., 3 - j : 3 - j + N, j, :] for j in range(SPECTRAL_PATCHES))  # (..., N, P)
+    return out.reshape(*lead, N * P)
+
+
+def float32_region(tensor: torch.Tensor):
+    """A context with autocast off where it is on (the DFTs need float32: bf16 keeps ~3 digits of
+    a spectrum whose bins span 80 dB); a no-op otherwise, so the export graphs hold no autocast."""
+    device = tensor.device.type
+    return torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else contextlib.nullcontext()
 
 
 @dataclass
@@ -83,7 +135,15 @@ class SAME(nn.Module):
         self.stride = SAMPLES_PER_FRAME // config.patch  # patch tokens per latent frame
         trb = dict(width=width, heads=config.heads, mlp_hidden=config.mlp_hidden, window_frames=config.window_frames)
 
-        self.patch_in = nn.Linear(CHANNELS * config.patch, width)
+        window = SPECTRAL_PATCHES * config.patch
+        self.bins = window // 2 + 1
+        forward_basis, inverse_basis = dft_bases(window)
+        self.register_buffer("window", torch.hann_window(window, periodic=True), persistent=False)
+        self.register_buffer("dft_forward", forward_basis, persistent=False)
+        self.register_buffer("dft_inverse", inverse_basis, persistent=False)
+
+        # a token's input: its raw stereo patch and the log magnitude spectrum of both channels
+        self.patch_in = nn.Linear(CHANNELS * (config.patch + self.bins), width)
         self.patch_position = nn.Parameter(torch.randn(self.stride, width) * 0.02)  # where in its frame a patch sits
         self.summary = nn.Parameter(torch.randn(width) * 0.02)  # the encoder's per-frame summary token
         self.encoder = LocalTransformer(layers=config.encoder_layers, tokens_per_frame=self.stride + 1, **trb)
@@ -95,7 +155,7 @@ class SAME(nn.Module):
         self.outputs = nn.Parameter(torch.randn(self.stride, width) * 0.02)  # the decoder's learned output tokens
         self.decoder = LocalTransformer(layers=config.decoder_layers, tokens_per_frame=self.stride + 1, **trb)
         self.decoder_norm = RMSNorm(width)
-        self.patch_out = nn.Linear(width, CHANNELS * config.patch)
+        self.patch_out = nn.Linear(width, CHANNELS * 2 * self.bins)  # per channel: log magnitude, phase
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -110,17 +170,54 @@ class SAME(nn.Module):
                 nn.init.normal_(block.mlp.down.weight, std=0.02 / (2 * len(transformer.blocks)) ** 0.5)
 
     # ---- the two halves on whole frames (no padding, no chunking) ----
+    def encoder_tokens(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio [B, 2, F*4096] -> the encoder TRB's input [B, F, stride+1, width] (shared with the export graphs)."""
+        B, _, samples = audio.shape
+        frames, P = samples // SAMPLES_PER_FRAME, self.config.patch
+        patches = audio.float().reshape(B, CHANNELS, frames * self.stride, P)  # (B, 2, N, P), N = F*stride
+        with float32_region(audio):
+            spectra = (spectral_frames(patches) * self.window) @ self.dft_forward  # (B, 2, N, 2*bins): re, im
+            power = spectra[..., : self.bins].square() + spectra[..., self.bins :].square()
+            # 0.125 log(|X|^2 + 1e-8), scaled to about unit size. Written as log(1e8 |X|^2 + 1) - log(1e8),
+            # the same number: the ONNX exporter's optimiser drops "+ 1e-8" as an add of zero,
+            # which turns silent bins into -inf.
+            log_magnitude = 0.125 * (torch.log(power * POWER_SCALE + 1.0) - LOG_POWER_SCALE)
+        features = torch.cat([patches, log_magnitude], dim=-1)  # (B, 2, N, P + bins)
+        features = features.permute(0, 2, 1, 3).reshape(B, frames, self.stride, CHANNELS * (P + self.bins))
+        tokens = self.patch_in(features) + self.patch_position  # (B, F, stride, width)
+        summary = self.summary.to(tokens.dtype).expand(B, frames, 1, -1)  # (B, F, 1, width)
+        return torch.cat([tokens, summary], dim=2)
+
     def _encode_frames(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [B, 2, F*4096] -> normalised latents [B, 256, F]."""
-        B, _, samples = audio.shape
-        frames = samples // SAMPLES_PER_FRAME
-        patches = audio.reshape(B, CHANNELS, frames * self.stride, self.config.patch)  # (B, 2, F*stride, patch)
-        patches = patches.permute(0, 2, 1, 3).reshape(B, frames, self.stride, CHANNELS * self.config.patch)
-        tokens = self.patch_in(patches) + self.patch_position  # (B, F, stride, width)
-        summary = self.summary.to(tokens.dtype).expand(B, frames, 1, -1)  # (B, F, 1, width)
-        sequence = self.encoder(torch.cat([tokens, summary], dim=2))  # (B, F, stride+1, width)
+        sequence = self.encoder(self.encoder_tokens(audio))  # (B, F, stride+1, width)
         latents = self.to_latent(self.encoder_norm(sequence[:, :, -1]))  # (B, F, 256)
         return self.latent_norm(latents.transpose(1, 2).float())  # (B, 256, F)
+
+    def tokens_to_audio(self, outputs: torch.Tensor, frame_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's output tokens [B, F, stride, width] -> audio float32 [B, 2, F*4096] (shared with export).
+
+        Each token predicts, per channel, the log magnitude and the phase of a 4-patch spectrum;
+        the inverse DFT, a Hann synthesis window and overlap-add at hop ``patch`` (normalised by
+        the summed window, so every sample gets unit gain) give the waveform. ``frame_valid``
+        (float [B, F], 1 = real frame) lets a graph padded to whole windows (Core ML) leave its
+        padding frames out of the overlap-add, so the real samples equal an unpadded decode.
+        """
+        B, frames, stride, _ = outputs.shape
+        N = frames * stride
+        spectra = self.patch_out(self.decoder_norm(outputs)).float()  # (B, F, stride, 2 * 2 * bins)
+        spectra = spectra.reshape(B, N, CHANNELS, 2, self.bins).transpose(1, 2)  # (B, 2, N, 2, bins)
+        with float32_region(outputs):
+            magnitude = torch.exp(spectra[..., 0, :].clamp(max=MAX_LOG_MAGNITUDE))
+            phase = spectra[..., 1, :]
+            spectrum = torch.cat([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=-1)
+            frames_out = (spectrum @ self.dft_inverse) * self.window  # (B, 2, N, 4P)
+            window = self.window.expand(N, -1)  # (N, 4P)
+            if frame_valid is not None:
+                valid = frame_valid.float().repeat_interleave(stride, dim=1)[:, None, :, None]  # (B, 1, N, 1)
+                frames_out, window = frames_out * valid, window * valid
+            gain = overlap_add(window)  # (N*P,) or (B, 1, N*P): the summed window at every sample
+            return overlap_add(frames_out) / gain.clamp_min(1e-3)
 
     def decoder_tokens(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B, 256, F] -> the decoder TRB's input [B, F, 1+stride, width] (shared with the export graphs).
@@ -135,11 +232,8 @@ class SAME(nn.Module):
 
     def _decode_frames(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B, 256, F] -> audio [B, 2, F*4096]."""
-        B, _, frames = latents.shape
         sequence = self.decoder(self.decoder_tokens(latents))  # (B, F, 1+stride, width)
-        patches = self.patch_out(self.decoder_norm(sequence[:, :, 1:]))  # (B, F, stride, 2*patch)
-        patches = patches.float().reshape(B, frames * self.stride, CHANNELS, self.config.patch)
-        return patches.permute(0, 2, 1, 3).reshape(B, CHANNELS, frames * SAMPLES_PER_FRAME)  # (B, 2, F*4096)
+        return self.tokens_to_audio(sequence[:, :, 1:])  # (B, 2, F*4096)
 
     # ---- training path ----
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,7 +269,10 @@ class SAME(nn.Module):
     @property
     def receptive_frames(self) -> int:
         """Context (in latent frames, per side) that makes chunked processing exact."""
-        return max(self.encoder.receptive_frames, self.decoder.receptive_frames)
+        # + 1: the spectral windows reach 2 patches into the neighbouring frames; rounded up to
+        # whole attention windows so that a chunk with this context still starts on the window grid
+        reach = max(self.encoder.receptive_frames, self.decoder.receptive_frames) + 1
+        return -(-reach // self.config.window_frames) * self.config.window_frames
 
     def _chunked(self, run, x: torch.Tensor, frames: int, in_per_frame: int, out_per_frame: int, chunk_frames):
         """Apply ``run`` to slices of ``x`` (last axis, ``in_per_frame`` units per frame) and join.

@@ -16,7 +16,7 @@ import torch
 from export.manifest import read_manifest
 from export.onnx_backend import OnnxBackend, open_session
 from export.onnx_export import inputs_at
-from export.verify import compare, torch_reference, verify_onnx
+from export.verify import PART_TOLERANCE_FACTOR, compare, torch_reference, verify_onnx
 from sa3core import timebase
 from sa3core.errors import Sa3Error
 from sa3core.pipeline import Pipeline, Region
@@ -43,7 +43,9 @@ def test_each_part_matches_torch(micro_export, torch_parts, part, seconds):
     got = open_session(micro_export / spec.file).run(None, {s.name: t.numpy() for s, t in zip(spec.inputs, inputs)})
     want = torch_reference(part, autoencoder, dit, inputs)
     assert [g.shape for g in got] == [w.shape for w in want]
-    assert compare(part, got, want, 1e-5, f"{seconds} s") < 1e-4
+    # 10x tighter than the export's own check (the encoder's is looser, see PART_TOLERANCE_FACTOR)
+    tolerance = manifest.tolerance * PART_TOLERANCE_FACTOR.get(part, 1.0) / 10
+    assert compare(part, got, want, tolerance, f"{seconds} s") < 1e-3
 
 
 def test_manifest_describes_the_files(micro_export, torch_parts):
@@ -53,9 +55,9 @@ def test_manifest_describes_the_files(micro_export, torch_parts):
     assert manifest.dit["depth"] == 2 and manifest.same["decoder_layers"] == 2
     assert manifest.timebase["samples_per_frame"] == timebase.SAMPLES_PER_FRAME
     assert manifest.codec["receptive_frames"] == torch_parts[0].receptive_frames
-    for spec in manifest.parts.values():
+    for name, spec in manifest.parts.items():
         assert (micro_export / spec.file).exists()
-        assert 0 <= spec.checked_max_abs_diff < manifest.tolerance
+        assert 0 <= spec.checked_max_abs_diff < manifest.tolerance * PART_TOLERANCE_FACTOR.get(name, 1.0)
     assert manifest.parts["dit_step"].inputs[0].shape == ["batch", 256, "frames"]
 
 

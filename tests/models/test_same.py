@@ -5,7 +5,16 @@ import torch
 
 from sa3core.checkpoint import load_model, save_model
 from sa3core.errors import Sa3Error
-from sa3core.models.same import SAME, SAMEConfig, model_identity, parameter_count, same_preset
+from sa3core.models.same import (
+    SAME,
+    SAMEConfig,
+    dft_bases,
+    model_identity,
+    overlap_add,
+    parameter_count,
+    same_preset,
+    spectral_frames,
+)
 from sa3core.timebase import SAMPLE_RATE, samples_to_frames
 
 # a 2-block model keeps the long-length checks fast; the presets are checked for size separately
@@ -116,3 +125,21 @@ def test_bad_shapes_are_refused(model):
         model.encode(torch.zeros(1, 1, 100))
     with pytest.raises(Sa3Error, match="latents"):
         model.decode(torch.zeros(1, 64, 3))
+
+
+def test_dft_bases_match_torch_fft():
+    forward, inverse = dft_bases(64)
+    x = torch.randn(3, 64, dtype=torch.float32)
+    spectrum = torch.fft.rfft(x)
+    assert torch.allclose(x @ forward, torch.cat([spectrum.real, spectrum.imag], dim=-1), atol=1e-4)
+    assert torch.allclose((x @ forward) @ inverse, x, atol=1e-5)
+
+
+def test_overlap_add_inverts_spectral_frames_with_the_window_gain():
+    """Frames of 4 patches at hop 1 patch, Hann-windowed and overlap-added, divided by the summed
+    window: every sample comes back, the first and last patches (partial overlap) included."""
+    patches = torch.randn(2, 7, 16)
+    window = torch.hann_window(64, periodic=True)
+    gain = overlap_add(window.expand(7, -1))
+    assert gain.min() > 0.4 and torch.allclose(gain[32:-64], torch.full_like(gain[32:-64], 2.0))
+    assert torch.allclose(overlap_add(spectral_frames(patches) * window) / gain, patches.reshape(2, -1), atol=1e-6)
