@@ -7,6 +7,11 @@ random crop of ``data.segment_frames`` latent frames (shorter files are zero-pad
 
 Losses: :class:`sa3core.losses.AutoencoderLoss` with ``loss`` weights (MR-STFT, IFGD, chroma and
 ILD heads on; adversarial and contrastive off). Final EMA weights go to ``OUT/same.safetensors``.
+
+Fine-tuning: ``init`` starts from a ``same.safetensors``; ``train: decoder`` freezes the encoder
+and its latent statistics, so the latent space (and any corpus already encoded with it, and a
+DiT trained on that corpus) stays valid while the decoder keeps learning. The shipped recipe
+uses it to train the decoder with the mel loss at the same time as the flow stage.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ from torch import nn
 
 from sa3core import config as cfg
 from sa3core.audio import to_model_audio
-from sa3core.checkpoint import save_model
+from sa3core.checkpoint import load_model, save_model
 from sa3core.errors import Sa3Error
 from sa3core.losses import AutoencoderLoss, LossInputs, LossWeights, MultiResolutionSTFTLoss
-from sa3core.models.same import SAME, SAMEConfig, same_preset
+from sa3core.models.same import SAME, SAMEConfig, pad_to_frames, same_preset
 from sa3core.timebase import SAMPLE_RATE, frames_to_samples
 
 from . import TRAINERS
@@ -45,6 +50,8 @@ class DataConfig:
 class AutoencoderConfig:
     preset: str = "tiny"  # SAME size preset
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's SAMEConfig fields
+    init: str = ""  # a same.safetensors to start from ("" = random init; its config replaces preset/model)
+    train: str = "all"  # "all" or "decoder" (encoder and latent statistics frozen)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     loop: LoopConfig = field(default_factory=LoopConfig)
@@ -91,16 +98,34 @@ class AudioFiles:
         return torch.nn.functional.pad(audio, (0, samples - audio.shape[-1]))
 
 
-class AutoencoderWithLosses(nn.Module):
-    """The trained module: SAME plus the loss terms (some have heads); forward returns the losses."""
+ENCODER_PARTS = ("patch_in", "patch_position", "summary", "encoder", "encoder_norm", "to_latent", "latent_norm")
 
-    def __init__(self, same: SAME, weights: LossWeights) -> None:
+
+class AutoencoderWithLosses(nn.Module):
+    """The trained module: SAME plus the loss terms (some have heads); forward returns the losses.
+
+    ``decoder_only``: the encoder's parameters are frozen and its pass runs without gradients
+    (so the latent running statistics do not move either).
+    """
+
+    def __init__(self, same: SAME, weights: LossWeights, decoder_only: bool = False) -> None:
         super().__init__()
         self.same = same
         self.losses = AutoencoderLoss(weights)
+        self.decoder_only = decoder_only
+        if decoder_only:
+            for name in ENCODER_PARTS:
+                part = getattr(same, name)
+                for param in part.parameters() if isinstance(part, nn.Module) else [part]:
+                    param.requires_grad_(False)
 
     def forward(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
-        latents, reconstruction = self.same(audio)
+        if not self.decoder_only:
+            latents, reconstruction = self.same(audio)
+        else:
+            with torch.no_grad():
+                latents = self.same._encode_frames(pad_to_frames(audio))
+            reconstruction = self.same._decode_frames(latents)[..., : audio.shape[-1]]
         return self.losses(LossInputs(audio, reconstruction, latents))
 
 
@@ -115,7 +140,9 @@ class AutoencoderTrainer(Trainer):
         self.eval_loss = MultiResolutionSTFTLoss().to(self.device)
 
     def build_model(self) -> nn.Module:
-        return AutoencoderWithLosses(SAME(self.config.same_config()), self.config.loss)
+        config = self.config
+        same = load_model(config.init, expect_kind="same")[0].train() if config.init else SAME(config.same_config())
+        return AutoencoderWithLosses(same, config.loss, decoder_only=config.train == "decoder")
 
     def get_batch(self, step: int, micro: int, generator: torch.Generator) -> torch.Tensor:
         if self.files is None:
@@ -157,4 +184,12 @@ def load_config(config_path: str | None) -> AutoencoderConfig:
 def run(config_path: str | None, out_dir: str, resume: bool) -> None:
     config = load_config(config_path)
     config.same_config()  # validate the model overrides before any work
+    if config.train not in ("all", "decoder"):
+        raise Sa3Error(f"autoencoder config train {config.train!r} must be 'all' or 'decoder'")
+    if config.train == "decoder" and not config.init:
+        raise Sa3Error("train: decoder fine-tunes a trained autoencoder; set init: to its same.safetensors")
+    if config.init and config.model:
+        raise Sa3Error(f"`model:` overrides cannot change the autoencoder loaded from {config.init!r}; remove them")
+    if config.init and not Path(config.init).is_file():
+        raise Sa3Error(f"autoencoder init {config.init!r} does not exist; train the autoencoder first")
     AutoencoderTrainer(config, out_dir, resume).fit()

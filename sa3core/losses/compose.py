@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import Sa3Error
 from ..registry import Registry
 from .music import ChromaLoss, ILDLoss
-from .spectral import MultiResolutionSTFTLoss, PhaseLoss
+from .spectral import MultiResolutionMelLoss, MultiResolutionSTFTLoss, PhaseLoss
 
 LOSS_TERMS: Registry[type[nn.Module]] = Registry("loss term")
 
@@ -43,6 +43,7 @@ class LossWeights:
     stft: float = 1.0  # multi-resolution STFT, K-weighted, mid/side + left/right
     phase: float = 0.1  # IFGD
     waveform: float = 0.0  # L1 on samples
+    mel: float = 0.0  # multi-resolution log-mel L1 (weighs the bass and the harmonics as hearing does)
     chroma: float = 0.1  # chroma regression head on the latents
     ild: float = 0.1  # ILD regression head on the latents
     adversarial: float = 0.0  # plug-in: needs a registered implementation
@@ -64,6 +65,16 @@ class PhaseTerm(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.loss = PhaseLoss()
+
+    def forward(self, batch: LossInputs) -> torch.Tensor:
+        return self.loss(batch.reconstruction, batch.audio)
+
+
+@LOSS_TERMS.register("mel")
+class MelTerm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss = MultiResolutionMelLoss()
 
     def forward(self, batch: LossInputs) -> torch.Tensor:
         return self.loss(batch.reconstruction, batch.audio)

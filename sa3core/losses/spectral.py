@@ -115,3 +115,38 @@ class PhaseLoss(nn.Module):
                 w = torch.minimum(weight.narrow(axis, 1, n), weight.narrow(axis, 0, n))
                 total = total + (w * angle_error).mean()
         return total / len(self.resolutions)
+
+
+MEL_RESOLUTIONS = ((512, 40), (1024, 80), (2048, 128))  # (FFT size, mel bands); hop = FFT / 4
+MEL_LOW_HZ = 30.0
+
+
+class MultiResolutionMelLoss(nn.Module):
+    """Mean over resolutions of the L1 distance of natural-log mel magnitudes, per channel.
+
+    Mel bands are spaced as hearing spaces pitch, so the bass and the harmonics that carry a
+    key weigh as much as the treble; in a linear-frequency STFT they are a few bins of hundreds
+    (below 400 Hz: 9 of 513 bins at FFT 1024), and an autoencoder trained on the MR-STFT loss
+    alone left them 10-30 dB short. Magnitudes are floored at 1e-5 before the log.
+    """
+
+    def __init__(self, resolutions: tuple[tuple[int, int], ...] = MEL_RESOLUTIONS) -> None:
+        super().__init__()
+        from ..eval.metrics import mel_filterbank
+
+        self.resolutions = tuple(resolutions)
+        for n_fft, bands in self.resolutions:
+            self.register_buffer(f"window_{n_fft}", torch.hann_window(n_fft), persistent=False)
+            filters = torch.from_numpy(mel_filterbank(bands, n_fft, MEL_LOW_HZ))
+            self.register_buffer(f"filters_{n_fft}", filters, persistent=False)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred = prediction.float().reshape(-1, prediction.shape[-1])  # (B*2, S)
+        true = target.float().reshape(-1, target.shape[-1])
+        total = pred.new_zeros(())
+        for n_fft, _ in self.resolutions:
+            window, filters = getattr(self, f"window_{n_fft}"), getattr(self, f"filters_{n_fft}")
+            pred_mel = filters @ stft(pred, n_fft, window).abs()  # (N, bands, frames)
+            true_mel = filters @ stft(true, n_fft, window).abs()
+            total = total + (torch.log(pred_mel.clamp_min(EPS)) - torch.log(true_mel.clamp_min(EPS))).abs().mean()
+        return total / len(self.resolutions)

@@ -1,6 +1,6 @@
 import torch
 
-from sa3core.losses.spectral import SEVEN_RESOLUTIONS, MultiResolutionSTFTLoss, PhaseLoss
+from sa3core.losses.spectral import SEVEN_RESOLUTIONS, MultiResolutionMelLoss, MultiResolutionSTFTLoss, PhaseLoss
 
 
 def _music(seconds: float = 0.5) -> torch.Tensor:
@@ -43,5 +43,28 @@ def test_phase_loss_zero_for_identical_and_grows_with_delay():
 def test_losses_have_gradients():
     audio = _music(0.2)
     prediction = (audio + 0.05 * torch.randn_like(audio)).requires_grad_()
-    (MultiResolutionSTFTLoss()(prediction, audio) + PhaseLoss()(prediction, audio)).backward()
+    losses = MultiResolutionSTFTLoss()(prediction, audio) + PhaseLoss()(prediction, audio)
+    (losses + MultiResolutionMelLoss()(prediction, audio)).backward()
     assert torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0
+
+
+def test_mel_loss_zero_for_identical_and_monotonic_in_noise():
+    loss = MultiResolutionMelLoss()
+    audio = _music()
+    assert loss(audio, audio).item() == 0.0
+    noise = torch.randn_like(audio)
+    values = [loss(audio + level * noise, audio).item() for level in (1e-4, 1e-3, 1e-2, 1e-1, 1.0)]
+    assert all(b > a for a, b in zip(values, values[1:])), values
+
+
+def test_mel_loss_weighs_a_missing_bass_far_more_than_the_stft_loss_does():
+    """Drop the 220 Hz fundamental or the 1760 Hz partial (the louder one goes): relative to the
+    STFT loss, the mel loss counts the missing bass several times more."""
+    t = torch.arange(22_050) / 44_100
+    bass, treble = torch.sin(2 * torch.pi * 220 * t), torch.sin(2 * torch.pi * 3520 * t)
+    audio = torch.stack([0.3 * bass + 0.3 * treble] * 2)[None]
+    no_bass, no_treble = torch.stack([0.3 * treble] * 2)[None], torch.stack([0.3 * bass] * 2)[None]
+    mel, stft = MultiResolutionMelLoss(), MultiResolutionSTFTLoss()
+    mel_ratio = mel(no_bass, audio).item() / mel(no_treble, audio).item()
+    stft_ratio = stft(no_bass, audio).item() / stft(no_treble, audio).item()
+    assert mel_ratio > 2 * stft_ratio, (mel_ratio, stft_ratio)

@@ -92,3 +92,20 @@ def test_resume_reproduces_the_loss_curve(tmp_path):
     b = load_model(tmp_path / "b" / "same.safetensors")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert np.isfinite([h["loss"] for h in straight]).all()
+
+
+def test_decoder_fine_tune_keeps_the_latent_space(tmp_path):
+    """train: decoder from a trained autoencoder: the decoder learns, while the encoder's weights
+    and latent statistics (so every latent an encoded corpus holds) stay bit-exact."""
+    first = _config(steps=3, checkpoint_every=1000)
+    AutoencoderTrainer(first, tmp_path / "a").fit()
+    start = tmp_path / "a" / "same.safetensors"
+    config = _config(steps=3, checkpoint_every=1000)
+    config.init, config.train = str(start), "decoder"
+    config.model = {}
+    config.loss = cfg.from_dict(type(config.loss), {"stft": 1.0, "mel": 1.0, "chroma": 0.0, "ild": 0.0})
+    AutoencoderTrainer(config, tmp_path / "b").fit()
+    before, after = load_model(start)[0], load_model(tmp_path / "b" / "same.safetensors")[0]
+    clip = render_clip(4 * 4096, torch.Generator().manual_seed(5))[None]
+    assert torch.equal(before.encode(clip), after.encode(clip))
+    assert not torch.equal(before.decode(before.encode(clip)), after.decode(after.encode(clip)))
