@@ -44,6 +44,7 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".aif", ".aiff", ".ogg", ".mp3"}
 class DataConfig:
     source: str = ""  # JSONL manifest or folder of audio; "" = procedural audio
     segment_frames: int = 16  # crop length in latent frames (16 frames = 1.49 s)
+    silence_prob: float = 0.0  # chance a crop's tail or head is silenced (10 ms fade): teaches clean endings
 
 
 @dataclass
@@ -147,7 +148,23 @@ class AutoencoderTrainer(Trainer):
     def get_batch(self, step: int, micro: int, generator: torch.Generator) -> torch.Tensor:
         if self.files is None:
             return render_batch(self.loop.batch_size, self.segment, generator)
-        return torch.stack([self.files.crop(self.segment, generator) for _ in range(self.loop.batch_size)])
+        crops = [self.files.crop(self.segment, generator) for _ in range(self.loop.batch_size)]
+        return torch.stack([self.silence(crop, generator) for crop in crops])
+
+    def silence(self, crop: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """With ``data.silence_prob``, silence a random tail (or head) of ``crop`` [2, S] behind a
+        10 ms fade: the corpus's own silences are short, and a decoder that never sees digital
+        silence fills it with a noise floor (-53 dBFS measured), so one-shots never end."""
+        draw = torch.rand(3, generator=generator)
+        if draw[0] >= self.config.data.silence_prob:
+            return crop
+        samples = crop.shape[-1]
+        cut = int(samples * (0.1 + 0.8 * float(draw[1])))
+        fade = min(cut, SAMPLE_RATE // 100)
+        gain = torch.ones(samples)
+        gain[cut - fade : cut] = torch.linspace(1.0, 0.0, fade)
+        gain[cut:] = 0.0
+        return crop * (gain if draw[2] < 0.5 else gain.flip(0))
 
     def run_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.train_model(batch)

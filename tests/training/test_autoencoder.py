@@ -109,3 +109,23 @@ def test_decoder_fine_tune_keeps_the_latent_space(tmp_path):
     clip = render_clip(4 * 4096, torch.Generator().manual_seed(5))[None]
     assert torch.equal(before.encode(clip), after.encode(clip))
     assert not torch.equal(before.decode(before.encode(clip)), after.decode(after.encode(clip)))
+
+
+def test_silence_augmentation_silences_a_tail_or_head(tmp_path):
+    """data.silence_prob 1: every crop keeps its audio on one side of a cut and is exactly zero on the other."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    sf.write(folder / "clip.wav", np.full((8 * 4096, 2), 0.5, np.float32), 44_100, subtype="FLOAT")  # never silent
+    config = _config(steps=1, batch_size=6)
+    config.data.source, config.data.silence_prob = str(folder), 1.0
+    batch = AutoencoderTrainer(config, tmp_path / "run").get_batch(0, 0, torch.Generator().manual_seed(0))
+    for crop in batch:
+        silent = (crop == 0).all(dim=0)
+        assert 0.05 < silent.float().mean() < 0.95
+        edges = silent.nonzero()
+        assert edges.min() == 0 or edges.max() == crop.shape[-1] - 1  # one contiguous tail or head
+        assert silent.float().diff().abs().sum() == 1
+        assert (crop[:, ~silent] > 0).all()
+    config.data.silence_prob = 0.0
+    untouched = AutoencoderTrainer(config, tmp_path / "run2").get_batch(0, 0, torch.Generator().manual_seed(0))
+    assert (untouched != 0).all()
