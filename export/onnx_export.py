@@ -44,17 +44,13 @@ EXAMPLE_BATCH, EXAMPLE_FRAMES, EXAMPLE_TOKENS = 2, 11, 5  # not 0 or 1: those si
 def load_for_export(model: str | Path | None, random: str | None = None, text_encoder: str = "hash"):
     """-> (autoencoder, dit, settings) in eval mode. ``model=None`` uses the default model folder;
     ``random`` (a preset name, dev only) builds random weights instead."""
-    from sa3core.pipeline import DEFAULT_MODEL_DIR, Pipeline
+    from sa3core.pipeline import Pipeline, default_model_dir
 
     if random is not None:
         pipeline = Pipeline.random(random, seed=0, text_encoder=text_encoder)
     else:
         if model is None:
-            if not (DEFAULT_MODEL_DIR / "model.json").exists():
-                raise Sa3Error(
-                    "no default model ships with this build; pass --model FOLDER (or --random tiny for a dev export)"
-                )
-            model = DEFAULT_MODEL_DIR
+            model = default_model_dir()
         if not Path(model).exists():
             raise Sa3Error(f"model {str(model)!r} does not exist; pass an sa3 model folder with --model")
         pipeline = Pipeline.load(model)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,16 @@ CROSSFADE_SECONDS = (
 )
 
 Progress = Callable[[int, int], None]
+
+
+def default_model_dir() -> Path:
+    """The shipped default model folder; an Sa3Error that says what to do when the install lacks it."""
+    if not (DEFAULT_MODEL_DIR / "model.json").exists():
+        raise Sa3Error(
+            f"the default model is missing from this install ({DEFAULT_MODEL_DIR} has no model.json); "
+            "reinstall sa3 from a full checkout, or pass --model FOLDER"
+        )
+    return DEFAULT_MODEL_DIR
 
 
 @dataclass
@@ -70,20 +79,9 @@ class Pipeline:
     def load(cls, path: str | Path | None = None, backend: str = "torch", **backend_options) -> Pipeline:
         """Load a model folder (``model.json``, ``same.safetensors``, ``dit.safetensors``).
 
-        ``path=None`` uses the shipped default model, or, where none ships yet, a randomly
-        initialised tiny model with a warning that says so.
+        ``path=None`` uses the shipped default model (:func:`default_model_dir`).
         """
-        if path is None:
-            if (DEFAULT_MODEL_DIR / "model.json").exists():
-                path = DEFAULT_MODEL_DIR
-            else:
-                warnings.warn(
-                    "no trained default model ships with this build: using a randomly initialised tiny model "
-                    "(output is noise-like); pass --model to use a trained one",
-                    stacklevel=2,
-                )
-                return cls.random("tiny", backend=backend, **backend_options)
-        folder = Path(path)
+        folder = default_model_dir() if path is None else Path(path)
         if not folder.is_dir() or not (folder / "model.json").exists():
             raise Sa3Error(
                 f"model {str(folder)!r} is not an sa3 model folder (it needs model.json, same.safetensors, dit.safetensors)"

@@ -27,6 +27,7 @@ for _name, _module in (
     ("codec_speed", "codec_speed"),
     ("train_throughput", "train_throughput"),
     ("plugin_block", "plugin_block"),
+    ("default_model", "default_model"),
     ("all", "run_all"),
 ):
     BENCHES.register(_name)(_module)

@@ -6,9 +6,7 @@ restores exactly), ``sample_rate`` and ``autoencoder`` (an identity hash of the 
 and weights: decoding with another model warns, since its latent space differs).
 
 Model resolution (both commands): ``--model`` is a ``.safetensors`` of kind "same" or a model
-folder holding ``same.safetensors``; without it the shipped default
-``sa3core/assets/default/same.safetensors`` is used if present, else a randomly initialised
-tiny model (seed 0) with a warning.
+folder holding ``same.safetensors``; without it the shipped default model's autoencoder.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from ..errors import Sa3Error
 from ..timebase import LATENT_CHANNELS, SAMPLE_RATE, frames_to_samples
 
 LATENT_FORMAT = 1
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default" / "same.safetensors"
 
 
 def register(subparsers) -> None:
@@ -49,7 +46,7 @@ def register(subparsers) -> None:
 
 def resolve_model(path: str | None):
     """The SAME model to use (see module doc), in eval mode."""
-    from ..models.same import SAME, same_preset
+    from ..models import same  # noqa: F401  (registers the "same" model kind)
 
     if path:
         model_path = Path(path)
@@ -60,18 +57,9 @@ def resolve_model(path: str | None):
                 f"model {path!r} not found; give a SAME .safetensors file or a folder holding same.safetensors"
             )
         return load_model(model_path, expect_kind="same")[0]
-    if DEFAULT_MODEL.exists():
-        return load_model(DEFAULT_MODEL, expect_kind="same")[0]
-    print(
-        "sa3: warning: no trained autoencoder is installed; using a randomly initialised tiny SAME "
-        "(output is not meaningful audio; pass --model)",
-        file=sys.stderr,
-    )
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(0)  # the same random model every time, so encode and decode agree
-    model = SAME(same_preset("tiny"))
-    torch.set_rng_state(generator_state)
-    return model.eval()
+    from ..pipeline import default_model_dir
+
+    return load_model(default_model_dir() / "same.safetensors", expect_kind="same")[0]
 
 
 def run_encode(args) -> int:

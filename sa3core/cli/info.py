@@ -35,12 +35,7 @@ def run(args) -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "backends": BACKENDS.names(),
-        "model": str(
-            args.model
-            or (
-                DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "model.json").exists() else "random tiny (no default shipped)"
-            )
-        ),
+        "model": str(args.model or DEFAULT_MODEL_DIR),
         "model_name": pipeline.settings.name,
         "text_encoder": pipeline.settings.text_encoder,
         "sampler": f"{pipeline.settings.sampler}, {pipeline.settings.steps} steps, cfg {pipeline.settings.cfg:g}",

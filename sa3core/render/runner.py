@@ -91,13 +91,11 @@ class InProcessRenderer:
 
 def model_identity(model: str | os.PathLike | None) -> str:
     """What a render depends on of the model: a hash of its folder's files (config and weights)."""
-    from ..pipeline import DEFAULT_MODEL_DIR
+    from ..pipeline import default_model_dir
 
-    folder = Path(model) if model is not None else DEFAULT_MODEL_DIR
+    folder = Path(model) if model is not None else default_model_dir()
     if not (folder / "model.json").exists():
-        if model is not None:
-            raise Sa3Error(f"model {str(folder)!r} is not an sa3 model folder (no model.json)")
-        return "random-tiny-seed0"  # the untrained stand-in Pipeline.load(None) builds
+        raise Sa3Error(f"model {str(folder)!r} is not an sa3 model folder (no model.json)")
     digest = hashlib.sha256()
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix in (".json", ".safetensors", ".onnx"):

@@ -12,7 +12,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import common, efficiency, length_scaling, memory, steps
+from bench import common, default_model, efficiency, length_scaling, memory, steps
 from sa3core import timebase
 from sa3core.models.dit import DiT, dit_preset
 from sa3core.models.same import SAME, SAMEConfig
@@ -166,3 +166,17 @@ def test_run_all_commands_pass_quick_and_skip_missing_benches(tmp_path, monkeypa
     assert daemon[2] == "bench.daemon_overhead" and "--quick" not in daemon and "--duration" in daemon
     monkeypatch.setattr(run_all.common, "REPO", tmp_path)  # a checkout without bench/*.py
     assert run_all.command("efficiency", tmp_path, quick=False, threads=0) is None
+
+
+def test_default_model_bench_times_the_cli_and_the_warm_parts(tmp_path):
+    """The issue's end-to-end target: 4 bars at 120 bpm on the shipped model, cold and warm."""
+    out = tmp_path / "default_model.json"
+    default_model.main(["--repeats", "1", "--threads", "1", "--out", str(out)])
+    document = read(out)
+    results = document["results"]
+    assert results["request"]["samples"] == 352_800 and document["model"] == "shipped default"
+    assert len(results["cli_walls"]) == 1 and results["cli_wall_s"] > 0
+    warm = results["warm"]
+    assert {"text", "condition", "dit_step", "decode", "whole"} <= set(warm)
+    # the whole call does at least the sampler steps and the decode it is made of
+    assert warm["whole"]["cpu_s"] > 0.5 * warm["decode"]["cpu_s"] + 0.5 * warm["steps"] * warm["dit_step"]["cpu_s"]

@@ -26,13 +26,13 @@ def test_export_of_a_missing_model(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_export_without_a_model_and_no_default(tmp_path):
-    from sa3core.pipeline import DEFAULT_MODEL_DIR
+def test_export_without_a_model_when_the_default_is_missing(monkeypatch, tmp_path):
+    import sa3core.pipeline
+    from export.onnx_export import load_for_export
 
-    if (DEFAULT_MODEL_DIR / "model.json").exists():
-        pytest.skip("this build ships a default model")
-    line = _one_line_error(run_sa3("export", "coreml", "-o", tmp_path / "out"))
-    assert "--model" in line and "--random tiny" in line
+    monkeypatch.setattr(sa3core.pipeline, "DEFAULT_MODEL_DIR", tmp_path / "gone")
+    with pytest.raises(Sa3Error, match="default model is missing.*--model"):
+        load_for_export(None)
 
 
 def test_non_empty_output_needs_force(tmp_path):

@@ -1,0 +1,75 @@
+"""The shipped default model: present and small, used without --model, and it follows its prompt.
+
+These run the real weights in sa3core/assets/default (the ones `sa3 generate` uses out of the
+box), on the torch backend in float32 so the numbers do not depend on the CPU's bf16 support.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sa3core import timebase
+from sa3core.errors import Sa3Error
+from sa3core.eval import music
+from sa3core.pipeline import DEFAULT_MODEL_DIR, Pipeline
+
+from .conftest import run_sa3
+
+
+@pytest.fixture(scope="module")
+def default_pipeline():
+    return Pipeline.load(None, bf16=False)
+
+
+def test_weights_are_safetensors_and_small():
+    files = sorted(DEFAULT_MODEL_DIR.glob("*.safetensors"))
+    assert [f.name for f in files] == ["dit.safetensors", "same.safetensors"]
+    assert sum(f.stat().st_size for f in files) < 100 * 2**20  # the repo's budget for shipped weights
+    settings = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
+    assert (settings["sampler"], settings["steps"], settings["cfg"]) == ("pingpong", 8, 1.0)
+
+
+def test_model_card_carries_recipe_and_the_measured_metrics():
+    card = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
+    for heading in ("## Recipe", "## Training time", "## Data", "## Metrics"):
+        assert heading in card, heading
+    report = json.loads((DEFAULT_MODEL_DIR / "eval.json").read_text())
+    adherence = report["sections"]["adherence"]["summary"]
+    # the card quotes the report's numbers, not other ones
+    for measure in ("key", "tempo"):
+        value = adherence[measure]
+        assert f"{100 * value['rate']:.0f} % ({value['count']}/{value['judged']})" in card, measure
+
+
+def test_missing_default_is_one_clear_error(monkeypatch, tmp_path):
+    import sa3core.pipeline
+
+    monkeypatch.setattr(sa3core.pipeline, "DEFAULT_MODEL_DIR", tmp_path / "gone")
+    with pytest.raises(Sa3Error, match="default model is missing.*--model"):
+        Pipeline.load(None)
+
+
+def test_generate_without_model_uses_the_default(tmp_path):
+    out = tmp_path / "loop.wav"
+    result = run_sa3("generate", "punchy house drum loop", "--bars", "4", "--bpm", "120", "-o", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr.lower(), result.stderr
+    audio, rate = sf.read(str(out), always_2d=True)
+    assert (audio.shape, rate) == ((352_800, 2), 44_100)
+    assert np.isfinite(audio).all() and 1e-3 < np.sqrt(np.mean(audio**2)) and np.abs(audio).max() <= 1.0
+
+
+def test_output_depends_on_the_prompt(default_pipeline):
+    """The same seed and length with two prompts must give clearly different audio (a decoder that
+    ignores its latents, or a DiT that ignores its text, gives nearly the same audio)."""
+    samples = timebase.seconds_to_samples(4.0)
+    drums = default_pipeline.generate("punchy house drum loop, 120 bpm", samples, seed=3)[0]
+    pad = default_pipeline.generate("soft string pad chords in C major, slow", samples, seed=3)[0]
+    level = np.sqrt(np.mean(drums**2) + np.mean(pad**2))
+    assert np.sqrt(np.mean((drums - pad) ** 2)) > 0.5 * level
+    # drums are percussive: their onset envelope is far spikier than the pad's
+    assert music.onset_strength(drums).std() > 1.5 * music.onset_strength(pad).std()
