@@ -234,7 +234,7 @@ def speed_markdown(bench: dict) -> str:
     request, warm = results["request"], results["warm"]
     met = "yes" if results["cli_wall_s"] < 5.0 else "no"
     return (
-        f"\n### Speed (`{bench['command']}`)\n\n"
+        f"\n### Speed (`python -m bench.{bench['command'].replace('.py', '', 1)}`)\n\n"
         f"{request['bars']} bars at {request['bpm']:g} bpm ({request['samples']} samples), {machine['cpu_model']}, "
         f"{results['threads']} threads, load {machine['load_average'][0]:g}: a cold `sa3 generate` (fresh process: "
         f"start-up, model load, text, {warm['steps']} steps, decode, file) takes {results['cli_wall_s']:.2f} s "

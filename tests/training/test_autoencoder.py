@@ -56,8 +56,11 @@ def test_unknown_config_key_is_named(tmp_path):
 
 
 def test_overfits_one_clip(tmp_path):
-    """On one 0.37 s procedural clip, 80 steps cut the K-weighted MR-STFT reconstruction error
-    (both its spectral-convergence and its log-magnitude parts) by at least 1.5x (measured: 1.8x, 2.0x)."""
+    """On one 0.37 s procedural clip, 80 steps cut the K-weighted MR-STFT reconstruction error:
+    its log-magnitude part by at least 2x and its spectral convergence by at least 1.15x
+    (measured with the spectral head: 2.33x and 1.23x; 160 steps: 2.68x and 1.35x). Convergence,
+    a linear-magnitude ratio, falls slower since the head's phases start free and overlapping
+    frames interfere until they agree (the raw-patch decoder measured 1.8x and 2.0x)."""
     torch.manual_seed(0)
     clip = render_clip(4 * 4096, torch.Generator().manual_seed(3))
     folder = tmp_path / "data"
@@ -70,7 +73,7 @@ def test_overfits_one_clip(tmp_path):
     before = [float(v) for v in error.parts(trainer.reconstruct(clip[None]), clip[None])]
     trainer.fit()
     after = [float(v) for v in error.parts(trainer.reconstruct(clip[None]), clip[None])]
-    assert after[0] < before[0] / 1.5 and after[1] < before[1] / 1.5, (before, after)
+    assert after[0] < before[0] / 1.15 and after[1] < before[1] / 2.0, (before, after)
     # the exported weights load as a "same" model that reproduces the trained one exactly
     model, extra = load_model(tmp_path / "run" / "same.safetensors", expect_kind="same")
     assert extra["step"] == 80
