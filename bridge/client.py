@@ -488,6 +488,8 @@ def generate_via_daemon(
         fields["samples"] = samples
     if regions is not None:
         fields["regions"] = regions
+    if getattr(args, "bpm", None) is not None:  # the song's tempo: the model keeps its beat
+        fields.update(bpm=args.bpm, meter=args.meter)
     try:
         with Client(endpoint, curve=curve_from_env(), silence=3.0, retries=0) as client:
             client.hello()  # no daemon there: say so in seconds, not after a long job's patience

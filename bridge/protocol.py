@@ -288,6 +288,8 @@ class JobRequest:
     audio_rate: int = timebase.SAMPLE_RATE
     regions: list[tuple[int, int]] = field(default_factory=list)  # in samples at audio_rate
     request_id: Any = None
+    bpm: float | None = None  # the song's tempo, when sent: the model keeps its beat (downbeat at sample 0)
+    meter: str | None = None  # "4/4", "6/8", ... (with bpm)
 
 
 def _length(header: dict[str, Any], rate: int) -> tuple[int, int]:
@@ -378,6 +380,14 @@ def parse_job(header: dict[str, Any], frames: list[bytes], limits: Limits) -> Jo
     if job.cfg is not None:
         _in_range("cfg", job.cfg, 0.0, MAX_CFG)
     job.progress = get_field(header, "progress", bool, True)
+    job.bpm = get_field(header, "bpm", float, None)
+    if job.bpm is not None:
+        _in_range("bpm", job.bpm, timebase.MIN_BPM, timebase.MAX_BPM)
+        job.meter = get_field(header, "meter", str, "4/4")
+        try:
+            timebase.Meter.parse(job.meter)
+        except Exception as err:
+            raise ProtocolError("bad_field", f"field 'meter': {err}") from None
     total_seconds = 0.0
     if mode != "inpaint":
         job.model_samples, job.reply_samples = _length(header, job.sample_rate)

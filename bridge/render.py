@@ -45,7 +45,9 @@ def model_regions(regions: list[tuple[int, int]], rate: int, total: int) -> list
 def render(pipeline, request: P.JobRequest, progress) -> np.ndarray:
     """Run one checked request: float32 [variations, 2, samples] at ``request.sample_rate``."""
     r = request
-    common = dict(steps=r.steps, cfg=r.cfg, seed=r.seed, variations=r.variations, progress=progress)
+    common = dict(
+        steps=r.steps, cfg=r.cfg, seed=r.seed, variations=r.variations, progress=progress, bpm=r.bpm, meter=r.meter
+    )
     if r.mode == "generate":
         audio = pipeline.generate(r.prompt, r.model_samples, **common)
         return to_rate(audio, r.sample_rate, r.reply_samples)

@@ -41,18 +41,21 @@ COREML_BATCH = 2
 
 class CoreMLStepGraph(nn.Module):
     """The DiT step with float masks (Core ML inputs cannot be bool) and keys flattened to
-    [depth, B*H, splits, S, qk_dim] (Core ML tensors have rank 5 at most)."""
+    [depth, B*H, splits, S, qk_dim] (Core ML tensors have rank 5 at most); ``music`` [B, 27]
+    when the DiT has music conditioning."""
 
     def __init__(self, dit) -> None:
         super().__init__()
         self.dit = dit
 
-    def forward(self, x, t, duration, context_mask, keys, values, inpaint_latents, inpaint_mask, frame_mask):
+    def forward(
+        self, x, t, duration, context_mask, keys, values, inpaint_latents, inpaint_mask, frame_mask, music=None
+    ):
         B, H = x.shape[0], self.dit.config.heads
         per_block = [
             k.reshape(B, H, k.shape[1], k.shape[2], k.shape[3]) for k in keys.unbind(0)
         ]  # (B, H, splits, S, qk)
-        cond = Condition(duration=duration, mask=context_mask > 0.5, keys=per_block, values=list(values.unbind(0)))
+        cond = Condition(duration, context_mask > 0.5, per_block, list(values.unbind(0)), music)
         return self.dit(x, t, cond, inpaint_latents, inpaint_mask, frame_mask > 0.5)
 
 

@@ -96,26 +96,30 @@ class SAMEDecoderGraph(nn.Module):
 class DiTConditionGraph(nn.Module):
     """Once per request: text tokens [B, L, D], text_mask bool [B, L], seconds [B] ->
     duration [B, width], context_mask bool [B, 2+L], keys [depth, B, H, splits, 2+L, qk_dim],
-    values [depth, B, H, 2+L, head_dim] (every block's cross-attention keys/values, stacked)."""
+    values [depth, B, H, 2+L, head_dim] (every block's cross-attention keys/values, stacked).
+    A DiT with music conditioning also takes music [B, 27] (sa3core.musical)."""
 
     def __init__(self, dit: DiT) -> None:
         super().__init__()
         self.dit = dit
 
-    def forward(self, text_tokens, text_mask, seconds):
-        cond = self.dit.encode_condition(text_tokens, text_mask, seconds)
+    def forward(self, text_tokens, text_mask, seconds, music=None):
+        cond = self.dit.encode_condition(text_tokens, text_mask, seconds, music)
         return cond.duration, cond.mask, torch.stack(cond.keys), torch.stack(cond.values)
 
 
 class DiTStepGraph(nn.Module):
-    """One sampler step: the velocity [B, 256, T] from x, t and a stacked condition."""
+    """One sampler step: the velocity [B, 256, T] from x, t and a stacked condition (and, with
+    music conditioning, the music rows: their beat columns set the per-frame beat phases)."""
 
     def __init__(self, dit: DiT) -> None:
         super().__init__()
         self.dit = dit
 
-    def forward(self, x, t, duration, context_mask, keys, values, inpaint_latents, inpaint_mask, frame_mask):
-        cond = Condition(duration=duration, mask=context_mask, keys=list(keys.unbind(0)), values=list(values.unbind(0)))
+    def forward(
+        self, x, t, duration, context_mask, keys, values, inpaint_latents, inpaint_mask, frame_mask, music=None
+    ):
+        cond = Condition(duration, context_mask, list(keys.unbind(0)), list(values.unbind(0)), music)
         return self.dit(x, t, cond, inpaint_latents, inpaint_mask, frame_mask)
 
 

@@ -36,6 +36,7 @@ import torch
 from sa3core import timebase
 from sa3core.backends import BACKENDS
 from sa3core.errors import Sa3Error
+from sa3core.musical import MUSIC_DIM
 
 from .manifest import MANIFEST_NAME, Manifest, read_manifest
 
@@ -193,17 +194,22 @@ class OnnxBackend:
         (tokens,) = self._run("text_encoder", input_ids=input_ids, attention_mask=mask)
         return torch.from_numpy(tokens), torch.from_numpy(mask)
 
-    def condition(self, tokens, mask, seconds):
-        """-> (duration, context_mask, keys, values) as numpy arrays, reused by every step."""
-        return tuple(
-            self._run(
-                "dit_condition", text_tokens=tokens.float(), text_mask=mask.bool(), seconds=seconds.float().reshape(-1)
-            )
-        )
+    def _takes_music(self, part: str) -> bool:
+        return any(i.name == "music" for i in self.sessions[part].get_inputs())
+
+    def condition(self, tokens, mask, seconds, music=None):
+        """-> (duration, context_mask, keys, values, music or None) as numpy arrays, reused by every step."""
+        feeds = dict(text_tokens=tokens.float(), text_mask=mask.bool(), seconds=seconds.float().reshape(-1))
+        if self._takes_music("dit_condition"):
+            music = torch.zeros(tokens.shape[0], MUSIC_DIM) if music is None else music
+            feeds["music"] = music.float().contiguous()
+        else:
+            music = None
+        return (*self._run("dit_condition", **feeds), music)
 
     def velocity(self, x, t, cond, inpaint_latents, inpaint_mask, frame_mask):
         B, C, T = x.shape
-        duration, context_mask, keys, values = cond
+        duration, context_mask, keys, values, music = cond
         if inpaint_mask is None:  # as in the DiT: None = regenerate everything
             inpaint_mask, inpaint_latents = x.new_zeros(B, 1, T), x.new_zeros(B, C, T)
         elif inpaint_latents is None:
@@ -221,6 +227,7 @@ class OnnxBackend:
             inpaint_latents=inpaint_latents.float().contiguous(),
             inpaint_mask=inpaint_mask.float().contiguous(),
             frame_mask=frame_mask.bool(),
+            **({"music": music.float().contiguous()} if music is not None else {}),
         )
         return torch.from_numpy(v)
 

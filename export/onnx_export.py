@@ -31,6 +31,7 @@ from torch.export import Dim
 from sa3core import timebase
 from sa3core.config import to_dict
 from sa3core.errors import Sa3Error
+from sa3core.musical import MUSIC_DIM
 
 from . import graphs
 from .manifest import Manifest, PartSpec, TensorSpec, prepare_output, write_manifest
@@ -95,6 +96,12 @@ def part_specs(dit_config, text_encoder: str) -> dict[str, tuple[list[TensorSpec
             ],
             [_latent("velocity", "v = noise - x0; 0 at padded frames")],
         ),
+    }
+    if c.music:  # tempo, key and meter rows (sa3core.musical): the condition and every step read them
+        music = TensorSpec("music", "float32", ["batch", MUSIC_DIM], "tonic | scale | beat rows, sa3core.musical")
+        specs["dit_condition"][0].append(music)
+        specs["dit_step"][0].append(music)
+    specs |= {
         "same_encoder": ([audio], [_latent("latents")]),
         "same_decoder": ([_latent("latents")], [audio]),
     }
@@ -119,17 +126,19 @@ def inputs_at(part: str, dit, batch: int, frames: int, tokens: int, generator: t
     randn = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
     text_mask = torch.ones(batch, tokens, dtype=torch.bool)
     text_mask[-1, tokens // 2 :] = False  # a shorter prompt in the batch
+    music = example_music(batch) if c.music else None
+    extra = (music,) if c.music else ()
     if part == "dit_condition":
-        return randn(batch, tokens, c.text_dim), text_mask, torch.rand(batch, generator=generator) * 30
+        return randn(batch, tokens, c.text_dim), text_mask, torch.rand(batch, generator=generator) * 30, *extra
     if part == "dit_step":
         with torch.no_grad():
-            cond = dit.encode_condition(randn(batch, tokens, c.text_dim), text_mask, torch.full((batch,), 10.0))
+            cond = dit.encode_condition(randn(batch, tokens, c.text_dim), text_mask, torch.full((batch,), 10.0), music)
         frame_mask = torch.ones(batch, frames, dtype=torch.bool)
         frame_mask[-1, frames - frames // 3 :] = False  # a shorter item padded to the batch's length
         keep = (torch.rand(batch, 1, frames, generator=generator) > 0.5).float()
         x = randn(batch, timebase.LATENT_CHANNELS, frames)
         t = torch.rand(batch, generator=generator)
-        return (x, t, *graphs.stack_condition(cond), randn(*x.shape), keep, frame_mask)
+        return (x, t, *graphs.stack_condition(cond), randn(*x.shape), keep, frame_mask, *extra)
     if part == "same_encoder":
         return (randn(batch, timebase.CHANNELS, frames * timebase.SAMPLES_PER_FRAME) * 0.3,)
     if part == "same_decoder":
@@ -139,6 +148,18 @@ def inputs_at(part: str, dit, batch: int, frames: int, tokens: int, generator: t
         ids[:, 0], ids[~text_mask] = 101, 0  # [CLS] first, [PAD] in padding
         return ids, text_mask
     raise ValueError(f"unknown part {part!r}")
+
+
+def example_music(batch: int) -> torch.Tensor:
+    """Music rows [batch, 27] that exercise every column: keys, modes, tempi, meters, an unknown row."""
+    from sa3core.musical import MusicAttributes, music_rows
+
+    kinds = [
+        MusicAttributes(bpm=120.0, tonic=2, mode="minor", quarters_per_bar=4.0),
+        MusicAttributes(bpm=87.5, tonic=10, mode="dorian", quarters_per_bar=3.0),
+        MusicAttributes(),
+    ]
+    return music_rows([kinds[i % len(kinds)] for i in range(batch)], [float(3 * i) for i in range(batch)])
 
 
 def build_graph(part: str, autoencoder, dit):

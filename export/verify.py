@@ -32,8 +32,8 @@ def torch_reference(part: str, autoencoder, dit, inputs: tuple[torch.Tensor, ...
             cond = dit.encode_condition(*inputs)
             outs = [cond.duration, cond.mask, torch.stack(cond.keys), torch.stack(cond.values)]
         elif part == "dit_step":
-            x, t, duration, mask, keys, values, latents, keep, frame_mask = inputs
-            cond = Condition(duration, mask, list(keys.unbind(0)), list(values.unbind(0)))
+            x, t, duration, mask, keys, values, latents, keep, frame_mask, *music = inputs
+            cond = Condition(duration, mask, list(keys.unbind(0)), list(values.unbind(0)), *music)
             outs = [dit(x, t, cond, latents, keep, frame_mask)]
         elif part == "same_encoder":
             outs = [autoencoder.encode(inputs[0], chunk_frames=0)]

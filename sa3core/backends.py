@@ -23,8 +23,11 @@ class Backend(Protocol):
     def encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (tokens float32 [B, L, D], mask bool [B, L])"""
 
-    def condition(self, tokens: torch.Tensor, mask: torch.Tensor, seconds: torch.Tensor) -> Any:
-        """Everything that stays fixed across sampler steps (cross-attention keys/values)."""
+    def condition(
+        self, tokens: torch.Tensor, mask: torch.Tensor, seconds: torch.Tensor, music: torch.Tensor | None = None
+    ) -> Any:
+        """Everything that stays fixed across sampler steps (cross-attention keys/values);
+        ``music`` [B, 27] rows of :mod:`sa3core.musical` (ignored by a DiT without them)."""
 
     def velocity(
         self,
@@ -143,9 +146,10 @@ class TorchBackend:
         return tokens.to(self.device), mask.to(self.device)
 
     @torch.inference_mode()
-    def condition(self, tokens, mask, seconds):
+    def condition(self, tokens, mask, seconds, music=None):
+        music = None if music is None else music.to(self.device)
         with self._autocast():
-            return self._dit_run.encode_condition(tokens, mask, seconds.to(self.device))
+            return self._dit_run.encode_condition(tokens, mask, seconds.to(self.device), music)
 
     @torch.inference_mode()
     def velocity(self, x, t, cond, inpaint_latents, inpaint_mask, frame_mask):

@@ -24,6 +24,7 @@ from . import checkpoint, timebase
 from .backends import BACKENDS
 from .config import from_dict, to_dict
 from .errors import Sa3Error
+from .musical import MusicAttributes, music_rows, parse_prompt
 
 MODEL_FORMAT = 1
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
@@ -159,13 +160,20 @@ class Pipeline:
         seed: int = 0,
         variations: int = 1,
         progress: Progress | None = None,
+        bpm: float | None = None,
+        meter: str | None = None,
     ) -> np.ndarray:
-        """Text to audio: float32 [variations, 2, samples] at 44.1 kHz."""
+        """Text to audio: float32 [variations, 2, samples] at 44.1 kHz.
+
+        ``bpm`` / ``meter`` (e.g. "6/8") override what the prompt says: the model starts on a
+        downbeat at sample 0 and keeps that tempo (see :mod:`sa3core.musical`).
+        """
         samples = self._check_length(samples)
         frames = timebase.samples_to_frames(samples)
         keep = torch.zeros(variations, 1, frames)
         source = torch.zeros(variations, timebase.LATENT_CHANNELS, frames)
-        latents = self._sample(prompt, frames, source, keep, steps, cfg, seed, variations, progress)
+        music = request_music(prompt, bpm, meter)
+        latents = self._sample(prompt, frames, source, keep, steps, cfg, seed, variations, progress, music)
         audio = self.backend.decode_latents(latents)[:, :, :samples]
         return audio.cpu().numpy().astype(np.float32)
 
@@ -179,8 +187,11 @@ class Pipeline:
         seed: int = 0,
         variations: int = 1,
         progress: Progress | None = None,
+        bpm: float | None = None,
+        meter: str | None = None,
     ) -> np.ndarray:
-        """Regenerate ``regions`` of ``audio`` [2, samples]; all else is returned bit-exact."""
+        """Regenerate ``regions`` of ``audio`` [2, samples]; all else is returned bit-exact.
+        ``bpm`` / ``meter``: the song's, with a downbeat at sample 0 of ``audio``."""
         audio = _check_audio(audio)
         total = self._check_length(audio.shape[1], "input audio")
         regions = check_regions(regions, total)
@@ -191,7 +202,8 @@ class Pipeline:
             first = region.start // timebase.SAMPLES_PER_FRAME
             last = timebase.samples_to_frames(region.end)
             keep[..., first:last] = 0.0
-        generated = self._edit(audio, keep, total, prompt, steps, cfg, seed, variations, progress)
+        music = request_music(prompt, bpm, meter)
+        generated = self._edit(audio, keep, total, prompt, steps, cfg, seed, variations, progress, music)
         return np.stack([splice(audio, g, regions) for g in generated])
 
     def continue_(
@@ -204,9 +216,11 @@ class Pipeline:
         seed: int = 0,
         variations: int = 1,
         progress: Progress | None = None,
+        bpm: float | None = None,
+        meter: str | None = None,
     ) -> np.ndarray:
         """Extend ``audio`` [2, n] by ``samples`` new samples: returns [variations, 2, n + samples],
-        whose first n samples are the input unchanged."""
+        whose first n samples are the input unchanged. ``bpm`` / ``meter`` as in :meth:`inpaint`."""
         audio = _check_audio(audio)
         given = audio.shape[1]
         if samples <= 0:
@@ -217,24 +231,25 @@ class Pipeline:
         padded[:, :given] = audio
         keep = torch.zeros(1, 1, frames)
         keep[..., : given // timebase.SAMPLES_PER_FRAME] = 1.0  # frames wholly inside the input
-        generated = self._edit(padded, keep, total, prompt, steps, cfg, seed, variations, progress)
+        music = request_music(prompt, bpm, meter)
+        generated = self._edit(padded, keep, total, prompt, steps, cfg, seed, variations, progress, music)
         out = generated.astype(np.float32, copy=True)
         out[:, :, :given] = audio
         return out
 
     # ------------------------------------------------------------------ sampling
-    def _edit(self, audio, keep, total, prompt, steps, cfg, seed, variations, progress) -> np.ndarray:
+    def _edit(self, audio, keep, total, prompt, steps, cfg, seed, variations, progress, music) -> np.ndarray:
         """Encode ``audio``, regenerate the frames where ``keep`` [1, 1, frames] is 0, decode:
         float32 [variations, 2, total] (before any splicing)."""
         frames = keep.shape[-1]
         source = self.backend.encode_audio(torch.from_numpy(audio)[None]).cpu()
         latents = self._sample(
             prompt, frames, source.expand(variations, -1, -1), keep.expand(variations, -1, -1),
-            steps, cfg, seed, variations, progress,
+            steps, cfg, seed, variations, progress, music,
         )  # fmt: skip
         return self.backend.decode_latents(latents)[:, :, :total].cpu().numpy()
 
-    def _sample(self, prompt, frames, source, keep, steps, cfg, seed, variations, progress) -> torch.Tensor:
+    def _sample(self, prompt, frames, source, keep, steps, cfg, seed, variations, progress, music) -> torch.Tensor:
         from .samplers import SAMPLERS, cfg_velocity, length_shift
 
         if variations < 1:
@@ -249,7 +264,8 @@ class Pipeline:
         guided = cfg != 1.0
         prompts = [prompt] * variations + ([""] * variations if guided else [])
         tokens, mask = self.backend.encode_text(prompts)
-        cond = self.backend.condition(tokens, mask, seconds.repeat(2 if guided else 1))
+        rows = music_rows([music] * variations + ([MusicAttributes()] * variations if guided else []))
+        cond = self.backend.condition(tokens, mask, seconds.repeat(2 if guided else 1), rows)
         frame_mask = torch.ones(variations, frames, dtype=torch.bool)
         source = source * keep  # the model sees only what it must keep
 
@@ -279,6 +295,16 @@ class Pipeline:
         return sampler.sample(
             velocity_fn, noise, steps, shift=length_shift(frames), generator=generator, progress=progress
         )
+
+
+def request_music(prompt: str, bpm: float | None, meter: str | None) -> MusicAttributes:
+    """The prompt's tempo, key and meter, with ``bpm`` / ``meter`` from the request winning."""
+    if bpm is not None:
+        bpm = timebase.check_bpm(bpm)
+    quarters = None
+    if meter is not None:
+        quarters = float(timebase.Meter.parse(meter).quarters_per_bar)
+    return parse_prompt(prompt).merged(bpm=bpm, quarters_per_bar=quarters)
 
 
 def check_regions(regions: Sequence[Region], total: int) -> list[Region]:

@@ -118,3 +118,15 @@ def test_unknown_model_folder(tmp_path):
 
     with pytest.raises(Sa3Error, match="not an sa3 model folder"):
         Pipeline.load(tmp_path)
+
+
+def test_a_request_tempo_reaches_the_model_and_equals_the_prompts_own(tiny_pipeline):
+    """--bpm (or a host's tempo) conditions the DiT; when it says what the prompt says, the
+    take is the same as from the prompt alone, and another tempo gives another take."""
+    prompt = "dusty breakbeat at 90 bpm"
+    samples = 3 * 4096
+    from_prompt = tiny_pipeline.generate(prompt, samples, steps=2, seed=4)
+    same_tempo = tiny_pipeline.generate(prompt, samples, steps=2, seed=4, bpm=90.0)
+    faster = tiny_pipeline.generate(prompt, samples, steps=2, seed=4, bpm=150.0)
+    np.testing.assert_array_equal(from_prompt, same_tempo)
+    assert np.abs(from_prompt - faster).max() > 1e-6

@@ -35,6 +35,7 @@ from sa3core import timebase
 from sa3core.audio import load_audio
 from sa3core.checkpoint import atomic_write
 from sa3core.errors import Sa3Error
+from sa3core.musical import from_tags
 
 INDEX_FORMAT = 1
 SPLITS = ("train", "valid", "test")
@@ -401,7 +402,8 @@ def plan_batch(corpus: LatentCorpus, size: int, config: LatentCropConfig, gen: t
 
 
 def load_batch(corpus: LatentCorpus, plans: list[ItemPlan]) -> dict:
-    """Read planned items: latents [B, 256, T], frame_mask bool [B, T], seconds [B], captions.
+    """Read planned items: latents [B, 256, T], frame_mask bool [B, T], seconds [B], captions,
+    and the tags' musical attributes with each crop's first frame (for the DiT's ``music`` rows).
 
     ``seconds`` is each item's valid length (crop plus silence), the duration the DiT is told.
     """
@@ -419,6 +421,9 @@ def load_batch(corpus: LatentCorpus, plans: list[ItemPlan]) -> dict:
         "frame_mask": mask,
         "seconds": seconds,
         "captions": [corpus.caption(p.index) for p in plans],
+        # what the tags say about tempo, key and meter, and where each crop starts (in frames)
+        "attributes": [from_tags(corpus.items[p.index].get("tags") or {}) for p in plans],
+        "start_frames": [float(p.start) for p in plans],
     }
 
 

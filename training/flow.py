@@ -41,6 +41,7 @@ from sa3core import checkpoint, timebase
 from sa3core.config import from_dict, merge, read_config_file, to_dict
 from sa3core.errors import Sa3Error
 from sa3core.models.dit import DiT, DiTConfig, dit_preset
+from sa3core.musical import MusicAttributes, music_rows
 from training import TRAINERS
 from training.base import LoopConfig, Trainer, step_generator
 from training.data import LatentCorpus, LatentCropConfig, item_seed, load_batch, plan_batch
@@ -74,11 +75,29 @@ class FlowConfig(DiffusionConfig):
     """Stage 1 settings; see the module docstring for what each does."""
 
     timesteps: TimestepConfig = field(default_factory=TimestepConfig)
-    cond_dropout: float = 0.1  # chance an item gets the empty prompt
+    cond_dropout: float = 0.1  # chance an item gets the empty prompt (and no musical attributes)
     ot: bool = True  # minibatch optimal-transport coupling of noise to data
     ot_epsilon: float = 0.05  # Sinkhorn entropy, relative to the mean cost
     ot_iterations: int = 20
     kept_frame_weight: float = 0.0  # loss weight of inpaint frames given to the model (regenerated = 1)
+
+
+# Each attribute a tag gives is withheld this often, so the model also serves prompts that
+# name only some of them; captions seldom name the meter, so it is withheld most.
+TEMPO_DROPOUT, KEY_DROPOUT, METER_DROPOUT = 0.2, 0.2, 0.5
+
+
+def drop_attributes(attributes: MusicAttributes, gen: torch.Generator) -> MusicAttributes:
+    """``attributes`` with tempo, key and meter each withheld at random (draws from ``gen``)."""
+    tempo, key, meter = (
+        torch.rand(3, generator=gen) < torch.tensor([TEMPO_DROPOUT, KEY_DROPOUT, METER_DROPOUT])
+    ).tolist()
+    return MusicAttributes(
+        bpm=None if tempo else attributes.bpm,
+        tonic=None if key else attributes.tonic,
+        mode=None if key else attributes.mode,
+        quarters_per_bar=None if meter else attributes.quarters_per_bar,
+    )
 
 
 def load_stage_config(cls: type, path: str | None) -> Any:
@@ -96,7 +115,7 @@ class ConditionedDiT(nn.Module):
         self.config = dit.config
 
     def forward(self, batch: dict, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        cond = self.dit.encode_condition(batch["text_tokens"], batch["text_mask"], batch["seconds"])
+        cond = self.dit.encode_condition(batch["text_tokens"], batch["text_mask"], batch["seconds"], batch.get("music"))
         return self.dit(x, t, cond, batch["latents"], batch["inpaint_mask"], batch["frame_mask"])
 
 
@@ -198,7 +217,7 @@ class DiffusionTrainer(Trainer):
         batch = load_batch(self.corpus, plans[first : first + size])
         frames = batch["frame_mask"].shape[1]
         lengths = batch["frame_mask"].sum(1)
-        noise, renoise, t, u, masks, captions = [], [], [], [], [], []
+        noise, renoise, t, u, masks, captions, attributes = [], [], [], [], [], [], []
         for i in range(size):
             gen = torch.Generator().manual_seed(item_seed(self.loop.seed, step, first + i))
             # Noise for the longest possible item, cut to this batch: an item's noise never
@@ -212,6 +231,7 @@ class DiffusionTrainer(Trainer):
             masks.append(mask)
             dropped = torch.rand(1, generator=gen).item() < self.cond_dropout
             captions.append("" if dropped else batch["captions"][i])
+            attributes.append(MusicAttributes() if dropped else drop_attributes(batch["attributes"][i], gen))
         tokens, text_mask = self.text.encode(captions)
         batch.update(
             noise=torch.stack(noise),
@@ -222,6 +242,7 @@ class DiffusionTrainer(Trainer):
             text_tokens=tokens,
             text_mask=text_mask,
             captions=captions,
+            music=music_rows(attributes, batch["start_frames"]),
         )
         return batch
 
@@ -242,7 +263,7 @@ class DiffusionTrainer(Trainer):
         from sa3core.models.dit import Condition
         from sa3core.samplers import cfg_velocity
 
-        cond = dit.encode_condition(batch["text_tokens"], batch["text_mask"], batch["seconds"])
+        cond = dit.encode_condition(batch["text_tokens"], batch["text_mask"], batch["seconds"], batch.get("music"))
         size = batch["seconds"].shape[0]
         empty_tokens, empty_mask = (x.to(self.device).expand(size, *x.shape[1:]) for x in self.empty_prompt)
         uncond = dit.encode_condition(empty_tokens, empty_mask, batch["seconds"]) if guidance != 1.0 else None

@@ -192,6 +192,11 @@ def _render(args, started: float, outputs: list[Path], label: str, mode: str, in
     return 0
 
 
+def _music(args) -> dict:
+    """--bpm / --meter for the model's beat (the prompt's own "120 bpm" counts when --bpm is absent)."""
+    return {"bpm": args.bpm, "meter": args.meter} if args.bpm is not None else {}
+
+
 def run_generate(args) -> int:
     started = time.perf_counter()
     _check_common(args)
@@ -199,7 +204,9 @@ def run_generate(args) -> int:
     outputs = _outputs(args)
 
     def in_process(pipeline, bar):
-        return pipeline.generate(args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar)
+        return pipeline.generate(
+            args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar, **_music(args)
+        )
 
     return _render(args, started, outputs, "sampling", "generate", in_process, samples=samples)
 
@@ -224,7 +231,7 @@ def run_inpaint(args) -> int:
 
     def in_process(pipeline, bar):
         return pipeline.inpaint(
-            audio, args.prompt, regions, args.steps, args.cfg, args.seed, args.variations, progress=bar
+            audio, args.prompt, regions, args.steps, args.cfg, args.seed, args.variations, progress=bar, **_music(args)
         )
 
     return _render(args, started, outputs, "inpainting", "inpaint", in_process, audio=audio, regions=regions)
@@ -239,7 +246,7 @@ def run_continue(args) -> int:
 
     def in_process(pipeline, bar):
         return pipeline.continue_(
-            audio, args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar
+            audio, args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar, **_music(args)
         )
 
     return _render(args, started, outputs, "continuing", "continue", in_process, samples=samples, audio=audio)

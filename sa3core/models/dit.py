@@ -34,6 +34,7 @@ from ..checkpoint import MODELS, ModelKind
 from ..errors import Sa3Error
 from ..modules.attention import CrossAttention, RMSNorm, SelfAttention
 from ..modules.rope import rope_angles
+from ..musical import MUSIC_DIM
 from ..registry import Registry
 
 
@@ -54,13 +55,14 @@ class DiTConfig:
     fourier_dim: int = 256  # Fourier features for the timestep and the duration
     rope_base: float = 10_000.0
     max_seconds: float = timebase.MAX_SECONDS  # the duration embedding's input is seconds / max_seconds
+    music: bool = False  # tempo/key/meter numbers (sa3core.musical): a global embedding and per-frame beat phases
 
 
 DIT_PRESETS: Registry[DiTConfig] = Registry("DiT preset")
-DIT_PRESETS.register("tiny")(DiTConfig())
-DIT_PRESETS.register("small")(DiTConfig(width=1024, depth=20, heads=16, mlp_dim=4096))
-DIT_PRESETS.register("medium")(DiTConfig(width=1536, depth=24, heads=24, mlp_dim=6144, differential=True))
-DIT_PRESETS.register("large")(DiTConfig(width=2048, depth=32, heads=32, mlp_dim=8192, differential=True))
+DIT_PRESETS.register("tiny")(DiTConfig(music=True))
+DIT_PRESETS.register("small")(DiTConfig(width=1024, depth=20, heads=16, mlp_dim=4096, music=True))
+DIT_PRESETS.register("medium")(DiTConfig(width=1536, depth=24, heads=24, mlp_dim=6144, differential=True, music=True))
+DIT_PRESETS.register("large")(DiTConfig(width=2048, depth=32, heads=32, mlp_dim=8192, differential=True, music=True))
 
 
 def dit_preset(name: str) -> DiTConfig:
@@ -73,15 +75,18 @@ def dit_preset(name: str) -> DiTConfig:
 class Condition:
     """Everything that does not depend on x or t, computed once per request.
 
-    ``duration``: [B, width] global-condition part from the duration; ``mask``: bool [B, S]
-    over the context (duration token, null token, text tokens); ``keys``/``values``: one entry
-    per block, k float32 ``(B, H, splits, S, qk_dim)``, v ``(B, H, S, head_dim)``.
+    ``duration``: [B, width] global-condition part from the duration (and, with ``music``, the
+    tempo and key); ``mask``: bool [B, S] over the context (duration token, null token, text
+    tokens); ``keys``/``values``: one entry per block, k float32 ``(B, H, splits, S, qk_dim)``,
+    v ``(B, H, S, head_dim)``; ``music``: the [B, 27] rows of :mod:`sa3core.musical` (their
+    beat columns drive the per-frame beat phases), None for a DiT without music conditioning.
     """
 
     duration: torch.Tensor
     mask: torch.Tensor
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
+    music: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -105,11 +110,17 @@ class Condition:
             return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
 
         depth = len(conds[0].keys)
+        music = None
+        if any(c.music is not None for c in conds):
+            music = torch.cat(
+                [c.duration.new_zeros(c.batch_size, MUSIC_DIM) if c.music is None else c.music for c in conds]
+            )
         return Condition(
             duration=torch.cat([c.duration for c in conds]),
             mask=torch.cat([padded(c.mask, 1, c) for c in conds]),
             keys=[torch.cat([padded(c.keys[i], 3, c) for c in conds]) for i in range(depth)],
             values=[torch.cat([padded(c.values[i], 2, c) for c in conds]) for i in range(depth)],
+            music=music,
         )
 
 
@@ -125,6 +136,22 @@ class FourierEmbedding(nn.Module):
     def forward(self, value: torch.Tensor) -> torch.Tensor:
         angles = 2 * math.pi * value.float()[:, None] * self.freqs.float()[None, :]  # (B, fourier_dim/2)
         return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1))
+
+
+def beat_features(music: torch.Tensor, frames: int) -> torch.Tensor:
+    """music [B, 27] -> [B, frames, 8]: per latent frame, the beat phase (sin, cos), the half-bar
+    phase of 2 beats, the bar phase, and flags for a known tempo and a known meter; all zero
+    where the tempo is unknown. Frame f sits at beat ``start + f * beats_per_frame``."""
+    per_frame, start, bar = music[:, 24:25].float(), music[:, 25:26].float(), music[:, 26:27].float()
+    index = torch.arange(frames, device=music.device, dtype=torch.float32)[None, :]  # (1, T)
+    beats = start + index * per_frame  # (B, T)
+    known = (per_frame > 0).float().expand_as(beats)
+    has_bar = (bar > 0).float().expand_as(beats)
+    bar_turns = beats / bar.clamp_min(1.0)
+    angles = [2 * math.pi * beats, math.pi * beats]
+    parts = [torch.sin(a) * known for a in angles] + [torch.cos(a) * known for a in angles]
+    parts += [torch.sin(2 * math.pi * bar_turns) * has_bar, torch.cos(2 * math.pi * bar_turns) * has_bar]
+    return torch.stack([*parts, known, has_bar], dim=-1)
 
 
 class SwiGLU(nn.Module):
@@ -188,6 +215,10 @@ class DiT(nn.Module):
         self.text_norm = RMSNorm(config.text_dim)
         self.text_proj = nn.Linear(config.text_dim, w)
         self.null_token = nn.Parameter(torch.randn(w) * 0.02)  # stands in for an empty prompt
+        if config.music:  # tonic + scale -> width (zero when unknown), tempo, per-frame beat phases
+            self.tonality_embed = nn.Linear(24, w, bias=False)
+            self.tempo_embed = FourierEmbedding(config.fourier_dim, w)
+            self.beat_in = nn.Linear(8, w)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(w, 6 * w))  # ONE, shared by all blocks
         self.blocks = nn.ModuleList(DiTBlock(config, layer + 1) for layer in range(config.depth))
         self.norm_out = RMSNorm(w)
@@ -195,8 +226,15 @@ class DiT(nn.Module):
         self.proj_out = nn.Linear(w, c)
         self.rotary_dims = w // config.heads // (2 if config.differential else 1) // 2  # half of each (sub-)head
 
-    def encode_condition(self, text_tokens: torch.Tensor, text_mask: torch.Tensor, seconds: torch.Tensor) -> Condition:
-        """text_tokens [B, L, text_dim], text_mask bool [B, L] (all False = unconditional), seconds [B]."""
+    def encode_condition(
+        self,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        seconds: torch.Tensor,
+        music: torch.Tensor | None = None,
+    ) -> Condition:
+        """text_tokens [B, L, text_dim], text_mask bool [B, L] (all False = unconditional), seconds [B],
+        music [B, 27] (:mod:`sa3core.musical`; None = nothing known; ignored without ``config.music``)."""
         B, L, D = text_tokens.shape
         if D != self.config.text_dim:
             raise Sa3Error(
@@ -208,6 +246,17 @@ class DiT(nn.Module):
             )
         text_mask = text_mask.bool()
         duration = self.duration_embed(seconds.float() / self.config.max_seconds)  # (B, width)
+        if self.config.music:
+            music = seconds.new_zeros(B, MUSIC_DIM) if music is None else music.float()
+            if music.shape != (B, MUSIC_DIM):
+                raise ValueError(f"music {tuple(music.shape)} must be [B={B}, {MUSIC_DIM}] (see sa3core.musical)")
+            per_frame = music[:, 24]
+            known = (per_frame > 0).float()[:, None]
+            bpm = per_frame.clamp_min(1e-3) * 60.0 * timebase.SAMPLE_RATE / timebase.SAMPLES_PER_FRAME
+            tempo = self.tempo_embed(torch.log2(bpm / 120.0) / 2.0 + 0.5) * known  # 60 bpm -> 0, 240 -> 1
+            duration = duration + self.tonality_embed(music[:, :24]) + tempo
+        else:
+            music = None
         text = torch.where(text_mask[..., None], text_tokens.float(), 0.0)  # junk in padding never reaches a key
         text = self.text_proj(self.text_norm(text))  # (B, L, width)
         null = self.null_token.to(text.dtype).expand(B, 1, -1)
@@ -215,7 +264,7 @@ class DiT(nn.Module):
         unconditional = ~text_mask.any(dim=1, keepdim=True)  # (B, 1)
         mask = torch.cat([torch.ones_like(unconditional), unconditional, text_mask], dim=1)  # (B, 2+L)
         keys, values = zip(*(block.cross.project_context(context) for block in self.blocks), strict=True)
-        return Condition(duration=duration, mask=mask, keys=list(keys), values=list(values))
+        return Condition(duration=duration, mask=mask, keys=list(keys), values=list(values), music=music)
 
     def forward(
         self,
@@ -237,6 +286,9 @@ class DiT(nn.Module):
         t = t.float().reshape(-1).expand(B)
 
         tokens = self.proj_in(x.transpose(1, 2))  # (B, T, width)
+        if self.config.music:
+            music = cond.music if cond.music is not None else x.new_zeros(B, MUSIC_DIM)
+            tokens = tokens + self.beat_in(beat_features(music, T)).to(tokens.dtype)
         tokens = torch.cat([self.memory.to(tokens.dtype).expand(B, -1, -1), tokens], dim=1)  # (B, M+T, width)
         self_mask = None
         if frame_mask is not None:

@@ -68,6 +68,15 @@ def dft_bases(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return forward.float(), inverse.float()
 
 
+def phase_advance(tokens: int, bins: int) -> torch.Tensor:
+    """[tokens, bins] float32: the phase (mod 2 pi) that a sinusoid at bin k's centre has reached
+    in frame n, relative to frame 0. A 4-patch window makes that (pi/2) k n: periodic in n with
+    period 4, so a chunk that starts on a latent frame (16 patches) sees the same pattern."""
+    n = torch.arange(tokens, dtype=torch.float64)[:, None] % SPECTRAL_PATCHES
+    k = torch.arange(bins, dtype=torch.float64)[None, :]
+    return torch.remainder(2.0 * torch.pi * k * n / SPECTRAL_PATCHES, 2.0 * torch.pi).float()
+
+
 def spectral_frames(patches: torch.Tensor) -> torch.Tensor:
     """patches [..., N, P] -> frames [..., N, 4P]: frame n spans patches n-2 .. n+1 (zeros past the ends)."""
     padded = F.pad(patches, (0, 0, 2, 1))  # (..., N+3, P)
@@ -106,13 +115,21 @@ class SAMEConfig:
     window_frames: int = 4  # attention window in latent frames (even; odd layers shift it by half)
     chunk_frames: int = 256  # encode/decode longer inputs in chunks of this many frames; 0 = one pass
     latent_momentum: float = 0.01  # EMA momentum of the latent running statistics
+    # The head's phases advance by pi*k/2 per hop in bin k (a stationary sinusoid at the bin's
+    # centre), so the network predicts only the deviation. False = free phases (the first
+    # shipped default): predicted as near-constant, they made every output periodic in the hop,
+    # a buzz at 44100/256 = 172 Hz and its harmonics that outweighed the music (every held-out
+    # reconstruction's key came out F major, the key of that harmonic series).
+    phase_prior: bool = False
 
 
 SAME_PRESETS: dict[str, SAMEConfig] = {
     # a few M parameters: trains to useful quality on 2 CPU cores in well under an hour
-    "tiny": SAMEConfig(),
+    "tiny": SAMEConfig(phase_prior=True),
     # the paper's SAME-S shape (~108M, ~54M decoder): for speed benchmarks and GPU training
-    "small": SAMEConfig(width=768, heads=12, encoder_layers=8, decoder_layers=8, mlp_hidden=1920, chunk_frames=128),
+    "small": SAMEConfig(
+        width=768, heads=12, encoder_layers=8, decoder_layers=8, mlp_hidden=1920, chunk_frames=128, phase_prior=True
+    ),
 }
 
 
@@ -141,6 +158,7 @@ class SAME(nn.Module):
         self.register_buffer("window", torch.hann_window(window, periodic=True), persistent=False)
         self.register_buffer("dft_forward", forward_basis, persistent=False)
         self.register_buffer("dft_inverse", inverse_basis, persistent=False)
+        self.register_buffer("phase_advance", phase_advance(self.stride, self.bins), persistent=False)
 
         # a token's input: its raw stereo patch and the log magnitude spectrum of both channels
         self.patch_in = nn.Linear(CHANNELS * (config.patch + self.bins), width)
@@ -206,10 +224,14 @@ class SAME(nn.Module):
         B, frames, stride, _ = outputs.shape
         N = frames * stride
         spectra = self.patch_out(self.decoder_norm(outputs)).float()  # (B, F, stride, 2 * 2 * bins)
-        spectra = spectra.reshape(B, N, CHANNELS, 2, self.bins).transpose(1, 2)  # (B, 2, N, 2, bins)
+        spectra = spectra.reshape(B, frames, stride, CHANNELS * 2, self.bins)  # rank 5 at most: Core ML
+        log_magnitude, phase = spectra[:, :, :, 0::2], spectra[:, :, :, 1::2]  # (B, F, stride, 2, bins)
+        if self.config.phase_prior:  # the same pattern in every latent frame: stride is a multiple of 4
+            phase = phase + self.phase_advance[:, None, :]
+        log_magnitude = log_magnitude.reshape(B, N, CHANNELS, self.bins).transpose(1, 2)  # (B, 2, N, bins)
+        phase = phase.reshape(B, N, CHANNELS, self.bins).transpose(1, 2)
         with float32_region(outputs):
-            magnitude = torch.exp(spectra[..., 0, :].clamp(max=MAX_LOG_MAGNITUDE))
-            phase = spectra[..., 1, :]
+            magnitude = torch.exp(log_magnitude.clamp(max=MAX_LOG_MAGNITUDE))
             spectrum = torch.cat([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=-1)
             frames_out = (spectrum @ self.dft_inverse) * self.window  # (B, 2, N, 4P)
             window = self.window.expand(N, -1)  # (N, 4P)

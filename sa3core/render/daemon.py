@@ -25,17 +25,22 @@ class DaemonRenderer:
         fields = {k: v for k, v in fields.items() if v is not None}
         return self.client.run(mode, prompt, progress, sample_rate=timebase.SAMPLE_RATE, **fields).audio
 
-    def generate(self, prompt, samples, steps, cfg, seed, variations, progress=None):
-        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations)
+    def generate(self, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
+        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations, **_tempo(bpm, meter))
         return self._run("generate", prompt, progress, samples=samples, **common)
 
-    def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations, progress=None):
-        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations)
+    def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
+        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations, **_tempo(bpm, meter))
         return self._run("inpaint", prompt, progress, audio=audio, regions=regions, **common)
 
-    def continue_(self, audio, prompt, samples, steps, cfg, seed, variations, progress=None):
-        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations)
+    def continue_(self, audio, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
+        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations, **_tempo(bpm, meter))
         return self._run("continue", prompt, progress, audio=audio, samples=samples, **common)
 
     def close(self) -> None:
         self.client.close()
+
+
+def _tempo(bpm, meter) -> dict:
+    """The song's tempo and meter as request fields (none when the job has no tempo)."""
+    return {} if bpm is None else {"bpm": bpm, "meter": meter or "4/4"}

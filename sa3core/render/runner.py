@@ -76,17 +76,17 @@ class InProcessRenderer:
             self._pipeline = Pipeline.load(self.model, backend=self.backend)
         return self._pipeline
 
-    def generate(self, prompt, samples, steps, cfg, seed, variations, progress=None):
-        return self.pipeline.generate(prompt, samples, steps, cfg, seed, variations, progress=progress)
+    def generate(self, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
+        return self.pipeline.generate(prompt, samples, steps, cfg, seed, variations, progress, bpm, meter)
 
-    def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations, progress=None):
+    def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
         from ..pipeline import Region
 
         spans = [Region(start, end) for start, end in regions]
-        return self.pipeline.inpaint(audio, prompt, spans, steps, cfg, seed, variations, progress=progress)
+        return self.pipeline.inpaint(audio, prompt, spans, steps, cfg, seed, variations, progress, bpm, meter)
 
-    def continue_(self, audio, prompt, samples, steps, cfg, seed, variations, progress=None):
-        return self.pipeline.continue_(audio, prompt, samples, steps, cfg, seed, variations, progress=progress)
+    def continue_(self, audio, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
+        return self.pipeline.continue_(audio, prompt, samples, steps, cfg, seed, variations, progress, bpm, meter)
 
 
 def model_identity(model: str | os.PathLike | None) -> str:
@@ -176,6 +176,8 @@ def _model_audio(job: Job, renderer, seed: int, variations: int, progress=None) 
     """[variations, 2, n] from the model for one base seed, with the loop overhang if any."""
     spec = job.spec
     common = dict(steps=spec.steps, cfg=spec.cfg, seed=seed, variations=variations, progress=progress)
+    if spec.bpm is not None:  # the sheet's tempo: the model keeps its beat, downbeat at sample 0
+        common.update(bpm=spec.bpm, meter=spec.meter)
     if spec.mode == "generate":
         return renderer.generate(spec.prompt, job.samples + job.overhang, **common)
     source = load_audio(job.source)  # read now, not at validation: it may have changed since

@@ -35,6 +35,16 @@ def test_samples_are_counted_at_the_reply_rate():
     assert job.reply_samples == timebase.bars_to_samples(3, 90, "6/8", 48_000)
 
 
+def test_the_song_tempo_travels_with_the_job():
+    """The host's tempo and meter reach the pipeline, which keeps that beat (bars or not)."""
+    job = parse({"type": "generate", "prompt": "drums", "seconds": 2.0, "bpm": 97.5, "meter": "6/8"})
+    assert (job.bpm, job.meter) == (97.5, "6/8")
+    job = parse({"type": "generate", "prompt": "drums", "bars": 2, "bpm": 120})
+    assert (job.bpm, job.meter) == (120.0, "4/4")
+    job = parse({"type": "generate", "prompt": "drums at 92 bpm", "seconds": 2.0})
+    assert job.bpm is None  # the pipeline reads the prompt's tempo itself
+
+
 @pytest.mark.parametrize(
     "fields, code",
     [
@@ -54,6 +64,8 @@ def test_samples_are_counted_at_the_reply_rate():
         ({"prompt": "x", "seconds": 1, "cfg": "high"}, "bad_field"),
         ({"prompt": "x" * 5000, "seconds": 1}, "bad_field"),
         ({"prompt": "x", "seconds": 31}, "too_long"),
+        ({"prompt": "x", "seconds": 1, "bpm": 5}, "bad_field"),  # a tempo without bars is checked too
+        ({"prompt": "x", "seconds": 1, "bpm": 120, "meter": "seven"}, "bad_field"),
     ],
 )
 def test_bad_generate_fields_get_their_code(fields, code):

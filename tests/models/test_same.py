@@ -1,5 +1,7 @@
+import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,7 +20,9 @@ from sa3core.models.same import (
 from sa3core.timebase import SAMPLE_RATE, samples_to_frames
 
 # a 2-block model keeps the long-length checks fast; the presets are checked for size separately
-SMALL = SAMEConfig(width=32, heads=2, encoder_layers=2, decoder_layers=2, mlp_hidden=64, chunk_frames=0)
+SMALL = SAMEConfig(
+    width=32, heads=2, encoder_layers=2, decoder_layers=2, mlp_hidden=64, chunk_frames=0, phase_prior=True
+)
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +147,22 @@ def test_overlap_add_inverts_spectral_frames_with_the_window_gain():
     gain = overlap_add(window.expand(7, -1))
     assert gain.min() > 0.4 and torch.allclose(gain[32:-64], torch.full_like(gain[32:-64], 2.0))
     assert torch.allclose(overlap_add(spectral_frames(patches) * window) / gain, patches.reshape(2, -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("prior", [False, True])
+def test_the_phase_prior_puts_a_bin_centre_tone_at_its_frequency(prior):
+    """A head that predicts the same spectrum for every token: with free phases the output repeats
+    every hop (256 samples), so a bin-21 tone (904 Hz) comes out at the nearest multiple of
+    172.3 Hz (861 Hz), the buzz the first default model had; the phase prior keeps 904 Hz."""
+    torch.manual_seed(0)
+    model = SAME(dataclasses.replace(SMALL, phase_prior=prior)).eval()
+    with torch.no_grad():
+        model.patch_out.weight.zero_()
+        bias = torch.full((2, 2, model.bins), -20.0)
+        bias[:, 0, 21], bias[:, 1, :] = 3.0, 0.3  # log magnitude at bin 21 only; any constant phase
+        model.patch_out.bias.copy_(bias.reshape(-1))
+        audio = model.decode(torch.zeros(1, 256, 8))[0, 0, 8192:-8192].numpy()
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size)))
+    peak = np.fft.rfftfreq(audio.size, 1 / 44100)[spectrum.argmax()]
+    bin_centre, hop_harmonic = 21 * 44100 / 1024, 5 * 44100 / 256
+    assert abs(peak - (bin_centre if prior else hop_harmonic)) < 5.0
