@@ -78,13 +78,14 @@ Sampling: {settings["sampler"]}, {settings["steps"]} steps, guidance {settings["
 
 ## Recipe (reproduce with `scripts/train-default`)
 1. `sa3 data build -o data/corpus --hours 2 --max-seconds 30 --jobs 2 --seed 0`
-2. `sa3 train autoencoder --config configs/default/autoencoder.yaml` (2 DDP processes; MR-STFT, IFGD, chroma and ILD heads)
+2. `sa3 train autoencoder --config configs/default/autoencoder.yaml` (2 DDP processes; MR-STFT, IFGD, chroma
+   and ILD heads; the head's phases advance with a stationary sinusoid's, 15 % of crops end or start in silence)
 3. `sa3 data encode data/corpus/manifest.jsonl -o data/latents --model <autoencoder>`
 4. at the same time: `sa3 train autoencoder --config configs/default/decoder.yaml` (the decoder alone with
-   the mel loss added; encoder and latent statistics frozen, so the latents of step 3 stay valid) and
-   `sa3 train flow --config configs/default/flow.yaml` (2 DDP processes; flow matching, OT coupling, inpaint
-   masks, CFG dropout); then `sa3 train autoencoder --config configs/default/silence.yaml` (the decoder again,
-   half the crops with a silenced tail or head, so sounds can end in digital silence)
+   the mel loss added and 30 % silenced crops; encoder and latent statistics frozen, so the latents of step 3
+   stay valid) and `sa3 train flow --config configs/default/flow.yaml` (2 DDP processes; flow matching, OT
+   coupling, inpaint masks, CFG dropout; tempo, key and meter from the corpus tags as music rows, withheld
+   20/20/50 % of the time)
 5. `sa3 train distill --config configs/default/distill.yaml` (15-step DPM++ teacher with guidance 5)
 6. `sa3 train adversarial --config configs/default/adversarial.yaml` (relativistic + contrastive critic, alignment term)
 7. `python -m training.install_default runs/default/adversarial/model sa3core/assets/default`, then `sa3 eval`

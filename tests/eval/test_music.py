@@ -69,3 +69,29 @@ def test_meter_of_accented_patterns(bpm, beats):
 
 def test_meter_needs_several_bars():
     assert music.estimate_meter(drum_pattern(120.0, 4, bars=2), bpm=120.0) is None
+
+
+def test_fitted_profiles_follow_the_labelled_modes(tmp_path):
+    """fit_key_profiles on a small labelled corpus of cadences: in the tonic-aligned mean chroma
+    the tonic and then the fifth are strongest, the major third outweighs the minor third in
+    major and the other way round in minor, and the fitted profiles read those clips' keys."""
+    import json
+
+    from sa3core.audio import save_audio
+
+    rows = []
+    names = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
+    for index, (tonic, minor) in enumerate([(0, False), (5, False), (10, False), (9, True), (2, True), (7, True)]):
+        path = f"clip{index}.wav"
+        save_audio(tmp_path / path, progression(tonic, minor))
+        tags = {"kind": "loop", "key": names[tonic], "mode": "minor" if minor else "major"}
+        rows.append({"path": path, "split": "train", "tags": tags})
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fitted = music.fit_key_profiles(str(tmp_path))
+    for mode, third, other in (("major", 4, 3), ("minor", 3, 4)):
+        assert list(np.argsort(fitted[mode])[-2:]) == [7, 0]
+        assert fitted[mode][third] > 3 * fitted[mode][other]
+    for path, key in music.labelled_keys(str(tmp_path), "train"):
+        from sa3core.audio import load_audio
+
+        assert music.estimate_key(load_audio(path), fitted) == key
