@@ -12,9 +12,11 @@ the signal; they are validated in tests on synthesized progressions and drum pat
   the labelled key more often than the Krumhansl-Kessler ratings (docs/eval.md).
 - **Tempo**: onset strength = half-wave-rectified rise of a 40-band log-mel spectrogram
   (hop 256 samples, 5.8 ms) minus its 0.4 s moving average; its autocorrelation over lags of
-  40-240 bpm, weighted by a log-normal preference around 120 bpm (1 octave standard
-  deviation, so double/half-tempo ties go to the tempo nearer 120), peak refined by
-  parabolic interpolation. bpm counts quarter notes, as the corpus tags do.
+  40-240 bpm plus half its value at half the lag (the eighth notes that split a beat),
+  weighted by a log-normal preference around 120 bpm (1 octave standard deviation, so
+  double/half-tempo ties go to the tempo nearer 120), peak refined by parabolic
+  interpolation. bpm counts quarter notes, as the corpus tags do. The eighth-note term
+  lifted 240 labelled train-split loops from 161 to 180 within 4 % (docs/eval.md).
 - **Meter**: beats placed on the estimated tempo (phase = best comb alignment with the onset
   envelope), the envelope's peak per beat, mean removed; grouping in 3 if the beat series'
   autocorrelation at lag 3 beats exceeds that at lag 4, else 4 (a secondary measure).
@@ -55,6 +57,7 @@ ONSET_HOP, ONSET_BANDS = 256, 40
 TEMPO_MIN_BPM, TEMPO_MAX_BPM = 40.0, 240.0
 TEMPO_PRIOR_BPM, TEMPO_PRIOR_OCTAVES = 120.0, 1.0
 TEMPO_TOLERANCE = 0.04
+TEMPO_SUBDIVISION_WEIGHT = 0.5
 
 
 def _mono(audio: np.ndarray) -> np.ndarray:
@@ -198,7 +201,10 @@ def estimate_tempo(audio: np.ndarray) -> float | None:
     if not usable.any() or acf[0] <= 0:
         return None
     prior = np.exp(-0.5 * (np.log2(np.where(usable, bpm, 1.0) / TEMPO_PRIOR_BPM) / TEMPO_PRIOR_OCTAVES) ** 2)
-    weighted = np.where(usable, np.maximum(acf, 0.0) * prior, -np.inf)
+    positive = np.maximum(acf, 0.0)
+    # A beat is usually split in two: evidence at half the lag (the eighth notes) counts for the beat too.
+    halves = positive[np.round(lags / 2).astype(int)]
+    weighted = np.where(usable, (positive + TEMPO_SUBDIVISION_WEIGHT * halves) * prior, -np.inf)
     best = int(np.argmax(weighted))
     if not np.isfinite(weighted[best]) or weighted[best] <= 0:
         return None
