@@ -16,6 +16,7 @@ uses it to train the decoder with the mel loss at the same time as the flow stag
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +48,17 @@ class DataConfig:
     silence_prob: float = 0.0  # chance a crop's tail or head is silenced (10 ms fade): teaches clean endings
 
 
+# SAMEConfig fields that change how the head renders audio but no weight: `model:` may set them
+# on a model loaded with `init:` (e.g. turn on peak_frequency part-way through training).
+HEAD_FIELDS = frozenset({"peak_frequency", "chunk_frames"})
+
+
 @dataclass
 class AutoencoderConfig:
     preset: str = "tiny"  # SAME size preset
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's SAMEConfig fields
-    init: str = ""  # a same.safetensors to start from ("" = random init; its config replaces preset/model)
+    init: str = ""  # a same.safetensors to start from ("" = random init; its config replaces preset/model,
+    # except the HEAD_FIELDS that `model:` sets)
     train: str = "all"  # "all" or "decoder" (encoder and latent statistics frozen)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossWeights = field(default_factory=LossWeights)
@@ -142,7 +149,11 @@ class AutoencoderTrainer(Trainer):
 
     def build_model(self) -> nn.Module:
         config = self.config
-        same = load_model(config.init, expect_kind="same")[0].train() if config.init else SAME(config.same_config())
+        if config.init:
+            same = load_model(config.init, expect_kind="same")[0].train()
+            same.config = dataclasses.replace(same.config, **config.model)  # head settings only (checked)
+        else:
+            same = SAME(config.same_config())
         return AutoencoderWithLosses(same, config.loss, decoder_only=config.train == "decoder")
 
     def get_batch(self, step: int, micro: int, generator: torch.Generator) -> torch.Tensor:
@@ -197,16 +208,24 @@ def load_config(config_path: str | None) -> AutoencoderConfig:
     return cfg.from_dict(AutoencoderConfig, data, where=config_path or "autoencoder config")
 
 
-@TRAINERS.register("autoencoder")
-def run(config_path: str | None, out_dir: str, resume: bool) -> None:
-    config = load_config(config_path)
-    config.same_config()  # validate the model overrides before any work
+def check_config(config: AutoencoderConfig) -> None:
+    """Sa3Error for a config that cannot run, before any work."""
+    config.same_config()  # validate the model overrides
     if config.train not in ("all", "decoder"):
         raise Sa3Error(f"autoencoder config train {config.train!r} must be 'all' or 'decoder'")
     if config.train == "decoder" and not config.init:
         raise Sa3Error("train: decoder fine-tunes a trained autoencoder; set init: to its same.safetensors")
-    if config.init and config.model:
-        raise Sa3Error(f"`model:` overrides cannot change the autoencoder loaded from {config.init!r}; remove them")
+    if config.init and set(config.model) - HEAD_FIELDS:
+        raise Sa3Error(
+            f"`model:` overrides cannot change the shape of the autoencoder loaded from {config.init!r}; "
+            f"with init only {', '.join(sorted(HEAD_FIELDS))} may be set"
+        )
     if config.init and not Path(config.init).is_file():
         raise Sa3Error(f"autoencoder init {config.init!r} does not exist; train the autoencoder first")
+
+
+@TRAINERS.register("autoencoder")
+def run(config_path: str | None, out_dir: str, resume: bool) -> None:
+    config = load_config(config_path)
+    check_config(config)
     AutoencoderTrainer(config, out_dir, resume).fit()

@@ -53,7 +53,8 @@ class LoopConfig:
     """Settings of the shared loop; each stage's config holds one as its ``loop`` field."""
 
     seed: int = 0
-    steps: int = 1000  # optimizer steps
+    steps: int = 1000  # optimizer steps (the learning-rate schedule's length)
+    stop_after: int = 0  # end the run (checkpoint, export) after this many steps of that schedule; 0 = at steps
     batch_size: int = 4  # items per micro-batch, per process
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 3e-4  # peak learning rate
@@ -283,7 +284,8 @@ class Trainer(abc.ABC):
         """Train from ``self.step`` to ``loop.steps`` (or stop early after step ``stop_at``, e.g. to
         test resuming); returns the logged per-step losses. Exports final weights when finished."""
         loop = self.loop
-        end = loop.steps if stop_at is None else min(stop_at, loop.steps)
+        final = min(loop.stop_after, loop.steps) if loop.stop_after > 0 else loop.steps
+        end = final if stop_at is None else min(stop_at, final)
         bar = None
         if self.dist.is_main and loop.progress:
             from tqdm import tqdm
@@ -309,7 +311,7 @@ class Trainer(abc.ABC):
                 self.save_checkpoint()
         if bar is not None:
             bar.close()
-        if self.dist.is_main and self.step == loop.steps:
+        if self.dist.is_main and self.step == final:
             self.export(self.out_dir)
             if self._writer is not None:
                 self._writer.flush()

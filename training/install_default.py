@@ -79,8 +79,11 @@ Sampling: {settings["sampler"]}, {settings["steps"]} steps, guidance {settings["
 ## Recipe (reproduce with `scripts/train-default`)
 1. `sa3 data build -o data/corpus --hours 2 --max-seconds 30 --jobs 2 --seed 0`
 2. `sa3 train autoencoder --config configs/default/autoencoder.yaml` (2 DDP processes; MR-STFT, IFGD, chroma
-   and ILD heads; the head's phases advance with a stationary sinusoid's, 15 % of crops end or start in silence)
-3. `sa3 data encode data/corpus/manifest.jsonl -o data/latents --model <autoencoder>`
+   and ILD heads; the head's phases advance like a stationary sinusoid's at each bin's centre; 15 % of crops
+   end or start in silence; stops after 600 of 1500 scheduled steps), then
+   `sa3 train autoencoder --config configs/default/peaks.yaml` (900 more steps from there, each bin's phase
+   advancing at the frequency of its spectral peak, read off the predicted magnitudes)
+3. `sa3 data encode data/corpus/manifest.jsonl -o data/latents --model runs/default/peaks/same.safetensors`
 4. at the same time: `sa3 train autoencoder --config configs/default/decoder.yaml` (the decoder alone with
    the mel loss added and 30 % silenced crops; encoder and latent statistics frozen, so the latents of step 3
    stay valid) and `sa3 train flow --config configs/default/flow.yaml` (2 DDP processes; flow matching, OT

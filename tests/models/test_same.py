@@ -14,6 +14,7 @@ from sa3core.models.same import (
     model_identity,
     overlap_add,
     parameter_count,
+    peak_offsets,
     same_preset,
     spectral_frames,
 )
@@ -21,7 +22,14 @@ from sa3core.timebase import SAMPLE_RATE, samples_to_frames
 
 # a 2-block model keeps the long-length checks fast; the presets are checked for size separately
 SMALL = SAMEConfig(
-    width=32, heads=2, encoder_layers=2, decoder_layers=2, mlp_hidden=64, chunk_frames=0, phase_prior=True
+    width=32,
+    heads=2,
+    encoder_layers=2,
+    decoder_layers=2,
+    mlp_hidden=64,
+    chunk_frames=0,
+    phase_prior=True,
+    peak_frequency=True,
 )
 
 
@@ -155,7 +163,7 @@ def test_the_phase_prior_puts_a_bin_centre_tone_at_its_frequency(prior):
     every hop (256 samples), so a bin-21 tone (904 Hz) comes out at the nearest multiple of
     172.3 Hz (861 Hz), the buzz the first default model had; the phase prior keeps 904 Hz."""
     torch.manual_seed(0)
-    model = SAME(dataclasses.replace(SMALL, phase_prior=prior)).eval()
+    model = SAME(dataclasses.replace(SMALL, phase_prior=prior, peak_frequency=False)).eval()
     with torch.no_grad():
         model.patch_out.weight.zero_()
         bias = torch.full((2, 2, model.bins), -20.0)
@@ -166,3 +174,30 @@ def test_the_phase_prior_puts_a_bin_centre_tone_at_its_frequency(prior):
     peak = np.fft.rfftfreq(audio.size, 1 / 44100)[spectrum.argmax()]
     bin_centre, hop_harmonic = 21 * 44100 / 1024, 5 * 44100 / 256
     assert abs(peak - (bin_centre if prior else hop_harmonic)) < 5.0
+
+
+@pytest.mark.parametrize("peak_frequency", [False, True])
+def test_peak_frequency_renders_a_tone_between_bins_at_its_frequency(peak_frequency):
+    """A log-magnitude lobe centred between bins (21.3, 917 Hz): read from the lobe's shape, the
+    phases advance at 917 Hz; at bin centres only, the tone lands on bin 21 (904 Hz)."""
+    torch.manual_seed(0)
+    model = SAME(dataclasses.replace(SMALL, peak_frequency=peak_frequency)).eval()
+    with torch.no_grad():
+        model.patch_out.weight.zero_()
+        k = torch.arange(model.bins, dtype=torch.float32)
+        bias = torch.zeros(2, 2, model.bins)
+        bias[:, 0] = torch.clamp(3.0 - 1.2 * (k - 21.3) ** 2, min=-20.0)
+        bias[:, 1] = 0.3
+        model.patch_out.bias.copy_(bias.reshape(-1))
+        frame = model.decode(torch.zeros(1, 256, 6))[0, 0, 2 * 4096 : 3 * 4096].numpy()  # one whole latent frame
+    spectrum = np.abs(np.fft.rfft(frame * np.hanning(frame.size), 1 << 16))
+    peak = np.fft.rfftfreq(1 << 16, 1 / 44100)[spectrum.argmax()]
+    assert abs(peak - (21.3 if peak_frequency else 21.0) * 44100 / 1024) < 3.0
+
+
+def test_peak_offsets_point_at_the_vertex_and_ignore_valleys():
+    k = torch.arange(40, dtype=torch.float32)
+    offsets = peak_offsets(-0.5 * (k - 20.4) ** 2)
+    torch.testing.assert_close(offsets[16:25], (20.4 - k[16:25]).clamp(-1, 1), atol=0.01, rtol=0)  # lobe bins, clamped
+    assert peak_offsets(0.5 * (k - 20.4) ** 2)[15:25].abs().max() < 0.01  # a valley is no peak
+    assert peak_offsets(torch.zeros(40)).abs().max() == 0.0  # flat: no offset

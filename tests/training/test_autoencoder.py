@@ -9,7 +9,7 @@ from sa3core import config as cfg
 from sa3core.checkpoint import load_model
 from sa3core.errors import Sa3Error
 from sa3core.losses import MultiResolutionSTFTLoss
-from training.autoencoder import AutoencoderConfig, AutoencoderTrainer, load_config
+from training.autoencoder import AutoencoderConfig, AutoencoderTrainer, check_config, load_config
 from training.synthetic import render_batch, render_clip
 
 
@@ -132,3 +132,20 @@ def test_silence_augmentation_silences_a_tail_or_head(tmp_path):
     config.data.silence_prob = 0.0
     untouched = AutoencoderTrainer(config, tmp_path / "run2").get_batch(0, 0, torch.Generator().manual_seed(0))
     assert (untouched != 0).all()
+
+
+def test_stop_after_ends_early_and_init_may_switch_the_head(tmp_path):
+    """loop.stop_after ends a run (with its export) part-way through its schedule; a run started
+    from it with init may turn peak_frequency on (a head setting, no weights), not change shapes."""
+    first = _config(steps=8, stop_after=2, checkpoint_every=1000)
+    first.model = {**SMALL_MODEL, "peak_frequency": False}
+    trainer = AutoencoderTrainer(first, tmp_path / "a")
+    trainer.fit()
+    assert trainer.step == 2 and (tmp_path / "a" / "same.safetensors").is_file()
+    config = _config(steps=2, checkpoint_every=1000)
+    config.init, config.model = str(tmp_path / "a" / "same.safetensors"), {"peak_frequency": True}
+    AutoencoderTrainer(config, tmp_path / "b").fit()
+    assert load_model(tmp_path / "b" / "same.safetensors")[0].config.peak_frequency
+    config.model = {"width": 32}
+    with pytest.raises(Sa3Error, match="peak_frequency"):
+        check_config(config)
