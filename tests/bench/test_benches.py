@@ -85,8 +85,8 @@ def test_efficiency_quick(tmp_path):
     ]
     for row in rows:
         assert row["gflop"] > 0 and row["wall_s"] > 0 and row["percent_of_peak_cpu"] > 0
-        if row["precision"] != "fp32":
-            assert row["relative_rms"] < 0.05  # bf16 stays close to fp32
+        if row["precision"] != "fp32":  # bf16 stays close to fp32: the DiT's velocities, the decoder's spectra
+            assert row["relative_rms" if row["part"].startswith("dit") else "relative_rms_spectrum"] < 0.05
 
 
 def test_length_scaling_quick(tmp_path):

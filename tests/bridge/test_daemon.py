@@ -90,7 +90,13 @@ def test_concurrent_clients_get_independent_exact_results(daemon, tiny_pipeline)
         assert result.audio.shape == (fields.get("variations", 1), 2, job.reply_samples)
         # The same request in this process: same model weights (seed 0), same seed -> same audio.
         direct = tiny_pipeline.generate(
-            fields["prompt"], job.model_samples, steps=1, seed=fields["seed"], variations=job.variations
+            fields["prompt"],
+            job.model_samples,
+            steps=1,
+            seed=fields["seed"],
+            variations=job.variations,
+            bpm=job.bpm,  # a bars request carries the song's tempo: the model keeps its beat
+            meter=job.meter,
         )
         expected = to_rate(direct, rate, job.reply_samples)
         np.testing.assert_allclose(result.audio, expected, atol=1e-5, rtol=0)

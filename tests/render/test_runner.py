@@ -30,7 +30,7 @@ def write_sheet(folder: Path, body: str, name: str = "sheet.yaml") -> Path:
 PACK = """
 defaults:
   steps: 1
-  loudness: -14
+  loudness: -20  # a random model renders click trains: -14 would need extreme limiting (tested below)
 jobs:
   - name: loop
     prompt: odd meter drum loop
@@ -72,7 +72,7 @@ def test_outputs_have_exact_lengths_loudness_and_peaks(rendered):
     assert [r.status for r in results] == ["rendered"] * 4
     loop, _ = sf.read(out / "loop.wav", dtype="float32", always_2d=True)
     assert loop.shape[0] == timebase.bars_to_samples(1, 140, "7/8")
-    assert abs(pyloudnorm.Meter(RATE).integrated_loudness(loop.astype(np.float64)) - -14) < 0.5
+    assert abs(pyloudnorm.Meter(RATE).integrated_loudness(loop.astype(np.float64)) - -20) < 0.5
     assert true_peak_db(loop.T, circular=True) <= -1.0 + 1e-4  # 24-bit rounding may add a hair
     hit, _ = sf.read(out / "hits" / "hit.flac", dtype="float32", always_2d=True)
     assert RATE // 2 < hit.shape[0] <= RATE * 2  # kept tail: longer than the 0.5 s, at most +1.5 s
