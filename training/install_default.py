@@ -113,9 +113,17 @@ Built from commit `{_git_commit()}`.
 A 12-million-parameter model trained for about two hours on 2 CPU cores: it knows the corpus's
 domain (General MIDI instruments, drum grooves, procedural and game sound effects) and
 nothing else; expect lo-fi results. The metrics below are measured, not claimed, and most of
-the issue's targets are not met yet (see Targets). No GPU was lent while this model was made,
-so no larger GPU-trained default exists; the same configs with the `small` presets are the
-starting point for one.
+the issue's targets are not met (see Targets). What limits it, measured on held-out clips
+(reconstructions through the autoencoder alone, no generation):
+- pitch: reconstructions of tonal clips read as F or C major whatever their key. The decoder
+  renders a spectrum that barely follows the notes, on a grid of 43 Hz bins whose common
+  pattern is the harmonic series of F1;
+- beat: the decoder modulates its output once per latent frame (10.77 Hz), and the tempo
+  estimator then often reads a sub-multiple of that rate (107.7, 129.2, 161.5 bpm).
+
+The tempo, key and meter conditioning works in the DiT, but the decoder hides most of it.
+No GPU was lent while this model was made, so no larger GPU-trained default exists. The same
+configs with the `small` presets are the starting point for one.
 
 ## Metrics
 (not measured yet: run `sa3 eval` and `python -m training.install_default --metrics`)
