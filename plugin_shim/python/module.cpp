@@ -71,6 +71,13 @@ void init_timebase(py::module_& m) {
       },
       py::arg("bar"), py::arg("bpm"), py::arg("meter"), py::arg("sample_rate"), "1-based bar number to host sample");
   m.def("ppq_to_samples", &tb::ppqToSamples, py::arg("ppq"), py::arg("bpm"), py::arg("sample_rate"));
+  m.def(
+      "bar_line_at_or_before",
+      [](int64_t sample, double bpm, std::pair<int, int> meter, double rate) {
+        return tb::barLineAtOrBefore(sample, bpm, toMeter(meter), rate);
+      },
+      py::arg("sample"), py::arg("bpm"), py::arg("meter"), py::arg("sample_rate"),
+      "host sample of the last bar line at or before `sample` (where context windows start)");
   m.def("samples_to_frames", &tb::samplesToFrames, py::arg("model_samples"));
   m.def("host_to_model_samples", &tb::hostToModelSamples, py::arg("host_samples"), py::arg("host_sample_rate"));
   m.def(

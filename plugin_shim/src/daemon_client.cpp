@@ -149,6 +149,10 @@ int64_t DaemonClient::submit(const RenderRequest& request) {
   h.field("seed", static_cast<uint64_t>(request.seed));
   if (request.steps > 0) h.field("steps", request.steps);
   h.field("progress", true);
+  if (request.bpm > 0.0) {  // the model keeps the song's beat, with a downbeat at the clip's first sample
+    h.field("bpm", request.bpm);
+    h.field("meter", std::to_string(request.meterNumerator) + "/" + std::to_string(request.meterDenominator));
+  }
   const bool hasAudio = request.mode != Mode::Generate;
   if (request.mode != Mode::Inpaint) h.field("samples", request.newSamples);
   if (hasAudio) {

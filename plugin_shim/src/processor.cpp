@@ -318,15 +318,23 @@ std::string Processor::buildJob(Job& job) const {
   req.seed = static_cast<uint32_t>(seed_.load() & 0xffffffffu);
   req.steps = std::max(0, steps_.load());
   req.sampleRate = static_cast<int>(rate);
+  req.bpm = resolved.bpm;
+  req.meterNumerator = resolved.meter.numerator;
+  req.meterDenominator = resolved.meter.denominator;
   const int64_t context = tb::secondsToSamples(config_.contextSeconds, rate);
+  // Context windows start on a bar line, so the clip the daemon gets begins on a downbeat (the
+  // model is told the song's tempo and puts beat 1 at the clip's first sample).
+  const auto windowFrom = [&](int64_t sample) {
+    return tb::barLineAtOrBefore(std::max<int64_t>(0, sample), resolved.bpm, resolved.meter, rate);
+  };
   if (req.mode == Mode::Inpaint) {
-    const int64_t windowStart = std::max<int64_t>(0, region.start - context);
+    const int64_t windowStart = windowFrom(region.start - context);
     const int64_t windowEnd = std::min<int64_t>(maxSamples, region.end + context);
     if (!copyContext(windowStart, windowEnd, req.left, req.right)) return "no captured audio; play the region once";
     req.regionStart = region.start - windowStart;
     req.regionEnd = region.end - windowStart;
   } else if (req.mode == Mode::Continue) {
-    const int64_t windowStart = std::max<int64_t>(0, region.start - context);
+    const int64_t windowStart = windowFrom(region.start - context);
     // Nothing before the start (bar 1): continuing nothing is generating.
     if (region.start == 0 || !copyContext(windowStart, region.start, req.left, req.right)) req.mode = Mode::Generate;
     req.newSamples = region.length();

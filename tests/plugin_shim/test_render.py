@@ -169,3 +169,36 @@ def test_daemon_killed_mid_request_then_restarted(shim):
         assert not np.allclose(out[:, start:end], audio[:, start:end], atol=1e-3)
     finally:
         daemon.kill()
+
+
+def test_fill_tells_the_model_the_song_tempo(shim, daemon, tiny_pipeline):
+    """The plugin sends the host's tempo and meter with the job, so the take is what the model
+    makes when told them (the daemon serves random:tiny, the same weights as tiny_pipeline)."""
+    import torch
+
+    from bridge import protocol as P
+    from bridge.render import to_rate
+
+    rate, bpm, meter = 48000, 150.0, (3, 4)
+    p = shim.Processor(endpoint=daemon.endpoint)
+    p.prepare_to_play(rate, 512)
+    p.mode, p.bars, p.steps, p.seed, p.region_bars = "generate", 2, 2, 11, (3.0, 3.0)
+    host = Host(p, rate, bpm=bpm, meter=meter)
+    audio = test_signal(2, rate * 5, rate)
+    wait_for(lambda: p.online, 60, "the daemon")
+    host.play(audio[:, :512])
+    render(p, host, audio, block_sizes=(480, 512))
+    take = p.take_audio(0)
+    fields = {"prompt": p.prompt, "samples": take.shape[1], "sample_rate": rate, "seed": 11, "steps": 2}
+    job = P.parse_job(
+        {"v": P.PROTOCOL_VERSION, "type": "generate", **fields, "bpm": bpm, "meter": "3/4"}, [], P.Limits()
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the daemon runs: the same bf16 sums
+    try:
+        told = tiny_pipeline.generate(p.prompt, job.model_samples, steps=2, seed=11, bpm=bpm, meter="3/4")
+        untold = tiny_pipeline.generate(p.prompt, job.model_samples, steps=2, seed=11)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(take, to_rate(told, rate, job.reply_samples)[0], atol=1e-6, rtol=0)
+    assert np.abs(take - to_rate(untold, rate, job.reply_samples)[0]).max() > 1e-3

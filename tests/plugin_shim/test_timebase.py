@@ -142,3 +142,17 @@ def test_defaults_are_120_bpm_four_four_when_the_host_gives_none(shim):
     p.meter = (3, 4)
     region = p.resolve_region()
     assert (region["start"], region["end"]) == (4 * 3 * 26_460, 6 * 3 * 26_460)  # 0.6 s a quarter
+
+
+def test_bar_line_at_or_before(shim):
+    """Context windows start on the bar line at or before the wanted start (bar 1 at sample 0)."""
+    rate, bpm, meter = 48000, 150.0, (3, 4)  # a bar is 1.2 s = 57,600 samples
+    assert shim.bar_line_at_or_before(0, bpm, meter, rate) == 0
+    assert shim.bar_line_at_or_before(57_599, bpm, meter, rate) == 0
+    assert shim.bar_line_at_or_before(57_600, bpm, meter, rate) == 57_600
+    assert shim.bar_line_at_or_before(200_000, bpm, meter, rate) == 172_800
+    for sample in range(0, 2_000_000, 7919):  # odd tempo and meter: never after, never a bar early
+        line = shim.bar_line_at_or_before(sample, 97.3, (7, 8), 44100)
+        bar = round(line / shim.bars_to_samples(1, 97.3, (7, 8), 44100)) + 1
+        assert line <= sample < shim.bar_start_sample(bar + 1, 97.3, (7, 8), 44100)
+        assert line == shim.bar_start_sample(bar, 97.3, (7, 8), 44100)

@@ -28,6 +28,8 @@ struct RenderRequest {
   std::vector<float> left, right;          // the input clip (inpaint and continue), planar
   int64_t regionStart = 0, regionEnd = 0;  // inpaint: the span of the clip to regenerate
   int64_t newSamples = 0;                  // generate and continue: new audio to make
+  double bpm = 0.0;                         // the song's tempo (0 = not sent); sample 0 of the clip is a downbeat
+  int meterNumerator = 4, meterDenominator = 4;
 };
 
 /// One message from the daemon, decoded.

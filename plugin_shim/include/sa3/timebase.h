@@ -91,6 +91,14 @@ inline int64_t barStartSample(double bar, double bpm, Meter meter, double sample
   return ppqToSamples(barToPpq(bar, meter), bpm, sampleRate);
 }
 
+/// Host sample of the last bar line at or before `sample` (bar 1 starts at sample 0).
+inline int64_t barLineAtOrBefore(int64_t sample, double bpm, Meter meter, double sampleRate) noexcept {
+  const double bar = std::floor(samplesToPpq(sample, bpm, sampleRate) / meter.quartersPerBar()) + 1.0;
+  int64_t line = barStartSample(bar < 1.0 ? 1.0 : bar, bpm, meter, sampleRate);
+  while (line > sample && bar > 1.0) line = barStartSample(bar - 1.0, bpm, meter, sampleRate);  // rounding
+  return line > sample ? 0 : line;
+}
+
 /// The 1-based bar whose start is nearest to quarter-note position `ppq` (never before bar 1).
 inline double nearestBarLine(double ppq, Meter meter) noexcept {
   const double bar = std::round(ppq / meter.quartersPerBar()) + 1.0;
