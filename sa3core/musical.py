@@ -27,12 +27,15 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from . import timebase
 
-PITCH_CLASSES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+if TYPE_CHECKING:
+    import torch
+
+NATURALS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+ACCIDENTALS = {"": 0, "#": 1, "♯": 1, "b": -1, "♭": -1}
 SCALES: dict[str, tuple[int, ...]] = {
     "major": (0, 2, 4, 5, 7, 9, 11),
     "ionian": (0, 2, 4, 5, 7, 9, 11),
@@ -47,7 +50,6 @@ SCALES: dict[str, tuple[int, ...]] = {
     "locrian": (0, 1, 3, 5, 6, 8, 10),
 }
 MUSIC_DIM = 27  # tonic 12 + scale 12 + beat 3
-BEAT_COLUMNS = slice(24, 27)
 
 _TONIC = r"(?P<tonic>[A-G])(?P<accidental>#|♯|b|♭)?"
 _MODE_WORDS = "|".join(sorted((re.escape(m) for m in SCALES), key=len, reverse=True))
@@ -77,6 +79,8 @@ class MusicAttributes:
     def row(self, start_frame: float = 0.0) -> torch.Tensor:
         """The DiT's ``music`` row [27]; ``start_frame`` = the latent frame, counted from the
         clip's first downbeat, where this item starts (training crops)."""
+        import torch  # here, not at import: the corpus builder reads SCALES without loading torch
+
         out = torch.zeros(MUSIC_DIM)
         if self.tonic is not None:
             out[self.tonic % 12] = 1.0
@@ -93,9 +97,17 @@ class MusicAttributes:
         return out
 
 
+def pitch_class(name: str) -> int | None:
+    """``"F#"``, ``"Bb"``, ``"bb"``, ``"E♭"``, ``"B#"`` -> 0-11 (0 = C); None for anything else."""
+    name = str(name).strip()
+    letter, accidental = name[:1].upper(), name[1:].lower()
+    if letter not in NATURALS or accidental not in ACCIDENTALS:
+        return None
+    return (NATURALS[letter] + ACCIDENTALS[accidental]) % 12
+
+
 def _tonic(match: re.Match) -> int:
-    accidental = (match.group("accidental") or "").replace("♯", "#").replace("♭", "b")
-    return (PITCH_CLASSES[match.group("tonic").upper()] + {"#": 1, "b": -1, "": 0}[accidental]) % 12
+    return pitch_class(match.group("tonic") + (match.group("accidental") or ""))
 
 
 def parse_key(text: str) -> tuple[int | None, str | None]:
@@ -156,5 +168,7 @@ def from_tags(tags: dict) -> MusicAttributes:
 
 def music_rows(attributes: list[MusicAttributes], start_frames: list[float] | None = None) -> torch.Tensor:
     """[B, 27] rows for a batch (``start_frames`` per item, 0 when not given)."""
+    import torch
+
     starts = start_frames or [0.0] * len(attributes)
     return torch.stack([a.row(s) for a, s in zip(attributes, starts, strict=True)])

@@ -25,19 +25,15 @@ the signal; they are validated in tests on synthesized progressions and drum pat
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import timebase
+from ..musical import pitch_class
 from .metrics import mel_filterbank, stft_magnitude
 
 PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-_NAMES = {
-    "C": 0, "B#": 0, "C#": 1, "DB": 1, "D": 2, "D#": 3, "EB": 3, "E": 4, "FB": 4, "E#": 5, "F": 5,
-    "F#": 6, "GB": 6, "G": 7, "G#": 8, "AB": 8, "A": 9, "A#": 10, "BB": 10, "B": 11, "CB": 11,
-}  # fmt: skip
 # Krumhansl & Kessler (1982) probe-tone ratings, index 0 = tonic.
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
@@ -78,10 +74,10 @@ class Key:
     def parse(cls, tonic: str, mode: str = "major") -> Key | None:
         """``("F#", "minor")`` -> Key; None when the mode is not major/minor-like (dorian, ...)."""
         family = MODE_FAMILY.get(str(mode).strip().lower())
-        name = str(tonic).strip().upper().replace("♯", "#").replace("♭", "B")
-        if family is None or not re.fullmatch(r"[A-G][#B]?", name) or name not in _NAMES:
+        pitch = pitch_class(tonic)
+        if family is None or pitch is None:
             return None
-        return cls(_NAMES[name], family)
+        return cls(pitch, family)
 
 
 def chroma_frames(audio: np.ndarray) -> np.ndarray:

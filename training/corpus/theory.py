@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sa3core.musical import SCALES
+
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 # Scale steps in semitones above the tonic (seven-note modes, so chords stack in thirds).
+# The modes the composer writes in, in this order (seeded draws index it), from sa3core's table.
 MODES: dict[str, tuple[int, ...]] = {
-    "major": (0, 2, 4, 5, 7, 9, 11),
-    "minor": (0, 2, 3, 5, 7, 8, 10),
-    "dorian": (0, 2, 3, 5, 7, 9, 10),
-    "mixolydian": (0, 2, 4, 5, 7, 9, 10),
-    "lydian": (0, 2, 4, 6, 7, 9, 11),
-    "phrygian": (0, 1, 3, 5, 7, 8, 10),
-    "harmonic minor": (0, 2, 3, 5, 7, 8, 11),
+    name: SCALES[name] for name in ("major", "minor", "dorian", "mixolydian", "lydian", "phrygian", "harmonic minor")
 }
 
 # Progressions as 0-based scale degrees. Each starts on the tonic and gives it at least half
