@@ -86,7 +86,8 @@ class CoreMLDecoderGraph(nn.Module):
             if shifted:
                 out = out[:, half : half + frames]  # (1, F, T, width)
             x = torch.where(keep, out, torch.zeros_like(out))  # a window of padding only gives NaN: reset to zero
-        return s.tokens_to_audio(x[:, :, 1:], valid)  # (1, 2, F*4096), silent past the real frames
+        flat = latents.reshape(1, timebase.LATENT_CHANNELS, frames)
+        return s.tokens_to_audio(x[:, :, 1:], valid, flat)  # (1, 2, F*4096), silent past the real frames
 
 
 def decoder_inputs(latents: torch.Tensor, window_frames: int) -> tuple[torch.Tensor, torch.Tensor]:

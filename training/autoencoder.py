@@ -31,7 +31,17 @@ from sa3core.audio import to_model_audio
 from sa3core.checkpoint import load_model, save_model
 from sa3core.errors import Sa3Error
 from sa3core.losses import AutoencoderLoss, LossInputs, LossWeights, MultiResolutionSTFTLoss
-from sa3core.models.same import SAME, SAMEConfig, pad_to_frames, same_preset
+from sa3core.models.same import (
+    HEAD_SPANS,
+    SAME,
+    SAMEConfig,
+    add_pitch_channels,
+    add_pitch_front_end,
+    add_pitch_skip,
+    pad_to_frames,
+    resize_head,
+    same_preset,
+)
 from sa3core.timebase import SAMPLE_RATE, frames_to_samples
 
 from . import TRAINERS
@@ -48,9 +58,17 @@ class DataConfig:
     silence_prob: float = 0.0  # chance a crop's tail or head is silenced (10 ms fade): teaches clean endings
 
 
-# SAMEConfig fields that change how the head renders audio but no weight: `model:` may set them
-# on a model loaded with `init:` (e.g. turn on peak_frequency part-way through training).
-HEAD_FIELDS = frozenset({"peak_frequency", "chunk_frames"})
+# SAMEConfig fields that `model:` may set on a model loaded with `init:` (e.g. turn on
+# peak_frequency part-way through training). The head's fields leave the encoder, and so the
+# latents, alone; head_patches resizes the head's output layer (sa3core.models.same.resize_head).
+# pitch_patches adds a longer spectrum to the encoder's input (add_pitch_front_end) and
+# pitch_channels makes the last latent channels measured semitone energies (add_pitch_channels):
+# both change the latents, so they need `train: all`.
+# pitch_skip (the head renders the semitone channels; add_pitch_skip) leaves the latents alone.
+HEAD_FIELDS = frozenset(
+    {"peak_frequency", "chunk_frames", "head_patches", "pitch_patches", "pitch_channels", "pitch_skip"}
+)
+ENCODER_FIELDS = ("pitch_patches", "pitch_channels")
 
 
 @dataclass
@@ -151,10 +169,26 @@ class AutoencoderTrainer(Trainer):
         config = self.config
         if config.init:
             same = load_model(config.init, expect_kind="same")[0].train()
+            head_patches = config.model.get("head_patches", same.config.head_patches)
+            if head_patches != same.config.head_patches:
+                same = resize_head(same, head_patches)
+            if config.model.get("pitch_patches", 0) and not same.config.pitch_patches:
+                same = add_pitch_front_end(same, config.model["pitch_patches"])
+            if config.model.get("pitch_channels", 0) and not same.config.pitch_channels:
+                same = add_pitch_channels(same, config.model["pitch_channels"], self.calibration_audio())
+            if config.model.get("pitch_skip") and not same.config.pitch_skip:
+                same = add_pitch_skip(same)
             same.config = dataclasses.replace(same.config, **config.model)  # head settings only (checked)
         else:
             same = SAME(config.same_config())
         return AutoencoderWithLosses(same, config.loss, decoder_only=config.train == "decoder")
+
+    def calibration_audio(self, crops: int = 32) -> torch.Tensor:
+        """Fixed crops of the training data (procedural audio without a source), for statistics."""
+        generator = torch.Generator().manual_seed(7_654_321)
+        if self.files is None:
+            return render_batch(crops, self.segment, generator)
+        return torch.stack([self.files.crop(self.segment, generator) for _ in range(crops)])
 
     def get_batch(self, step: int, micro: int, generator: torch.Generator) -> torch.Tensor:
         if self.files is None:
@@ -220,6 +254,14 @@ def check_config(config: AutoencoderConfig) -> None:
             f"`model:` overrides cannot change the shape of the autoencoder loaded from {config.init!r}; "
             f"with init only {', '.join(sorted(HEAD_FIELDS))} may be set"
         )
+    if config.model.get("head_patches", HEAD_SPANS[0]) not in HEAD_SPANS:
+        raise Sa3Error(
+            f"autoencoder config model.head_patches {config.model['head_patches']!r} must be one of "
+            f"{', '.join(map(str, HEAD_SPANS))}"
+        )
+    for name in ENCODER_FIELDS:
+        if config.train == "decoder" and config.model.get(name):
+            raise Sa3Error(f"model.{name} changes the encoder (and every latent); it needs train: all, not decoder")
     if config.init and not Path(config.init).is_file():
         raise Sa3Error(f"autoencoder init {config.init!r} does not exist; train the autoencoder first")
 

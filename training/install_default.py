@@ -82,12 +82,16 @@ Sampling: {settings["sampler"]}, {settings["steps"]} steps, guidance {settings["
    and ILD heads; the head's phases advance like a stationary sinusoid's at each bin's centre; 15 % of crops
    end or start in silence; stops after 600 of 1500 scheduled steps), then
    `sa3 train autoencoder --config configs/default/peaks.yaml` (900 more steps from there, each bin's phase
-   advancing at the frequency of its spectral peak, read off the predicted magnitudes)
-3. `sa3 data encode data/corpus/manifest.jsonl -o data/latents --model runs/default/peaks/same.safetensors`
-4. at the same time: `sa3 train autoencoder --config configs/default/decoder.yaml` (the decoder alone with
-   the mel loss added and 30 % silenced crops; encoder and latent statistics frozen, so the latents of step 3
-   stay valid) and `sa3 train flow --config configs/default/flow.yaml` (2 DDP processes; flow matching, OT
-   coupling, inpaint masks, CFG dropout; tempo, key and meter from the corpus tags as music rows, withheld
+   advancing at the frequency of its spectral peak, read off the predicted magnitudes), then
+   `sa3 train autoencoder --config configs/default/pitch.yaml` (300 of 600 scheduled steps: the encoder
+   also reads a 2048-sample spectrum, the head renders 2048-sample spectra, mel and spectral-flux losses
+   added, the chroma head at weight 5, 30 % silenced crops), then
+   `sa3 train autoencoder --config configs/default/semitones.yaml` (500 steps with the last 60 latent
+   channels measured: the log energy of each semitone from A1 up; the chroma head alone had left no pitch
+   in the latents)
+3. `sa3 data encode data/corpus/manifest.jsonl -o data/latents --model runs/default/semitones/same.safetensors`
+4. `sa3 train flow --config configs/default/flow.yaml` (2 DDP processes; flow matching, OT coupling,
+   inpaint masks, CFG dropout; tempo, key and meter from the corpus tags as music rows, withheld
    20/20/50 % of the time)
 5. `sa3 train distill --config configs/default/distill.yaml` (15-step DPM++ teacher with guidance 5)
 6. `sa3 train adversarial --config configs/default/adversarial.yaml` (relativistic + contrastive critic, alignment term)

@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import Sa3Error
 from ..registry import Registry
 from .music import ChromaLoss, ILDLoss
-from .spectral import MultiResolutionMelLoss, MultiResolutionSTFTLoss, PhaseLoss
+from .spectral import MultiResolutionMelLoss, MultiResolutionSTFTLoss, PhaseLoss, SpectralFluxLoss
 
 LOSS_TERMS: Registry[type[nn.Module]] = Registry("loss term")
 
@@ -44,6 +44,7 @@ class LossWeights:
     phase: float = 0.1  # IFGD
     waveform: float = 0.0  # L1 on samples
     mel: float = 0.0  # multi-resolution log-mel L1 (weighs the bass and the harmonics as hearing does)
+    flux: float = 0.0  # L1 on frame-to-frame log-mel changes (hop 256): no rhythm of the decoder's own
     chroma: float = 0.1  # chroma regression head on the latents
     ild: float = 0.1  # ILD regression head on the latents
     adversarial: float = 0.0  # plug-in: needs a registered implementation
@@ -75,6 +76,16 @@ class MelTerm(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.loss = MultiResolutionMelLoss()
+
+    def forward(self, batch: LossInputs) -> torch.Tensor:
+        return self.loss(batch.reconstruction, batch.audio)
+
+
+@LOSS_TERMS.register("flux")
+class FluxTerm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss = SpectralFluxLoss()
 
     def forward(self, batch: LossInputs) -> torch.Tensor:
         return self.loss(batch.reconstruction, batch.audio)

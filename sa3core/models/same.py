@@ -68,13 +68,14 @@ def dft_bases(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return forward.float(), inverse.float()
 
 
-def phase_advance(tokens: int, bins: int) -> torch.Tensor:
+def phase_advance(tokens: int, bins: int, span: int = SPECTRAL_PATCHES) -> torch.Tensor:
     """[tokens, bins] float32: the phase (mod 2 pi) that a sinusoid at bin k's centre has reached
-    in frame n, relative to frame 0. A 4-patch window makes that (pi/2) k n: periodic in n with
-    period 4, so a chunk that starts on a latent frame (16 patches) sees the same pattern."""
-    n = torch.arange(tokens, dtype=torch.float64)[:, None] % SPECTRAL_PATCHES
+    in frame n, relative to frame 0, for a window of ``span`` patches (hop = 1 patch): that is
+    2 pi k n / span, periodic in n with period ``span``, so a chunk that starts on a latent frame
+    (16 patches, a multiple of ``span``) sees the same pattern."""
+    n = torch.arange(tokens, dtype=torch.float64)[:, None] % span
     k = torch.arange(bins, dtype=torch.float64)[None, :]
-    return torch.remainder(2.0 * torch.pi * k * n / SPECTRAL_PATCHES, 2.0 * torch.pi).float()
+    return torch.remainder(2.0 * torch.pi * k * n / span, 2.0 * torch.pi).float()
 
 
 def peak_offsets(log_magnitude: torch.Tensor, softness: float = 0.05) -> torch.Tensor:
@@ -95,21 +96,23 @@ def peak_offsets(log_magnitude: torch.Tensor, softness: float = 0.05) -> torch.T
     return vertex.clamp(-1.0, 1.0) * torch.sigmoid(-curvature / softness)
 
 
-def spectral_frames(patches: torch.Tensor) -> torch.Tensor:
-    """patches [..., N, P] -> frames [..., N, 4P]: frame n spans patches n-2 .. n+1 (zeros past the ends)."""
-    padded = F.pad(patches, (0, 0, 2, 1))  # (..., N+3, P)
+def spectral_frames(patches: torch.Tensor, span: int = SPECTRAL_PATCHES) -> torch.Tensor:
+    """patches [..., N, P] -> frames [..., N, span*P]: frame n spans patches n - span/2 .. n + span/2 - 1
+    (zeros past the ends)."""
+    half = span // 2
+    padded = F.pad(patches, (0, 0, half, half - 1))  # (..., N+span-1, P)
     N = patches.shape[-2]
-    return torch.cat([padded[..., j : j + N, :] for j in range(SPECTRAL_PATCHES)], dim=-1)
+    return torch.cat([padded[..., j : j + N, :] for j in range(span)], dim=-1)
 
 
-def overlap_add(frames: torch.Tensor) -> torch.Tensor:
-    """frames [..., N, 4P] (frame n spans patches n-2 .. n+1) -> audio [..., N*P]; the inverse
-    layout of :func:`spectral_frames`, summing the 4 frames that cover each patch."""
-    *lead, N, span = frames.shape
-    P = span // SPECTRAL_PATCHES
-    blocks = F.pad(frames.reshape(*lead, N, SPECTRAL_PATCHES, P), (0, 0, 0, 0, 1, 2))  # (..., N+3, 4, P)
-    # patch b receives block j of frame b + 2 - j, which sits at padded row b + 3 - j
-    out = sum(blocks[..., 3 - j : 3 - j + N, j, :] for j in range(SPECTRAL_PATCHES))  # (..., N, P)
+def overlap_add(frames: torch.Tensor, span: int = SPECTRAL_PATCHES) -> torch.Tensor:
+    """frames [..., N, span*P] (frame n spans patches n - span/2 .. n + span/2 - 1) -> audio [..., N*P];
+    the inverse layout of :func:`spectral_frames`, summing the ``span`` frames that cover each patch."""
+    *lead, N, width = frames.shape
+    P, half = width // span, span // 2
+    blocks = F.pad(frames.reshape(*lead, N, span, P), (0, 0, 0, 0, half - 1, half))  # (..., N+span-1, span, P)
+    # patch b receives block j of frame b + span/2 - j, which sits at padded row b + span - 1 - j
+    out = sum(blocks[..., span - 1 - j : span - 1 - j + N, j, :] for j in range(span))  # (..., N, P)
     return out.reshape(*lead, N * P)
 
 
@@ -145,6 +148,49 @@ class SAMEConfig:
     # 43 Hz apart: a note between bins came out as two beating tones and any flat spectrum
     # as a 43 Hz comb (the harmonics of F1, again an F major chroma).
     peak_frequency: bool = False
+    # The head's window in patches (hop = 1 patch): 4 = 1024 samples, bins 43 Hz apart. 8 = 2048
+    # samples, 21.5 Hz: rendering real clips' own magnitudes through the head's phase model, the
+    # key estimator (which reads 55-1000 Hz) found 21/40 keys with 4 and 31/40, as on the clips
+    # themselves, with 8 (runs/diag/oracle_phase.py, docs/architecture.md). The encoder's front
+    # end keeps 4 patches, so the head can change without touching the latents.
+    head_patches: int = SPECTRAL_PATCHES
+    # A second, longer log magnitude spectrum in each encoder token's input (0 = none; 8 = 2048
+    # samples, bins 21.5 Hz apart). Why: with the 4-patch spectrum alone (43 Hz bins, which
+    # resolve semitones only above ~730 Hz) the tiny encoder kept no pitch at all: a probe from
+    # the shipped model's latents to frame chroma did no better than the mean (MSE 0.092 against
+    # 0.095), while loudness was read with R^2 0.71 (runs/diag/latent_probe.py).
+    pitch_patches: int = 0
+    # The last `pitch_channels` latent channels are not learned but measured: the log energy of
+    # each semitone from A1 (55 Hz) up, in the frame's own 4096 samples (:func:`semitone_filters`),
+    # then normalised with the rest. Why: the tiny encoder would not learn pitch (the chroma head
+    # at weight 5, with the 8-patch spectrum to read, left the probe at MSE 0.094 after 200 steps),
+    # so neither the decoder nor the DiT could place a note. Measured channels give both a pitch
+    # input from the first step, and give the DiT's key conditioning a direct target.
+    pitch_channels: int = 0
+    # With pitch_channels: the head adds to each token's magnitudes the spectrum the semitone
+    # channels describe (interpolated between frame centres, each bin's gain learned from 1), so
+    # the decoder renders the notes its latent names from the first step and learns the rest.
+    pitch_skip: bool = False
+
+
+PITCH_LOW_NOTE = 33  # A1, 55 Hz: the lowest semitone channel (MIDI note number)
+PITCH_BINS = 180  # bins of the 4096-sample DFT the semitone channels read (0 - 1938 Hz)
+
+
+def semitone_filters(notes: int) -> torch.Tensor:
+    """[PITCH_BINS, notes] float32 weights: note m (MIDI PITCH_LOW_NOTE + m) reads the bins of a
+    4096-sample DFT within a semitone of its centre (or within one bin, 10.8 Hz, where a semitone
+    is narrower), by a triangle; each column sums to 1."""
+    hz = torch.arange(PITCH_BINS, dtype=torch.float64) * (44100.0 / SAMPLES_PER_FRAME)
+    centre = 440.0 * 2.0 ** ((torch.arange(notes, dtype=torch.float64) + PITCH_LOW_NOTE - 69) / 12.0)
+    if float(centre[-1]) * 2 ** (1 / 12) >= float(hz[-1]):
+        raise Sa3Error(f"{notes} semitone channels reach past the {PITCH_BINS} bins they read; use fewer")
+    width = torch.maximum(centre * (2.0 ** (1 / 12) - 1.0), torch.tensor(44100.0 / SAMPLES_PER_FRAME))
+    weights = (1.0 - (hz[:, None] - centre[None, :]).abs() / width[None, :]).clamp_min(0.0)
+    return (weights / weights.sum(dim=0, keepdim=True)).float()
+
+
+HEAD_SPANS = (4, 8, 16)  # head windows whose phase pattern repeats within a latent frame (16 patches)
 
 
 SAME_PRESETS: dict[str, SAMEConfig] = {
@@ -178,6 +224,16 @@ class SAME(nn.Module):
             raise Sa3Error(f"SAME patch {config.patch} must divide the {SAMPLES_PER_FRAME}-sample latent frame")
         if config.chunk_frames and config.chunk_frames % config.window_frames:
             raise Sa3Error(f"SAME chunk_frames {config.chunk_frames} must be a multiple of window_frames")
+        if config.pitch_patches and config.pitch_patches not in HEAD_SPANS:
+            raise Sa3Error(
+                f"SAME pitch_patches {config.pitch_patches} is not 0 or one of {', '.join(map(str, HEAD_SPANS))}"
+            )
+        if not 0 <= config.pitch_channels < LATENT_CHANNELS:
+            raise Sa3Error(f"SAME pitch_channels {config.pitch_channels} must be in 0..{LATENT_CHANNELS - 1}")
+        if config.pitch_skip and not config.pitch_channels:
+            raise Sa3Error("SAME pitch_skip renders the semitone channels; it needs pitch_channels > 0")
+        if config.head_patches not in HEAD_SPANS:
+            raise Sa3Error(f"SAME head_patches {config.head_patches} is not one of {', '.join(map(str, HEAD_SPANS))}")
         self.config = config
         width = config.width
         self.stride = SAMPLES_PER_FRAME // config.patch  # patch tokens per latent frame
@@ -185,14 +241,33 @@ class SAME(nn.Module):
 
         window = SPECTRAL_PATCHES * config.patch
         self.bins = window // 2 + 1
-        forward_basis, inverse_basis = dft_bases(window)
+        forward_basis = dft_bases(window)[0]
         self.register_buffer("window", torch.hann_window(window, periodic=True), persistent=False)
         self.register_buffer("dft_forward", forward_basis, persistent=False)
-        self.register_buffer("dft_inverse", inverse_basis, persistent=False)
-        self.register_buffer("phase_advance", phase_advance(self.stride, self.bins), persistent=False)
+        head_window = config.head_patches * config.patch
+        self.head_bins = head_window // 2 + 1
+        self.register_buffer("head_window", torch.hann_window(head_window, periodic=True), persistent=False)
+        self.register_buffer("head_inverse", dft_bases(head_window)[1], persistent=False)
+        self.register_buffer(
+            "phase_advance", phase_advance(self.stride, self.head_bins, config.head_patches), persistent=False
+        )
 
-        # a token's input: its raw stereo patch and the log magnitude spectrum of both channels
-        self.patch_in = nn.Linear(CHANNELS * (config.patch + self.bins), width)
+        self.pitch_bins = config.pitch_patches * config.patch // 2 + 1 if config.pitch_patches else 0
+        if config.pitch_patches:
+            pitch_window = config.pitch_patches * config.patch
+            self.register_buffer("pitch_window", torch.hann_window(pitch_window, periodic=True), persistent=False)
+            self.register_buffer("pitch_forward", dft_bases(pitch_window)[0], persistent=False)
+
+        if config.pitch_channels:
+            frame_window = torch.hann_window(SAMPLES_PER_FRAME, periodic=True)[:, None]
+            self.register_buffer(
+                "frame_forward", frame_window * dft_bases(SAMPLES_PER_FRAME)[0][:, _bins(PITCH_BINS)], persistent=False
+            )
+            self.register_buffer("semitones", semitone_filters(config.pitch_channels), persistent=False)
+
+        # a token's input: its raw stereo patch and the log magnitude spectra of both channels
+        self.features = config.patch + self.bins + self.pitch_bins  # per channel
+        self.patch_in = nn.Linear(CHANNELS * self.features, width)
         self.patch_position = nn.Parameter(torch.randn(self.stride, width) * 0.02)  # where in its frame a patch sits
         self.summary = nn.Parameter(torch.randn(width) * 0.02)  # the encoder's per-frame summary token
         self.encoder = LocalTransformer(layers=config.encoder_layers, tokens_per_frame=self.stride + 1, **trb)
@@ -204,7 +279,12 @@ class SAME(nn.Module):
         self.outputs = nn.Parameter(torch.randn(self.stride, width) * 0.02)  # the decoder's learned output tokens
         self.decoder = LocalTransformer(layers=config.decoder_layers, tokens_per_frame=self.stride + 1, **trb)
         self.decoder_norm = RMSNorm(width)
-        self.patch_out = nn.Linear(width, CHANNELS * 2 * self.bins)  # per channel: log magnitude, phase
+        self.patch_out = nn.Linear(width, CHANNELS * 2 * self.head_bins)  # per channel: log magnitude, phase
+        if config.pitch_skip:
+            render, inside = semitone_render(config.pitch_channels, self.head_bins, head_window)
+            self.register_buffer("pitch_render", render, persistent=False)
+            self.register_buffer("pitch_inside", inside, persistent=False)
+            self.pitch_gain = nn.Parameter(torch.zeros(self.head_bins))  # log gain of the rendered notes per bin
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -225,54 +305,110 @@ class SAME(nn.Module):
         frames, P = samples // SAMPLES_PER_FRAME, self.config.patch
         patches = audio.float().reshape(B, CHANNELS, frames * self.stride, P)  # (B, 2, N, P), N = F*stride
         with float32_region(audio):
-            spectra = (spectral_frames(patches) * self.window) @ self.dft_forward  # (B, 2, N, 2*bins): re, im
-            power = spectra[..., : self.bins].square() + spectra[..., self.bins :].square()
-            # 0.125 log(|X|^2 + 1e-8), scaled to about unit size. Written as log(1e8 |X|^2 + 1) - log(1e8),
-            # the same number: the ONNX exporter's optimiser drops "+ 1e-8" as an add of zero,
-            # which turns silent bins into -inf.
-            log_magnitude = 0.125 * (torch.log(power * POWER_SCALE + 1.0) - LOG_POWER_SCALE)
-        features = torch.cat([patches, log_magnitude], dim=-1)  # (B, 2, N, P + bins)
-        features = features.permute(0, 2, 1, 3).reshape(B, frames, self.stride, CHANNELS * (P + self.bins))
+            log_magnitudes = [self._log_magnitude(patches, SPECTRAL_PATCHES, self.window, self.dft_forward)]
+            if self.config.pitch_patches:
+                span = self.config.pitch_patches
+                log_magnitudes.append(self._log_magnitude(patches, span, self.pitch_window, self.pitch_forward))
+        features = torch.cat([patches, *log_magnitudes], dim=-1)  # (B, 2, N, P + bins [+ pitch bins])
+        features = features.permute(0, 2, 1, 3).reshape(B, frames, self.stride, CHANNELS * self.features)
         tokens = self.patch_in(features) + self.patch_position  # (B, F, stride, width)
         summary = self.summary.to(tokens.dtype).expand(B, frames, 1, -1)  # (B, F, 1, width)
         return torch.cat([tokens, summary], dim=2)
 
+    @staticmethod
+    def _log_magnitude(patches: torch.Tensor, span: int, window: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        """patches [B, 2, N, P] -> 0.125 log(|X|^2 + 1e-8) [B, 2, N, bins] of ``span``-patch Hann windows.
+
+        Written as log(1e8 |X|^2 + 1) - log(1e8), the same number: the ONNX exporter's optimiser
+        drops "+ 1e-8" as an add of zero, which turns silent bins into -inf."""
+        spectra = (spectral_frames(patches, span) * window) @ basis  # (B, 2, N, 2*bins): re, im
+        bins = spectra.shape[-1] // 2
+        power = spectra[..., :bins].square() + spectra[..., bins:].square()
+        return 0.125 * (torch.log(power * POWER_SCALE + 1.0) - LOG_POWER_SCALE)
+
+    def semitone_energies(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio [B, 2, F*4096] -> [B, pitch_channels, F]: 0.125 log(E + 1e-8) of each semitone's
+        mean power in each latent frame's Hann-windowed 4096 samples (mono mix)."""
+        B, _, samples = audio.shape
+        with float32_region(audio):
+            frames = audio.float().mean(dim=1).reshape(B, samples // SAMPLES_PER_FRAME, SAMPLES_PER_FRAME)
+            spectra = frames @ self.frame_forward  # (B, F, 2 * PITCH_BINS): re, im
+            power = spectra[..., :PITCH_BINS].square() + spectra[..., PITCH_BINS:].square()
+            energy = (power * (1.0 / SAMPLES_PER_FRAME)) @ self.semitones  # (B, F, notes)
+            return (0.125 * (torch.log(energy * POWER_SCALE + 1.0) - LOG_POWER_SCALE)).transpose(1, 2)
+
     def _encode_frames(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [B, 2, F*4096] -> normalised latents [B, 256, F]."""
         sequence = self.encoder(self.encoder_tokens(audio))  # (B, F, stride+1, width)
-        latents = self.to_latent(self.encoder_norm(sequence[:, :, -1]))  # (B, F, 256)
-        return self.latent_norm(latents.transpose(1, 2).float())  # (B, 256, F)
+        latents = self.to_latent(self.encoder_norm(sequence[:, :, -1])).transpose(1, 2).float()  # (B, 256, F)
+        if self.config.pitch_channels:  # the last channels are measured, not learned
+            learned = LATENT_CHANNELS - self.config.pitch_channels
+            latents = torch.cat([latents[:, :learned], self.semitone_energies(audio)], dim=1)
+        return self.latent_norm(latents)  # (B, 256, F)
 
-    def tokens_to_audio(self, outputs: torch.Tensor, frame_valid: torch.Tensor | None = None) -> torch.Tensor:
+    def pitch_log_magnitude(
+        self, latents: torch.Tensor, stride: int, frame_valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """latents [B, 256, F] -> [B, F, stride, 1, head_bins]: the log magnitudes of the notes the
+        semitone channels describe, per output token (linear between frame centres; the last
+        frame, or the last valid one, holds its value to its end)."""
+        C, norm = self.config.pitch_channels, self.latent_norm
+        raw = latents[:, -C:].float() * torch.sqrt(norm.var[-C:] + norm.eps)[:, None] + norm.mean[-C:, None]
+        previous = torch.cat([raw[..., :1], raw[..., :-1]], dim=-1)
+        following = torch.cat([raw[..., 1:], raw[..., -1:]], dim=-1)
+        if frame_valid is not None:  # padding frames (Core ML) are no neighbours
+            next_valid = torch.cat([frame_valid[:, 1:], frame_valid[:, -1:]], dim=1).float()[:, None, :]  # (B, 1, F)
+            following = following * next_valid + raw * (1.0 - next_valid)
+        u = (torch.arange(stride, device=latents.device, dtype=torch.float32) + 0.5) / stride - 0.5  # (stride,)
+        tokens = (
+            raw[..., None] * (1.0 - u.abs())
+            + previous[..., None] * (-u).clamp_min(0.0)
+            + following[..., None] * u.clamp_min(0.0)
+        )  # (B, C, F, stride)
+        values = tokens.permute(0, 2, 3, 1) @ self.pitch_render  # (B, F, stride, bins)
+        log_magnitude = (PITCH_LOG_SCALE * values + PITCH_LOG_OFFSET + self.pitch_gain) * self.pitch_inside
+        return (log_magnitude + PITCH_FLOOR * (1.0 - self.pitch_inside))[:, :, :, None, :]
+
+    def tokens_to_audio(
+        self, outputs: torch.Tensor, frame_valid: torch.Tensor | None = None, latents: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The decoder's output tokens [B, F, stride, width] -> audio float32 [B, 2, F*4096] (shared with export).
 
-        Each token predicts, per channel, the log magnitude and the phase of a 4-patch spectrum;
+        Each token predicts, per channel, the log magnitude and the phase of a ``head_patches``-patch spectrum;
         the inverse DFT, a Hann synthesis window and overlap-add at hop ``patch`` (normalised by
         the summed window, so every sample gets unit gain) give the waveform. ``frame_valid``
         (float [B, F], 1 = real frame) lets a graph padded to whole windows (Core ML) leave its
         padding frames out of the overlap-add, so the real samples equal an unpadded decode.
+        ``latents`` [B, 256, F]: needed with ``pitch_skip`` (the notes they name join the magnitudes).
         """
         B, frames, stride, _ = outputs.shape
         N = frames * stride
         spectra = self.patch_out(self.decoder_norm(outputs)).float()  # (B, F, stride, 2 * 2 * bins)
-        spectra = spectra.reshape(B, frames, stride, CHANNELS * 2, self.bins)  # rank 5 at most: Core ML
+        span, bins = self.config.head_patches, self.head_bins
+        spectra = spectra.reshape(B, frames, stride, CHANNELS * 2, bins)  # rank 5 at most: Core ML
         log_magnitude, phase = spectra[:, :, :, 0::2], spectra[:, :, :, 1::2]  # (B, F, stride, 2, bins)
+        if self.config.pitch_skip:  # log(exp(a) + exp(b)), written with ops every exporter has
+            if latents is None:
+                raise Sa3Error("this autoencoder's head renders its semitone channels: pass the latents")
+            notes = self.pitch_log_magnitude(latents, stride, frame_valid)
+            top = torch.maximum(log_magnitude, notes)
+            log_magnitude = top + torch.log1p(torch.exp(-(log_magnitude - notes).abs()))
         if self.config.phase_prior:  # the same pattern in every latent frame: stride is a multiple of 4
             phase = phase + self.phase_advance[:, None, :]
-            if self.config.peak_frequency:  # (pi/2) * offset per hop, accumulated within each latent frame
-                phase = phase + torch.cumsum(peak_offsets(log_magnitude.float()) * (torch.pi / 2), dim=2)
-        log_magnitude = log_magnitude.reshape(B, N, CHANNELS, self.bins).transpose(1, 2)  # (B, 2, N, bins)
-        phase = phase.reshape(B, N, CHANNELS, self.bins).transpose(1, 2)
+            if self.config.peak_frequency:  # (2 pi / span) * offset per hop, accumulated within each latent frame
+                phase = phase + torch.cumsum(peak_offsets(log_magnitude.float()) * (2.0 * torch.pi / span), dim=2)
+        log_magnitude = log_magnitude.reshape(B, N, CHANNELS, bins).transpose(1, 2)  # (B, 2, N, bins)
+        phase = phase.reshape(B, N, CHANNELS, bins).transpose(1, 2)
         with float32_region(outputs):
             magnitude = torch.exp(log_magnitude.clamp(max=MAX_LOG_MAGNITUDE))
             spectrum = torch.cat([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=-1)
-            frames_out = (spectrum @ self.dft_inverse) * self.window  # (B, 2, N, 4P)
-            window = self.window.expand(N, -1)  # (N, 4P)
+            frames_out = (spectrum @ self.head_inverse) * self.head_window  # (B, 2, N, span*P)
+            window = self.head_window.expand(N, -1)  # (N, span*P)
             if frame_valid is not None:
                 valid = frame_valid.float().repeat_interleave(stride, dim=1)[:, None, :, None]  # (B, 1, N, 1)
                 frames_out, window = frames_out * valid, window * valid
-            gain = overlap_add(window)  # (N*P,) or (B, 1, N*P): the summed window at every sample
-            return overlap_add(frames_out) / gain.clamp_min(1e-3)
+            gain = overlap_add(window, span)  # (N*P,) or (B, 1, N*P): the summed window at every sample
+            return overlap_add(frames_out, span) / gain.clamp_min(1e-3)
 
     def decoder_tokens(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B, 256, F] -> the decoder TRB's input [B, F, 1+stride, width] (shared with the export graphs).
@@ -288,7 +424,7 @@ class SAME(nn.Module):
     def _decode_frames(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B, 256, F] -> audio [B, 2, F*4096]."""
         sequence = self.decoder(self.decoder_tokens(latents))  # (B, F, 1+stride, width)
-        return self.tokens_to_audio(sequence[:, :, 1:])  # (B, 2, F*4096)
+        return self.tokens_to_audio(sequence[:, :, 1:], latents=latents)  # (B, 2, F*4096)
 
     # ---- training path ----
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,7 +460,7 @@ class SAME(nn.Module):
     @property
     def receptive_frames(self) -> int:
         """Context (in latent frames, per side) that makes chunked processing exact."""
-        # + 1: the spectral windows reach 2 patches into the neighbouring frames; rounded up to
+        # + 1: the spectral windows reach up to 8 patches (half a frame) into the neighbouring frames; rounded up to
         # whole attention windows so that a chunk with this context still starts on the window grid
         reach = max(self.encoder.receptive_frames, self.decoder.receptive_frames) + 1
         return -(-reach // self.config.window_frames) * self.config.window_frames
@@ -348,6 +484,122 @@ class SAME(nn.Module):
             out = run(x[..., lo * in_per_frame : hi * in_per_frame])
             pieces.append(out[..., (start - lo) * out_per_frame : (end - lo) * out_per_frame])
         return torch.cat(pieces, dim=-1)
+
+
+def semitone_render(notes: int, bins: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(render [notes, bins], inside [bins]): each head bin's value as a linear interpolation of the
+    semitone channels at its frequency (in semitones), and 1 where the bin lies in their range."""
+    hz = torch.arange(bins, dtype=torch.float64) * (44100.0 / window)
+    position = 12.0 * torch.log2(hz.clamp_min(1.0) / 440.0) + 69 - PITCH_LOW_NOTE  # in notes from the lowest
+    inside = (position >= 0) & (position <= notes - 1)
+    low = position.floor().clamp(0, notes - 1).long()
+    high = (low + 1).clamp_max(notes - 1)
+    frac = (position - low).clamp(0, 1)
+    render = torch.zeros(notes, bins, dtype=torch.float64)
+    columns = torch.arange(bins)
+    render[low, columns] += 1.0 - frac
+    render[high, columns] += frac
+    return (render * inside).float(), inside.float()
+
+
+# A sinusoid of amplitude A reads about 256 A^2 in its semitone channel's mean power (4096-sample
+# Hann DFT, / 4096) and needs a magnitude of 1024 A from the 2048-sample head: log magnitude
+# = 0.5 log E + log(64), and log E = 8 x the channel's raw value (0.125 log E, see semitone_energies).
+PITCH_LOG_SCALE, PITCH_LOG_OFFSET, PITCH_FLOOR = 4.0, 4.16, -30.0
+
+
+def _bins(count: int) -> torch.Tensor:
+    """Column indices of the first ``count`` bins in a [re | im] DFT basis of 4096 samples."""
+    bins = SAMPLES_PER_FRAME // 2 + 1
+    return torch.cat([torch.arange(count), bins + torch.arange(count)])
+
+
+def add_pitch_channels(model: SAME, channels: int, audio: torch.Tensor | None = None) -> SAME:
+    """A copy of ``model`` whose last ``channels`` latent channels are measured semitone energies.
+
+    Every weight is kept, except that the decoder's input weights from those channels start at
+    zero (what they carried before is gone). ``audio [B, 2, S]`` (a few seconds of real clips)
+    sets those channels' running statistics, so they start near zero mean and unit variance."""
+    import dataclasses
+
+    if model.config.pitch_channels:
+        raise Sa3Error(f"the autoencoder already has {model.config.pitch_channels} semitone channels")
+    config = dataclasses.replace(model.config, pitch_channels=channels)
+    measured = SAME(config).to(model.from_latent.weight.device)
+    measured.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        measured.from_latent.weight[:, LATENT_CHANNELS - channels :] = 0.0
+        if audio is not None:
+            energies = measured.semitone_energies(pad_to_frames(audio.float()))  # (B, channels, F)
+            flat = energies.transpose(0, 1).reshape(channels, -1)
+            measured.latent_norm.mean[LATENT_CHANNELS - channels :] = flat.mean(dim=1)
+            measured.latent_norm.var[LATENT_CHANNELS - channels :] = flat.var(dim=1, unbiased=False)
+    return measured.train(model.training)
+
+
+def add_pitch_skip(model: SAME) -> SAME:
+    """A copy of ``model`` (which has semitone channels) whose head also renders them, every weight kept."""
+    import dataclasses
+
+    if not model.config.pitch_channels:
+        raise Sa3Error("the pitch skip renders the semitone channels; this autoencoder has none (set pitch_channels)")
+    skipped = SAME(dataclasses.replace(model.config, pitch_skip=True)).to(model.from_latent.weight.device)
+    skipped.load_state_dict(model.state_dict(), strict=False)
+    return skipped.train(model.training)
+
+
+def add_pitch_front_end(model: SAME, pitch_patches: int) -> SAME:
+    """A copy of ``model`` whose encoder also reads a ``pitch_patches``-patch spectrum, every weight
+    kept: the input layer's new columns start at zero, so the copy encodes exactly as ``model``
+    until training gives them weight."""
+    import dataclasses
+
+    if model.config.pitch_patches:
+        raise Sa3Error(f"the autoencoder already reads a {model.config.pitch_patches}-patch pitch spectrum")
+    config = dataclasses.replace(model.config, pitch_patches=pitch_patches)
+    widened = SAME(config).to(model.patch_in.weight.device)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("patch_in.weight")}
+    widened.load_state_dict(state, strict=False)
+    old = model.patch_in.weight.detach().reshape(-1, CHANNELS, model.features)
+    new = torch.zeros(old.shape[0], CHANNELS, widened.features)
+    new[..., : model.features] = old
+    with torch.no_grad():
+        widened.patch_in.weight.copy_(new.reshape(old.shape[0], -1))
+    return widened.train(model.training)
+
+
+def resize_head(model: SAME, head_patches: int) -> SAME:
+    """A copy of ``model`` whose head renders ``head_patches``-patch spectra, every other weight kept.
+
+    The new head starts where the old one was: each new bin's log magnitude is the old head's at
+    the same frequency (its output rows interpolated between the two nearest old bins), plus
+    log(span ratio), since a sinusoid's peak magnitude grows with the window; the phase rows start
+    at zero, i.e. at the phase prior. The encoder, and so the latents, are untouched.
+    """
+    import dataclasses
+
+    config = dataclasses.replace(model.config, head_patches=head_patches)
+    resized = SAME(config).to(model.patch_out.weight.device)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("patch_out.")}
+    resized.load_state_dict(state, strict=False)
+    old_bins, new_bins = model.head_bins, resized.head_bins
+    ratio = (new_bins - 1) / (old_bins - 1)
+    position = torch.arange(new_bins, dtype=torch.float64) / ratio  # each new bin's frequency in old bins
+    low = position.floor().long().clamp_max(old_bins - 1)
+    high = (low + 1).clamp_max(old_bins - 1)
+    frac = (position - low).float()[:, None]
+    weight = model.patch_out.weight.detach().reshape(CHANNELS, 2, old_bins, -1)
+    bias = model.patch_out.bias.detach().reshape(CHANNELS, 2, old_bins)
+    new_weight = torch.zeros(CHANNELS, 2, new_bins, weight.shape[-1])
+    new_bias = torch.zeros(CHANNELS, 2, new_bins)
+    new_weight[:, 0] = weight[:, 0, low] * (1 - frac) + weight[:, 0, high] * frac
+    new_bias[:, 0] = (
+        bias[:, 0, low] * (1 - frac[:, 0]) + bias[:, 0, high] * frac[:, 0] + float(torch.tensor(ratio).log())
+    )
+    with torch.no_grad():
+        resized.patch_out.weight.copy_(new_weight.reshape(-1, weight.shape[-1]))
+        resized.patch_out.bias.copy_(new_bias.reshape(-1))
+    return resized.train(model.training)
 
 
 def pad_to_frames(audio: torch.Tensor) -> torch.Tensor:

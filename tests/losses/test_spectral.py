@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from sa3core.losses.spectral import SEVEN_RESOLUTIONS, MultiResolutionMelLoss, MultiResolutionSTFTLoss, PhaseLoss
+from sa3core.losses.spectral import (
+    SEVEN_RESOLUTIONS,
+    MultiResolutionMelLoss,
+    MultiResolutionSTFTLoss,
+    PhaseLoss,
+    SpectralFluxLoss,
+)
 
 
 def _music(seconds: float = 0.5) -> torch.Tensor:
@@ -61,3 +67,21 @@ def test_mel_loss_weighs_a_missing_bass_far_more_than_the_stft_loss_does():
     mel_ratio = mel(no_bass, audio).item() / mel(no_treble, audio).item()
     stft_ratio = stft(no_bass, audio).item() / stft(no_treble, audio).item()
     assert mel_ratio > 2 * stft_ratio, (mel_ratio, stft_ratio)
+
+
+def test_flux_loss_sees_a_frame_rate_pulse_more_than_a_level_error():
+    """A steady chord with a +-1.4 dB dip once per latent frame (the decoder's pulse) against the
+    same chord 3 dB quiet throughout: the level losses rank the steady error as the larger one,
+    the flux loss ranks the pulse far above it (a level change alone moves nothing)."""
+    t = torch.arange(4 * 4096 * 4) / 44_100
+    chord = sum(0.1 * torch.sin(2 * torch.pi * f * t) for f in (220.0, 277.2, 329.6))
+    audio = torch.stack([chord, chord])[None]
+    dip = 1.0 - 0.15 * torch.exp(-0.5 * ((torch.arange(t.numel()) % 4096 - 1700) / 300.0) ** 2)
+    pulsed, quiet = audio * dip, audio * 10 ** (-3 / 20)
+    flux, mel = SpectralFluxLoss(), MultiResolutionMelLoss()
+    assert flux(audio, audio).item() == 0.0
+    assert mel(quiet, audio).item() > mel(pulsed, audio).item()
+    assert flux(pulsed, audio).item() > 10 * flux(quiet, audio).item()
+    prediction = pulsed.clone().requires_grad_()
+    flux(prediction, audio).backward()
+    assert torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0

@@ -10,12 +10,17 @@ from sa3core.errors import Sa3Error
 from sa3core.models.same import (
     SAME,
     SAMEConfig,
+    add_pitch_channels,
+    add_pitch_front_end,
+    add_pitch_skip,
     dft_bases,
     model_identity,
     overlap_add,
     parameter_count,
     peak_offsets,
+    resize_head,
     same_preset,
+    semitone_filters,
     spectral_frames,
 )
 from sa3core.timebase import SAMPLE_RATE, samples_to_frames
@@ -147,28 +152,40 @@ def test_dft_bases_match_torch_fft():
     assert torch.allclose((x @ forward) @ inverse, x, atol=1e-5)
 
 
-def test_overlap_add_inverts_spectral_frames_with_the_window_gain():
-    """Frames of 4 patches at hop 1 patch, Hann-windowed and overlap-added, divided by the summed
-    window: every sample comes back, the first and last patches (partial overlap) included."""
-    patches = torch.randn(2, 7, 16)
-    window = torch.hann_window(64, periodic=True)
-    gain = overlap_add(window.expand(7, -1))
-    assert gain.min() > 0.4 and torch.allclose(gain[32:-64], torch.full_like(gain[32:-64], 2.0))
-    assert torch.allclose(overlap_add(spectral_frames(patches) * window) / gain, patches.reshape(2, -1), atol=1e-6)
+@pytest.mark.parametrize("span", [4, 8, 16])
+def test_overlap_add_inverts_spectral_frames_with_the_window_gain(span):
+    """Frames of ``span`` patches at hop 1 patch, Hann-windowed and overlap-added, divided by the
+    summed window: every sample comes back, the first and last patches (partial overlap) included."""
+    patches = torch.randn(2, 23, 16)
+    window = torch.hann_window(span * 16, periodic=True)
+    gain = overlap_add(window.expand(23, -1), span)
+    inner = gain[span * 16 : -span * 16]
+    assert gain.min() > 0.4 and torch.allclose(inner, torch.full_like(inner, span / 2))
+    frames = spectral_frames(patches, span) * window
+    assert torch.allclose(overlap_add(frames, span) / gain, patches.reshape(2, -1), atol=1e-6)
 
 
-@pytest.mark.parametrize("prior", [False, True])
-def test_the_phase_prior_puts_a_bin_centre_tone_at_its_frequency(prior):
-    """A head that predicts the same spectrum for every token: with free phases the output repeats
-    every hop (256 samples), so a bin-21 tone (904 Hz) comes out at the nearest multiple of
-    172.3 Hz (861 Hz), the buzz the first default model had; the phase prior keeps 904 Hz."""
-    torch.manual_seed(0)
-    model = SAME(dataclasses.replace(SMALL, phase_prior=prior, peak_frequency=False)).eval()
+def _constant_head(model: SAME, log_magnitude: torch.Tensor, phase: float = 0.3) -> None:
+    """Make every output token predict the same spectrum: ``log_magnitude [head_bins]``, one phase."""
     with torch.no_grad():
         model.patch_out.weight.zero_()
-        bias = torch.full((2, 2, model.bins), -20.0)
-        bias[:, 0, 21], bias[:, 1, :] = 3.0, 0.3  # log magnitude at bin 21 only; any constant phase
+        bias = torch.zeros(2, 2, model.head_bins)
+        bias[:, 0], bias[:, 1] = log_magnitude, phase
         model.patch_out.bias.copy_(bias.reshape(-1))
+
+
+@pytest.mark.parametrize(("prior", "head_patches"), [(False, 4), (True, 4), (True, 8)])
+def test_the_phase_prior_puts_a_bin_centre_tone_at_its_frequency(prior, head_patches):
+    """A head that predicts the same spectrum for every token: with free phases the output repeats
+    every hop (256 samples), so a 904 Hz bin-centre tone comes out at the nearest multiple of
+    172.3 Hz (861 Hz), the buzz the first default model had; the phase prior keeps 904 Hz, with
+    the 4-patch head (bin 21 of 1024 samples) and the 8-patch one (bin 42 of 2048)."""
+    torch.manual_seed(0)
+    model = SAME(dataclasses.replace(SMALL, phase_prior=prior, peak_frequency=False, head_patches=head_patches))
+    log_magnitude = torch.full((model.head_bins,), -20.0)
+    log_magnitude[21 * head_patches // 4] = 3.0
+    _constant_head(model.eval(), log_magnitude)
+    with torch.no_grad():
         audio = model.decode(torch.zeros(1, 256, 8))[0, 0, 8192:-8192].numpy()
     spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size)))
     peak = np.fft.rfftfreq(audio.size, 1 / 44100)[spectrum.argmax()]
@@ -176,23 +193,57 @@ def test_the_phase_prior_puts_a_bin_centre_tone_at_its_frequency(prior):
     assert abs(peak - (bin_centre if prior else hop_harmonic)) < 5.0
 
 
+@pytest.mark.parametrize("head_patches", [4, 8])
 @pytest.mark.parametrize("peak_frequency", [False, True])
-def test_peak_frequency_renders_a_tone_between_bins_at_its_frequency(peak_frequency):
-    """A log-magnitude lobe centred between bins (21.3, 917 Hz): read from the lobe's shape, the
-    phases advance at 917 Hz; at bin centres only, the tone lands on bin 21 (904 Hz)."""
+def test_peak_frequency_renders_a_tone_between_bins_at_its_frequency(peak_frequency, head_patches):
+    """A log-magnitude lobe centred between bins (917 Hz: bin 21.3 of the 4-patch head, 42.6 of
+    the 8-patch one): read from the lobe's shape, the phases advance at 917 Hz; at bin centres
+    only, the tone lands on the bin (904 Hz)."""
     torch.manual_seed(0)
-    model = SAME(dataclasses.replace(SMALL, peak_frequency=peak_frequency)).eval()
+    model = SAME(dataclasses.replace(SMALL, peak_frequency=peak_frequency, head_patches=head_patches)).eval()
+    scale = head_patches / 4
+    k = torch.arange(model.head_bins, dtype=torch.float32)
+    _constant_head(model, torch.clamp(3.0 - 1.2 * (k - 21.3 * scale) ** 2, min=-20.0))
     with torch.no_grad():
-        model.patch_out.weight.zero_()
-        k = torch.arange(model.bins, dtype=torch.float32)
-        bias = torch.zeros(2, 2, model.bins)
-        bias[:, 0] = torch.clamp(3.0 - 1.2 * (k - 21.3) ** 2, min=-20.0)
-        bias[:, 1] = 0.3
-        model.patch_out.bias.copy_(bias.reshape(-1))
         frame = model.decode(torch.zeros(1, 256, 6))[0, 0, 2 * 4096 : 3 * 4096].numpy()  # one whole latent frame
     spectrum = np.abs(np.fft.rfft(frame * np.hanning(frame.size), 1 << 16))
     peak = np.fft.rfftfreq(1 << 16, 1 / 44100)[spectrum.argmax()]
-    assert abs(peak - (21.3 if peak_frequency else 21.0) * 44100 / 1024) < 3.0
+    wanted = (21.3 * scale if peak_frequency else round(21.3 * scale)) * 44100 / (1024 * scale)
+    assert abs(peak - wanted) < 3.0
+
+
+def test_an_unknown_head_window_is_refused():
+    with pytest.raises(Sa3Error, match="head_patches 6"):
+        SAME(dataclasses.replace(SMALL, head_patches=6))
+
+
+def test_the_wider_head_decodes_in_exact_chunks():
+    torch.manual_seed(3)
+    model = SAME(dataclasses.replace(SMALL, head_patches=8)).eval()
+    latents = torch.randn(1, 256, 24)
+    whole = model.decode(latents, chunk_frames=0)
+    assert (model.decode(latents, chunk_frames=8) - whole).abs().max() < 1e-5
+
+
+def test_resize_head_keeps_the_encoder_and_the_sound():
+    """The resized head starts where the old one was: the same latents, and a tone the old head
+    rendered comes out at the same frequency and level (within 1 dB) through the 8-patch head."""
+    torch.manual_seed(4)
+    model = SAME(SMALL).eval()
+    log_magnitude = torch.full((model.head_bins,), -20.0)
+    log_magnitude[21] = 3.0
+    _constant_head(model, log_magnitude)
+    resized = resize_head(model, 8)
+    assert resized.config.head_patches == 8 and resized.head_bins == 2 * model.head_bins - 1
+    audio = 0.3 * torch.randn(1, 2, 8 * 4096)
+    assert torch.equal(model.encode(audio), resized.encode(audio))
+    with torch.no_grad():
+        before, after = (m.decode(torch.zeros(1, 256, 8))[0, 0, 8192:-8192].numpy() for m in (model, resized))
+    hz = np.fft.rfftfreq(before.size, 1 / 44100)
+    spectra = [np.abs(np.fft.rfft(a * np.hanning(a.size))) for a in (before, after)]
+    assert abs(hz[spectra[1].argmax()] - hz[spectra[0].argmax()]) < 3.0
+    level = [20 * np.log10(np.sqrt(np.mean(a**2))) for a in (before, after)]
+    assert abs(level[1] - level[0]) < 1.0
 
 
 def test_peak_offsets_point_at_the_vertex_and_ignore_valleys():
@@ -201,3 +252,110 @@ def test_peak_offsets_point_at_the_vertex_and_ignore_valleys():
     torch.testing.assert_close(offsets[16:25], (20.4 - k[16:25]).clamp(-1, 1), atol=0.01, rtol=0)  # lobe bins, clamped
     assert peak_offsets(0.5 * (k - 20.4) ** 2)[15:25].abs().max() < 0.01  # a valley is no peak
     assert peak_offsets(torch.zeros(40)).abs().max() == 0.0  # flat: no offset
+
+
+def test_the_pitch_front_end_starts_exact_and_separates_a_minor_third():
+    """add_pitch_front_end keeps the latents bit-exact (its input weights start at zero); the
+    8-patch spectrum it adds shows A3 and C4 (220 + 262 Hz, a minor third) as two peaks, where
+    the 4-patch one (43 Hz bins) merges them into one lobe."""
+    torch.manual_seed(5)
+    model = SAME(SMALL).eval()
+    widened = add_pitch_front_end(model, 8).eval()
+    audio = 0.3 * torch.randn(1, 2, 6 * 4096)
+    assert widened.config.pitch_patches == 8 and torch.equal(model.encode(audio), widened.encode(audio))
+    with pytest.raises(Sa3Error, match="already reads"):
+        add_pitch_front_end(widened, 8)
+    t = torch.arange(4 * 4096) / SAMPLE_RATE
+    third = (torch.sin(2 * math.pi * 220.0 * t) + torch.sin(2 * math.pi * 261.63 * t)).expand(1, 2, -1)
+    patches = third.contiguous().reshape(1, 2, -1, 256)
+
+    def peaks(log_magnitude: torch.Tensor, bin_hz: float) -> int:
+        band = log_magnitude[int(200 / bin_hz) : int(300 / bin_hz) + 2]
+        inner = band[1:-1]
+        return int(((inner > band[:-2]) & (inner > band[2:])).sum())
+
+    short = model._log_magnitude(patches, 4, model.window, model.dft_forward)[0, 0, 32]
+    long = widened._log_magnitude(patches, 8, widened.pitch_window, widened.pitch_forward)[0, 0, 32]
+    assert peaks(short, SAMPLE_RATE / 1024) == 1 and peaks(long, SAMPLE_RATE / 2048) == 2
+
+
+def test_an_unknown_pitch_window_is_refused():
+    with pytest.raises(Sa3Error, match="pitch_patches 5"):
+        SAME(dataclasses.replace(SMALL, pitch_patches=5))
+
+
+def test_the_pitch_front_end_encodes_in_exact_chunks():
+    torch.manual_seed(6)
+    model = SAME(dataclasses.replace(SMALL, pitch_patches=8, head_patches=8)).eval()
+    audio = 0.3 * torch.randn(1, 2, 24 * 4096 - 300)
+    assert (model.encode(audio, chunk_frames=8) - model.encode(audio, chunk_frames=0)).abs().max() < 1e-5
+
+
+def test_semitone_filters_read_each_note_at_its_own_channel():
+    filters = semitone_filters(60)
+    assert filters.shape == (180, 60) and torch.allclose(filters.sum(dim=0), torch.ones(60))
+    model = SAME(dataclasses.replace(SMALL, pitch_channels=60)).eval()
+    t = torch.arange(4 * 4096) / SAMPLE_RATE
+    for note in (45, 57, 60, 76, 88):  # A2, A3, C4, E5, E6
+        hz = 440.0 * 2 ** ((note - 69) / 12)
+        tone = (0.3 * torch.sin(2 * math.pi * hz * t)).expand(1, 2, -1).contiguous()
+        energies = model.semitone_energies(tone)[0, :, 1:3]  # inner frames
+        assert (energies.argmax(dim=0) == note - 33).all(), note
+    with pytest.raises(Sa3Error, match="reach past"):
+        semitone_filters(72)
+    with pytest.raises(Sa3Error, match="pitch_channels 256"):
+        SAME(dataclasses.replace(SMALL, pitch_channels=256))
+
+
+def test_add_pitch_channels_measures_the_last_channels_and_keeps_the_rest():
+    """The learned channels stay bit-exact; the measured ones are the normalised semitone
+    energies (statistics set from the calibration audio); chunked encoding stays exact."""
+    torch.manual_seed(7)
+    model = SAME(SMALL).eval()
+    calibration = 0.3 * torch.randn(4, 2, 4 * 4096)
+    measured = add_pitch_channels(model, 60, calibration).eval()
+    assert measured.config.pitch_channels == 60 and (measured.from_latent.weight[:, 196:] == 0).all()
+    with pytest.raises(Sa3Error, match="already has 60"):
+        add_pitch_channels(measured, 60)
+    t = torch.arange(24 * 4096) / SAMPLE_RATE
+    audio = torch.stack([0.3 * torch.sin(2 * math.pi * 261.63 * t), 0.1 * torch.randn(t.numel())])[None]
+    before, after = model.encode(audio), measured.encode(audio)
+    assert torch.equal(before[:, :196], after[:, :196])
+    raw = measured.semitone_energies(audio)
+    norm = measured.latent_norm
+    expected = (raw - norm.mean[196:, None]) * torch.rsqrt(norm.var[196:, None] + norm.eps)
+    assert torch.allclose(after[:, 196:], expected, atol=1e-5)
+    calibrated = measured.semitone_energies(calibration.reshape(1, 2, -1))
+    assert abs(float(((calibrated - norm.mean[196:, None]) ** 2).mean() / norm.var[196:].mean()) - 1.0) < 0.2
+    assert (measured.encode(audio, chunk_frames=8) - after).abs().max() < 1e-5
+
+
+def test_the_pitch_skip_renders_the_notes_the_latents_name():
+    """With the network's own magnitudes silenced, a model with the pitch skip still plays back
+    a tone it encoded: at the tone's pitch (within half a semitone) and within 12 dB of its level
+    (the per-bin gains, which start at 1, learn the rest), decoded in chunks as in one pass."""
+    torch.manual_seed(8)
+    config = dataclasses.replace(SMALL, head_patches=8, pitch_patches=8)
+    model = add_pitch_skip(add_pitch_channels(SAME(config), 60, 0.3 * torch.randn(4, 2, 4 * 4096))).eval()
+    with torch.no_grad():
+        model.patch_out.weight.zero_()
+        bias = model.patch_out.bias.view(2, 2, -1)
+        bias[:, 0], bias[:, 1] = -30.0, 0.0
+    t = torch.arange(12 * 4096) / SAMPLE_RATE
+    for hz in (110.0, 261.63, 440.0, 880.0):
+        tone = (0.3 * torch.sin(2 * math.pi * hz * t)).expand(1, 2, -1).contiguous()
+        latents = model.encode(tone)
+        audio = model.decode(latents, chunk_frames=0)
+        assert (model.decode(latents, chunk_frames=4) - audio).abs().max() < 1e-5
+        inner = audio[0, 0, 3 * 4096 : 9 * 4096].numpy()
+        spectrum = np.abs(np.fft.rfft(inner * np.hanning(inner.size)))
+        found = np.fft.rfftfreq(inner.size, 1 / SAMPLE_RATE)[spectrum.argmax()]
+        assert abs(12 * math.log2(found / hz)) < 0.5, (hz, found)
+        level = 20 * math.log10(float(np.sqrt(np.mean(inner**2))) / (0.3 / math.sqrt(2)))
+        assert -12.0 < level < 3.0, (hz, level)
+    with pytest.raises(Sa3Error, match="pass the latents"):
+        model.tokens_to_audio(torch.zeros(1, 2, model.stride, model.config.width))
+    with pytest.raises(Sa3Error, match="needs pitch_channels"):
+        SAME(dataclasses.replace(SMALL, pitch_skip=True))
+    with pytest.raises(Sa3Error, match="has none"):
+        add_pitch_skip(SAME(SMALL))

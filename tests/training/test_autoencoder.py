@@ -149,3 +149,50 @@ def test_stop_after_ends_early_and_init_may_switch_the_head(tmp_path):
     config.model = {"width": 32}
     with pytest.raises(Sa3Error, match="peak_frequency"):
         check_config(config)
+    config.model = {"head_patches": 6}
+    with pytest.raises(Sa3Error, match="head_patches 6 must be one of 4, 8, 16"):
+        check_config(config)
+    for field in ("pitch_patches", "pitch_channels"):
+        config.model, config.train = {field: 8}, "decoder"
+        with pytest.raises(Sa3Error, match=f"{field} changes the encoder"):
+            check_config(config)
+
+
+def test_init_may_widen_the_head_of_a_decoder_fine_tune(tmp_path):
+    """head_patches with init resizes the head's output layer (the encoder, so the latents, stay
+    bit-exact), trains, resumes from its checkpoint, and exports a model that loads as 8-patch."""
+    first = _config(steps=2, checkpoint_every=1000)
+    AutoencoderTrainer(first, tmp_path / "a").fit()
+    start = tmp_path / "a" / "same.safetensors"
+    config = _config(steps=4, stop_after=2, checkpoint_every=1)
+    config.init, config.train, config.model = str(start), "decoder", {"head_patches": 8}
+    config.loss = cfg.from_dict(type(config.loss), {"stft": 1.0, "flux": 1.0, "chroma": 0.0, "ild": 0.0})
+    check_config(config)
+    AutoencoderTrainer(config, tmp_path / "b").fit()
+    config.loop.stop_after = 0
+    resumed = AutoencoderTrainer(config, tmp_path / "b", resume=True)
+    assert resumed.step == 2
+    resumed.fit()
+    before, after = load_model(start)[0], load_model(tmp_path / "b" / "same.safetensors")[0]
+    assert after.config.head_patches == 8 and after.patch_out.out_features == 2 * 2 * 1025
+    clip = render_clip(4 * 4096, torch.Generator().manual_seed(5))[None]
+    assert torch.equal(before.encode(clip), after.encode(clip))
+    assert after.decode(after.encode(clip)).shape == (1, 2, 4 * 4096)
+
+
+def test_init_may_add_the_pitch_front_end_and_semitone_channels(tmp_path):
+    """pitch_patches and pitch_channels with init (train: all) widen the encoder's input and
+    measure the last latent channels, pitch_skip renders them, and the model trains on: the exported model reads the
+    8-patch spectrum, has 12 measured channels, and its latents move away from the start's."""
+    AutoencoderTrainer(_config(steps=2, checkpoint_every=1000), tmp_path / "a").fit()
+    start = tmp_path / "a" / "same.safetensors"
+    config = _config(steps=2, checkpoint_every=1000)
+    config.init, config.model = str(start), {"pitch_patches": 8, "pitch_channels": 12, "pitch_skip": True}
+    check_config(config)
+    AutoencoderTrainer(config, tmp_path / "b").fit()
+    before, after = load_model(start)[0], load_model(tmp_path / "b" / "same.safetensors")[0]
+    assert after.config.pitch_patches == 8 and after.patch_in.in_features > before.patch_in.in_features
+    assert after.config.pitch_channels == 12 and after.config.pitch_skip
+    assert not torch.equal(after.pitch_gain, torch.zeros_like(after.pitch_gain))  # the skip's gains trained
+    clip = render_clip(4 * 4096, torch.Generator().manual_seed(5))[None]
+    assert not torch.equal(before.encode(clip), after.encode(clip))
