@@ -278,17 +278,31 @@ def _summarise(items: list[dict], keys=("log_mel_l1", "mrstft", "si_sdr_db")) ->
 
 @SECTIONS.register("autoencoder")
 def autoencoder_section(ctx: EvalContext) -> dict:
-    """SAME encode -> decode of each real clip, compared with the clip."""
+    """SAME encode -> decode of each real clip, compared with the clip.
+
+    With a corpus, the key and tempo estimators also run on each reconstruction of a labelled
+    clip (``recon_key``, ``recon_tempo``): what the codec alone keeps of what the prompts ask,
+    the ceiling for generated audio, to read against the same estimators on the clips themselves
+    (``adherence (real)``).
+    """
     backend = ctx.pipeline.backend
-    items = []
-    for clip in ctx.bar(ctx.clips, "autoencoder"):
+    cases = ctx.cases if ctx.settings.corpus else [None] * len(ctx.clips)
+    items, judged = [], []
+    for clip, case in ctx.bar(list(zip(ctx.clips, cases)), "autoencoder"):
         with torch.inference_mode():
             latents = backend.encode_audio(torch.from_numpy(clip.audio)[None])
             decoded = backend.decode_latents(latents)[0, :, : clip.audio.shape[1]].cpu().numpy()
         items.append({"clip": clip.name, "seconds": clip.audio.shape[1] / timebase.SAMPLE_RATE})
         items[-1].update(_reconstruction_scores(clip.audio, decoded.astype(np.float32)))
+        if case is not None:
+            judged.append(_judge(decoded[:, : case.samples].astype(np.float32), case))
+            items[-1].update({k: judged[-1][k] for k in ("key_found", "bpm_found") if k in judged[-1]})
     latent_kbps = timebase.LATENT_CHANNELS * timebase.frames_per_second() * 32 / 1000  # float32 latents
-    return {"summary": {**_summarise(items), "latent_kbps_float32": latent_kbps}, "items": items}
+    summary = {**_summarise(items), "latent_kbps_float32": latent_kbps}
+    if judged:
+        summary["recon_key"] = _rate(j.get("key_correct") for j in judged)
+        summary["recon_tempo"] = _rate(j.get("tempo_correct") for j in judged)
+    return {"summary": summary, "items": items}
 
 
 @SECTIONS.register("opus")

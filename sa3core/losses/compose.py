@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import Sa3Error
 from ..registry import Registry
-from .music import ChromaLoss, ILDLoss
+from .music import ChromaLoss, ILDLoss, PitchClassLoss
 from .spectral import MultiResolutionMelLoss, MultiResolutionSTFTLoss, PhaseLoss, SpectralFluxLoss
 
 LOSS_TERMS: Registry[type[nn.Module]] = Registry("loss term")
@@ -45,6 +45,7 @@ class LossWeights:
     waveform: float = 0.0  # L1 on samples
     mel: float = 0.0  # multi-resolution log-mel L1 (weighs the bass and the harmonics as hearing does)
     flux: float = 0.0  # L1 on frame-to-frame log-mel changes (hop 256): no rhythm of the decoder's own
+    notes: float = 0.0  # L1 between pitch-class distributions (55 Hz - 1 kHz) of output and input
     chroma: float = 0.1  # chroma regression head on the latents
     ild: float = 0.1  # ILD regression head on the latents
     adversarial: float = 0.0  # plug-in: needs a registered implementation
@@ -86,6 +87,16 @@ class FluxTerm(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.loss = SpectralFluxLoss()
+
+    def forward(self, batch: LossInputs) -> torch.Tensor:
+        return self.loss(batch.reconstruction, batch.audio)
+
+
+@LOSS_TERMS.register("notes")
+class NotesTerm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss = PitchClassLoss()
 
     def forward(self, batch: LossInputs) -> torch.Tensor:
         return self.loss(batch.reconstruction, batch.audio)

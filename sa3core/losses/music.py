@@ -107,3 +107,42 @@ class ILDLoss(nn.Module):
 
 def midi_to_hz(note: float) -> float:
     return 440.0 * math.pow(2.0, (note - 69) / 12.0)
+
+
+NOTES_FFT, NOTES_HOP = 8192, 2048  # the key estimator's frames (sa3core.eval.music)
+NOTES_LOW_HZ, NOTES_HIGH_HZ = 55.0, 1000.0
+
+
+class PitchClassLoss(nn.Module):
+    """L1 distance between the pitch-class distributions of reconstruction and input, per frame.
+
+    Each 8192-sample frame (hop 2048) of the mono mix: linear STFT magnitudes from 55 Hz to 1 kHz
+    summed into 12 pitch classes and divided by their sum, as the key estimator reads them;
+    frames are weighted by the input frame's share of the clip's magnitude, so silence counts
+    for nothing. Why: reconstructions carried steady tones of their own (409, 517, 689, 840 Hz
+    in every clip, measured with runs/diag/recon_spectrum.py) that the spectral losses, spread
+    over thousands of bins, barely see, and that pulled every estimated key to F minor.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        hz = torch.fft.rfftfreq(NOTES_FFT, d=1.0 / SAMPLE_RATE)
+        used = (hz >= NOTES_LOW_HZ) & (hz <= NOTES_HIGH_HZ)
+        classes = (torch.round(12.0 * torch.log2(hz.clamp_min(1.0) / 440.0)) + 69).long() % 12
+        mapping = F.one_hot(classes, 12).float() * used[:, None].float()  # (bins, 12)
+        self.register_buffer("mapping", mapping, persistent=False)
+        self.register_buffer("window", torch.hann_window(NOTES_FFT), persistent=False)
+
+    def _classes(self, audio: torch.Tensor) -> torch.Tensor:
+        mono = audio.float().mean(dim=1)  # (B, S)
+        magnitude = torch.stft(
+            mono, NOTES_FFT, NOTES_HOP, window=self.window, center=True, pad_mode="constant", return_complex=True
+        ).abs()  # (B, bins, frames)
+        return (magnitude.transpose(1, 2) + 1e-9) @ self.mapping  # (B, frames, 12)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        predicted, wanted = self._classes(prediction), self._classes(target)
+        total = wanted.sum(dim=-1, keepdim=True)  # (B, frames, 1)
+        weight = total / total.sum(dim=1, keepdim=True).clamp_min(1e-6)
+        distance = (predicted / predicted.sum(dim=-1, keepdim=True) - wanted / total).abs().sum(dim=-1, keepdim=True)
+        return (weight * distance).sum(dim=1).mean()

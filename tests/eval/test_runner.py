@@ -59,6 +59,9 @@ def test_full_run_on_tiny_model(tiny_pipeline, corpus):
     ae, opus = sections["autoencoder"]["summary"], sections["opus"]["summary"]["24kbps"]
     assert ae["log_mel_l1"] > 0 and opus["log_mel_l1"] < ae["log_mel_l1"]
     assert opus["max_abs_lag_samples"] < 44  # under 1 ms: a missed pre-skip would be 287 samples
+    # the estimators also read each labelled clip's reconstruction (the codec's own ceiling)
+    assert ae["recon_key"]["judged"] == 1 and ae["recon_tempo"]["judged"] == 2
+    assert all("bpm_found" in item for item in sections["autoencoder"]["items"][:2])
     # lengths are exact and preserved audio is bit-exact whatever the model is
     adherence = sections["adherence"]["summary"]
     assert adherence["exact_length"] == {"rate": 1.0, "count": 3, "judged": 3}

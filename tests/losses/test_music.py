@@ -5,7 +5,7 @@ import torch
 
 from sa3core.errors import Sa3Error
 from sa3core.losses import LOSS_TERMS, AutoencoderLoss, LossInputs, LossWeights, chroma, ild
-from sa3core.losses.music import midi_to_hz
+from sa3core.losses.music import PitchClassLoss, midi_to_hz
 
 
 def _tone(hz_list, seconds=1.0):
@@ -66,3 +66,28 @@ def test_heads_learn_their_targets():
         values["loss"].backward()
         optimizer.step()
     assert values["loss"].item() < 0.2 * first
+
+
+def test_pitch_class_loss_ignores_level_and_sees_a_stray_tone_and_a_wrong_key():
+    """Zero for the same audio at any level; a steady stray tone (517 Hz, a flat C5, as the
+    decoder used to add) costs something; the same chord a semitone up costs far more; silence
+    in the input counts for nothing."""
+    t = torch.arange(65_536) / 44_100
+
+    def tones(*notes: int) -> torch.Tensor:
+        mix = sum(0.2 * torch.sin(2 * math.pi * midi_to_hz(n) * t) for n in notes)
+        return mix.expand(1, 2, -1).contiguous()
+
+    loss = PitchClassLoss()
+    c_major = tones(60, 64, 67)
+    stray = c_major + 0.2 * torch.sin(2 * math.pi * 517.0 * t)
+    assert loss(c_major * 0.3, c_major).item() < 1e-6
+    assert 0.1 < loss(stray, c_major).item() < loss(tones(61, 65, 68), c_major).item() / 3
+    half = c_major.clone()
+    half[..., 32_768:] = 0.0
+    wrong = half.clone()
+    wrong[..., 32_768:] = tones(61, 65, 68)[..., 32_768:]  # different notes where the input is silent
+    assert loss(wrong, half).item() < 0.1 * loss(tones(61, 65, 68), c_major).item()
+    prediction = stray.clone().requires_grad_()
+    loss(prediction, c_major).backward()
+    assert torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0

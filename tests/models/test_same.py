@@ -255,14 +255,16 @@ def test_peak_offsets_point_at_the_vertex_and_ignore_valleys():
 
 
 def test_the_pitch_front_end_starts_exact_and_separates_a_minor_third():
-    """add_pitch_front_end keeps the latents bit-exact (its input weights start at zero); the
+    """add_pitch_front_end keeps the latents (its input weights start at zero; a wider matmul may
+    round differently, so to 1e-5); the
     8-patch spectrum it adds shows A3 and C4 (220 + 262 Hz, a minor third) as two peaks, where
     the 4-patch one (43 Hz bins) merges them into one lobe."""
     torch.manual_seed(5)
     model = SAME(SMALL).eval()
     widened = add_pitch_front_end(model, 8).eval()
     audio = 0.3 * torch.randn(1, 2, 6 * 4096)
-    assert widened.config.pitch_patches == 8 and torch.equal(model.encode(audio), widened.encode(audio))
+    assert widened.config.pitch_patches == 8
+    assert (model.encode(audio) - widened.encode(audio)).abs().max() < 1e-5
     with pytest.raises(Sa3Error, match="already reads"):
         add_pitch_front_end(widened, 8)
     t = torch.arange(4 * 4096) / SAMPLE_RATE
