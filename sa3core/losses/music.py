@@ -120,7 +120,7 @@ class PitchClassLoss(nn.Module):
     summed into 12 pitch classes and divided by their sum, as the key estimator reads them;
     frames are weighted by the input frame's share of the clip's magnitude, so silence counts
     for nothing. Why: reconstructions carried steady tones of their own (409, 517, 689, 840 Hz
-    in every clip, measured with runs/diag/recon_spectrum.py) that the spectral losses, spread
+    in every clip: the peaks of held-out reconstructions' long-term spectra) that the spectral losses, spread
     over thousands of bins, barely see, and that pulled every estimated key to F minor.
     """
 

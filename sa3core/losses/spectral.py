@@ -161,7 +161,7 @@ class SpectralFluxLoss(nn.Module):
 
     Why: the level losses let a small decoder add its own rhythm. Each latent frame's 16 output
     tokens learned a fixed loudness pattern (+-1.4 dB, dips at tokens 6 and 13, measured on
-    held-out reconstructions with runs/diag/frame_pulse.py), a 10.77 Hz pulse that the tempo
+    held-out reconstructions: log energy per 256-sample patch by its position in the frame), a 10.77 Hz pulse that the tempo
     estimator read as 646/k bpm instead of the music's beat. A loss on the changes sees that
     pulse on every frame of every clip, where it is a small part of each level's error.
     """

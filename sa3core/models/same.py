@@ -151,14 +151,14 @@ class SAMEConfig:
     # The head's window in patches (hop = 1 patch): 4 = 1024 samples, bins 43 Hz apart. 8 = 2048
     # samples, 21.5 Hz: rendering real clips' own magnitudes through the head's phase model, the
     # key estimator (which reads 55-1000 Hz) found 21/40 keys with 4 and 31/40, as on the clips
-    # themselves, with 8 (runs/diag/oracle_phase.py, docs/architecture.md). The encoder's front
-    # end keeps 4 patches, so the head can change without touching the latents.
+    # themselves, with 8 (docs/architecture.md). The encoder's front end keeps 4 patches, so the
+    # head can change without touching the latents.
     head_patches: int = SPECTRAL_PATCHES
     # A second, longer log magnitude spectrum in each encoder token's input (0 = none; 8 = 2048
     # samples, bins 21.5 Hz apart). Why: with the 4-patch spectrum alone (43 Hz bins, which
     # resolve semitones only above ~730 Hz) the tiny encoder kept no pitch at all: a probe from
-    # the shipped model's latents to frame chroma did no better than the mean (MSE 0.092 against
-    # 0.095), while loudness was read with R^2 0.71 (runs/diag/latent_probe.py).
+    # the shipped model's latents to frame chroma did no better than the mean (MSE 0.094 against
+    # 0.095), while loudness was read with R^2 0.71 (ridge probe).
     pitch_patches: int = 0
     # The last `pitch_channels` latent channels are not learned but measured: the log energy of
     # each semitone from A1 (55 Hz) up, in the frame's own 4096 samples (:func:`semitone_filters`),
