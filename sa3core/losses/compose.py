@@ -52,54 +52,27 @@ class LossWeights:
     contrastive: float = 0.0  # plug-in: needs a registered implementation
 
 
-@LOSS_TERMS.register("stft")
-class STFTTerm(nn.Module):
+class AudioTerm(nn.Module):
+    """A term that compares the reconstruction with the input through ``loss_type()(reconstruction, audio)``."""
+
+    loss_type: type[nn.Module]
+
     def __init__(self) -> None:
         super().__init__()
-        self.loss = MultiResolutionSTFTLoss()
+        self.loss = self.loss_type()
 
     def forward(self, batch: LossInputs) -> torch.Tensor:
         return self.loss(batch.reconstruction, batch.audio)
 
 
-@LOSS_TERMS.register("phase")
-class PhaseTerm(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.loss = PhaseLoss()
-
-    def forward(self, batch: LossInputs) -> torch.Tensor:
-        return self.loss(batch.reconstruction, batch.audio)
-
-
-@LOSS_TERMS.register("mel")
-class MelTerm(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.loss = MultiResolutionMelLoss()
-
-    def forward(self, batch: LossInputs) -> torch.Tensor:
-        return self.loss(batch.reconstruction, batch.audio)
-
-
-@LOSS_TERMS.register("flux")
-class FluxTerm(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.loss = SpectralFluxLoss()
-
-    def forward(self, batch: LossInputs) -> torch.Tensor:
-        return self.loss(batch.reconstruction, batch.audio)
-
-
-@LOSS_TERMS.register("notes")
-class NotesTerm(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.loss = PitchClassLoss()
-
-    def forward(self, batch: LossInputs) -> torch.Tensor:
-        return self.loss(batch.reconstruction, batch.audio)
+for _name, _loss_type in (
+    ("stft", MultiResolutionSTFTLoss),
+    ("phase", PhaseLoss),
+    ("mel", MultiResolutionMelLoss),
+    ("flux", SpectralFluxLoss),
+    ("notes", PitchClassLoss),
+):
+    LOSS_TERMS.register(_name)(type(f"{_name.title()}Term", (AudioTerm,), {"loss_type": _loss_type}))
 
 
 @LOSS_TERMS.register("waveform")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..timebase import SAMPLE_RATE, SAMPLES_PER_FRAME
+from .spectral import stft
 
 CHROMA_MIN_HZ, CHROMA_MAX_HZ = 55.0, 5000.0
 ILD_BAND_EDGES_HZ = (0.0, 200.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 22050.0)  # 7 bands
@@ -109,35 +110,35 @@ def midi_to_hz(note: float) -> float:
     return 440.0 * math.pow(2.0, (note - 69) / 12.0)
 
 
-NOTES_FFT, NOTES_HOP = 8192, 2048  # the key estimator's frames (sa3core.eval.music)
-NOTES_LOW_HZ, NOTES_HIGH_HZ = 55.0, 1000.0
-
-
 class PitchClassLoss(nn.Module):
     """L1 distance between the pitch-class distributions of reconstruction and input, per frame.
 
-    Each 8192-sample frame (hop 2048) of the mono mix: linear STFT magnitudes from 55 Hz to 1 kHz
-    summed into 12 pitch classes and divided by their sum, as the key estimator reads them;
+    Each frame of the mono mix, on the key estimator's grid (``sa3core.eval.music``: 8192
+    samples, hop 2048, 55 Hz to 1 kHz): linear STFT magnitudes summed into 12 pitch classes and
+    divided by their sum, as the estimator reads them;
     frames are weighted by the input frame's share of the clip's magnitude, so silence counts
     for nothing. Why: reconstructions carried steady tones of their own (409, 517, 689, 840 Hz
-    in every clip: the peaks of held-out reconstructions' long-term spectra) that the spectral losses, spread
-    over thousands of bins, barely see, and that pulled every estimated key to F minor.
+    in every clip: the peaks of held-out reconstructions' long-term spectra) that the spectral
+    losses, spread over thousands of bins, barely see, and that pulled every estimated key to
+    F minor.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        hz = torch.fft.rfftfreq(NOTES_FFT, d=1.0 / SAMPLE_RATE)
-        used = (hz >= NOTES_LOW_HZ) & (hz <= NOTES_HIGH_HZ)
+        from ..eval.music import CHROMA_FFT, CHROMA_HIGH_HZ, CHROMA_HOP, CHROMA_LOW_HZ
+
+        assert CHROMA_HOP * 4 == CHROMA_FFT  # the estimator's frames are what `stft` makes
+        self.n_fft = CHROMA_FFT
+        hz = torch.fft.rfftfreq(CHROMA_FFT, d=1.0 / SAMPLE_RATE)
+        used = (hz >= CHROMA_LOW_HZ) & (hz <= CHROMA_HIGH_HZ)
         classes = (torch.round(12.0 * torch.log2(hz.clamp_min(1.0) / 440.0)) + 69).long() % 12
         mapping = F.one_hot(classes, 12).float() * used[:, None].float()  # (bins, 12)
         self.register_buffer("mapping", mapping, persistent=False)
-        self.register_buffer("window", torch.hann_window(NOTES_FFT), persistent=False)
+        self.register_buffer("window", torch.hann_window(CHROMA_FFT), persistent=False)
 
     def _classes(self, audio: torch.Tensor) -> torch.Tensor:
         mono = audio.float().mean(dim=1)  # (B, S)
-        magnitude = torch.stft(
-            mono, NOTES_FFT, NOTES_HOP, window=self.window, center=True, pad_mode="constant", return_complex=True
-        ).abs()  # (B, bins, frames)
+        magnitude = stft(mono, self.n_fft, self.window).abs()  # (B, bins, frames)
         return (magnitude.transpose(1, 2) + 1e-9) @ self.mapping  # (B, frames, 12)
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
