@@ -306,20 +306,16 @@ def main(argv: list[str]) -> int:
             return 2
         install_metrics(Path(argv[1]), Path(argv[2]), bench)
         return 0
-    options = dict(zip(argv[2::2], argv[3::2])) if len(argv) > 2 and len(argv) % 2 == 0 else {}
-    if set(options) - {"--teacher-cfg", "--same"}:
-        options = {"": ""}  # unknown option: print the usage below
-    teacher_cfg = float(options["--teacher-cfg"]) if "--teacher-cfg" in options else None
-    same_path = Path(options["--same"]) if "--same" in options else None
-    if options != {"": ""}:
-        argv = argv[:2]
-    if len(argv) != 2:
+    options = dict(zip(argv[2::2], argv[3::2]))  # after SOURCE DEST: option, value pairs
+    if len(argv) < 2 or len(argv) % 2 or set(options) - {"--teacher-cfg", "--same"}:
         print(
             "usage: python -m training.install_default SOURCE_MODEL_DIR DEST_DIR [--teacher-cfg CFG] [--same SAME]\n"
             "       python -m training.install_default --metrics EVAL_JSON DEST_DIR [--bench BENCH_JSON]",
             file=sys.stderr,
         )
         return 2
+    teacher_cfg = float(options["--teacher-cfg"]) if "--teacher-cfg" in options else None
+    same_path = Path(options["--same"]) if "--same" in options else None
     source, dest = Path(argv[0]), Path(argv[1])
     from sa3core.pipeline import Pipeline
 

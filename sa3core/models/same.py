@@ -35,6 +35,7 @@ path (gradients, statistics updates).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from ..config import to_dict
 from ..errors import Sa3Error
 from ..modules.norm import RMSNorm, RunningNorm
 from ..modules.transformer import LocalTransformer
-from ..timebase import CHANNELS, LATENT_CHANNELS, SAMPLES_PER_FRAME, samples_to_frames
+from ..timebase import CHANNELS, LATENT_CHANNELS, SAMPLE_RATE, SAMPLES_PER_FRAME, samples_to_frames
 
 SPECTRAL_PATCHES = 4  # the front end's and the head's window spans 4 patches (hop = 1 patch)
 POWER_SCALE = 1e8  # the front end's floor on |X|^2 is 1 / POWER_SCALE (-80 dB re |X| = 1)
@@ -56,14 +57,18 @@ LOG_POWER_SCALE = 18.420680743952367  # log(POWER_SCALE)
 MAX_LOG_MAGNITUDE = 8.0  # the head's log magnitudes are clamped here (|X| = 2981, far above full scale)
 
 
-def dft_bases(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def dft_bases(size: int, bins: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Real-DFT bases for ``size`` samples, float32: ``forward [size, 2*bins]`` (x @ forward =
-    [re, im] of rfft) and ``inverse [2*bins, size]`` ([re, im] @ inverse = irfft), bins = size/2+1."""
-    bins = size // 2 + 1
+    [re, im] of rfft) and ``inverse [2*bins, size]`` ([re, im] @ inverse = irfft), bins = size/2+1,
+    or only the first ``bins`` bins (then the inverse is the partial sum over them)."""
+    full = size // 2 + 1
+    bins = full if bins is None else bins
     angle = 2.0 * torch.pi * torch.arange(bins, dtype=torch.float64)[:, None] * torch.arange(size)[None, :] / size
     forward = torch.cat([angle.cos(), -angle.sin()], dim=0).T  # (size, 2*bins)
     weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
-    weight[0] = weight[-1] = 1.0  # DC and Nyquist appear once in the full spectrum
+    weight[0] = 1.0  # DC and Nyquist appear once in the full spectrum
+    if bins == full:
+        weight[-1] = 1.0
     inverse = torch.cat([weight * angle.cos(), -weight * angle.sin()], dim=0) / size  # (2*bins, size)
     return forward.float(), inverse.float()
 
@@ -181,11 +186,11 @@ def semitone_filters(notes: int) -> torch.Tensor:
     """[PITCH_BINS, notes] float32 weights: note m (MIDI PITCH_LOW_NOTE + m) reads the bins of a
     4096-sample DFT within a semitone of its centre (or within one bin, 10.8 Hz, where a semitone
     is narrower), by a triangle; each column sums to 1."""
-    hz = torch.arange(PITCH_BINS, dtype=torch.float64) * (44100.0 / SAMPLES_PER_FRAME)
+    hz = torch.arange(PITCH_BINS, dtype=torch.float64) * (SAMPLE_RATE / SAMPLES_PER_FRAME)
     centre = 440.0 * 2.0 ** ((torch.arange(notes, dtype=torch.float64) + PITCH_LOW_NOTE - 69) / 12.0)
     if float(centre[-1]) * 2 ** (1 / 12) >= float(hz[-1]):
         raise Sa3Error(f"{notes} semitone channels reach past the {PITCH_BINS} bins they read; use fewer")
-    width = torch.maximum(centre * (2.0 ** (1 / 12) - 1.0), torch.tensor(44100.0 / SAMPLES_PER_FRAME))
+    width = torch.maximum(centre * (2.0 ** (1 / 12) - 1.0), torch.tensor(SAMPLE_RATE / SAMPLES_PER_FRAME))
     weights = (1.0 - (hz[:, None] - centre[None, :]).abs() / width[None, :]).clamp_min(0.0)
     return (weights / weights.sum(dim=0, keepdim=True)).float()
 
@@ -260,9 +265,8 @@ class SAME(nn.Module):
 
         if config.pitch_channels:
             frame_window = torch.hann_window(SAMPLES_PER_FRAME, periodic=True)[:, None]
-            self.register_buffer(
-                "frame_forward", frame_window * dft_bases(SAMPLES_PER_FRAME)[0][:, _bins(PITCH_BINS)], persistent=False
-            )
+            frame_forward = frame_window * dft_bases(SAMPLES_PER_FRAME, PITCH_BINS)[0]  # (4096, 2 * PITCH_BINS)
+            self.register_buffer("frame_forward", frame_forward, persistent=False)
             self.register_buffer("semitones", semitone_filters(config.pitch_channels), persistent=False)
 
         # a token's input: its raw stereo patch and the log magnitude spectra of both channels
@@ -489,7 +493,7 @@ class SAME(nn.Module):
 def semitone_render(notes: int, bins: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(render [notes, bins], inside [bins]): each head bin's value as a linear interpolation of the
     semitone channels at its frequency (in semitones), and 1 where the bin lies in their range."""
-    hz = torch.arange(bins, dtype=torch.float64) * (44100.0 / window)
+    hz = torch.arange(bins, dtype=torch.float64) * (SAMPLE_RATE / window)
     position = 12.0 * torch.log2(hz.clamp_min(1.0) / 440.0) + 69 - PITCH_LOW_NOTE  # in notes from the lowest
     inside = (position >= 0) & (position <= notes - 1)
     low = position.floor().clamp(0, notes - 1).long()
@@ -508,10 +512,14 @@ def semitone_render(notes: int, bins: int, window: int) -> tuple[torch.Tensor, t
 PITCH_LOG_SCALE, PITCH_LOG_OFFSET, PITCH_FLOOR = 4.0, 4.16, -30.0
 
 
-def _bins(count: int) -> torch.Tensor:
-    """Column indices of the first ``count`` bins in a [re | im] DFT basis of 4096 samples."""
-    bins = SAMPLES_PER_FRAME // 2 + 1
-    return torch.cat([torch.arange(count), bins + torch.arange(count)])
+def _with_config(model: SAME, drop: str = "", **changes) -> SAME:
+    """A copy of ``model`` with ``changes`` to its config, on its device and in its train/eval mode,
+    holding every weight of ``model`` whose name does not start with ``drop`` (new ones as built)."""
+    copy = SAME(dataclasses.replace(model.config, **changes)).to(model.from_latent.weight.device)
+    copy.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if not (drop and k.startswith(drop))}, strict=False
+    )
+    return copy.train(model.training)
 
 
 def add_pitch_channels(model: SAME, channels: int, audio: torch.Tensor | None = None) -> SAME:
@@ -520,13 +528,9 @@ def add_pitch_channels(model: SAME, channels: int, audio: torch.Tensor | None = 
     Every weight is kept, except that the decoder's input weights from those channels start at
     zero (what they carried before is gone). ``audio [B, 2, S]`` (a few seconds of real clips)
     sets those channels' running statistics, so they start near zero mean and unit variance."""
-    import dataclasses
-
     if model.config.pitch_channels:
         raise Sa3Error(f"the autoencoder already has {model.config.pitch_channels} semitone channels")
-    config = dataclasses.replace(model.config, pitch_channels=channels)
-    measured = SAME(config).to(model.from_latent.weight.device)
-    measured.load_state_dict(model.state_dict())
+    measured = _with_config(model, pitch_channels=channels)
     with torch.no_grad():
         measured.from_latent.weight[:, LATENT_CHANNELS - channels :] = 0.0
         if audio is not None:
@@ -534,38 +538,29 @@ def add_pitch_channels(model: SAME, channels: int, audio: torch.Tensor | None = 
             flat = energies.transpose(0, 1).reshape(channels, -1)
             measured.latent_norm.mean[LATENT_CHANNELS - channels :] = flat.mean(dim=1)
             measured.latent_norm.var[LATENT_CHANNELS - channels :] = flat.var(dim=1, unbiased=False)
-    return measured.train(model.training)
+    return measured
 
 
 def add_pitch_skip(model: SAME) -> SAME:
     """A copy of ``model`` (which has semitone channels) whose head also renders them, every weight kept."""
-    import dataclasses
-
     if not model.config.pitch_channels:
         raise Sa3Error("the pitch skip renders the semitone channels; this autoencoder has none (set pitch_channels)")
-    skipped = SAME(dataclasses.replace(model.config, pitch_skip=True)).to(model.from_latent.weight.device)
-    skipped.load_state_dict(model.state_dict(), strict=False)
-    return skipped.train(model.training)
+    return _with_config(model, pitch_skip=True)
 
 
 def add_pitch_front_end(model: SAME, pitch_patches: int) -> SAME:
     """A copy of ``model`` whose encoder also reads a ``pitch_patches``-patch spectrum, every weight
     kept: the input layer's new columns start at zero, so the copy encodes exactly as ``model``
     until training gives them weight."""
-    import dataclasses
-
     if model.config.pitch_patches:
         raise Sa3Error(f"the autoencoder already reads a {model.config.pitch_patches}-patch pitch spectrum")
-    config = dataclasses.replace(model.config, pitch_patches=pitch_patches)
-    widened = SAME(config).to(model.patch_in.weight.device)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("patch_in.weight")}
-    widened.load_state_dict(state, strict=False)
+    widened = _with_config(model, drop="patch_in.weight", pitch_patches=pitch_patches)
     old = model.patch_in.weight.detach().reshape(-1, CHANNELS, model.features)
     new = torch.zeros(old.shape[0], CHANNELS, widened.features)
     new[..., : model.features] = old
     with torch.no_grad():
         widened.patch_in.weight.copy_(new.reshape(old.shape[0], -1))
-    return widened.train(model.training)
+    return widened
 
 
 def resize_head(model: SAME, head_patches: int) -> SAME:
@@ -576,12 +571,7 @@ def resize_head(model: SAME, head_patches: int) -> SAME:
     log(span ratio), since a sinusoid's peak magnitude grows with the window; the phase rows start
     at zero, i.e. at the phase prior. The encoder, and so the latents, are untouched.
     """
-    import dataclasses
-
-    config = dataclasses.replace(model.config, head_patches=head_patches)
-    resized = SAME(config).to(model.patch_out.weight.device)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("patch_out.")}
-    resized.load_state_dict(state, strict=False)
+    resized = _with_config(model, drop="patch_out.", head_patches=head_patches)
     old_bins, new_bins = model.head_bins, resized.head_bins
     ratio = (new_bins - 1) / (old_bins - 1)
     position = torch.arange(new_bins, dtype=torch.float64) / ratio  # each new bin's frequency in old bins
@@ -599,7 +589,7 @@ def resize_head(model: SAME, head_patches: int) -> SAME:
     with torch.no_grad():
         resized.patch_out.weight.copy_(new_weight.reshape(-1, weight.shape[-1]))
         resized.patch_out.bias.copy_(new_bias.reshape(-1))
-    return resized.train(model.training)
+    return resized
 
 
 def pad_to_frames(audio: torch.Tensor) -> torch.Tensor:
