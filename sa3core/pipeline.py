@@ -3,7 +3,10 @@
     prompt -> text encoder -> DiT condition (once) --+
     noise  -> sampler (velocity_fn = DiT step, CFG) -+-> latents -> decoder -> crop -> splice
 
-Lengths are exact: a request for N samples returns N samples. Inpainting keeps every sample
+Lengths are exact: a request for N samples returns N samples. Generation with a known tempo
+runs on the latent frame grid and is warped to the tempo (:mod:`sa3core.warp`, when the
+model's ``tempo_grid`` is on), and never returns a sample above -1 dBFS (:data:`PEAK_CEILING`:
+a louder take is turned down as a whole, gain only). Inpainting keeps every sample
 outside its regions bit-exact (the original is spliced back with short equal-power
 crossfades that lie inside the regions); continuation returns the input unchanged
 followed by the new audio.
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, timebase
+from . import checkpoint, timebase, warp
 from .backends import BACKENDS
 from .config import from_dict, to_dict
 from .errors import Sa3Error
@@ -31,6 +34,8 @@ DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
 CROSSFADE_SECONDS = (
     0.010  # equal-power splice at region borders: short enough to keep timing, long enough to hide a click
 )
+
+PEAK_CEILING = 10.0 ** (-1.0 / 20.0)  # -1 dBFS: generated takes above it are turned down to it
 
 Progress = Callable[[int, int], None]
 
@@ -55,6 +60,8 @@ class ModelSettings:
     sampler: str = "pingpong"  # distilled models sample with ping-pong; flow-only models with "dpmpp"
     steps: int = 8
     cfg: float = 1.0
+    cfg_rescale: float = 0.0  # 0..1: keep guided outputs at the conditional level (samplers.cfg_velocity)
+    tempo_grid: bool = False  # generate known tempi on the latent frame grid, then warp (sa3core.warp)
     max_seconds: float = timebase.MAX_SECONDS
 
 
@@ -162,20 +169,31 @@ class Pipeline:
         progress: Progress | None = None,
         bpm: float | None = None,
         meter: str | None = None,
+        tempo_grid: bool | None = None,
     ) -> np.ndarray:
         """Text to audio: float32 [variations, 2, samples] at 44.1 kHz.
 
         ``bpm`` / ``meter`` (e.g. "6/8") override what the prompt says: the model starts on a
-        downbeat at sample 0 and keeps that tempo (see :mod:`sa3core.musical`).
+        downbeat at sample 0 and keeps that tempo (see :mod:`sa3core.musical`). With the model's
+        ``tempo_grid`` (or ``tempo_grid=True``), a known tempo is generated on the latent frame
+        grid and warped to it (:mod:`sa3core.warp`). Takes louder than :data:`PEAK_CEILING` are
+        turned down to it.
         """
         samples = self._check_length(samples)
-        frames = timebase.samples_to_frames(samples)
+        music = request_music(prompt, bpm, meter)
+        grid = self.settings.tempo_grid if tempo_grid is None else tempo_grid
+        tempo = warp.plan(music.bpm, samples, self.max_samples) if grid else None
+        made = samples
+        if tempo is not None:
+            music, made = music.merged(bpm=tempo.grid_bpm), tempo.grid_samples
+        frames = timebase.samples_to_frames(made)
         keep = torch.zeros(variations, 1, frames)
         source = torch.zeros(variations, timebase.LATENT_CHANNELS, frames)
-        music = request_music(prompt, bpm, meter)
         latents = self._sample(prompt, frames, source, keep, steps, cfg, seed, variations, progress, music)
-        audio = self.backend.decode_latents(latents)[:, :, :samples]
-        return audio.cpu().numpy().astype(np.float32)
+        audio = self.backend.decode_latents(latents)[:, :, :made].cpu().numpy().astype(np.float32)
+        if tempo is not None:
+            audio = warp.warp(audio, tempo)
+        return limit_peaks(audio)
 
     def inpaint(
         self,
@@ -260,6 +278,7 @@ class Pipeline:
             raise Sa3Error(f"steps must be at least 1 (got {steps})")
         if not math.isfinite(cfg) or cfg < 0:
             raise Sa3Error(f"guidance scale {cfg!r} must be a number of 0 or more")
+        rescale = self.settings.cfg_rescale
         seconds = torch.full((variations,), timebase.samples_to_seconds(frames * timebase.SAMPLES_PER_FRAME))
         guided = cfg != 1.0
         prompts = [prompt] * variations + ([""] * variations if guided else [])
@@ -281,7 +300,7 @@ class Pipeline:
                 torch.cat([frame_mask, frame_mask]),
             )
             v_cond, v_uncond = both.chunk(2)
-            return cfg_velocity(v_cond, v_uncond, cfg)
+            return cfg_velocity(v_cond, v_uncond, cfg, rescale, x, t)
 
         # One generator per variation: variation k of seed s equals variation 0 of seed s + k.
         noise = torch.stack(
@@ -305,6 +324,13 @@ def request_music(prompt: str, bpm: float | None, meter: str | None) -> MusicAtt
     if meter is not None:
         quarters = float(timebase.Meter.parse(meter).quarters_per_bar)
     return parse_prompt(prompt).merged(bpm=bpm, quarters_per_bar=quarters)
+
+
+def limit_peaks(audio: np.ndarray) -> np.ndarray:
+    """Each take [..., 2, n] whose peak is above :data:`PEAK_CEILING`, scaled down to it."""
+    peaks = np.abs(audio).max(axis=(-2, -1), keepdims=True) if audio.size else np.zeros((1,) * audio.ndim)
+    gain = np.minimum(1.0, PEAK_CEILING / np.maximum(peaks, 1e-12)).astype(np.float32)
+    return audio * gain
 
 
 def check_regions(regions: Sequence[Region], total: int) -> list[Region]:

@@ -52,11 +52,37 @@ def timesteps(steps: int, shift: float = 1.0) -> torch.Tensor:
     return (shift * t / (1.0 + (shift - 1.0) * t)).to(torch.float32)
 
 
-def cfg_velocity(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance; ``scale == 1`` returns ``v_cond`` itself (bit-exact)."""
+def cfg_velocity(
+    v_cond: torch.Tensor,
+    v_uncond: torch.Tensor,
+    scale: float,
+    rescale: float = 0.0,
+    x: torch.Tensor | None = None,
+    t: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Classifier-free guidance; ``scale == 1`` returns ``v_cond`` itself (bit-exact).
+
+    ``rescale`` in [0, 1] (needs ``x`` and ``t``) keeps strong guidance from inflating the level:
+    the guided clean-latent estimate ``x - t v`` is scaled, per item, to the standard deviation of
+    the conditional one, and blended with the plain guided estimate by ``rescale`` (the rescaling
+    of Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", applied to
+    the x0 estimate of flow matching). Without it, guidance 4 made pads 8 dB louder than the
+    corpus and left most outputs over full scale.
+    """
     if scale == 1.0:
         return v_cond
-    return v_cond + (scale - 1.0) * (v_cond - v_uncond)
+    guided = v_cond + (scale - 1.0) * (v_cond - v_uncond)
+    if rescale == 0.0:
+        return guided
+    if x is None or t is None:
+        raise ValueError("guidance rescaling needs the sampler's x and t")
+    t = t.float().reshape(-1, *([1] * (x.dim() - 1)))
+    x0_cond, x0_guided = x - t * v_cond, x - t * guided
+    dims = tuple(range(1, x.dim()))
+    ratio = x0_cond.std(dim=dims, keepdim=True) / x0_guided.std(dim=dims, keepdim=True).clamp_min(1e-6)
+    x0 = rescale * (x0_guided * ratio) + (1.0 - rescale) * x0_guided
+    # Back to a velocity; at t = 0 there is nothing left to move (x is the estimate).
+    return torch.where(t > 0, (x - x0) / t.clamp_min(1e-6), guided)
 
 
 SAMPLERS: Registry[type] = Registry("sampler")

