@@ -57,9 +57,11 @@ def register(subparsers) -> None:
     length.add_argument("--bars", type=float, help="length in bars (needs --bpm; --meter defaults to 4/4)")
     _tempo(gen)
     gen.add_argument(
-        "--no-warp",
-        action="store_true",
-        help="make a known tempo directly instead of on the model's frame grid then warped to it",
+        "--warp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="make a known tempo on the model's latent frame grid, then warp the take to it "
+        "(default: the model's tempo_grid setting, off for the shipped model)",
     )
     _common(gen)
     gen.set_defaults(func=run_generate)
@@ -208,11 +210,11 @@ def run_generate(args) -> int:
     samples = _length_samples(args)
     outputs = _outputs(args)
 
-    if args.no_warp and args.daemon:
+    if args.warp is not None and args.daemon:
         raise Sa3Error(
-            "--no-warp applies to in-process generation; drop it or --daemon (the daemon uses its model's setting)"
+            "--warp/--no-warp apply to in-process generation; drop them or --daemon (it uses its model's setting)"
         )
-    grid = False if args.no_warp else None
+    grid = args.warp
 
     def in_process(pipeline, bar):
         return pipeline.generate(

@@ -114,7 +114,7 @@ def test_inpaint_and_continue_commands(tiny_model_dir, tmp_path):
         (["generate", "x", "--bars", "4", "--bpm", "120", "--meter", "4/5"], "denominator"),
         (["generate", "x", "--seconds", "1", "--model", "/no/such/model"], "does not exist"),
         (["generate", "x", "--seconds", "1", "--steps", "0"], "--steps"),
-        (["generate", "x", "--seconds", "1", "--no-warp", "--daemon", "tcp://127.0.0.1:9"], "--no-warp"),
+        (["generate", "x", "--seconds", "1", "--warp", "--daemon", "tcp://127.0.0.1:9"], "--warp"),
         (["inpaint", "SRC", "x", "--region", "3:9"], "outside"),
         (["inpaint", "SRC", "x", "--region", "1:2", "--region", "1.5:3"], "overlap"),
         (["inpaint", "SRC", "x", "--region", "2:2"], "empty"),
@@ -143,3 +143,16 @@ def test_existing_output_is_not_overwritten(tiny_model_dir, tmp_path):
     result = run_sa3("generate", "x", "--seconds", "0.5", "--model", tiny_model_dir, "-o", out, "--quiet")
     assert result.returncode == 2 and "already exists" in result.stderr
     assert out.read_bytes() == b"precious"
+
+
+def test_warp_flag_makes_the_take_on_the_frame_grid(tiny_model_dir, tmp_path):
+    """--warp overrides the model's tempo_grid (off for this model): another take, same exact length."""
+    takes = {}
+    for flag in ("--no-warp", "--warp"):
+        out = tmp_path / f"{flag}.wav"
+        args = ["generate", "kick loop", "--bars", "1", "--bpm", "120", "--steps", "2", "--model", tiny_model_dir]
+        result = run_sa3(*args, flag, "-o", out, "--quiet")
+        assert result.returncode == 0, result.stderr
+        takes[flag], _ = sf.read(str(out), always_2d=True)
+    assert takes["--warp"].shape == takes["--no-warp"].shape == (88_200, 2)
+    assert np.abs(takes["--warp"] - takes["--no-warp"]).max() > 1e-4
