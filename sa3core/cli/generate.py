@@ -214,12 +214,11 @@ def run_generate(args) -> int:
         raise Sa3Error(
             "--warp/--no-warp apply to in-process generation; drop them or --daemon (it uses its model's setting)"
         )
-    grid = args.warp
 
     def in_process(pipeline, bar):
         return pipeline.generate(
             args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar,
-            tempo_grid=grid, **_music(args),
+            tempo_grid=args.warp, **_music(args),
         )  # fmt: skip
 
     return _render(args, started, outputs, "sampling", "generate", in_process, samples=samples)

@@ -1,7 +1,7 @@
 """`sa3 data build`: a small real corpus built through the CLI, checked item by item.
 
-Needs the fluidsynth library and the soundfonts (scripts/install-corpus-deps); skipped with a
-reason when they are missing.
+Needs the fluidsynth library and the soundfonts (scripts/test installs them through
+scripts/install-system-deps); every test fails with what to run when they are missing.
 """
 
 from __future__ import annotations
@@ -21,16 +21,20 @@ import soundfile as sf
 from sa3core.cli import main
 from sa3core.errors import Sa3Error
 from sa3core.timebase import bars_to_samples, seconds_to_samples
+from training.corpus import sources
+from training.corpus.theory import MODES, NOTE_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf3/MuseScore_General_Full.sf3")
-if not ctypes.util.find_library("fluidsynth") or not all(Path(p).exists() for p in SOUNDFONTS):
-    pytest.skip(
-        "fluidsynth or the GM soundfonts are not installed; run scripts/install-corpus-deps", allow_module_level=True
-    )
 
-from training.corpus import sources  # noqa: E402
-from training.corpus.theory import MODES, NOTE_NAMES  # noqa: E402
+
+@pytest.fixture(autouse=True)
+def _synth_installed():
+    """The corpus renders with the real FluidSynth: scripts/test installs it; without it these
+    tests fail with what to run, rather than pass by skipping."""
+    if not ctypes.util.find_library("fluidsynth") or not all(Path(p).exists() for p in SOUNDFONTS):
+        pytest.fail("fluidsynth or the GM soundfonts are not installed; run scripts/install-corpus-deps")
+
 
 SEED, ITEMS, MAX_SECONDS = 7, 12, 8.0
 FIELDS = {"path", "caption", "seconds", "samples", "licence", "source", "tags", "split"}
