@@ -171,6 +171,19 @@ issue's targets are not all met (see Targets). Where it stands, measured on held
 - more flow steps are not a free win: 5000 further steps from stage 5 (cosine from 2e-4, loss
   0.139 -> 0.125; not shipped, not in the recipe) gave tempo 46/72 but key 14/54 at guidance 3
   over the same three seeds, against the shipped 43/72 and 22/54;
+- one-shots often lack an attack at their start, because crops of one-shots used to start
+  anywhere. 2000 further flow steps with one-shots seen whole (`training.data.has_envelope`,
+  cosine from 2e-4; not shipped, not in the recipe) lifted clean endings from 4/45 to 9/45 over
+  seeds 0-400 but cost keys (31/90 against the shipped 36/90; tempo 66/120 against 63/120);
+- key misses are mostly the right notes with the wrong tonic (the relative or dominant key), not
+  wrong notes. Two sampler-side controls were measured over seeds 0, 100 and 200 and not
+  shipped: capping out-of-scale semitone channels of the clean estimate at every step (a key
+  lock, 0/6/20 dB under their neighbours) brought the out-of-scale share of the chroma down to the
+  real clips' level (0.12-0.33 against 0.30-0.43) but gave key 21/22/20 of 54 against 21 and
+  tempo 41/41/36 of 72 against 43; guiding the named key or tempo on its own on top of guidance 3
+  (weight 1: the full condition against it without that attribute) gave key 20-21/54 and tempo
+  41-43/72. 25 sampler steps instead of 15 gave key 39/90 and tempo 64/120 over seeds 0-400,
+  against 36/90 and 63/120: within seed noise, so the model keeps 15;
 - the distilled student of this recipe is not shipped (see Recipe): distillation needs more
   than the 400 steps it had here.
 

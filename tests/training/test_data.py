@@ -14,6 +14,7 @@ from training.data import (
     LatentCropConfig,
     LengthBuckets,
     collate_audio,
+    has_envelope,
     load_batch,
     plan_batch,
     read_manifest,
@@ -109,6 +110,34 @@ def test_encoded_corpus_round_trips_and_batches(corpus_dir):
             assert not batch["latents"][i, :, lengths[i] :].any()  # padding is zeros
         assert torch.allclose(batch["seconds"], lengths.float() * timebase.SAMPLES_PER_FRAME / timebase.SAMPLE_RATE)
     assert extended > 0
+
+
+def test_one_shots_are_never_cropped_and_loops_are(corpus_dir):
+    """A one-shot (or a one-shot effect) always starts at its attack and runs to its end (or the
+    crop limit); a loop is cropped to the batch's length at any start."""
+    corpus = LatentCorpus(corpus_dir)
+    corpus.items[0]["tags"] = {"kind": "one-shot"}
+    corpus.items[1]["tags"] = {"kind": "sfx", "flavour": "recorded"}
+    corpus.items[2]["tags"] = {"kind": "loop", "bpm": 120}
+    config = LatentCropConfig(max_seconds=2.0, min_seconds=0.5, silence_prob=0.0)
+    limit = timebase.seconds_to_frames(2.0)
+    gen = torch.Generator().manual_seed(1)
+    seen = {0: 0, 1: 0, 2: 0}
+    loop_crops = set()
+    for _ in range(60):
+        for plan in plan_batch(corpus, 6, config, gen):
+            if plan.index in (0, 1):
+                assert plan.start == 0 and plan.frames == min(corpus.frames[plan.index], limit)
+            if plan.index == 2:
+                loop_crops.add((plan.start, plan.frames))
+            seen[plan.index] = seen.get(plan.index, 0) + 1
+    assert seen[0] and seen[1] and len(loop_crops) > 3
+    assert corpus.frames[2] > 10 and any(frames < corpus.frames[2] for _, frames in loop_crops)
+    assert not has_envelope({"kind": "sfx", "flavour": "texture"}) and not has_envelope({})
+    # Stages recorded before the rule (configs/default/flow*.yaml) turn it off: one-shots crop too.
+    config = LatentCropConfig(max_seconds=2.0, min_seconds=0.5, silence_prob=0.0, whole_one_shots=False)
+    starts = {p.start for _ in range(60) for p in plan_batch(corpus, 6, config, gen) if p.index == 0}
+    assert len(starts) > 1
 
 
 def test_missing_index_is_a_clear_error(tmp_path):
