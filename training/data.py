@@ -413,7 +413,9 @@ def plan_batch(corpus: LatentCorpus, size: int, config: LatentCropConfig, gen: t
         frames = max(1, min(total, int(target * jitter)))
         start = int(torch.randint(0, total - frames + 1, (1,), generator=gen).item())
         if config.whole_one_shots and has_envelope(corpus.items[index].get("tags") or {}):
-            frames, start = min(total, max_frames), 0  # from its attack: see has_envelope
+            # From its attack (see has_envelope). The start above is still drawn, so every later
+            # draw comes in the same order as in the stages recorded with the rule off.
+            frames, start = min(total, max_frames), 0
         silence = 0
         # Only a crop that holds the clip's true end is followed by silence: extending a
         # crop cut mid-phrase would teach the model to stop sounds abruptly.
