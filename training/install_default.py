@@ -137,6 +137,7 @@ guidance 2, hit 3/24 tempi within 4 %):
   | stage 5 (8000 steps on the 2-hour corpus) | 36 (40 %) | 63 (53 %) | 4 (9 %) |
   | stage 6 after 2000 of its 4000 steps (seeds 0 and 100 only) | 13/36 | 24/48 | 1/18 |
   | stage 6 (shipped) | 39 (43 %) | 72 (60 %) | 6 (13 %) |
+  | stage 6 at guidance 2.5 instead of 3 (not shipped) | 38 (42 %) | 67 (56 %) | 6 (13 %) |
 
   Going further on the 2-hour corpus alone had traded keys for tempo every time (Limits): stage 5
   had shown each of its 885 training clips about 70 times.
