@@ -19,6 +19,7 @@ runs the autoencoder once over the corpus and writes safetensors shards plus ``i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -238,6 +239,65 @@ def collate_audio(items: list[tuple[torch.Tensor, str, int]]) -> dict:
 # ---------------------------------------------------------------- pre-encoded latents
 
 
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 over a module's state (names, dtypes, shapes, bytes): which autoencoder made a latent."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+SHARD_PATTERN = "shard_*.safetensors"
+
+
+def _reusable_latents(out_dir: Path, fingerprint: str, autoencoder_name: str) -> tuple[dict, int]:
+    """Latents already in ``out_dir`` made by the autoencoder ``fingerprint``: {audio sha256:
+    (shard, key, frames, samples)}, and the next free shard number.
+
+    Every shard names the autoencoder and the audio of each clip in its metadata, so an
+    interrupted run's finished shards count as well as an indexed corpus. A folder whose index
+    or shards came from another autoencoder is an error: mixing latent spaces would poison
+    training, and deleting them would lose work."""
+    index_path = out_dir / "index.json"
+    if index_path.is_file():
+        old = json.loads(index_path.read_text())
+        other = old.get("autoencoder_sha256")
+        if (other and other != fingerprint) or (not other and old.get("autoencoder") != autoencoder_name):
+            raise Sa3Error(
+                f"{str(out_dir)!r} holds latents from another autoencoder ({old.get('autoencoder')!r}); "
+                "choose another -o folder, or delete that one to re-encode"
+            )
+    reusable, next_shard = {}, 0
+    for shard in sorted(out_dir.glob(SHARD_PATTERN)):
+        try:
+            next_shard = max(next_shard, int(shard.stem.split("_")[1]) + 1)
+        except (IndexError, ValueError):
+            continue
+        with safe_open(str(shard), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            if "clips" not in meta:
+                continue  # written before shards described themselves: re-encoded
+            if meta.get("autoencoder_sha256") != fingerprint:
+                raise Sa3Error(
+                    f"{str(shard)!r} holds latents from another autoencoder; choose another -o folder, "
+                    "or delete that one to re-encode"
+                )
+            for key, clip in json.loads(meta["clips"]).items():
+                frames = handle.get_slice(key).get_shape()[1]
+                reusable[clip["audio_sha256"]] = (shard.name, key, frames, clip["samples"])
+    return reusable, next_shard
+
+
 def encode_manifest(
     manifest: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -248,22 +308,36 @@ def encode_manifest(
 ) -> Path:
     """Encode every clip with ``autoencoder`` (one pass, whole clips) into shards + ``index.json``.
 
-    The index records, per clip: shard, key, frames, samples, caption, split and tags, and
-    once: the latent of silence (for silence extension during training) and which
-    autoencoder made the latents, so training never mixes latent spaces. Returns the index path.
+    The index records, per clip: shard, key, frames, samples, caption, split, tags and the
+    audio file's sha256, and once: the latent of silence (for silence extension during
+    training) and which autoencoder made the latents (its file and a fingerprint of its
+    weights), so training never mixes latent spaces. Returns the index path.
+
+    Resumable: clips whose audio (by content) already has latents from the same autoencoder in
+    ``out_dir`` (an earlier index, or the finished shards of an interrupted run) are not
+    encoded again; captions, splits and tags always come from ``manifest``. So a corpus grown
+    with ``sa3 data build`` (same seed, more hours) encodes only its new clips, also into a
+    copy of the old latents folder. Shards no clip refers to are removed once the new index
+    is written.
     """
     entries = read_manifest(manifest)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     autoencoder = autoencoder.eval()
-    records, shard, shard_id = [], {}, 0
+    fingerprint = weights_fingerprint(autoencoder)
+    reusable, shard_id = _reusable_latents(out_dir, fingerprint, autoencoder_name)
+    records, shard, clips = [], {}, {}
+    reused = 0
 
     def flush() -> None:
-        nonlocal shard, shard_id
+        nonlocal shard, clips, shard_id
         if shard:
             tensors = dict(shard)
-            atomic_write(out_dir / f"shard_{shard_id:05d}.safetensors", lambda tmp: save_file(tensors, tmp))
-            shard, shard_id = {}, shard_id + 1
+            meta = {"autoencoder_sha256": fingerprint, "clips": json.dumps(clips)}
+            atomic_write(
+                out_dir / f"shard_{shard_id:05d}.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta)
+            )
+            shard, clips, shard_id = {}, {}, shard_id + 1
 
     iterator = entries
     if progress:
@@ -275,21 +349,30 @@ def encode_manifest(
         silent = torch.zeros(1, timebase.CHANNELS, timebase.frames_to_samples(8))
         silence = autoencoder.encode(silent)[0, :, 4].float().contiguous()  # (256,)
         for number, entry in enumerate(iterator):
-            audio = torch.from_numpy(load_audio(entry.path))
-            latents = autoencoder.encode(audio[None])[0].float().contiguous()  # (256, frames)
-            key = f"clip_{number:07d}"
-            shard[key] = latents
+            audio_sha = file_sha256(entry.path)
+            if audio_sha in reusable:
+                shard_name, key, frames, samples = reusable[audio_sha]
+                reused += 1
+            else:
+                audio = torch.from_numpy(load_audio(entry.path))
+                latents = autoencoder.encode(audio[None])[0].float().contiguous()  # (256, frames)
+                key, frames, samples = f"clip_{number:07d}", latents.shape[1], audio.shape[1]
+                shard_name = f"shard_{shard_id:05d}.safetensors"
+                shard[key] = latents
+                clips[key] = {"audio_sha256": audio_sha, "samples": samples}
+                reusable[audio_sha] = (shard_name, key, frames, samples)  # a clip listed twice
             records.append(
                 {
                     "key": key,
-                    "shard": f"shard_{shard_id:05d}.safetensors",
-                    "frames": latents.shape[1],
-                    "samples": audio.shape[1],
+                    "shard": shard_name,
+                    "frames": frames,
+                    "samples": samples,
                     "caption": entry.caption,
                     "split": entry.split,
                     "source": entry.source,
                     "licence": entry.licence,
                     "tags": entry.tag_dict(),
+                    "audio_sha256": audio_sha,
                 }
             )
             if len(shard) >= items_per_shard:
@@ -300,12 +383,18 @@ def encode_manifest(
     index = {
         "format": INDEX_FORMAT,
         "autoencoder": autoencoder_name,
+        "autoencoder_sha256": fingerprint,
         "latent_channels": int(silence.shape[0]),
         "silence": silence_file,
+        "reused": reused,
         "items": records,
     }
     path = out_dir / "index.json"
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=1)))
+    referenced = {r["shard"] for r in records}
+    for stale in out_dir.glob(SHARD_PATTERN):
+        if stale.name not in referenced:
+            stale.unlink()
     return path
 
 

@@ -3,10 +3,14 @@
 Diffusion training then reads latent shards, not audio (training/data.py). The autoencoder
 must be the one the DiT will be trained and sampled with: ``--model`` takes a model folder
 (with ``same.safetensors``) or a ``same.safetensors`` file.
+
+Run it again on the same folder (after an interruption, or after growing the corpus) and it
+encodes only the clips whose audio has no latents there yet from the same autoencoder.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -19,7 +23,8 @@ def register(actions) -> None:
         "encode",
         help="encode a manifest's clips to latent shards for diffusion training",
         description="Run the autoencoder once over every clip of MANIFEST and write safetensors shards "
-        "plus index.json (captions, tags, frame counts) into DIR.",
+        "plus index.json (captions, tags, frame counts) into DIR. Clips DIR already holds latents of "
+        "(same audio, same autoencoder) are not encoded again, so an interrupted or grown corpus resumes.",
     )
     parser.add_argument("manifest", help="manifest.jsonl (path, caption, seconds, licence, source per line)")
     parser.add_argument("-o", "--out", required=True, help="folder for the latent shards and index.json")
@@ -56,10 +61,9 @@ def run(args) -> int:
 
     if args.shard_items < 1:
         raise Sa3Error(f"--shard-items {args.shard_items} must be at least 1")
-    out = Path(args.out)
-    if (out / "index.json").exists():
-        raise Sa3Error(f"{str(out)!r} already holds an encoded corpus; choose another -o folder or delete it")
     model, name = resolve_autoencoder(args.model)
-    index = encode_manifest(args.manifest, out, model, autoencoder_name=name, items_per_shard=args.shard_items)
-    print(f"wrote {index}")
+    index = encode_manifest(args.manifest, Path(args.out), model, autoencoder_name=name, items_per_shard=args.shard_items)
+    written = json.loads(index.read_text())
+    clips, reused = len(written["items"]), written["reused"]
+    print(f"wrote {index}: {clips} clips, {clips - reused} encoded, {reused} already there")
     return 0

@@ -109,7 +109,8 @@ the 4096-sample latent frame grid and warped to it, `sa3core.warp`). Weights: fl
 6. twice the data: `sa3 data build -o data/corpus4 --hours 4 --max-seconds 30 --jobs 2 --seed 0` (the
    2-hour corpus plus as much again: items depend only on the seed and their index, so its first 977
    are stage 1's; started from a copy of `data/corpus`, only the new ones are rendered), `sa3 data
-   encode data/corpus4/manifest.jsonl -o data/latents4 --model runs/default/semitones/same.safetensors`,
+   encode data/corpus4/manifest.jsonl -o data/latents4 --model runs/default/semitones/same.safetensors`
+   (into a copy of `data/latents`: clips whose audio already has latents from this encoder are reused),
    then `sa3 train flow --config configs/default/flow-more.yaml` (4000 more flow steps from stage 5's
    EMA weights on the 4-hour corpus's 1749 training clips, one-shots seen whole, cosine from 2e-4)
 7. `sa3 train distill --config configs/default/distill.yaml` (400 steps; 15-step DPM++ teacher with guidance 5)
@@ -171,8 +172,9 @@ Built from commit `{_git_commit()}`.
 |---|---|
 {time_rows}
 
-`encode-4h` is the time for the 983 clips the 4-hour corpus adds (their latents were merged with stage
-3's, which the same frozen encoder made); encoding all 1960 clips takes about twice as long.
+`encode-4h` is the time for the 983 clips the 4-hour corpus adds: `sa3 data encode` reuses the latents
+stage 3 made of the other 977 (same audio, same frozen encoder); encoding all 1960 clips takes about
+twice as long.
 
 ## Data
 {_corpus_summary()}

@@ -14,6 +14,7 @@ from training.data import (
     LatentCropConfig,
     LengthBuckets,
     collate_audio,
+    encode_manifest,
     has_envelope,
     load_batch,
     plan_batch,
@@ -175,5 +176,51 @@ def test_data_encode_cli(tmp_path):
     assert main(["data", "encode", str(manifest), "-o", str(tmp_path / "latents")]) == 0
     corpus = LatentCorpus(tmp_path / "latents")
     assert [r["caption"] for r in corpus.items] == [e.caption for e in read_manifest(manifest)]
-    assert main(["data", "encode", str(manifest), "-o", str(tmp_path / "latents")]) == 2  # refuses to overwrite
     assert main(["data", "encode", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "x")]) == 2
+
+
+def _encode_counting(manifest, out, autoencoder, **kwargs):
+    """encode_manifest, and how many clips the autoencoder really encoded (silence not counted)."""
+    calls = []
+    real_encode = autoencoder.encode
+    autoencoder.encode = lambda audio: calls.append(audio.shape[-1]) or real_encode(audio)
+    try:
+        encode_manifest(manifest, out, autoencoder, autoencoder_name="tiny", progress=False, **kwargs)
+    finally:
+        del autoencoder.encode
+    return len(calls) - 1
+
+
+def test_encode_resumes_and_encodes_only_new_clips(tmp_path):
+    """A grown corpus, an interrupted run and a copied folder encode only the clips with no
+    latents yet, and give the same latents as encoding from scratch."""
+    from training.smoke import tiny_autoencoder
+
+    big = render_corpus(tmp_path / "big", clips=5, max_seconds=1.0)
+    lines = big.read_text().splitlines(keepends=True)
+    small = tmp_path / "big" / "small.jsonl"
+    small.write_text("".join(lines[:3]))
+    model = tiny_autoencoder(seed=0)
+
+    assert _encode_counting(small, tmp_path / "lat", model, items_per_shard=2) == 3
+    assert _encode_counting(small, tmp_path / "lat", model, items_per_shard=2) == 0  # all there
+    assert _encode_counting(big, tmp_path / "lat", model, items_per_shard=2) == 2  # grown by two
+    assert _encode_counting(big, tmp_path / "fresh", model, items_per_shard=2) == 5
+    grown, fresh = LatentCorpus(tmp_path / "lat", split=None), LatentCorpus(tmp_path / "fresh", split=None)
+    assert [r["caption"] for r in grown.items] == [e.caption for e in read_manifest(big)]
+    for i in range(5):
+        assert torch.equal(grown.latents(i), fresh.latents(i))
+    index = json.loads((tmp_path / "lat" / "index.json").read_text())
+    assert index["reused"] == 3 and {r["shard"] for r in index["items"]} == {
+        p.name for p in (tmp_path / "lat").glob("shard_*.safetensors")
+    }
+
+    # An interrupted run leaves finished shards and no index: they count.
+    (tmp_path / "fresh" / "index.json").unlink()
+    (tmp_path / "fresh" / "shard_00002.safetensors").unlink()  # the last shard never got written
+    assert _encode_counting(big, tmp_path / "fresh", model, items_per_shard=2) == 1
+
+    # Another autoencoder's latents are never mixed in or deleted.
+    with pytest.raises(Sa3Error, match="another autoencoder"):
+        encode_manifest(big, tmp_path / "lat", tiny_autoencoder(seed=1), autoencoder_name="tiny", progress=False)
+    assert LatentCorpus(tmp_path / "lat", split=None).items == grown.items
