@@ -62,7 +62,9 @@ def run(args) -> int:
     if args.shard_items < 1:
         raise Sa3Error(f"--shard-items {args.shard_items} must be at least 1")
     model, name = resolve_autoencoder(args.model)
-    index = encode_manifest(args.manifest, Path(args.out), model, autoencoder_name=name, items_per_shard=args.shard_items)
+    index = encode_manifest(
+        args.manifest, Path(args.out), model, autoencoder_name=name, items_per_shard=args.shard_items
+    )
     written = json.loads(index.read_text())
     clips, reused = len(written["items"]), written["reused"]
     print(f"wrote {index}: {clips} clips, {clips - reused} encoded, {reused} already there")
