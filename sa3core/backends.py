@@ -124,11 +124,23 @@ class TorchBackend:
     velocities then match float32 to about 1e-2 relative RMS for random weights
     (bench/efficiency.py reports the figure of each run); pass ``bf16=False`` for float32.
     ``self.dit`` / ``self.autoencoder`` stay float32 whatever ``bf16`` says.
+    ``phase_iterations``: Griffin-Lim iterations on the decoder's phases (model.json's setting).
     """
 
     name = "torch"
 
-    def __init__(self, autoencoder, dit, text_encoder, device: str = "cpu", bf16: bool | None = None) -> None:
+    def __init__(
+        self,
+        autoencoder,
+        dit,
+        text_encoder,
+        device: str = "cpu",
+        bf16: bool | None = None,
+        phase_iterations: int = 0,
+    ) -> None:
+        if phase_iterations < 0:
+            raise Sa3Error(f"phase_iterations must be 0 or more, got {phase_iterations}")
+        self.phase_iterations = int(phase_iterations)
         self.autoencoder = autoencoder.to(device).eval()
         self.dit = dit.to(device).eval()
         self.text_encoder = text_encoder
@@ -168,5 +180,10 @@ class TorchBackend:
 
     @torch.inference_mode()
     def decode_latents(self, latents):
-        audio = self._autoencoder_run.decode(latents.to(self.device), chunk_frames=self._chunk_frames(), bf16=self.bf16)
+        audio = self._autoencoder_run.decode(
+            latents.to(self.device),
+            chunk_frames=self._chunk_frames(),
+            bf16=self.bf16,
+            phase_iterations=self.phase_iterations,
+        )
         return audio.float()

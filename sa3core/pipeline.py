@@ -62,6 +62,8 @@ class ModelSettings:
     cfg: float = 1.0
     cfg_rescale: float = 0.0  # 0..1: keep guided outputs at the conditional level (samplers.cfg_velocity)
     tempo_grid: bool = False  # generate known tempi on the latent frame grid, then warp (sa3core.warp)
+    # Griffin-Lim iterations on the decoder's phases (SAME.refine_phase; torch backend only)
+    phase_iterations: int = 0
     max_seconds: float = timebase.MAX_SECONDS
 
 
@@ -112,6 +114,7 @@ class Pipeline:
         from .text import TEXT_ENCODERS
 
         text_encoder = TEXT_ENCODERS.get(settings.text_encoder)()
+        backend_options.setdefault("phase_iterations", settings.phase_iterations)
         return cls(BACKENDS.get("torch")(autoencoder, dit, text_encoder, **backend_options), settings)
 
     @classmethod

@@ -16,6 +16,12 @@ and :func:`warp` time-stretches the result to the asked tempo and length with Ru
 (pedalboard's ``time_stretch``, pitch kept), as a DAW warps a loop to the session tempo. The
 returned length is exact and beat 1 stays at sample 0. Tempi that would need more than
 :data:`MAX_STRETCH` are generated as asked.
+
+The stretch is Rubber Band's finer engine with its short window: 8 s of stereo took 0.45 s
+against 1.0 s with the long window on a 2-core AMD EPYC; pure tones from 55 Hz to 1 kHz keep
+their pitch exactly, and on held-out prompts at seeds 0/100/200 key and tempo hits moved by one
+(20/54 and 46/72 against 21/54 and 47/72). The faster engine (``high_quality=False``, 0.25 s)
+moved a 110 Hz tone to 102 Hz and was not used.
 """
 
 from __future__ import annotations
@@ -76,7 +82,10 @@ def warp(audio: np.ndarray, tempo: TempoPlan) -> np.ndarray:
     out = np.zeros((*audio.shape[:2], tempo.samples), dtype=np.float32)
     for v, take in enumerate(audio):
         stretched = pedalboard.time_stretch(
-            np.ascontiguousarray(take, dtype=np.float32), float(timebase.SAMPLE_RATE), tempo.ratio
+            np.ascontiguousarray(take, dtype=np.float32),
+            float(timebase.SAMPLE_RATE),
+            tempo.ratio,
+            use_long_fft_window=False,
         )
         n = min(tempo.samples, stretched.shape[1])
         out[v, :, :n] = stretched[:, :n]

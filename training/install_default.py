@@ -1,7 +1,8 @@
 """Install a trained model folder as sa3's shipped default, with its model card.
 
     python -m training.install_default runs/default/flow-more/model sa3core/assets/default \
-        --teacher-cfg 3 --cfg-rescale 0.7 --tempo-grid --same runs/default/notes-long/same.safetensors
+        --teacher-cfg 3 --cfg-rescale 0.7 --tempo-grid --phase-iterations 8 \
+        --same runs/default/notes-long/same.safetensors
     python -m training.install_default --metrics runs/default/eval.json sa3core/assets/default \
         --bench runs/bench/default_model.json
 
@@ -82,7 +83,8 @@ whose licences allow training.
 
 Sampling: {settings["sampler"]}, {settings["steps"]} steps, guidance {settings["cfg"]:g} with rescaling
 {settings.get("cfg_rescale", 0.0):g}; tempo grid {"on" if settings.get("tempo_grid") else "off"} (a known tempo is made on
-the 4096-sample latent frame grid and warped to it, `sa3core.warp`). Weights: float32 safetensors.
+the 4096-sample latent frame grid and warped to it, `sa3core.warp`); the decoder's phases refined by
+{settings.get("phase_iterations", 0)} Griffin-Lim iterations (`SAME.refine_phase`). Weights: float32 safetensors.
 
 ## Recipe (reproduce with `scripts/train-default`)
 1. `sa3 data build -o data/corpus --hours 2 --max-seconds 30 --jobs 2 --seed 0`
@@ -116,7 +118,7 @@ the 4096-sample latent frame grid and warped to it, `sa3core.warp`). Weights: fl
 7. `sa3 train distill --config configs/default/distill.yaml` (400 steps; 15-step DPM++ teacher with guidance 5)
 8. `sa3 train adversarial --config configs/default/adversarial.yaml` (relativistic + contrastive critic, alignment term)
 9. `python -m training.install_default runs/default/flow-more/model sa3core/assets/default --teacher-cfg 3
-   --cfg-rescale 0.7 --tempo-grid --same runs/default/notes-long/same.safetensors`, then `sa3 eval` and
+   --cfg-rescale 0.7 --tempo-grid --phase-iterations 8 --same runs/default/notes-long/same.safetensors`, then `sa3 eval` and
    `python -m training.install_default --metrics` for the numbers below.
 
 **The shipped DiT is the flow-matching teacher (15 DPM++ steps, guidance 3 with rescaling 0.7),
@@ -404,6 +406,9 @@ def _parser(metrics: bool) -> argparse.ArgumentParser:
     parser.add_argument("--teacher-cfg", type=float, help="ship a flow-matching model with this guidance")
     parser.add_argument("--cfg-rescale", type=float, default=0.0, help="guidance rescaling, 0..1 (default 0)")
     parser.add_argument("--tempo-grid", action="store_true", help="generate known tempi on the frame grid, then warp")
+    parser.add_argument(
+        "--phase-iterations", type=int, default=0, help="Griffin-Lim iterations on the decoder's phases (default 0)"
+    )
     parser.add_argument("--same", help="take the autoencoder from this same.safetensors (a tuned decoder)")
     return parser
 
@@ -430,7 +435,10 @@ def main(argv: list[str]) -> int:
         settings.update(name="sa3-default-tiny", sampler="pingpong", steps=8, cfg=1.0)
     else:  # a flow-matching teacher keeps its sampler and steps, with this guidance
         settings.update(name="sa3-default-tiny", cfg=teacher_cfg)
-    settings.update(cfg_rescale=args.cfg_rescale, tempo_grid=args.tempo_grid)
+    if args.phase_iterations < 0:
+        print(f"--phase-iterations must be 0 or more (got {args.phase_iterations})", file=sys.stderr)
+        return 2
+    settings.update(cfg_rescale=args.cfg_rescale, tempo_grid=args.tempo_grid, phase_iterations=args.phase_iterations)
     dest.mkdir(parents=True, exist_ok=True)
     parts = {
         "same.safetensors": same_path or source / "same.safetensors",

@@ -7,6 +7,8 @@ and weights: decoding with another model warns, since its latent space differs).
 
 Model resolution (both commands): ``--model`` is a ``.safetensors`` of kind "same" or a model
 folder holding ``same.safetensors``; without it the shipped default model's autoencoder.
+Decoding refines the decoder's phases as the folder's ``model.json`` says (``phase_iterations``)
+unless ``--phase-iterations`` is given.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def register(subparsers) -> None:
     decode.add_argument("--samples", type=int, help="output length in samples (default: the encoded source's)")
     decode.add_argument("--model", help="SAME .safetensors or a model folder (default: the shipped model)")
     decode.add_argument("--bit-depth", choices=["16", "24", "float"], default="24", help="sample format (default 24)")
+    decode.add_argument(
+        "--phase-iterations",
+        type=int,
+        help="Griffin-Lim iterations on the decoder's phases (default: the model folder's model.json, else 0)",
+    )
     decode.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     decode.set_defaults(func=run_decode)
 
@@ -60,6 +67,22 @@ def resolve_model(path: str | None):
     from ..pipeline import default_model_dir
 
     return load_model(default_model_dir() / "same.safetensors", expect_kind="same")[0]
+
+
+def model_phase_iterations(path: str | None) -> int:
+    """The ``phase_iterations`` of the model folder ``path`` (or the shipped one) says; 0 for a file."""
+    import json
+
+    from ..pipeline import default_model_dir
+
+    folder = Path(path) if path else default_model_dir()
+    settings = folder / "model.json"
+    if not folder.is_dir() or not settings.is_file():
+        return 0
+    try:
+        return int(json.loads(settings.read_text()).get("phase_iterations", 0))
+    except (ValueError, TypeError, AttributeError):
+        raise Sa3Error(f"{str(settings)!r} is not a valid model.json; phase_iterations must be an integer") from None
 
 
 def run_encode(args) -> int:
@@ -119,12 +142,15 @@ def run_decode(args) -> int:
             f"--samples {samples} is outside 1..{available}, the length {latents.shape[1]} latent frames hold"
         )
     model = resolve_model(args.model)
+    iterations = args.phase_iterations if args.phase_iterations is not None else model_phase_iterations(args.model)
+    if iterations < 0:
+        raise Sa3Error(f"--phase-iterations {iterations} must be 0 or more")
     if metadata.get("autoencoder") not in (None, model_identity(model)):
         print(
             "sa3: warning: these latents were made by a different autoencoder; the audio will not match the source",
             file=sys.stderr,
         )
-    audio = model.decode(latents[None])[0, :, :samples]  # (2, samples)
+    audio = model.decode(latents[None], phase_iterations=iterations)[0, :, :samples]  # (2, samples)
     save_audio(output, audio.numpy(), bit_depth=args.bit_depth, overwrite=args.overwrite)
     print(f"wrote {output} ({samples} samples, {samples / SAMPLE_RATE:.3f} s)")
     return 0

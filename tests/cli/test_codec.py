@@ -88,3 +88,28 @@ def test_bad_inputs_give_one_line_errors_and_write_nothing(tmp_path, small_model
     assert not wav_out.exists()
     done = sa3("encode", _wav(tmp_path / "b.wav", 100), "-o", tmp_path / "x.npy", "--model", small_model)
     assert done.returncode == 2 and ".safetensors" in done.stderr
+
+
+def test_decode_refines_phases_as_the_model_folder_says(tmp_path, small_model):
+    """A folder's model.json `phase_iterations` is what `sa3 decode` uses; --phase-iterations overrides it."""
+    import json
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "same.safetensors").write_bytes((small_model / "same.safetensors").read_bytes())
+    latents = tmp_path / "in.safetensors"
+    assert sa3("encode", _wav(tmp_path / "in.wav", 30_000), "-o", latents, "--model", folder).returncode == 0
+
+    def decode(name: str, *flags: str) -> np.ndarray:
+        done = sa3("decode", latents, "-o", tmp_path / name, "--model", folder, "--bit-depth", "float", *flags)
+        assert done.returncode == 0, done.stderr
+        return sf.read(tmp_path / name)[0]
+
+    plain = decode("plain.wav")  # no model.json: predicted phases
+    (folder / "model.json").write_text(json.dumps({"format": 1, "phase_iterations": 3}))
+    refined = decode("refined.wav")
+    assert not np.allclose(plain, refined, atol=1e-4)
+    np.testing.assert_array_equal(decode("three.wav", "--phase-iterations", "3"), refined)
+    np.testing.assert_array_equal(decode("zero.wav", "--phase-iterations", "0"), plain)
+    done = sa3("decode", latents, "-o", tmp_path / "bad.wav", "--model", folder, "--phase-iterations", "-1")
+    assert done.returncode == 2 and "--phase-iterations -1" in done.stderr and not (tmp_path / "bad.wav").exists()
