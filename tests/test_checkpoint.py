@@ -34,6 +34,25 @@ def test_round_trip_keeps_weights_and_config(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_loading_draws_no_weights_and_leaves_init_working(tmp_path):
+    """load_model builds the module without drawing starting weights (they are all loaded next),
+    so the global random stream is untouched, and torch.nn.init works as before afterwards."""
+    path = checkpoint.save_model(tmp_path / "toy.safetensors", "toy-test", Toy(ToyConfig(width=64)))
+    torch.manual_seed(5)
+    checkpoint.load_model(path)
+    after_load = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after_load, torch.rand(3))
+    torch.manual_seed(5)
+    fresh = Toy(ToyConfig(width=64))  # init draws again
+    assert fresh.proj.weight.std() > 0.05 and not torch.equal(fresh.proj.weight, Toy(ToyConfig(width=64)).proj.weight)
+    missing = tmp_path / "missing.safetensors"
+    state = {k: v for k, v in Toy(ToyConfig(width=64)).state_dict().items() if k != "proj.bias"}
+    save_file(state, str(missing), metadata={"sa3_format": "1", "kind": "toy-test", "config": '{"width": 64}'})
+    with pytest.raises(Sa3Error, match="proj.bias"):
+        checkpoint.load_model(missing)  # an undrawn weight never survives
+
+
 def test_unknown_format_version_is_refused(tmp_path):
     path = tmp_path / "future.safetensors"
     save_file({"w": torch.zeros(1)}, str(path), metadata={"sa3_format": "99", "kind": "toy-test", "config": "{}"})
