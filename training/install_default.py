@@ -127,7 +127,7 @@ near-silent drums and one-shots (RMS -41 to -84 dBFS over three seeds for "punch
 loop" and "glass UI click one-shot" after the adversarial stage, -30 and -42 to -50 after
 distillation alone, against -26 to -31 from the teacher), and with 100 distillation steps its key
 and tempo hits fell from the teacher's 7/18 and 10/24 (at guidance 5) to 4/18 and 6/24. The
-teacher makes 4 bars in under 5 s on two cores with AVX-512 (Limits: not on an AVX2-only CPU).
+teacher makes 4 bars in under 5 s on two cores (Limits: how much depends on the CPU).
 
 **What made tempo follow** (held-out prompts; the default before stage 5, stage 4's DiT at
 guidance 2, hit 3/24 tempi within 4 %):
@@ -141,7 +141,8 @@ guidance 2, hit 3/24 tempi within 4 %):
   | stage 6 after 2000 of its 4000 steps (seeds 0 and 100 only) | 13/36 | 24/48 | 1/18 |
   | stage 6, tempo as asked | 39 (43 %) | 72 (60 %) | 6 (13 %) |
   | stage 6 at guidance 2.5 instead of 3 (not shipped) | 38 (42 %) | 67 (56 %) | 6 (13 %) |
-  | stage 6 on the tempo grid (shipped) | 37 (41 %) | 84 (70 %) | 6 (13 %) |
+  | stage 6 on the tempo grid (the default of 2026-12-02) | 37 (41 %) | 84 (70 %) | 6 (13 %) |
+  | the same with the stretch's short window and 8 phase-refinement iterations (shipped) | 42 (47 %) | 85 (71 %) | 6 (13 %) |
 
   Going further on the 2-hour corpus alone had traded keys for tempo every time (Limits): stage 5
   had shown each of its 885 training clips about 70 times.
@@ -188,29 +189,27 @@ A 13-million-parameter model trained for about six and a half hours (wall clock)
 it knows the corpus's domain (General MIDI instruments, drum grooves, procedural and game sound effects) and
 nothing else; expect lo-fi results. The metrics below are measured, not claimed, and the
 issue's targets are not all met (see Targets). Where it stands, measured on held-out clips:
-- pitch: generations hit the key 41 % of the time over five seeds. **The autoencoder is what
-  caps this**: on 120 labelled `train` clips the key estimator reads the clips right 100 times
-  (83 %) and their reconstructions 64 times (53 %), so even a perfect DiT would land near 53 %.
-  The key is in the latents (read straight off the 60 semitone channels: 136/200 train clips;
-  153/200 after undoing the channels' overlap by non-negative least squares) and is lost in
-  decoding. The channels are measured with a 4096-sample window and one-semitone triangles,
-  which below about 600 Hz overlap their neighbours (a tone at a channel's centre reads 0.79 of
-  that in the next channel at A1, 0.43 at F3), and the head's pitch skip paints that
-  blurred profile back: out-of-scale energy in the key estimator's chroma is 20 % in the clips
-  and 31 % in their reconstructions, in loud frames as much as quiet ones, worst from 130 Hz to
-  1 kHz. A post-filter holding the decoded semitone energies to the latent's changed nothing
-  (key 21/40 against 20/40 on train clips), since the decoder already matches the blurred
-  channels (out-of-scale energy 34 % decoded, 32 % in the latents). The fix is sharper pitch in
-  the latent and its rendering (the overlap undone, or a longer measuring window), which means
-  re-encoding the corpus and retraining the DiT. The DiT is short too: read off the channels the
-  same way, its own latents name the asked key 25 times in 54 (seeds 0, 100 and 200; 22 in the
-  decoded audio), against 68 % for real clips' latents;
+- pitch: generations hit the key 47 % of the time over five seeds (42/90; 37/90 before the
+  decoder's phases were refined). **The decoder's phases were what capped this, and now the DiT
+  does**: on 60 labelled `train` clips (first 10 s) the key estimator reads the clips right 51
+  times, their reconstructions 30 times with the head's predicted phases and 41 times with 8
+  Griffin-Lim iterations on them (`phase_iterations` 8, shipped; 16 or 32 give no more). On the
+  test split's 18, reconstructions now keep the key as often as the clips (13). The key was lost
+  in the phases: on 40 clips, decoded magnitudes with the clips' own phases kept it 31 times,
+  the clips' magnitudes with decoded phases 21 (`runs/diag/phase.py`, `gl2.py`, not shipped);
+  the head's frames disagree in phase where they overlap, and the overlap-add smears each
+  partial onto its neighbours. That is also why undoing the semitone channels' overlap (a tone
+  at a channel's centre reads 0.79 of its level in the next channel at A1, 0.43 at F3) before
+  decoding changed nothing (21/40 against 20/40), nor did a post-filter on the decoded semitone
+  energies. The DiT is short on its own: read off the channels, its latents name the asked key
+  25 times in 54 (seeds 0, 100 and 200), against 68 % for real clips' latents;
 - beat: generations made at the asked tempo hit it within 4 % 60 % of the time over five
-  seeds, on the tempo grid (shipped) 70 %; reconstructions keep it 67-71 %, the clips themselves
+  seeds, on the tempo grid (shipped) 71 %; reconstructions keep it 67-71 %, the clips themselves
   71 %, so the estimator's own misses on real clips are much of what is left. About half of
   stage 5's misses were near misses (4-15 % off), not octave errors;
 - one-shots rarely end in silence (6/45 over five seeds), and inpainted borders are rougher than
-  the original audio (median border flux ratio 2.7 against 1.07);
+  the original audio (median border flux ratio 3.1 over seed 0's 4 clips, against 1.07; over 8
+  clips 2.0 with phase refinement and 1.9 without, against 1.06);
 - more flow steps on the same data are not a free win: 5000 further steps from stage 5 (cosine
   from 2e-4, loss 0.139 -> 0.125; not shipped, not in the recipe) gave tempo 46/72 but key 14/54 at guidance 3
   over the same three seeds, against stage 5's 43/72 and 22/54;
@@ -220,7 +219,7 @@ issue's targets are not all met (see Targets). Where it stands, measured on held
   seeds 0-400 but cost keys (31/90 against stage 5's 36/90; tempo 66/120 against 63/120); on
   twice the data (stage 6) the same rule came with better keys and tempi;
 - key misses are mostly the right notes with the wrong tonic (the relative or dominant key), not
-  wrong notes (which the decoder's blur above explains in part). Two sampler-side controls were
+  wrong notes (which the decoder's unrefined phases explained in part). Two sampler-side controls were
   measured on stage 5's DiT over seeds 0, 100 and 200 and not shipped: capping out-of-scale
   semitone channels of the clean estimate at every step (a key lock, 0/6/20 dB under their
   neighbours) brought the out-of-scale share of the chroma down to the
@@ -231,12 +230,17 @@ issue's targets are not all met (see Targets). Where it stands, measured on held
   against 36/90 and 63/120 (stage 5): within seed noise, so the model keeps 15;
 - the distilled student of this recipe is not shipped (see Recipe): distillation needs more
   than the 400 steps it had here;
-- speed depends on the CPU far more than on anything in the model: the Speed table below was
-  measured on the machine this model was installed on. The same architecture (stage 5's weights,
-  the same sizes) made 4 bars at 120 bpm in 1.98 s cold and 0.441 s warm on an Intel Xeon with
-  AVX-512 and bf16; on an AMD EPYC with AVX2 only (2026-12-02) stage 5's weights took 6.78 s cold
-  and 1.97 s warm, this model 6.29 s and 1.93 s made at the asked tempo and 7.18 s and 2.43 s on
-  the tempo grid as shipped (the stretch), over the 5 s target (docs/benchmarks.md).
+- speed depends on the CPU, and on the day, far more than on anything in the model: the Speed
+  table below was measured on the machine this model was installed on, an AMD EPYC with AVX2
+  only. In that same run (medians of 7 cold runs), the previous default's code and settings
+  took 4.80 s cold and 1.96 s warm, this release 4.61 s and 1.73 s, and this release without
+  phase refinement 4.04 s and 1.32 s: the 8 Griffin-Lim iterations cost about 0.4 s on 8 s of
+  audio, and this release's start-up trims (faster DFT bases, no weight drawing before loading,
+  one CLI command's imports, precompiled modules, the stretch's short window) save about 0.75 s.
+  Earlier the same day a machine with the same CPU model took 7.18 s cold for the previous
+  default, so the margin under 5 s is thin on AVX2-only machines. On an Intel Xeon with AVX-512
+  and bf16, stage 5's weights (the same sizes) took 1.98 s cold and 0.441 s warm
+  (docs/benchmarks.md).
 
 No GPU was lent while this model was made, so no larger GPU-trained default exists. The same
 configs with the `small` presets are the starting point for one.
