@@ -266,8 +266,20 @@ def _num(value, digits: int = 3) -> str:
     return "n/a" if value is None or isinstance(value, str) else f"{value:.{digits}g}"
 
 
-def metrics_markdown(report: dict) -> str:
-    """The card's Metrics section from a ``sa3 eval`` report (every number comes from the report)."""
+def pooled(reports: list[dict], section: str, name: str) -> dict | None:
+    """One adherence measure summed over several ``sa3 eval`` reports (other seeds): rate, count, judged."""
+    rows = [r["sections"].get(section, {}).get("summary", {}).get(name) for r in reports]
+    rows = [row for row in rows if row and row.get("judged")]
+    if not rows:
+        return None
+    count, judged = sum(row["count"] for row in rows), sum(row["judged"] for row in rows)
+    return {"rate": count / judged, "count": count, "judged": judged}
+
+
+def metrics_markdown(report: dict, more: list[dict] | None = None) -> str:
+    """The card's Metrics section from a ``sa3 eval`` report (every number comes from the report);
+    ``more``: adherence-only reports at other seeds, pooled with it for the Targets table."""
+    more = more or []
     sections = report["sections"]
     s = report["settings"]
     lines = [
@@ -354,9 +366,14 @@ def metrics_markdown(report: dict) -> str:
     lines += ["### Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
     for label, path, field, goal, test in TARGETS:
         value = sections.get(path[0], {}).get("summary", {}).get(path[1])
+        measured = _rate(value)
+        if more and value:  # judged on every seed together: one seed moves by several takes
+            value = pooled([report, *more], *path)
+            seeds = ", ".join(str(r["settings"]["seed"]) for r in [report, *more])
+            measured = f"{measured} at seed {s['seed']}; {_rate(value)} over seeds {seeds}"
         rate = value.get(field) if value else None
         met = "n/a" if rate is None else ("yes" if test(rate) else "no")
-        lines.append(f"| {label} | {goal} | {_rate(value)} | {met} |")
+        lines.append(f"| {label} | {goal} | {measured} | {met} |")
     if "autoencoder" in sections and "24kbps" in sections.get("opus", {}).get("summary", {}):
         ours, opus = (
             sections["autoencoder"]["summary"]["log_mel_l1"],
@@ -385,16 +402,23 @@ def speed_markdown(bench: dict) -> str:
     )
 
 
-def install_metrics(report_path: Path, dest: Path, bench_path: Path | None = None) -> None:
+def install_metrics(
+    report_path: Path, dest: Path, bench_path: Path | None = None, more_paths: list[Path] | None = None
+) -> None:
     """Copy the eval report next to the weights and (re)write the card's Metrics section from it
-    (and the speed lines from a ``sa3 bench default_model`` JSON when given)."""
+    (and the speed lines from a ``sa3 bench default_model`` JSON when given; ``more_paths``:
+    adherence reports at other seeds, pooled into the Targets table and kept as ``eval-seeds.json``)."""
     report = json.loads(report_path.read_text())
+    more = [json.loads(path.read_text()) for path in more_paths or []]
     card_path = dest / "MODEL_CARD.md"
     card = card_path.read_text()
     head = card.split("## Metrics")[0].rstrip() + "\n\n"
     atomic_write(dest / "eval.json", lambda tmp: shutil.copyfile(report_path, tmp))
     speed = speed_markdown(json.loads(bench_path.read_text())) if bench_path else ""
-    card_path.write_text(head + metrics_markdown(report) + speed)
+    if more:
+        kept = [{"settings": r["settings"], "sections": {"adherence": r["sections"]["adherence"]}} for r in more]
+        atomic_write(dest / "eval-seeds.json", lambda tmp: Path(tmp).write_text(json.dumps(kept, indent=1)))
+    card_path.write_text(head + metrics_markdown(report, more) + speed)
     print(f"wrote the metrics of {report_path} into {card_path}")
 
 
@@ -404,6 +428,12 @@ def _parser(metrics: bool) -> argparse.ArgumentParser:
         parser.add_argument("--metrics", required=True, metavar="EVAL_JSON", help="a `sa3 eval -o` report")
         parser.add_argument("dest", help="the installed model folder")
         parser.add_argument("--bench", metavar="BENCH_JSON", help="a `python -m bench.default_model` report")
+        parser.add_argument(
+            "--more",
+            nargs="+",
+            metavar="EVAL_JSON",
+            help="adherence reports at other seeds (`sa3 eval --seed S --skip ...`), pooled into Targets",
+        )
         return parser
     parser.add_argument("source", help="a trained model folder (model.json, dit.safetensors, same.safetensors)")
     parser.add_argument("dest", help="where to install it, e.g. sa3core/assets/default")
@@ -420,7 +450,12 @@ def _parser(metrics: bool) -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     if "--metrics" in argv:
         args = _parser(metrics=True).parse_args(argv)
-        install_metrics(Path(args.metrics), Path(args.dest), Path(args.bench) if args.bench else None)
+        install_metrics(
+            Path(args.metrics),
+            Path(args.dest),
+            Path(args.bench) if args.bench else None,
+            [Path(p) for p in args.more or []],
+        )
         return 0
     args = _parser(metrics=False).parse_args(argv)
     if not 0.0 <= args.cfg_rescale <= 1.0:
