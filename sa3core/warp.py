@@ -17,8 +17,8 @@ and :func:`warp` time-stretches the result to the asked tempo and length with Ru
 returned length is exact and beat 1 stays at sample 0. Tempi that would need more than
 :data:`MAX_STRETCH` are generated as asked.
 
-The stretch is Rubber Band's finer engine with its short window: 8 s of stereo took 0.45 s
-against 1.0 s with the long window on a 2-core AMD EPYC; pure tones from 55 Hz to 1 kHz keep
+The stretch is Rubber Band's finer engine with its short window: 8 s of stereo took 0.27 s
+against 1.05 s with the long window in a cold ``sa3 generate`` on a 2-core AMD EPYC; pure tones from 55 Hz to 1 kHz keep
 their pitch exactly, and on held-out prompts at seeds 0/100/200 key and tempo hits moved by one
 (20/54 and 46/72 against 21/54 and 47/72). The faster engine (``high_quality=False``, 0.25 s)
 moved a 110 Hz tone to 102 Hz and was not used.
