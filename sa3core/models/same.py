@@ -523,7 +523,8 @@ class SAME(nn.Module):
         """latents [B, 256, F], F >= 1 -> audio float32 [B, 2, F*4096] (crop to the samples you need).
 
         ``phase_iterations`` > 0: refine the head's phases with that many Griffin-Lim iterations
-        (:meth:`refine_phase`), within each chunk and its context."""
+        (:meth:`refine_phase`); chunks then carry enough context for the refinement's reach too,
+        so chunked decoding still equals one pass."""
         if latents.ndim != 3 or latents.shape[1] != LATENT_CHANNELS or latents.shape[2] < 1:
             raise Sa3Error(
                 f"SAME.decode takes latents [batch, {LATENT_CHANNELS}, frames >= 1], got {tuple(latents.shape)}"
@@ -531,8 +532,14 @@ class SAME(nn.Module):
         if phase_iterations < 0:
             raise Sa3Error(f"phase_iterations must be 0 or more, got {phase_iterations}")
         run = functools.partial(self._decode_frames, phase_iterations=phase_iterations)
+        # Each refinement iteration lets a frame feel the frames one head window further away, so
+        # the chunks' context must cover that reach too for chunked decoding to stay exact.
+        reach = -(-phase_iterations * self.head_window.shape[0] // SAMPLES_PER_FRAME) + 1 if phase_iterations else 0
+        context = max(self.receptive_frames, -(-reach // self.config.window_frames) * self.config.window_frames)
         with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=bf16):
-            return self._chunked(run, latents.float(), latents.shape[-1], 1, SAMPLES_PER_FRAME, chunk_frames).float()
+            return self._chunked(
+                run, latents.float(), latents.shape[-1], 1, SAMPLES_PER_FRAME, chunk_frames, context
+            ).float()
 
     @property
     def receptive_frames(self) -> int:
@@ -542,18 +549,27 @@ class SAME(nn.Module):
         reach = max(self.encoder.receptive_frames, self.decoder.receptive_frames) + 1
         return -(-reach // self.config.window_frames) * self.config.window_frames
 
-    def _chunked(self, run, x: torch.Tensor, frames: int, in_per_frame: int, out_per_frame: int, chunk_frames):
+    def _chunked(
+        self,
+        run,
+        x: torch.Tensor,
+        frames: int,
+        in_per_frame: int,
+        out_per_frame: int,
+        chunk_frames,
+        context: int | None = None,
+    ):
         """Apply ``run`` to slices of ``x`` (last axis, ``in_per_frame`` units per frame) and join.
 
-        Chunks start on window borders and carry ``receptive_frames`` of context on each side,
-        which is cropped off again, so the joined result equals ``run(x)``.
+        Chunks start on window borders and carry ``context`` (default ``receptive_frames``) of
+        context on each side, which is cropped off again, so the joined result equals ``run(x)``.
         """
         chunk = self.config.chunk_frames if chunk_frames is None else chunk_frames
         if chunk and chunk % self.config.window_frames:
             raise Sa3Error(f"chunk_frames {chunk} must be a multiple of window_frames {self.config.window_frames}")
         if not chunk or frames <= chunk:
             return run(x)
-        context = self.receptive_frames
+        context = self.receptive_frames if context is None else context
         pieces = []
         for start in range(0, frames, chunk):
             end = min(frames, start + chunk)

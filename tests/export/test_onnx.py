@@ -183,3 +183,15 @@ def test_minilm_text_encoder_export_matches_torch(tmp_path):
         want, want_mask = encoder.encode(prompts)
         np.testing.assert_array_equal(mask, want_mask.numpy())
         np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+
+
+def test_the_onnx_backend_says_it_cannot_refine_phases(micro_export, tmp_path):
+    """A model.json that asks for phase refinement (torch only) gets a warning, not a silent difference."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(micro_export.parent, folder)
+    settings = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**settings, "phase_iterations": 4}))
+    with pytest.warns(UserWarning, match="4 phase-refinement iterations"):
+        Pipeline.load(folder, backend="onnx")

@@ -78,6 +78,13 @@ def test_chunked_equals_whole_on_a_sine_sweep(model):
     borders = torch.arange(8, 40, 8) * 4096 - 1
     assert steps[:, borders].max() <= steps.max()
     assert torch.equal(steps[:, borders], decoded_whole[0].diff(dim=-1).abs()[:, borders])
+    # Phase refinement is global, but each iteration reaches one head window further: the chunks
+    # carry that reach as context (80 iterations of a 1024-sample head: 21 frames, more than the
+    # decoder's own 12), so chunked refinement is the one-pass refinement.
+    for iterations in (8, 80):
+        refined_whole = model.decode(whole, chunk_frames=0, phase_iterations=iterations)
+        assert (model.decode(whole, chunk_frames=8, phase_iterations=iterations) - refined_whole).abs().max() < 1e-5
+        assert (refined_whole - decoded_whole).abs().max() > 1e-3
 
 
 def test_chunking_needs_its_context(model, monkeypatch):
