@@ -39,6 +39,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--bf16", action="store_true", help="bf16 matmuls (the default on CPUs with AVX-512 bf16, where it is faster)"
     )
     parser.add_argument("--fp32", action="store_true", help="float32 matmuls even where bf16 is the default")
+    parser.add_argument(
+        "--phase-iterations",
+        type=int,
+        metavar="N",
+        help="Griffin-Lim iterations on the decoder's phases (default: the model's, 8 for the shipped model; "
+        "0 is about 0.4 s faster for 8 s of audio, with notes less clean)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -61,7 +68,7 @@ def register(subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="make a known tempo on the model's latent frame grid, then warp the take to it "
-        "(default: the model's tempo_grid setting, off for the shipped model)",
+        "(default: the model's tempo_grid setting, on for the shipped model)",
     )
     _common(gen)
     gen.set_defaults(func=run_generate)
@@ -124,6 +131,14 @@ def _check_common(args) -> None:
     if args.bpm is not None:
         timebase.check_bpm(args.bpm)
     timebase.Meter.parse(args.meter)
+    if args.phase_iterations is not None:
+        if args.phase_iterations < 0:
+            raise Sa3Error(f"--phase-iterations must be 0 or more (got {args.phase_iterations})")
+        if args.daemon or args.backend != "torch":
+            raise Sa3Error(
+                "--phase-iterations needs in-process generation on the torch backend "
+                "(a daemon uses its model's setting; exported decoders cannot refine phases)"
+            )
     if args.model is not None and not Path(args.model).exists():
         raise Sa3Error(f"model {args.model!r} does not exist; give a model folder or leave --model out for the default")
 
@@ -136,6 +151,8 @@ def _pipeline(args):
         options = {}
         if args.backend == "torch" and (args.bf16 or args.fp32):
             options = {"bf16": not args.fp32}
+        if args.phase_iterations is not None:
+            options["phase_iterations"] = args.phase_iterations
         pipeline = Pipeline.load(args.model, backend=args.backend, **options)
     for warning in caught:
         print(f"sa3: warning: {warning.message}", file=sys.stderr)

@@ -115,6 +115,8 @@ def test_inpaint_and_continue_commands(tiny_model_dir, tmp_path):
         (["generate", "x", "--seconds", "1", "--model", "/no/such/model"], "does not exist"),
         (["generate", "x", "--seconds", "1", "--steps", "0"], "--steps"),
         (["generate", "x", "--seconds", "1", "--warp", "--daemon", "tcp://127.0.0.1:9"], "--warp"),
+        (["generate", "x", "--seconds", "1", "--phase-iterations", "-2"], "--phase-iterations"),
+        (["generate", "x", "--seconds", "1", "--phase-iterations", "4", "--backend", "onnx"], "torch backend"),
         (["inpaint", "SRC", "x", "--region", "3:9"], "outside"),
         (["inpaint", "SRC", "x", "--region", "1:2", "--region", "1.5:3"], "overlap"),
         (["inpaint", "SRC", "x", "--region", "2:2"], "empty"),
@@ -156,3 +158,16 @@ def test_warp_flag_makes_the_take_on_the_frame_grid(tiny_model_dir, tmp_path):
         takes[flag], _ = sf.read(str(out), always_2d=True)
     assert takes["--warp"].shape == takes["--no-warp"].shape == (88_200, 2)
     assert np.abs(takes["--warp"] - takes["--no-warp"]).max() > 1e-4
+
+
+def test_phase_iterations_flag_overrides_the_model(tiny_model_dir, tmp_path):
+    """--phase-iterations N decodes with N Griffin-Lim iterations whatever model.json says."""
+    takes = {}
+    for flag in ([], ["--phase-iterations", "0"], ["--phase-iterations", "4"]):
+        out = tmp_path / f"take{len(takes)}.wav"
+        args = ["generate", "pad", "--seconds", "1", "--steps", "1", "--model", tiny_model_dir, "-o", out, "--quiet"]
+        result = run_sa3(*args, "--bit-depth", "float", *flag)
+        assert result.returncode == 0, result.stderr
+        takes[" ".join(flag)] = sf.read(str(out))[0]
+    np.testing.assert_array_equal(takes[""], takes["--phase-iterations 0"])  # the tiny model's setting is 0
+    assert not np.allclose(takes[""], takes["--phase-iterations 4"], atol=1e-4)
