@@ -211,8 +211,8 @@ issue's targets are not all met (see Targets). Where it stands, measured on held
   71 %, so the estimator's own misses on real clips are much of what is left. About half of
   stage 5's misses were near misses (4-15 % off), not octave errors;
 - one-shots rarely end in silence (6/45 over five seeds), and inpainted borders are rougher than
-  the original audio (median border flux ratio 3.1 over seed 0's 4 clips, against 1.07; over 8
-  clips 2.0 with phase refinement and 1.9 without, against 1.06);
+  the original audio (median border flux ratio 3.2 over seed 0's 4 clips, against 1.07; over 8
+  clips 2.0 with phase refinement at all frequencies and 1.9 without, against 1.06);
 - more flow steps on the same data are not a free win: 5000 further steps from stage 5 (cosine
   from 2e-4, loss 0.139 -> 0.125; not shipped, not in the recipe) gave tempo 46/72 but key 14/54 at guidance 3
   over the same three seeds, against stage 5's 43/72 and 22/54;

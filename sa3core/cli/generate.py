@@ -44,7 +44,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="Griffin-Lim iterations on the decoder's phases (default: the model's, 8 for the shipped model; "
-        "0 is about 0.4 s faster for 8 s of audio, with notes less clean)",
+        "0 is about 0.3 s faster for 8 s of audio, with notes less clean)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
