@@ -463,8 +463,8 @@ class SAME(nn.Module):
         smears each partial over neighbouring pitches. On 40 labelled corpus clips (10 s) the
         key estimator found the right key in 34 clips, 20 of their reconstructions, 31 with the
         decoded magnitudes and the clips' own phases, 21 the other way round. On 60 clips, 2, 4
-        and 8 iterations of this brought the reconstructions from 30 right to 35, 38 and 41 (the
-        clips: 51), 16 and 32 no further (runs/diag/phase.py, gl2.py). Each iteration is
+        and 8 iterations of this (at all frequencies) brought the reconstructions from 30 right to
+        35, 38 and 41 (the clips: 51), 16 and 32 no further (runs/diag/phase.py, gl2.py). Each iteration is
         one FFT analysis and one synthesis of the head's frames (FFTs, not the export graphs'
         DFT matrices), so it runs in the torch backend only.
 
