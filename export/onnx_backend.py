@@ -166,7 +166,7 @@ class OnnxBackend:
         self.folder = find_export(folder)
         self.manifest: Manifest = read_manifest(self.folder, runtime="onnx")
         self.settings = settings
-        if settings is not None and getattr(settings, "phase_iterations", 0):
+        if settings is not None and settings.phase_iterations:
             warnings.warn(
                 f"model.json asks for {settings.phase_iterations} phase-refinement iterations, which only the "
                 "torch backend runs; the ONNX decoder renders the predicted phases (keys come through less often)",

@@ -67,6 +67,18 @@ class ModelSettings:
     max_seconds: float = timebase.MAX_SECONDS
 
 
+def read_settings(folder: Path) -> ModelSettings:
+    """A model folder's ``model.json``, checked (keys, types, format); Sa3Error when it is not right."""
+    try:
+        data = json.loads((folder / "model.json").read_text())
+    except json.JSONDecodeError as err:
+        raise Sa3Error(f"{str(folder / 'model.json')!r} is not valid JSON: {err}") from None
+    settings = from_dict(ModelSettings, data, where=str(folder / "model.json"))
+    if settings.format != MODEL_FORMAT:
+        raise Sa3Error(f"model {str(folder)!r} has format {settings.format}; this sa3 reads format {MODEL_FORMAT}")
+    return settings
+
+
 @dataclass(frozen=True)
 class Region:
     """A span to regenerate, in samples at 44.1 kHz: [start, end)."""
@@ -96,13 +108,7 @@ class Pipeline:
             raise Sa3Error(
                 f"model {str(folder)!r} is not an sa3 model folder (it needs model.json, same.safetensors, dit.safetensors)"
             )
-        try:
-            data = json.loads((folder / "model.json").read_text())
-        except json.JSONDecodeError as err:
-            raise Sa3Error(f"{str(folder / 'model.json')!r} is not valid JSON: {err}") from None
-        settings = from_dict(ModelSettings, data, where=str(folder / "model.json"))
-        if settings.format != MODEL_FORMAT:
-            raise Sa3Error(f"model {str(folder)!r} has format {settings.format}; this sa3 reads format {MODEL_FORMAT}")
+        settings = read_settings(folder)
         if backend != "torch":
             return cls(BACKENDS.get(backend)(folder, settings, **backend_options), settings)
         autoencoder, _ = checkpoint.load_model(folder / "same.safetensors", expect_kind="same")

@@ -36,6 +36,7 @@ from sa3core import timebase
 from sa3core.audio import load_audio
 from sa3core.checkpoint import atomic_write
 from sa3core.errors import Sa3Error
+from sa3core.models.same import model_identity
 from sa3core.musical import from_tags
 
 INDEX_FORMAT = 1
@@ -239,16 +240,6 @@ def collate_audio(items: list[tuple[torch.Tensor, str, int]]) -> dict:
 # ---------------------------------------------------------------- pre-encoded latents
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """sha256 over a module's state (names, dtypes, shapes, bytes): which autoencoder made a latent."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
 def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -260,8 +251,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 SHARD_PATTERN = "shard_*.safetensors"
 
 
-def _reusable_latents(out_dir: Path, fingerprint: str, autoencoder_name: str) -> tuple[dict, int]:
-    """Latents already in ``out_dir`` made by the autoencoder ``fingerprint``: {audio sha256:
+def _reusable_latents(out_dir: Path, identity: str, autoencoder_name: str) -> tuple[dict, int]:
+    """Latents already in ``out_dir`` made by the autoencoder ``identity``: {audio sha256:
     (shard, key, frames, samples)}, and the next free shard number.
 
     Every shard names the autoencoder and the audio of each clip in its metadata, so an
@@ -271,8 +262,8 @@ def _reusable_latents(out_dir: Path, fingerprint: str, autoencoder_name: str) ->
     index_path = out_dir / "index.json"
     if index_path.is_file():
         old = json.loads(index_path.read_text())
-        other = old.get("autoencoder_sha256")
-        if (other and other != fingerprint) or (not other and old.get("autoencoder") != autoencoder_name):
+        other = old.get("autoencoder_identity")
+        if (other and other != identity) or (not other and old.get("autoencoder") != autoencoder_name):
             raise Sa3Error(
                 f"{str(out_dir)!r} holds latents from another autoencoder ({old.get('autoencoder')!r}); "
                 "choose another -o folder, or delete that one to re-encode"
@@ -287,7 +278,7 @@ def _reusable_latents(out_dir: Path, fingerprint: str, autoencoder_name: str) ->
             meta = handle.metadata() or {}
             if "clips" not in meta:
                 continue  # written before shards described themselves: re-encoded
-            if meta.get("autoencoder_sha256") != fingerprint:
+            if meta.get("autoencoder_identity") != identity:
                 raise Sa3Error(
                     f"{str(shard)!r} holds latents from another autoencoder; choose another -o folder, "
                     "or delete that one to re-encode"
@@ -310,8 +301,8 @@ def encode_manifest(
 
     The index records, per clip: shard, key, frames, samples, caption, split, tags and the
     audio file's sha256, and once: the latent of silence (for silence extension during
-    training) and which autoencoder made the latents (its file and a fingerprint of its
-    weights), so training never mixes latent spaces. Returns the index path.
+    training) and which autoencoder made the latents (its file and
+    :func:`sa3core.models.same.model_identity`), so training never mixes latent spaces. Returns the index path.
 
     Resumable: clips whose audio (by content) already has latents from the same autoencoder in
     ``out_dir`` (an earlier index, or the finished shards of an interrupted run) are not
@@ -324,8 +315,8 @@ def encode_manifest(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     autoencoder = autoencoder.eval()
-    fingerprint = weights_fingerprint(autoencoder)
-    reusable, shard_id = _reusable_latents(out_dir, fingerprint, autoencoder_name)
+    identity = model_identity(autoencoder)
+    reusable, shard_id = _reusable_latents(out_dir, identity, autoencoder_name)
     records, shard, clips = [], {}, {}
     reused = 0
 
@@ -333,7 +324,7 @@ def encode_manifest(
         nonlocal shard, clips, shard_id
         if shard:
             tensors = dict(shard)
-            meta = {"autoencoder_sha256": fingerprint, "clips": json.dumps(clips)}
+            meta = {"autoencoder_identity": identity, "clips": json.dumps(clips)}
             atomic_write(
                 out_dir / f"shard_{shard_id:05d}.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta)
             )
@@ -383,7 +374,7 @@ def encode_manifest(
     index = {
         "format": INDEX_FORMAT,
         "autoencoder": autoencoder_name,
-        "autoencoder_sha256": fingerprint,
+        "autoencoder_identity": identity,
         "latent_channels": int(silence.shape[0]),
         "silence": silence_file,
         "reused": reused,

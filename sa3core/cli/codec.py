@@ -70,19 +70,13 @@ def resolve_model(path: str | None):
 
 
 def model_phase_iterations(path: str | None) -> int:
-    """The ``phase_iterations`` of the model folder ``path`` (or the shipped one) says; 0 for a file."""
-    import json
-
-    from ..pipeline import default_model_dir
+    """The ``phase_iterations`` the model folder ``path`` (or the shipped one) says; 0 for a file."""
+    from ..pipeline import default_model_dir, read_settings
 
     folder = Path(path) if path else default_model_dir()
-    settings = folder / "model.json"
-    if not folder.is_dir() or not settings.is_file():
+    if not (folder / "model.json").is_file():
         return 0
-    try:
-        return int(json.loads(settings.read_text()).get("phase_iterations", 0))
-    except (ValueError, TypeError, AttributeError):
-        raise Sa3Error(f"{str(settings)!r} is not a valid model.json; phase_iterations must be an integer") from None
+    return read_settings(folder).phase_iterations
 
 
 def run_encode(args) -> int:
