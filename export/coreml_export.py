@@ -33,7 +33,7 @@ from sa3core.errors import Sa3Error
 from sa3core.models.dit import Condition
 
 from . import graphs
-from .manifest import Manifest, PartSpec, TensorSpec, prepare_output, write_manifest
+from .manifest import Manifest, PartSpec, TensorSpec, prepare_output, semitone_entry, write_manifest
 
 MINIMUM_TARGET = "macOS15"
 COREML_BATCH = 2
@@ -163,6 +163,7 @@ def export_coreml(autoencoder, dit, settings, output, force: bool = False, progr
         same=to_dict(autoencoder.config),
         parts=parts,
         codec={"chunk_frames": autoencoder.config.chunk_frames, "receptive_frames": autoencoder.receptive_frames},
+        semitones=semitone_entry(autoencoder),
         minimum_target=MINIMUM_TARGET,
         versions={"torch": torch.__version__, "coremltools": __import__("coremltools").__version__},
     )

@@ -7,6 +7,9 @@
 - ``timebase``: sample rate, samples per latent frame, latent channels (so a C++ or Swift host
   never re-derives them).
 - ``codec``: how the backend chunks long audio (``chunk_frames``, ``receptive_frames``).
+- ``semitones``: where the latents hold measured semitone energies (``low_note``, per channel
+  ``mean`` and ``std`` of the normaliser), for the scale lock (:mod:`sa3core.scale_lock`);
+  empty for an autoencoder without them.
 - ``parts``: one entry per file: ``file``, ``inputs`` and ``outputs`` (name, dtype, shape
   with symbolic axes such as ``"batch"`` and ``"frames"``, units), and the largest difference
   from torch that the export's self-check measured.
@@ -24,6 +27,7 @@ from sa3core import timebase
 from sa3core.checkpoint import atomic_write
 from sa3core.config import from_dict, to_dict
 from sa3core.errors import Sa3Error
+from sa3core.scale_lock import layout_of
 
 EXPORT_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
@@ -68,6 +72,13 @@ class Manifest:
         }
     )
     versions: dict[str, str] = field(default_factory=dict)
+    semitones: dict[str, Any] = field(default_factory=dict)
+
+
+def semitone_entry(autoencoder) -> dict[str, Any]:
+    """The manifest's ``semitones`` entry for a SAME model (empty without semitone channels)."""
+    layout = layout_of(autoencoder)
+    return {} if layout is None else layout.to_dict()
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> Path:

@@ -37,6 +37,7 @@ from sa3core import timebase
 from sa3core.backends import BACKENDS
 from sa3core.errors import Sa3Error
 from sa3core.musical import MUSIC_DIM
+from sa3core.scale_lock import SemitoneLayout
 
 from .manifest import MANIFEST_NAME, Manifest, read_manifest
 
@@ -172,6 +173,13 @@ class OnnxBackend:
                 "torch backend runs; the ONNX decoder renders the predicted phases (keys come through less often)",
                 stacklevel=2,
             )
+        self._semitones = SemitoneLayout.from_dict(self.manifest.semitones)
+        if settings is not None and settings.scale_lock_db and self._semitones is None:
+            warnings.warn(
+                f"model.json asks for a scale lock of {settings.scale_lock_db} dB, but this export does not record "
+                "the latents' semitone channels (it predates them); export the model again to lock notes to a key",
+                stacklevel=2,
+            )
         cache_dir = self.folder / "cache" if cache else None
         self.sessions = {
             part: open_session(self.folder / spec.file, threads, cache_dir, arena)
@@ -245,6 +253,9 @@ class OnnxBackend:
         padded[..., : audio.shape[-1]] = audio.float().cpu().numpy()
         run = lambda piece: self._run("same_encoder", audio=piece)[0]  # noqa: E731
         return torch.from_numpy(self._chunked(run, padded, frames, timebase.SAMPLES_PER_FRAME, 1))
+
+    def semitone_layout(self) -> SemitoneLayout | None:
+        return self._semitones
 
     def decode_latents(self, latents):
         if latents.ndim != 3 or latents.shape[1] != timebase.LATENT_CHANNELS or latents.shape[2] < 1:

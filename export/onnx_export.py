@@ -34,7 +34,7 @@ from sa3core.errors import Sa3Error
 from sa3core.musical import MUSIC_DIM
 
 from . import graphs
-from .manifest import Manifest, PartSpec, TensorSpec, prepare_output, write_manifest
+from .manifest import Manifest, PartSpec, TensorSpec, prepare_output, semitone_entry, write_manifest
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the dynamo exporter emits opset 18 and up (RMSNormalization needs 23 and is decomposed below it)
@@ -238,6 +238,7 @@ def export_onnx(
         same=to_dict(autoencoder.config),
         parts=parts,
         codec={"chunk_frames": autoencoder.config.chunk_frames, "receptive_frames": autoencoder.receptive_frames},
+        semitones=semitone_entry(autoencoder),
         opset=opset,
         tolerance=TOLERANCE,
         versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},

@@ -15,6 +15,7 @@ from torch import nn
 
 from .errors import Sa3Error
 from .registry import Registry
+from .scale_lock import SemitoneLayout, layout_of
 
 
 class Backend(Protocol):
@@ -45,6 +46,9 @@ class Backend(Protocol):
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """[B, 256, frames] -> audio [B, 2, frames * 4096]"""
+
+    def semitone_layout(self) -> SemitoneLayout | None:
+        """Where the latents hold measured semitone energies (the scale lock's handle); None if they do not."""
 
 
 # Backends living outside sa3core register themselves when their module is imported; this
@@ -148,6 +152,7 @@ class TorchBackend:
         self.bf16 = (self.device.type == "cpu" and cpu_has_bf16()) if bf16 is None else bool(bf16)
         self._dit_run = bf16_inference_copy(self.dit) if self.bf16 else self.dit
         self._autoencoder_run = bf16_inference_copy(self.autoencoder) if self.bf16 else self.autoencoder
+        self._semitones = layout_of(self.autoencoder)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -171,6 +176,9 @@ class TorchBackend:
 
     def _chunk_frames(self) -> int:
         return inference_chunk_frames(self.autoencoder.config)
+
+    def semitone_layout(self) -> SemitoneLayout | None:
+        return self._semitones
 
     @torch.inference_mode()
     def encode_audio(self, audio):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, timebase, warp
+from . import checkpoint, scale_lock, timebase, warp
 from .backends import BACKENDS
 from .config import from_dict, to_dict
 from .errors import Sa3Error
@@ -64,6 +64,9 @@ class ModelSettings:
     tempo_grid: bool = False  # generate known tempi on the latent frame grid, then warp (sa3core.warp)
     # Griffin-Lim iterations on the decoder's phases (SAME.refine_phase; torch backend only)
     phase_iterations: int = 0
+    # dB per sampler step by which semitones outside a key the prompt names are turned down
+    # (sa3core.scale_lock; needs an autoencoder with semitone channels; 0 = off)
+    scale_lock_db: float = 0.0
     max_seconds: float = timebase.MAX_SECONDS
 
 
@@ -76,6 +79,7 @@ def read_settings(folder: Path) -> ModelSettings:
     settings = from_dict(ModelSettings, data, where=str(folder / "model.json"))
     if settings.format != MODEL_FORMAT:
         raise Sa3Error(f"model {str(folder)!r} has format {settings.format}; this sa3 reads format {MODEL_FORMAT}")
+    scale_lock.check_cut(settings.scale_lock_db, f"{str(folder / 'model.json')!r} scale_lock_db")
     return settings
 
 
@@ -120,6 +124,11 @@ class Pipeline:
         from .text import TEXT_ENCODERS
 
         text_encoder = TEXT_ENCODERS.get(settings.text_encoder)()
+        if settings.scale_lock_db and scale_lock.layout_of(autoencoder) is None:
+            raise Sa3Error(
+                f"model.json asks for a scale lock of {settings.scale_lock_db} dB, but the autoencoder has no "
+                "semitone channels to lock; set scale_lock_db to 0"
+            )
         backend_options.setdefault("phase_iterations", settings.phase_iterations)
         return cls(BACKENDS.get("torch")(autoencoder, dit, text_encoder, **backend_options), settings)
 
@@ -179,6 +188,7 @@ class Pipeline:
         bpm: float | None = None,
         meter: str | None = None,
         tempo_grid: bool | None = None,
+        scale_lock_db: float | None = None,
     ) -> np.ndarray:
         """Text to audio: float32 [variations, 2, samples] at 44.1 kHz.
 
@@ -186,7 +196,8 @@ class Pipeline:
         downbeat at sample 0 and keeps that tempo (see :mod:`sa3core.musical`). With the model's
         ``tempo_grid`` (or ``tempo_grid=True``), a known tempo is generated on the latent frame
         grid and warped to it (:mod:`sa3core.warp`). Takes louder than :data:`PEAK_CEILING` are
-        turned down to it.
+        turned down to it. ``scale_lock_db`` (None = the model's ``scale_lock_db``) keeps the
+        notes in a key the prompt names (:mod:`sa3core.scale_lock`); 0 turns that off.
         """
         samples = self._check_length(samples)
         music = request_music(prompt, bpm, meter)
@@ -198,7 +209,9 @@ class Pipeline:
         frames = timebase.samples_to_frames(made)
         keep = torch.zeros(variations, 1, frames)
         source = torch.zeros(variations, timebase.LATENT_CHANNELS, frames)
-        latents = self._sample(prompt, frames, source, keep, steps, cfg, seed, variations, progress, music)
+        latents = self._sample(
+            prompt, frames, source, keep, steps, cfg, seed, variations, progress, music, scale_lock_db
+        )
         audio = self.backend.decode_latents(latents)[:, :, :made].cpu().numpy().astype(np.float32)
         if tempo is not None:
             audio = warp.warp(audio, tempo)
@@ -216,9 +229,11 @@ class Pipeline:
         progress: Progress | None = None,
         bpm: float | None = None,
         meter: str | None = None,
+        scale_lock_db: float | None = None,
     ) -> np.ndarray:
         """Regenerate ``regions`` of ``audio`` [2, samples]; all else is returned bit-exact.
-        ``bpm`` / ``meter``: the song's, with a downbeat at sample 0 of ``audio``."""
+        ``bpm`` / ``meter``: the song's, with a downbeat at sample 0 of ``audio``;
+        ``scale_lock_db`` as in :meth:`generate`."""
         audio = _check_audio(audio)
         total = self._check_length(audio.shape[1], "input audio")
         regions = check_regions(regions, total)
@@ -230,7 +245,7 @@ class Pipeline:
             last = timebase.samples_to_frames(region.end)
             keep[..., first:last] = 0.0
         music = request_music(prompt, bpm, meter)
-        generated = self._edit(audio, keep, total, prompt, steps, cfg, seed, variations, progress, music)
+        generated = self._edit(audio, keep, total, prompt, steps, cfg, seed, variations, progress, music, scale_lock_db)
         return np.stack([splice(audio, g, regions) for g in generated])
 
     def continue_(
@@ -245,9 +260,11 @@ class Pipeline:
         progress: Progress | None = None,
         bpm: float | None = None,
         meter: str | None = None,
+        scale_lock_db: float | None = None,
     ) -> np.ndarray:
         """Extend ``audio`` [2, n] by ``samples`` new samples: returns [variations, 2, n + samples],
-        whose first n samples are the input unchanged. ``bpm`` / ``meter`` as in :meth:`inpaint`."""
+        whose first n samples are the input unchanged. ``bpm``, ``meter`` and ``scale_lock_db``
+        as in :meth:`inpaint`."""
         audio = _check_audio(audio)
         given = audio.shape[1]
         if samples <= 0:
@@ -259,24 +276,30 @@ class Pipeline:
         keep = torch.zeros(1, 1, frames)
         keep[..., : given // timebase.SAMPLES_PER_FRAME] = 1.0  # frames wholly inside the input
         music = request_music(prompt, bpm, meter)
-        generated = self._edit(padded, keep, total, prompt, steps, cfg, seed, variations, progress, music)
+        generated = self._edit(
+            padded, keep, total, prompt, steps, cfg, seed, variations, progress, music, scale_lock_db
+        )
         out = generated.astype(np.float32, copy=True)
         out[:, :, :given] = audio
         return out
 
     # ------------------------------------------------------------------ sampling
-    def _edit(self, audio, keep, total, prompt, steps, cfg, seed, variations, progress, music) -> np.ndarray:
+    def _edit(
+        self, audio, keep, total, prompt, steps, cfg, seed, variations, progress, music, scale_lock_db=None
+    ) -> np.ndarray:
         """Encode ``audio``, regenerate the frames where ``keep`` [1, 1, frames] is 0, decode:
         float32 [variations, 2, total] (before any splicing)."""
         frames = keep.shape[-1]
         source = self.backend.encode_audio(torch.from_numpy(audio)[None]).cpu()
         latents = self._sample(
             prompt, frames, source.expand(variations, -1, -1), keep.expand(variations, -1, -1),
-            steps, cfg, seed, variations, progress, music,
+            steps, cfg, seed, variations, progress, music, scale_lock_db,
         )  # fmt: skip
         return self.backend.decode_latents(latents)[:, :, :total].cpu().numpy()
 
-    def _sample(self, prompt, frames, source, keep, steps, cfg, seed, variations, progress, music) -> torch.Tensor:
+    def _sample(
+        self, prompt, frames, source, keep, steps, cfg, seed, variations, progress, music, scale_lock_db=None
+    ) -> torch.Tensor:
         from .samplers import SAMPLERS, cfg_velocity, length_shift
 
         if variations < 1:
@@ -288,6 +311,7 @@ class Pipeline:
         if not math.isfinite(cfg) or cfg < 0:
             raise Sa3Error(f"guidance scale {cfg!r} must be a number of 0 or more")
         rescale = self.settings.cfg_rescale
+        lock = self._scale_lock(music, scale_lock_db)
         seconds = torch.full((variations,), timebase.samples_to_seconds(frames * timebase.SAMPLES_PER_FRAME))
         guided = cfg != 1.0
         prompts = [prompt] * variations + ([""] * variations if guided else [])
@@ -298,6 +322,10 @@ class Pipeline:
         source = source * keep  # the model sees only what it must keep
 
         def velocity_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            v = guided_velocity(x, t)
+            return v if lock is None else scale_lock.lock_velocity(v, x, t, lock, where=1.0 - keep)
+
+        def guided_velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if not guided:
                 return self.backend.velocity(x, t, cond, source, keep, frame_mask)
             both = self.backend.velocity(
@@ -323,6 +351,26 @@ class Pipeline:
         return sampler.sample(
             velocity_fn, noise, steps, shift=length_shift(frames), generator=generator, progress=progress
         )
+
+    def _scale_lock(self, music: MusicAttributes, cut_db: float | None) -> torch.Tensor | None:
+        """The scale lock's per-channel offsets for this request (None: off, or no scale asked).
+
+        ``cut_db`` None means the model's setting, which a backend without the semitone layout
+        (an export from before it was recorded) skips, having warned at load; asked for
+        explicitly there, it is an error."""
+        asked = cut_db is not None
+        cut_db = scale_lock.check_cut(float(cut_db)) if asked else self.settings.scale_lock_db
+        if not cut_db or music.tonic is None or music.mode is None:
+            return None
+        layout = self.backend.semitone_layout()
+        if layout is None:
+            if not asked:
+                return None
+            raise Sa3Error(
+                "this model cannot lock notes to a key: its autoencoder has no semitone channels, or its export "
+                "does not record them (export it again); leave the scale lock out or set it to 0"
+            )
+        return scale_lock.scale_offsets(layout, music, cut_db)
 
 
 def request_music(prompt: str, bpm: float | None, meter: str | None) -> MusicAttributes:

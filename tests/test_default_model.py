@@ -107,3 +107,33 @@ def test_drum_loops_keep_the_asked_tempo(default_pipeline):
             found = music.estimate_tempo(default_pipeline.generate(prompt, samples, seed=seed)[0])
             hits.append((bpm, seed, found, music.tempo_correct(found, bpm)))
     assert sum(hit for *_, hit in hits) >= 5, hits
+
+
+def _in_scale_share(audio: np.ndarray, tonic: int, intervals) -> float:
+    chroma = music.chroma_profile(audio)
+    scale = [(tonic + step) % 12 for step in intervals]
+    return float(chroma[scale].sum() / chroma.sum())
+
+
+def test_scale_lock_puts_the_notes_in_the_named_key(default_pipeline):
+    """The shipped model locks notes to a key the prompt names (model.json scale_lock_db): over
+    three keyed prompts and two seeds, the chroma of locked takes puts more of its weight on the
+    scale's notes than the same takes unlocked, in at least 5 of the 6, and by 0.1 on average
+    (measured: 0.90-0.94 locked against 0.64-0.75 free)."""
+    from sa3core.musical import SCALES
+
+    prompts = (
+        ("warm Rhodes chord loop in A minor, 90 bpm", 9, "minor"),
+        ("bright piano chord loop in E major, 120 bpm", 4, "major"),
+        ("soft pad and bass loop in F minor, 100 bpm", 5, "minor"),
+    )
+    samples = timebase.seconds_to_samples(4.0)
+    shares = {"locked": [], "free": []}
+    for prompt, tonic, mode in prompts:
+        for seed in range(2):
+            for name, cut in (("locked", None), ("free", 0.0)):
+                audio = default_pipeline.generate(prompt, samples, seed=seed, scale_lock_db=cut)[0]
+                shares[name].append(_in_scale_share(audio, tonic, SCALES[mode]))
+    better = sum(locked > free for locked, free in zip(shares["locked"], shares["free"]))
+    assert better >= 5, shares
+    assert np.mean(shares["locked"]) > np.mean(shares["free"]) + 0.1, shares

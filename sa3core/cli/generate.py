@@ -46,6 +46,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="Griffin-Lim iterations on the decoder's phases (default: the model's, 8 for the shipped model; "
         "0 is about 0.3 s faster for 8 s of audio, with notes less clean)",
     )
+    parser.add_argument(
+        "--scale-lock",
+        type=float,
+        metavar="DB",
+        help='keep notes in a key the prompt names ("in D minor"): dB per sampler step by which notes '
+        "outside its scale are turned down (default: the model's, 12 for the shipped model; 0 = off)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -138,6 +145,13 @@ def _check_common(args) -> None:
             raise Sa3Error(
                 "--phase-iterations needs in-process generation on the torch backend "
                 "(a daemon uses its model's setting; exported decoders cannot refine phases)"
+            )
+    if args.scale_lock is not None:
+        if not args.scale_lock >= 0:  # also refuses nan
+            raise Sa3Error(f"--scale-lock must be 0 dB (off) or more (got {args.scale_lock})")
+        if args.daemon:
+            raise Sa3Error(
+                "--scale-lock applies to in-process generation; drop it or --daemon (it uses its model's setting)"
             )
     if args.model is not None and not Path(args.model).exists():
         raise Sa3Error(f"model {args.model!r} does not exist; give a model folder or leave --model out for the default")
@@ -235,7 +249,7 @@ def run_generate(args) -> int:
     def in_process(pipeline, bar):
         return pipeline.generate(
             args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar,
-            tempo_grid=args.warp, **_music(args),
+            tempo_grid=args.warp, scale_lock_db=args.scale_lock, **_music(args),
         )  # fmt: skip
 
     return _render(args, started, outputs, "sampling", "generate", in_process, samples=samples)
@@ -261,8 +275,9 @@ def run_inpaint(args) -> int:
 
     def in_process(pipeline, bar):
         return pipeline.inpaint(
-            audio, args.prompt, regions, args.steps, args.cfg, args.seed, args.variations, progress=bar, **_music(args)
-        )
+            audio, args.prompt, regions, args.steps, args.cfg, args.seed, args.variations, progress=bar,
+            scale_lock_db=args.scale_lock, **_music(args),
+        )  # fmt: skip
 
     return _render(args, started, outputs, "inpainting", "inpaint", in_process, audio=audio, regions=regions)
 
@@ -276,7 +291,8 @@ def run_continue(args) -> int:
 
     def in_process(pipeline, bar):
         return pipeline.continue_(
-            audio, args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar, **_music(args)
-        )
+            audio, args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar,
+            scale_lock_db=args.scale_lock, **_music(args),
+        )  # fmt: skip
 
     return _render(args, started, outputs, "continuing", "continue", in_process, samples=samples, audio=audio)

@@ -195,3 +195,38 @@ def test_the_onnx_backend_says_it_cannot_refine_phases(micro_export, tmp_path):
     (folder / "model.json").write_text(json.dumps({**settings, "phase_iterations": 4}))
     with pytest.warns(UserWarning, match="4 phase-refinement iterations"):
         Pipeline.load(folder, backend="onnx")
+
+
+def test_the_manifest_carries_the_scale_locks_layout(micro_export, tmp_path):
+    """The micro autoencoder has no semitone channels: its manifest says so, and a model.json that
+    asks for the scale lock is warned about and generates unlocked. With a layout in the manifest
+    (written as the exporter writes it for an autoencoder with semitone channels) the ONNX backend
+    reads it back and locks."""
+    import dataclasses
+    import shutil
+
+    from export.manifest import semitone_entry
+    from sa3core.models.same import SAME, SAMEConfig
+    from sa3core.scale_lock import SemitoneLayout, layout_of
+
+    assert read_manifest(micro_export, runtime="onnx").semitones == {}
+    model = SAME(dataclasses.replace(SAMEConfig(width=32, heads=2, mlp_hidden=64), pitch_channels=60))
+    assert SemitoneLayout.from_dict(semitone_entry(model)) == layout_of(model)
+
+    folder = tmp_path / "model"
+    shutil.copytree(micro_export.parent, folder)
+    settings = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**settings, "scale_lock_db": 12.0}))
+    with pytest.warns(UserWarning, match="export the model again"):
+        unlocked = Pipeline.load(folder, backend="onnx")
+    plain = unlocked.generate("pad in D minor", 20_000, seed=1)
+    np.testing.assert_array_equal(plain, unlocked.generate("pad in D minor", 20_000, seed=1, scale_lock_db=0.0))
+    with pytest.raises(Sa3Error, match="cannot lock notes"):
+        unlocked.generate("pad in D minor", 20_000, seed=1, scale_lock_db=6.0)
+
+    manifest = json.loads((folder / "onnx" / "manifest.json").read_text())
+    manifest["semitones"] = semitone_entry(model)
+    (folder / "onnx" / "manifest.json").write_text(json.dumps(manifest))
+    locked = Pipeline.load(folder, backend="onnx")
+    assert locked.backend.semitone_layout() == layout_of(model)
+    assert np.abs(locked.generate("pad in D minor", 20_000, seed=1) - plain).max() > 1e-3
