@@ -10,9 +10,10 @@ decoder renders what those channels say. Where a prompt names a key with a scale
 of the edited estimate (``v = (x - x0_hat) / t``). The DiT then builds the rest of the latent
 (its learned channels, the next steps) around notes in the key.
 
-Why: the DiT alone names the asked key in its semitone channels about 46 % of the time (key 44
-of 90 over five seeds of ``sa3 eval``) and more training on two CPU cores bought little each
-time; the channels are a direct handle on the notes. On the corpus's ``valid`` split (22 keyed
+Why: on its own the DiT falls short on keys (read off its semitone channels, its latents name
+the asked key 25 times in 54; its decoded takes 44 in 90 over five seeds of ``sa3 eval``), and
+more flow training on two CPU cores bought little each time; the channels are a direct handle
+on the notes. On the corpus's ``valid`` split (22 keyed
 prompts, seeds 0, 100 and 200) the key estimator read the asked key in 27 of 66 takes without
 the lock, 42 with out-of-scale notes cut by 12 dB per step, 50 with the tonic also raised by
 3.5 dB (``runs/diag/scale.py``; the model card has the test split's figures).
