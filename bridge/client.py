@@ -75,6 +75,7 @@ def job_message(
     bars: float | None = None,
     bpm: float | None = None,
     meter: str | None = None,
+    scale_lock_db: float | None = None,
     sample_rate: int | None = None,
     steps: int | None = None,
     cfg: float | None = None,
@@ -94,6 +95,7 @@ def job_message(
         bars=bars,
         bpm=bpm,
         meter=meter,
+        scale_lock_db=scale_lock_db,
         sample_rate=sample_rate,
         steps=steps,
         cfg=cfg,
@@ -490,9 +492,17 @@ def generate_via_daemon(
         fields["regions"] = regions
     if getattr(args, "bpm", None) is not None:  # the song's tempo: the model keeps its beat
         fields.update(bpm=args.bpm, meter=args.meter)
+    if getattr(args, "scale_lock", None) is not None:
+        fields["scale_lock_db"] = args.scale_lock
     try:
         with Client(endpoint, curve=curve_from_env(), silence=3.0, retries=0) as client:
-            client.hello()  # no daemon there: say so in seconds, not after a long job's patience
+            # no daemon there: say so in seconds, not after a long job's patience
+            daemon_version = str(client.hello().get("v", "1.0"))
+            if "scale_lock_db" in fields and P.minor(daemon_version) < 1:
+                raise Sa3Error(
+                    f"the daemon speaks protocol {daemon_version}, which has no scale lock (added in 1.1); "
+                    "update it, or drop --scale-lock to use its model's setting"
+                )
             client.silence, client.retries = 10.0, 2
             return client.run(mode, prompt, progress, audio=audio, **fields).audio
     finally:

@@ -18,7 +18,7 @@ import numpy as np
 
 from sa3core import timebase
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 DEFAULT_PORT = 5557
 DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 
@@ -65,6 +65,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_REQUEST_ID_CHARS = 128
 MAX_SEED = 2**32 - 1
 MAX_CFG = 20.0
+MAX_SCALE_LOCK_DB = 48.0  # dB per sampler step; the shipped model uses 12 (added in 1.1)
 JOB_ID_HEX = 32
 AUDIO_DTYPE = np.dtype("<f4")  # little-endian float32, planar
 
@@ -138,6 +139,12 @@ def decode_header(data: bytes, max_bytes: int = MAX_HEADER_BYTES) -> tuple[dict[
 
 def major(version: str) -> int:
     return int(str(version).split(".")[0])
+
+
+def minor(version: str) -> int:
+    """The minor of a ``MAJOR.MINOR`` version; 0 when it has none."""
+    parts = str(version).split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
 def check_version(header: dict[str, Any]) -> None:
@@ -290,6 +297,7 @@ class JobRequest:
     request_id: Any = None
     bpm: float | None = None  # the song's tempo, when sent: the model keeps its beat (downbeat at sample 0)
     meter: str | None = None  # "4/4", "6/8", ... (with bpm)
+    scale_lock_db: float | None = None  # None: the model's setting (added in 1.1)
 
 
 def _length(header: dict[str, Any], rate: int) -> tuple[int, int]:
@@ -380,6 +388,9 @@ def parse_job(header: dict[str, Any], frames: list[bytes], limits: Limits) -> Jo
     if job.cfg is not None:
         _in_range("cfg", job.cfg, 0.0, MAX_CFG)
     job.progress = get_field(header, "progress", bool, True)
+    job.scale_lock_db = get_field(header, "scale_lock_db", float, None)
+    if job.scale_lock_db is not None:
+        _in_range("scale_lock_db", job.scale_lock_db, 0.0, MAX_SCALE_LOCK_DB)
     job.bpm = get_field(header, "bpm", float, None)
     if job.bpm is not None:
         _in_range("bpm", job.bpm, timebase.MIN_BPM, timebase.MAX_BPM)

@@ -46,7 +46,14 @@ def render(pipeline, request: P.JobRequest, progress) -> np.ndarray:
     """Run one checked request: float32 [variations, 2, samples] at ``request.sample_rate``."""
     r = request
     common = dict(
-        steps=r.steps, cfg=r.cfg, seed=r.seed, variations=r.variations, progress=progress, bpm=r.bpm, meter=r.meter
+        steps=r.steps,
+        cfg=r.cfg,
+        seed=r.seed,
+        variations=r.variations,
+        progress=progress,
+        bpm=r.bpm,
+        meter=r.meter,
+        scale_lock_db=r.scale_lock_db,
     )
     if r.mode == "generate":
         audio = pipeline.generate(r.prompt, r.model_samples, **common)

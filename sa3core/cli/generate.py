@@ -149,10 +149,6 @@ def _check_common(args) -> None:
     if args.scale_lock is not None:
         if not args.scale_lock >= 0:  # also refuses nan
             raise Sa3Error(f"--scale-lock must be 0 dB (off) or more (got {args.scale_lock})")
-        if args.daemon:
-            raise Sa3Error(
-                "--scale-lock applies to in-process generation; drop it or --daemon (it uses its model's setting)"
-            )
     if args.model is not None and not Path(args.model).exists():
         raise Sa3Error(f"model {args.model!r} does not exist; give a model folder or leave --model out for the default")
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bridge.client import Client
 from sa3core.audio import save_audio
+from sa3core.pipeline import DEFAULT_MODEL_DIR
 from tests.conftest import run_sa3, stereo_tone
 
 
@@ -47,3 +49,27 @@ def test_daemon_flag_without_a_daemon_fails_with_one_line(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("sa3: error: daemon: no answer from tcp://127.0.0.1:9")
+
+
+def test_the_scale_lock_reaches_the_daemons_pipeline(start_daemon, tmp_path):
+    """A request's scale_lock_db (protocol 1.1) changes a keyed take on the shipped model, which
+    has semitone channels, and leaves a take without a key bit-identical; the tiny model, which
+    has none, refuses it for a keyed prompt with one line, through `sa3 generate --daemon` too."""
+    daemon = start_daemon("--threads", "2", model=str(DEFAULT_MODEL_DIR))
+    with Client(daemon.endpoint) as client:
+        takes = {
+            (prompt, cut): client.generate(prompt, seconds=1.0, steps=2, seed=0, scale_lock_db=cut).audio
+            for prompt in ("soft pad chords in D minor", "punchy house drum loop")
+            for cut in (0.0, 24.0)
+        }
+    assert np.abs(takes["soft pad chords in D minor", 0.0] - takes["soft pad chords in D minor", 24.0]).max() > 1e-3
+    np.testing.assert_array_equal(takes["punchy house drum loop", 0.0], takes["punchy house drum loop", 24.0])
+
+    tiny = start_daemon("--threads", "1")
+    out = tmp_path / "pad.wav"
+    result = run_sa3(
+        "generate", "pad in D minor", "--seconds", "0.2", "--steps", "1", "--scale-lock", "6",
+        "--daemon", tiny.endpoint, "-o", out, "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 2 and not out.exists()
+    assert "cannot lock notes" in result.stderr.strip().splitlines()[-1], result.stderr

@@ -13,6 +13,7 @@ import time
 import pytest
 import zmq
 
+from bridge import protocol as P
 from bridge.client import Client, DaemonError, DaemonUnreachable
 from bridge.keys import CurveKeys, generate
 from tests.bridge.conftest import wait_for
@@ -48,7 +49,7 @@ def test_sigterm_exits_zero_and_tells_clients(start_daemon, policy):
             assert endings[running]["type"] == "result"
         else:
             assert endings[running]["type"] == "cancelled" and endings[running]["reason"] == "shutdown"
-        assert seen[-1] == {"v": "1.0", "type": "shutdown", "reason": "signal", "running_job": policy}
+        assert seen[-1] == {"v": P.PROTOCOL_VERSION, "type": "shutdown", "reason": "signal", "running_job": policy}
         assert bystander.receive(10)[0]["type"] == "shutdown"
     assert daemon.wait(30) == 0
     assert "stopped" in daemon.stderr()

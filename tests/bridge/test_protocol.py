@@ -45,6 +45,15 @@ def test_the_song_tempo_travels_with_the_job():
     assert job.bpm is None  # the pipeline reads the prompt's tempo itself
 
 
+def test_the_scale_lock_travels_with_the_job():
+    """Added in 1.1: absent means the model's setting (None), 0 turns it off."""
+    assert parse({"type": "generate", "prompt": "pad in D minor", "seconds": 1.0}).scale_lock_db is None
+    job = parse({"type": "generate", "prompt": "pad in D minor", "seconds": 1.0, "scale_lock_db": 0})
+    assert job.scale_lock_db == 0.0
+    header, _ = job_message("generate", "pad in D minor", seconds=1.0, scale_lock_db=6.0)
+    assert parse(header).scale_lock_db == 6.0
+
+
 @pytest.mark.parametrize(
     "fields, code",
     [
@@ -62,6 +71,9 @@ def test_the_song_tempo_travels_with_the_job():
         ({"prompt": "x", "seconds": 1, "variations": 99}, "bad_field"),
         ({"prompt": "x", "seconds": 1, "seed": -1}, "bad_field"),
         ({"prompt": "x", "seconds": 1, "cfg": "high"}, "bad_field"),
+        ({"prompt": "x", "seconds": 1, "scale_lock_db": -1.0}, "bad_field"),
+        ({"prompt": "x", "seconds": 1, "scale_lock_db": 100.0}, "bad_field"),
+        ({"prompt": "x", "seconds": 1, "scale_lock_db": "on"}, "bad_field"),
         ({"prompt": "x" * 5000, "seconds": 1}, "bad_field"),
         ({"prompt": "x", "seconds": 31}, "too_long"),
         ({"prompt": "x", "seconds": 1, "bpm": 5}, "bad_field"),  # a tempo without bars is checked too

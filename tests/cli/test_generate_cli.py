@@ -119,7 +119,6 @@ def test_inpaint_and_continue_commands(tiny_model_dir, tmp_path):
         (["generate", "x", "--seconds", "1", "--phase-iterations", "4", "--backend", "onnx"], "torch backend"),
         (["generate", "x", "--seconds", "1", "--scale-lock", "-3"], "--scale-lock"),
         (["generate", "x", "--seconds", "1", "--scale-lock", "nan"], "--scale-lock"),
-        (["generate", "x", "--seconds", "1", "--scale-lock", "6", "--daemon", "tcp://127.0.0.1:9"], "--scale-lock"),
         (["generate", "pad in D minor", "--seconds", "1", "--scale-lock", "12"], "semitone channels"),
         (["inpaint", "SRC", "x", "--region", "3:9"], "outside"),
         (["inpaint", "SRC", "x", "--region", "1:2", "--region", "1.5:3"], "overlap"),
