@@ -124,13 +124,14 @@ class Pipeline:
         from .text import TEXT_ENCODERS
 
         text_encoder = TEXT_ENCODERS.get(settings.text_encoder)()
-        if settings.scale_lock_db and scale_lock.layout_of(autoencoder) is None:
+        backend_options.setdefault("phase_iterations", settings.phase_iterations)
+        backend = BACKENDS.get("torch")(autoencoder, dit, text_encoder, **backend_options)
+        if settings.scale_lock_db and backend.semitone_layout() is None:
             raise Sa3Error(
                 f"model.json asks for a scale lock of {settings.scale_lock_db} dB, but the autoencoder has no "
                 "semitone channels to lock; set scale_lock_db to 0"
             )
-        backend_options.setdefault("phase_iterations", settings.phase_iterations)
-        return cls(BACKENDS.get("torch")(autoencoder, dit, text_encoder, **backend_options), settings)
+        return cls(backend, settings)
 
     @classmethod
     def random(
