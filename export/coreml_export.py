@@ -67,27 +67,39 @@ class CoreMLDecoderGraph(nn.Module):
         self.same = same
 
     def forward(self, latents: torch.Tensor, frame_valid: torch.Tensor) -> torch.Tensor:
-        s, module = self.same, self.same.decoder
-        W, windows = module.window_frames, latents.shape[2]
-        half, frames = W // 2, windows * W
+        s = self.same
+        W, windows = s.decoder.window_frames, latents.shape[2]
+        frames = windows * W
         x = s.decoder_tokens(latents.reshape(1, timebase.LATENT_CHANNELS, frames))  # (1, F, 1+stride, width)
-        T, width = x.shape[2], x.shape[3]
         valid = frame_valid.reshape(1, frames)
-        keep = valid.reshape(1, frames, 1, 1) > 0.5
-        for index, block in enumerate(module.blocks):
-            shifted = index % 2 == 1  # odd layers move the window grid by half a window
-            if shifted:
-                rows_in, mask, rows = F.pad(x, (0, 0, 0, 0, half, half)), F.pad(valid, (half, half)), windows + 1
-            else:
-                rows_in, mask, rows = x, valid, windows
-            row_mask = mask.reshape(rows, W, 1).repeat(1, 1, T).reshape(rows, 1, 1, W * T) > 0.5
-            out = block(rows_in.reshape(rows, W * T, width), module.cos, module.sin, row_mask)  # (rows, W*T, width)
-            out = out.reshape(1, rows * W, T, width)
-            if shifted:
-                out = out[:, half : half + frames]  # (1, F, T, width)
-            x = torch.where(keep, out, torch.zeros_like(out))  # a window of padding only gives NaN: reset to zero
+        sequence = padded_local_transformer(s.decoder, x, valid, windows)
+        refined = None
+        if s.refiner is not None:
+            refined = padded_local_transformer(s.refiner, s.refiner_in(sequence), valid, windows)
         flat = latents.reshape(1, timebase.LATENT_CHANNELS, frames)
-        return s.tokens_to_audio(x[:, :, 1:], valid, flat)  # (1, 2, F*4096), silent past the real frames
+        return s.tokens_to_audio(s.refined_tokens(sequence, refined), valid, flat)  # (1, 2, F*4096), silent past
+
+
+def padded_local_transformer(module, x: torch.Tensor, valid: torch.Tensor, windows: int) -> torch.Tensor:
+    """``module``'s blocks over x [1, F, T, width] whose frames past ``valid`` [1, F] (1 = real) are
+    padding: they are masked out of every window and reset to zero after each block."""
+    W = module.window_frames
+    half, frames = W // 2, windows * W
+    T, width = x.shape[2], x.shape[3]
+    keep = valid.reshape(1, frames, 1, 1) > 0.5
+    for index, block in enumerate(module.blocks):
+        shifted = index % 2 == 1  # odd layers move the window grid by half a window
+        if shifted:
+            rows_in, mask, rows = F.pad(x, (0, 0, 0, 0, half, half)), F.pad(valid, (half, half)), windows + 1
+        else:
+            rows_in, mask, rows = x, valid, windows
+        row_mask = mask.reshape(rows, W, 1).repeat(1, 1, T).reshape(rows, 1, 1, W * T) > 0.5
+        out = block(rows_in.reshape(rows, W * T, width), module.cos, module.sin, row_mask)  # (rows, W*T, width)
+        out = out.reshape(1, rows * W, T, width)
+        if shifted:
+            out = out[:, half : half + frames]  # (1, F, T, width)
+        x = torch.where(keep, out, torch.zeros_like(out))  # a window of padding only gives NaN: reset to zero
+    return x
 
 
 def decoder_inputs(latents: torch.Tensor, window_frames: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -90,7 +90,8 @@ class SAMEDecoderGraph(nn.Module):
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         s = self.same
         sequence = local_transformer(s.decoder, s.decoder_tokens(latents))  # (B, F, 1+stride, width)
-        return s.tokens_to_audio(sequence[:, :, 1:], latents=latents)  # (B, 2, F*4096)
+        refined = local_transformer(s.refiner, s.refiner_in(sequence)) if s.refiner is not None else None
+        return s.tokens_to_audio(s.refined_tokens(sequence, refined), latents=latents)  # (B, 2, F*4096)
 
 
 class DiTConditionGraph(nn.Module):

@@ -38,6 +38,7 @@ from sa3core.models.same import (
     add_pitch_channels,
     add_pitch_front_end,
     add_pitch_skip,
+    add_refiner,
     pad_to_frames,
     resize_head,
     same_preset,
@@ -64,9 +65,19 @@ class DataConfig:
 # pitch_patches adds a longer spectrum to the encoder's input (add_pitch_front_end) and
 # pitch_channels makes the last latent channels measured semitone energies (add_pitch_channels):
 # both change the latents, so they need `train: all`.
-# pitch_skip (the head renders the semitone channels; add_pitch_skip) leaves the latents alone.
+# pitch_skip (the head renders the semitone channels; add_pitch_skip) leaves the latents alone, as
+# does refiner_layers (a wider transformer after the decoder, its head starting at zero; add_refiner).
 HEAD_FIELDS = frozenset(
-    {"peak_frequency", "chunk_frames", "head_patches", "pitch_patches", "pitch_channels", "pitch_skip"}
+    {
+        "peak_frequency",
+        "chunk_frames",
+        "head_patches",
+        "pitch_patches",
+        "pitch_channels",
+        "pitch_skip",
+        "refiner_layers",
+        "refiner_width",
+    }
 )
 ENCODER_FIELDS = ("pitch_patches", "pitch_channels")
 
@@ -146,13 +157,19 @@ class AutoencoderWithLosses(nn.Module):
                     param.requires_grad_(False)
 
     def forward(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        same, padded = self.same, pad_to_frames(audio)
         if not self.decoder_only:
-            latents, reconstruction = self.same(audio)
+            latents = same._encode_frames(padded)
         else:
             with torch.no_grad():
-                latents = self.same._encode_frames(pad_to_frames(audio))
-            reconstruction = self.same._decode_frames(latents)[..., : audio.shape[-1]]
-        return self.losses(LossInputs(audio, reconstruction, latents))
+                latents = same._encode_frames(padded)
+        log_magnitude, phase = same.head_spectra(same.decoder_outputs(latents), latents=latents)
+        reconstruction = same.spectra_to_audio(log_magnitude, phase)[..., : audio.shape[-1]]
+        head = None
+        if self.losses.weights["head"] > 0:
+            with torch.no_grad():
+                head = (log_magnitude, same.head_target(padded))
+        return self.losses(LossInputs(audio, reconstruction, latents, head))
 
 
 class AutoencoderTrainer(Trainer):
@@ -178,7 +195,19 @@ class AutoencoderTrainer(Trainer):
                 same = add_pitch_channels(same, config.model["pitch_channels"], self.calibration_audio())
             if config.model.get("pitch_skip") and not same.config.pitch_skip:
                 same = add_pitch_skip(same)
-            same.config = dataclasses.replace(same.config, **config.model)  # head settings only (checked)
+            refiner = {k: v for k, v in config.model.items() if k.startswith("refiner_")}
+            if refiner and same.config.refiner_layers:
+                if any(getattr(same.config, k) != v for k, v in refiner.items()):
+                    raise Sa3Error(
+                        f"{config.init} already has a {same.config.refiner_layers}-layer refiner "
+                        f"{same.config.refiner_width} wide; drop model.refiner_* or start from a model without one"
+                    )
+            elif refiner.get("refiner_layers", 0):
+                same = add_refiner(same, refiner["refiner_layers"], refiner.get("refiner_width"))
+            elif refiner:
+                raise Sa3Error("model.refiner_width needs model.refiner_layers (how many layers the refiner has)")
+            head = {k: v for k, v in config.model.items() if k not in refiner}
+            same.config = dataclasses.replace(same.config, **head)  # head settings only (checked)
         else:
             same = SAME(config.same_config())
         return AutoencoderWithLosses(same, config.loss, decoder_only=config.train == "decoder")

@@ -34,6 +34,9 @@ class LossInputs:
     audio: torch.Tensor
     reconstruction: torch.Tensor
     latents: torch.Tensor
+    # The head's predicted log magnitudes and the input's own, aligned (SAME.head_target), each
+    # [B, 2, N, head_bins]; only the "head" term reads them.
+    head: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -46,6 +49,7 @@ class LossWeights:
     mel: float = 0.0  # multi-resolution log-mel L1 (weighs the bass and the harmonics as hearing does)
     flux: float = 0.0  # L1 on frame-to-frame log-mel changes (hop 256): no rhythm of the decoder's own
     notes: float = 0.0  # L1 between pitch-class distributions (55 Hz - 1 kHz) of output and input
+    head: float = 0.0  # L1 between the head's log magnitudes and the input's own, bin by bin
     chroma: float = 0.1  # chroma regression head on the latents
     ild: float = 0.1  # ILD regression head on the latents
     adversarial: float = 0.0  # plug-in: needs a registered implementation
@@ -79,6 +83,24 @@ for _name, _loss_type in (
 class WaveformTerm(nn.Module):
     def forward(self, batch: LossInputs) -> torch.Tensor:
         return (batch.reconstruction.float() - batch.audio.float()).abs().mean()
+
+
+HEAD_FLOOR = 1e-5  # magnitudes below this compare as equal (the log-mel metric's floor, sa3core.eval.metrics)
+
+
+@LOSS_TERMS.register("head")
+class HeadTerm(nn.Module):
+    """L1 between the natural-log magnitudes the decoder's head predicts and the input's own in the
+    same frames (both floored at HEAD_FLOOR). Why: the decoded magnitudes, not the phases, held the
+    codec back (docs/architecture.md), and the losses on the rendered audio see a magnitude only
+    after the overlap-add has mixed it with its neighbours'."""
+
+    def forward(self, batch: LossInputs) -> torch.Tensor:
+        if batch.head is None:
+            raise Sa3Error("the head loss needs the head's spectra; this trainer does not pass them (set head: 0)")
+        predicted, target = batch.head
+        floor = torch.log(torch.tensor(HEAD_FLOOR))
+        return (predicted.float().clamp_min(floor) - target.float().clamp_min(floor)).abs().mean()
 
 
 @LOSS_TERMS.register("chroma")

@@ -34,6 +34,25 @@ def test_same_graphs_equal_eager(parts, frames):
     torch.testing.assert_close(got_audio, want_audio, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("frames", [1, 6])
+def test_decoder_graphs_with_a_refiner_equal_eager(frames):
+    """A SAME with a refiner after its decoder: the ONNX and the Core ML decoder graphs both run it."""
+    from export.coreml_export import CoreMLDecoderGraph, decoder_inputs
+    from sa3core.models.same import add_refiner
+
+    torch.manual_seed(frames)
+    same = add_refiner(SAME(SAMEConfig(**MICRO_SAME)), 2, 64).eval()
+    with torch.no_grad():
+        same.refiner_out.weight.normal_(std=0.02)  # as if trained: the refiner changes the output
+    latents = torch.randn(1, 256, frames)
+    with torch.inference_mode():
+        want = same.decode(latents, chunk_frames=0)
+        got = graphs.SAMEDecoderGraph(same)(latents)
+        core = CoreMLDecoderGraph(same)(*decoder_inputs(latents, same.config.window_frames))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(core[..., : want.shape[-1]], want, atol=1e-5, rtol=1e-5)
+
+
 def test_dit_graphs_equal_eager_with_masks_forced(parts):
     torch.manual_seed(1)
     _, dit = parts

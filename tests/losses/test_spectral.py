@@ -85,3 +85,20 @@ def test_flux_loss_sees_a_frame_rate_pulse_more_than_a_level_error():
     prediction = pulsed.clone().requires_grad_()
     flux(prediction, audio).backward()
     assert torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0
+
+
+def test_head_loss_is_zero_on_the_target_ignores_what_is_below_the_floor_and_needs_the_spectra():
+    from sa3core.errors import Sa3Error
+    from sa3core.losses.compose import HEAD_FLOOR, AutoencoderLoss, LossInputs, LossWeights
+
+    loss = AutoencoderLoss(LossWeights(stft=0.0, phase=0.0, chroma=0.0, ild=0.0, head=1.0))
+    audio = torch.zeros(1, 2, 4096)
+    target = torch.randn(1, 2, 16, 513)
+    quiet = float(torch.log(torch.tensor(HEAD_FLOOR))) - 5.0
+    assert float(loss(LossInputs(audio, audio, torch.zeros(1, 256, 1), (target, target)))["loss"]) == 0.0
+    below = torch.full_like(target, quiet)
+    assert float(loss(LossInputs(audio, audio, torch.zeros(1, 256, 1), (below, below - 3.0)))["loss"]) == 0.0
+    off = float(loss(LossInputs(audio, audio, torch.zeros(1, 256, 1), (target + 0.5, target)))["loss"])
+    assert off == pytest.approx(0.5, abs=1e-5)
+    with pytest.raises(Sa3Error, match="head loss needs"):
+        loss(LossInputs(audio, audio, torch.zeros(1, 256, 1)))

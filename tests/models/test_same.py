@@ -13,6 +13,7 @@ from sa3core.models.same import (
     add_pitch_channels,
     add_pitch_front_end,
     add_pitch_skip,
+    add_refiner,
     dft_bases,
     model_identity,
     overlap_add,
@@ -410,3 +411,37 @@ def test_the_pitch_skip_renders_the_notes_the_latents_name():
         SAME(dataclasses.replace(SMALL, pitch_skip=True))
     with pytest.raises(Sa3Error, match="has none"):
         add_pitch_skip(SAME(SMALL))
+
+
+@pytest.mark.parametrize("head_patches", [4, 8])
+def test_head_target_is_what_the_head_must_predict(head_patches):
+    """Rendering head_target's magnitudes with the audio's own phases gives the audio back (away
+    from the ends, where fewer windows overlap), so the head loss aims at the exact answer."""
+    torch.manual_seed(head_patches)
+    model = SAME(dataclasses.replace(same_preset("tiny"), head_patches=head_patches)).eval()
+    audio = torch.randn(1, 2, 4 * 4096) * 0.1
+    size, half = head_patches * model.config.patch, head_patches // 2 * model.config.patch
+    frames = torch.nn.functional.pad(audio, (half, half - model.config.patch)).unfold(-1, size, model.config.patch)
+    phase = torch.fft.rfft(frames * model.head_window).angle()
+    rendered = model.spectra_to_audio(model.head_target(audio), phase)
+    torch.testing.assert_close(rendered[..., size:-size], audio[..., size:-size], atol=1e-5, rtol=0)
+
+
+def test_a_new_refiner_changes_nothing_until_it_trains_and_chunks_stay_exact():
+    torch.manual_seed(3)
+    model = SAME(same_preset("tiny")).eval()
+    refined = add_refiner(model, 2, 64).eval()
+    assert refined.receptive_frames > model.receptive_frames  # the refiner's windows reach further
+    audio = torch.randn(1, 2, 12 * 4096) * 0.1
+    latents = model.encode(audio)
+    assert torch.equal(refined.encode(audio), latents)
+    assert torch.equal(refined.decode(latents), model.decode(latents))
+    with torch.no_grad():
+        refined.refiner_out.weight.normal_(std=0.02)  # as if trained: the refiner now counts
+    whole = refined.decode(latents, chunk_frames=0)
+    assert not torch.equal(whole, model.decode(latents))
+    torch.testing.assert_close(refined.decode(latents, chunk_frames=4), whole, atol=1e-5, rtol=1e-5)
+    with pytest.raises(Sa3Error, match="already has a 2-layer refiner"):
+        add_refiner(refined, 2)
+    with pytest.raises(Sa3Error, match="multiple of 32"):
+        add_refiner(model, 2, 48)

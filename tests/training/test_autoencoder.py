@@ -196,3 +196,32 @@ def test_init_may_add_the_pitch_front_end_and_semitone_channels(tmp_path):
     assert not torch.equal(after.pitch_gain, torch.zeros_like(after.pitch_gain))  # the skip's gains trained
     clip = render_clip(4 * 4096, torch.Generator().manual_seed(5))[None]
     assert not torch.equal(before.encode(clip), after.encode(clip))
+
+
+def test_init_may_add_a_refiner_trained_with_the_head_loss(tmp_path):
+    """refiner_layers with init adds a wider transformer after the decoder whose head starts at
+    zero (the first decode is bit-exact the old one's), trains it with the head loss (the encoder,
+    so the latents, stay bit-exact), and exports a model that loads with its refiner; a second
+    refiner of another width on top is refused with a message naming the fix."""
+    first = _config(steps=2, checkpoint_every=1000)
+    AutoencoderTrainer(first, tmp_path / "a").fit()
+    start = tmp_path / "a" / "same.safetensors"
+    config = _config(steps=3, checkpoint_every=1000)
+    config.init, config.train, config.model = str(start), "decoder", {"refiner_layers": 2, "refiner_width": 64}
+    config.loss = cfg.from_dict(type(config.loss), {"stft": 1.0, "head": 1.0, "chroma": 0.0, "ild": 0.0})
+    check_config(config)
+    trainer = AutoencoderTrainer(config, tmp_path / "b")
+    before = load_model(start)[0]
+    clip = render_clip(4 * 4096, torch.Generator().manual_seed(5))[None]
+    same = trainer.model.same.eval()
+    assert torch.equal(before.decode(before.encode(clip)), same.decode(same.encode(clip)))
+    same.train()
+    trainer.fit()
+    after = load_model(tmp_path / "b" / "same.safetensors")[0]
+    assert after.config.refiner_layers == 2 and after.refiner_out.in_features == 64
+    assert after.refiner_out.weight.abs().sum() > 0  # the head learned
+    assert torch.equal(before.encode(clip), after.encode(clip))
+    assert not torch.equal(before.decode(before.encode(clip)), after.decode(after.encode(clip)))
+    config.init, config.model = str(tmp_path / "b" / "same.safetensors"), {"refiner_layers": 2, "refiner_width": 96}
+    with pytest.raises(Sa3Error, match="already has a 2-layer refiner"):
+        AutoencoderTrainer(config, tmp_path / "c")
