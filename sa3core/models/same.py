@@ -758,6 +758,8 @@ def resize_head(model: SAME, head_patches: int) -> SAME:
     log(span ratio), since a sinusoid's peak magnitude grows with the window; the phase rows start
     at zero, i.e. at the phase prior. The encoder, and so the latents, are untouched.
     """
+    if model.config.refiner_layers:
+        raise Sa3Error("resize the head before adding a refiner: the refiner's head renders the old spectra")
     resized = _with_config(model, drop="patch_out.", head_patches=head_patches)
     old_bins, new_bins = model.head_bins, resized.head_bins
     ratio = (new_bins - 1) / (old_bins - 1)

@@ -445,3 +445,5 @@ def test_a_new_refiner_changes_nothing_until_it_trains_and_chunks_stay_exact():
         add_refiner(refined, 2)
     with pytest.raises(Sa3Error, match="multiple of 32"):
         add_refiner(model, 2, 48)
+    with pytest.raises(Sa3Error, match="resize the head before adding a refiner"):
+        resize_head(refined, 8)
