@@ -477,9 +477,11 @@ class SAME(nn.Module):
         each float32 [B, 2, N, head_bins] (N = F * stride): the spectra :meth:`tokens_to_audio` renders."""
         B, frames, stride, _ = outputs.shape
         N = frames * stride
-        width = self.config.width
-        spectra = self.patch_out(self.decoder_norm(outputs[..., :width])).float()  # (B, F, stride, 2 * 2 * bins)
-        if self.refiner is not None:
+        if self.refiner is None:
+            spectra = self.patch_out(self.decoder_norm(outputs)).float()  # (B, F, stride, 2 * 2 * bins)
+        else:  # a whole-width slice would export as an alias node, which Core ML's converter refuses
+            width = self.config.width
+            spectra = self.patch_out(self.decoder_norm(outputs[..., :width])).float()
             spectra = spectra + self.refiner_out(self.refiner_norm(outputs[..., width:])).float()
         span, bins = self.config.head_patches, self.head_bins
         spectra = spectra.reshape(B, frames, stride, CHANNELS * 2, bins)  # rank 5 at most: Core ML
