@@ -220,7 +220,7 @@ issue's targets are not all met (see Targets). Where it stands, measured on held
 - codec: log-mel L1 0.312 against Opus 24 kbps's 0.247 (Targets). The error is in the decoded
   magnitudes, not the phases: on the test split, the clips' own magnitudes with the head's phases
   give 0.143 (0.113 with the phase refinement), the decoded magnitudes with the clips' own phases
-  0.262 (`runs/diag/oracle.py`); it sits in loud bins and in mel bands up to about 3 kHz, where
+  0.262 (`scripts/diag/codec_split.py`); it sits in loud bins and in mel bands up to about 3 kHz, where
   it is twice Opus's. A wider refiner after the decoder (`configs/autoencoder/refiner.yaml`, 4 layers,
   256 wide, 4.5 M parameters; latents untouched) did not close it in this session's minutes, so
   it is not shipped: with a loss on the head's log magnitudes, 200 steps at 3e-4 made the first

@@ -199,7 +199,7 @@ class SAMEConfig:
     # the test split the decoded magnitudes, not the phases, held the codec back: with the clips'
     # own magnitudes and the head's phases log-mel L1 was 0.14 (0.11 with the phase refinement),
     # with the decoded magnitudes and the clips' own phases 0.26, and the 128-wide decoder's
-    # losses had stopped falling (runs/diag/oracle.py). It reads the decoder's outputs only, so
+    # losses had stopped falling (scripts/diag/codec_split.py). It reads the decoder's outputs only, so
     # the latents (and a DiT trained on them) stay valid.
     refiner_layers: int = 0
     refiner_width: int = 256
