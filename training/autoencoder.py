@@ -158,11 +158,8 @@ class AutoencoderWithLosses(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         same, padded = self.same, pad_to_frames(audio)
-        if not self.decoder_only:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.decoder_only):
             latents = same._encode_frames(padded)
-        else:
-            with torch.no_grad():
-                latents = same._encode_frames(padded)
         log_magnitude, phase = same.head_spectra(same.decoder_outputs(latents), latents=latents)
         reconstruction = same.spectra_to_audio(log_magnitude, phase)[..., : audio.shape[-1]]
         head = None

@@ -14,6 +14,7 @@ discriminator or a text/audio embedding registers its implementation with
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -99,7 +100,7 @@ class HeadTerm(nn.Module):
         if batch.head is None:
             raise Sa3Error("the head loss needs the head's spectra; this trainer does not pass them (set head: 0)")
         predicted, target = batch.head
-        floor = torch.log(torch.tensor(HEAD_FLOOR))
+        floor = math.log(HEAD_FLOOR)
         return (predicted.float().clamp_min(floor) - target.float().clamp_min(floor)).abs().mean()
 
 

@@ -504,14 +504,18 @@ class SAME(nn.Module):
         """audio [B, 2, N*P] -> its natural-log magnitudes [B, 2, N, head_bins] in the frames, window
         and scale of :meth:`head_spectra` (what the head should predict: rendering them with the
         audio's own phases gives the audio back). Floored at 1e-12."""
-        span, window = self.config.head_patches, self.head_window
-        P = self.config.patch
+        window = self.head_window
         with float32_region(audio):
-            padded = F.pad(audio.float(), ((span // 2) * P, (span // 2 - 1) * P))
-            spectrum = torch.fft.rfft(padded.unfold(-1, window.shape[0], P) * window)
             # the synthesis divides by the summed window, the analysis window adds its square
             scale = window.sum() / window.pow(2).sum()
-            return torch.log((spectrum.abs() * scale).clamp_min(1e-12))
+            return torch.log((self.head_analysis(audio.float()).abs() * scale).clamp_min(1e-12))
+
+    def head_analysis(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio [..., N*P] -> its complex spectra [..., N, head_bins] in the head's frames (frame n
+        spans patches n - span/2 .. n + span/2 - 1) under the head's window (FFTs: torch only)."""
+        span, window, P = self.config.head_patches, self.head_window, self.config.patch
+        padded = F.pad(audio, ((span // 2) * P, (span // 2 - 1) * P))
+        return torch.fft.rfft(padded.unfold(-1, window.shape[0], P) * window)
 
     def refine_phase(self, magnitude: torch.Tensor, phase: torch.Tensor, iterations: int, momentum: float = 0.99):
         """Fast Griffin-Lim (Perraudin et al. 2013) from the predicted phases: magnitudes and
@@ -530,20 +534,16 @@ class SAME(nn.Module):
         phases stay, which keep transients and noise as the decoder learned them (see there).
         """
         span, window = self.config.head_patches, self.head_window
-        size, P = window.shape[0], self.config.patch
+        size = window.shape[0]
         gain = overlap_add(window.expand(magnitude.shape[2], -1), span).clamp_min(1e-3)
 
         def synthesize(spectrum: torch.Tensor) -> torch.Tensor:
             return overlap_add(torch.fft.irfft(spectrum, n=size) * window, span) / gain
 
-        def analyse(audio: torch.Tensor) -> torch.Tensor:  # frame n spans patches n - span/2 .. n + span/2 - 1
-            padded = F.pad(audio, ((span // 2) * P, (span // 2 - 1) * P))
-            return torch.fft.rfft(padded.unfold(-1, size, P) * window)
-
         predicted = torch.polar(torch.ones_like(magnitude), phase)
         unit, previous = predicted, None
         for _ in range(iterations):
-            projected = analyse(synthesize(magnitude * unit))
+            projected = self.head_analysis(synthesize(magnitude * unit))
             estimate = projected if previous is None else projected + momentum * (projected - previous)
             previous = projected
             unit = estimate / estimate.abs().clamp_min(1e-12)

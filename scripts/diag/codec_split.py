@@ -16,11 +16,10 @@ import argparse
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sa3core.eval import metrics
 from sa3core.eval.runner import EvalContext, EvalSettings
-from sa3core.models.same import overlap_add, pad_to_frames
+from sa3core.models.same import pad_to_frames
 
 
 def main() -> None:
@@ -34,12 +33,9 @@ def main() -> None:
     settings = EvalSettings(model=args.model, corpus=args.corpus, split="test", items=args.items)
     ctx = EvalContext(settings, progress=False)
     same = ctx.pipeline.backend.autoencoder
-    span, window, P = same.config.head_patches, same.head_window, same.config.patch
-    size = window.shape[0]
 
-    def synthesize(spectrum: torch.Tensor) -> torch.Tensor:
-        gain = overlap_add(window.expand(spectrum.shape[2], -1), span).clamp_min(1e-3)
-        return overlap_add(torch.fft.irfft(spectrum, n=size) * window, span) / gain
+    def render(magnitude: torch.Tensor, phase: torch.Tensor, iterations: int = 0) -> torch.Tensor:
+        return same.refine_phase(magnitude, phase, iterations)  # 0 iterations: the plain overlap-add
 
     results: dict[str, list[float]] = {}
     for clip in ctx.clips:
@@ -50,16 +46,15 @@ def main() -> None:
             latents = same.encode(audio)
             log_magnitude, phase = same.head_spectra(same.decoder_outputs(latents), latents=latents)
             magnitude = torch.exp(log_magnitude)
-            frames = F.pad(padded, ((span // 2) * P, (span // 2 - 1) * P)).unfold(-1, size, P)
-            true_phase = torch.fft.rfft(frames * window).angle()
+            true_phase = same.head_analysis(padded).angle()
             true_magnitude = torch.exp(same.head_target(padded))
             renders = {
-                "dec": synthesize(torch.polar(magnitude, phase)),
-                "dec_gl": same.refine_phase(magnitude, phase, args.iterations),
-                "trueM_predP": synthesize(torch.polar(true_magnitude, phase)),
-                "trueM_predP_gl": same.refine_phase(true_magnitude, phase, args.iterations),
-                "decM_trueP": synthesize(torch.polar(magnitude, true_phase)),
-                "true_true": synthesize(torch.polar(true_magnitude, true_phase)),
+                "dec": render(magnitude, phase),
+                "dec_gl": render(magnitude, phase, args.iterations),
+                "trueM_predP": render(true_magnitude, phase),
+                "trueM_predP_gl": render(true_magnitude, phase, args.iterations),
+                "decM_trueP": render(magnitude, true_phase),
+                "true_true": render(true_magnitude, true_phase),
             }
         row = []
         for name, rendered in renders.items():
