@@ -12,17 +12,21 @@ Sa3AudioProcessorEditor::Sa3AudioProcessorEditor(Sa3AudioProcessor& p) : AudioPr
   addAndMakeVisible(mode_);
   addAndMakeVisible(modeLabel_);
 
-  for (auto* slider : {&bars_, &seed_}) {
+  for (auto* slider : {&bars_, &seed_, &scaleLock_}) {
     slider->setSliderStyle(juce::Slider::IncDecButtons);
     slider->setTextBoxStyle(juce::Slider::TextBoxLeft, false, 70, 24);
     addAndMakeVisible(slider);
   }
   barsAttachment_ = std::make_unique<SliderAttachment>(p.parameters(), "bars", bars_);
   seedAttachment_ = std::make_unique<SliderAttachment>(p.parameters(), "seed", seed_);
+  // Shows the parameter's text: Model, Off or N dB (notes outside a key the prompt names).
+  scaleLockAttachment_ = std::make_unique<SliderAttachment>(p.parameters(), "scale_lock", scaleLock_);
   barsLabel_.setText("Bars", juce::dontSendNotification);
   seedLabel_.setText("Seed", juce::dontSendNotification);
+  scaleLockLabel_.setText("Scale lock", juce::dontSendNotification);
   addAndMakeVisible(barsLabel_);
   addAndMakeVisible(seedLabel_);
+  addAndMakeVisible(scaleLockLabel_);
 
   render_.onClick = [this] { processor_.core().requestRender(); };
   addAndMakeVisible(render_);
@@ -32,7 +36,7 @@ Sa3AudioProcessorEditor::Sa3AudioProcessorEditor(Sa3AudioProcessor& p) : AudioPr
   addAndMakeVisible(takes_);
   addAndMakeVisible(status_);
 
-  setSize(480, 220);
+  setSize(480, 256);
   startTimerHz(10);
 }
 
@@ -53,6 +57,10 @@ void Sa3AudioProcessorEditor::resized() {
   bars_.setBounds(row.removeFromLeft(120));
   seedLabel_.setBounds(row.removeFromLeft(40));
   seed_.setBounds(row);
+  area.removeFromTop(8);
+  row = area.removeFromTop(28);
+  scaleLockLabel_.setBounds(row.removeFromLeft(80));
+  scaleLock_.setBounds(row.removeFromLeft(150));
   area.removeFromTop(8);
   row = area.removeFromTop(28);
   render_.setBounds(row.removeFromLeft(100));

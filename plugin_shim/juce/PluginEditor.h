@@ -1,4 +1,4 @@
-// Minimal editor: prompt, mode, bars, seed, render, takes and status. Message thread only.
+// Minimal editor: prompt, mode, bars, seed, scale lock, render, takes and status. Message thread only.
 #pragma once
 
 #include <juce_audio_processors/juce_audio_processors.h>
@@ -20,10 +20,10 @@ class Sa3AudioProcessorEditor : public juce::AudioProcessorEditor, private juce:
   Sa3AudioProcessor& processor_;
   juce::TextEditor prompt_;
   juce::ComboBox mode_, takes_;
-  juce::Slider bars_, seed_;
-  juce::Label modeLabel_, barsLabel_, seedLabel_, status_;
+  juce::Slider bars_, seed_, scaleLock_;
+  juce::Label modeLabel_, barsLabel_, seedLabel_, scaleLockLabel_, status_;
   juce::TextButton render_{"Render"};
   std::unique_ptr<ComboAttachment> modeAttachment_;
-  std::unique_ptr<SliderAttachment> barsAttachment_, seedAttachment_;
+  std::unique_ptr<SliderAttachment> barsAttachment_, seedAttachment_, scaleLockAttachment_;
   size_t shownTakes_ = static_cast<size_t>(-1);
 };

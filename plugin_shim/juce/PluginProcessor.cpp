@@ -3,12 +3,29 @@
 #include <cstdlib>
 
 #include "PluginEditor.h"
+#include "sa3/protocol.h"
 
 namespace {
 
 constexpr int kDenominators[] = {1, 2, 4, 8, 16, 32};
 constexpr char kWrapperMagic[4] = {'S', 'A', '3', 'J'};
 constexpr juce::int32 kWrapperVersion = 1;
+// The "Scale lock" parameter counts whole dB; one step below Off means the model's setting.
+constexpr int kScaleLockModel = -1;
+constexpr int kScaleLockMax = static_cast<int>(sa3::kMaxScaleLockDb);
+
+juce::String scaleLockText(int db, int /*maximumLength*/) {
+  if (db <= kScaleLockModel) return "Model";
+  if (db == 0) return "Off";
+  return juce::String(db) + " dB";
+}
+
+int scaleLockFromText(const juce::String& text) {
+  const auto t = text.trim();
+  if (t.equalsIgnoreCase("model")) return kScaleLockModel;
+  if (t.equalsIgnoreCase("off")) return 0;
+  return juce::jlimit(kScaleLockModel, kScaleLockMax, t.getIntValue());
+}
 
 sa3::ProcessorConfig makeConfig() {
   sa3::ProcessorConfig config;
@@ -36,6 +53,7 @@ Sa3AudioProcessor::Sa3AudioProcessor()
   bars_ = parameters_.getRawParameterValue("bars");
   seed_ = parameters_.getRawParameterValue("seed");
   steps_ = parameters_.getRawParameterValue("steps");
+  scaleLock_ = parameters_.getRawParameterValue("scale_lock");
   render_ = parameters_.getRawParameterValue("render");
   pushParametersToCore();
 }
@@ -61,6 +79,12 @@ juce::AudioProcessorValueTreeState::ParameterLayout Sa3AudioProcessor::createLay
   layout.add(std::make_unique<AudioParameterInt>(id("bars"), "Bars", 1, 64, 4));
   layout.add(std::make_unique<AudioParameterInt>(id("seed"), "Seed", 0, 99999, 0));
   layout.add(std::make_unique<AudioParameterInt>(id("steps"), "Steps", 1, 100, 8));
+  // Model (the daemon's model decides: 12 dB for the shipped one), Off, or 1-48 dB.
+  layout.add(std::make_unique<AudioParameterInt>(id("scale_lock"), "Scale lock", kScaleLockModel, kScaleLockMax,
+                                                 kScaleLockModel,
+                                                 AudioParameterIntAttributes()
+                                                     .withStringFromValueFunction(scaleLockText)
+                                                     .withValueFromStringFunction(scaleLockFromText)));
   layout.add(std::make_unique<AudioParameterBool>(id("render"), "Render", false));
   return layout;
 }
@@ -74,6 +98,8 @@ void Sa3AudioProcessor::pushParametersToCore() noexcept {
   core_.setBars(bars_->load());
   core_.setSeed(static_cast<uint64_t>(seed_->load()));
   core_.setSteps(static_cast<int>(steps_->load()));
+  const int scaleLock = juce::roundToInt(scaleLock_->load());
+  core_.setScaleLockDb(scaleLock <= kScaleLockModel ? -1.0 : static_cast<double>(scaleLock));
 }
 
 void Sa3AudioProcessor::pullParametersFromCore() {
@@ -92,6 +118,9 @@ void Sa3AudioProcessor::pullParametersFromCore() {
   set("bars", static_cast<float>(core_.bars()));
   set("seed", static_cast<float>(core_.seed()));
   set("steps", static_cast<float>(core_.steps()));
+  const double scaleLock = core_.scaleLockDb();  // whole dB here; a finer value from elsewhere rounds
+  set("scale_lock", scaleLock < 0.0 ? static_cast<float>(kScaleLockModel)
+                                    : static_cast<float>(juce::jlimit(0.0, sa3::kMaxScaleLockDb, scaleLock)));
 }
 
 void Sa3AudioProcessor::prepareToPlay(double sampleRate, int samplesPerBlock) {

@@ -5,6 +5,9 @@
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <optional>
 #include <stdexcept>
 
 #include "sa3/position.h"
@@ -46,6 +49,23 @@ tb::Meter toMeter(std::pair<int, int> m) {
   return meter;
 }
 
+/// A scale lock as Python sees it: None for the model's setting, else dB.
+std::optional<double> scaleLockFromCore(double db) {
+  if (db < 0.0) return std::nullopt;
+  return db;
+}
+
+double scaleLockToCore(std::optional<double> db) {
+  if (!db) return -1.0;
+  if (!std::isfinite(*db) || *db < 0.0 || *db > sa3::kMaxScaleLockDb) {
+    char text[128];
+    std::snprintf(text, sizeof text, "scale lock %g dB is outside 0-%g; use None for the model's setting, 0 for off",
+                  *db, sa3::kMaxScaleLockDb);
+    throw py::value_error(text);
+  }
+  return *db;
+}
+
 /// The processor plus what a Python host needs around it (block timing).
 struct PyProcessor {
   explicit PyProcessor(const sa3::ProcessorConfig& config) : core(config) {}
@@ -57,6 +77,7 @@ void init_timebase(py::module_& m) {
   m.attr("MODEL_SAMPLE_RATE") = tb::kModelSampleRate;
   m.attr("SAMPLES_PER_FRAME") = tb::kSamplesPerFrame;
   m.attr("PROTOCOL_VERSION") = SA3_PROTOCOL_VERSION;
+  m.attr("MAX_SCALE_LOCK_DB") = sa3::kMaxScaleLockDb;
   m.def("quarters_per_bar", [](std::pair<int, int> meter) { return toMeter(meter).quartersPerBar(); });
   m.def(
       "bars_to_samples",
@@ -182,6 +203,11 @@ void init_processor(py::module_& m) {
           "steps", [](const PyProcessor& p) { return p.core.steps(); },
           [](PyProcessor& p, int s) { p.core.setSteps(s); })
       .def_property(
+          "scale_lock_db", [](const PyProcessor& p) { return scaleLockFromCore(p.core.scaleLockDb()); },
+          [](PyProcessor& p, std::optional<double> db) { p.core.setScaleLockDb(scaleLockToCore(db)); },
+          "dB per sampler step by which notes outside a key the prompt names are turned down "
+          "(0 = off, up to MAX_SCALE_LOCK_DB); None = the model's setting (the request leaves it out).")
+      .def_property(
           "prompt", [](const PyProcessor& p) { return p.core.prompt(); },
           [](PyProcessor& p, const std::string& s) { p.core.setPrompt(s); })
       .def_property(
@@ -217,6 +243,7 @@ void init_processor(py::module_& m) {
                                  d["prompt"] = t.prompt;
                                  d["seed"] = t.seed;
                                  d["steps"] = t.steps;
+                                 d["scale_lock_db"] = scaleLockFromCore(t.scaleLockDb);
                                  d["mode"] = std::string(sa3::modeName(t.mode));
                                  d["sample_rate"] = t.sampleRate;
                                  d["start"] = t.start;

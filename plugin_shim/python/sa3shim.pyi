@@ -6,6 +6,7 @@ import numpy.typing as npt
 MODEL_SAMPLE_RATE: int
 SAMPLES_PER_FRAME: int
 PROTOCOL_VERSION: str
+MAX_SCALE_LOCK_DB: float
 
 def quarters_per_bar(meter: tuple[int, int]) -> float: ...
 def bars_to_samples(bars: float, bpm: float, meter: tuple[int, int], sample_rate: float) -> int: ...
@@ -51,6 +52,7 @@ class Processor:
     bars: float
     seed: int
     steps: int
+    scale_lock_db: float | None  # None: the model's setting; 0: off; up to MAX_SCALE_LOCK_DB
     prompt: str
     endpoint: str
     def request_render(self) -> None: ...

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "sa3/protocol.h"
@@ -317,6 +318,13 @@ std::string Processor::buildJob(Job& job) const {
   req.prompt = prompt();
   req.seed = static_cast<uint32_t>(seed_.load() & 0xffffffffu);
   req.steps = std::max(0, steps_.load());
+  req.scaleLockDb = scaleLockDb_.load();
+  if (req.scaleLockDb > kMaxScaleLockDb) {
+    char text[112];
+    std::snprintf(text, sizeof text, "scale lock %g dB is above the %g dB the daemon takes; lower it", req.scaleLockDb,
+                  kMaxScaleLockDb);
+    return text;
+  }
   req.sampleRate = static_cast<int>(rate);
   req.bpm = resolved.bpm;
   req.meterNumerator = resolved.meter.numerator;
@@ -347,6 +355,7 @@ std::string Processor::buildJob(Job& job) const {
   d.prompt = req.prompt;
   d.seed = req.seed;
   d.steps = req.steps;
+  d.scaleLockDb = req.scaleLockDb;
   d.mode = mode();
   d.bpm = resolved.bpm;
   d.meter = resolved.meter;
@@ -547,6 +556,7 @@ TakeInfo Processor::takeInfo(size_t index) const {
   info.prompt = t.prompt;
   info.seed = t.seed;
   info.steps = t.steps;
+  info.scaleLockDb = t.scaleLockDb;
   info.mode = t.mode;
   info.sampleRate = t.sampleRate;
   info.start = t.start;

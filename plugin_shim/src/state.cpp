@@ -1,6 +1,9 @@
 // Processor state as a versioned little-endian binary blob:
 //   "SA3S" u32 version | settings | prompt | next take id | active index | takes (with audio)
 // Readers refuse unknown versions and any blob that is short, long or out of range.
+// Version 2 adds the scale lock (f64 dB, -1 = the model's setting) after `steps`, in the
+// settings and in each take; version 1 blobs (saved before it existed) still load, as the
+// model's setting.
 #include <cstring>
 #include <limits>
 
@@ -11,7 +14,8 @@ namespace sa3 {
 namespace {
 
 constexpr char kMagic[4] = {'S', 'A', '3', 'S'};
-constexpr uint32_t kStateVersion = 1;
+constexpr uint32_t kStateVersion = 2;
+constexpr uint32_t kOldestStateVersion = 1;
 
 class Writer {
  public:
@@ -81,6 +85,7 @@ std::vector<uint8_t> Processor::getStateInformation() const {
   w.put<double>(bars_.load());
   w.put<uint64_t>(seed_.load());
   w.put<int32_t>(steps_.load());
+  w.put<double>(scaleLockDb_.load());
   w.putString(prompt());
   w.putString(endpoint());
   std::lock_guard<std::mutex> lock(takesMutex_);
@@ -92,6 +97,7 @@ std::vector<uint8_t> Processor::getStateInformation() const {
     w.putString(t->prompt);
     w.put<uint64_t>(t->seed);
     w.put<int32_t>(t->steps);
+    w.put<double>(t->scaleLockDb);
     w.put<int32_t>(static_cast<int32_t>(t->mode));
     w.put<double>(t->bpm);
     w.put<int32_t>(t->meter.numerator);
@@ -109,14 +115,16 @@ bool Processor::setStateInformation(const void* data, size_t size) {
   if (data == nullptr || size < 8 || std::memcmp(data, kMagic, 4) != 0) return false;
   Reader r(static_cast<const uint8_t*>(data) + 4, size - 4);
   uint32_t version = 0;
-  if (!r.get(version) || version != kStateVersion) return false;
+  if (!r.get(version) || version < kOldestStateVersion || version > kStateVersion) return false;
+  // A field a version lacks reads as its default; a present one must be readable.
+  const auto getScaleLock = [&](double& db) { return version < 2 || (r.get(db) && (db >= 0.0 || db == -1.0)); };
   int32_t mode = 0, numerator = 0, denominator = 0, steps = 0, active = -1;
-  double bpm = 0, startBar = 0, endBar = 0, bars = 0;
+  double bpm = 0, startBar = 0, endBar = 0, bars = 0, scaleLockDb = -1.0;
   uint64_t seed = 0, nextId = 0, count = 0;
   std::string prompt, endpoint;
   if (!r.get(mode) || !r.get(bpm) || !r.get(numerator) || !r.get(denominator) || !r.get(startBar) || !r.get(endBar) ||
-      !r.get(bars) || !r.get(seed) || !r.get(steps) || !r.getString(prompt) || !r.getString(endpoint) ||
-      !r.get(nextId) || !r.get(active) || !r.get(count))
+      !r.get(bars) || !r.get(seed) || !r.get(steps) || !getScaleLock(scaleLockDb) || !r.getString(prompt) ||
+      !r.getString(endpoint) || !r.get(nextId) || !r.get(active) || !r.get(count))
     return false;
   if (mode < 0 || mode > 2 || count > (1u << 20)) return false;
   std::vector<std::shared_ptr<const Take>> takes;
@@ -125,9 +133,10 @@ bool Processor::setStateInformation(const void* data, size_t size) {
     Take t;
     int32_t takeMode = 0;
     uint64_t length = 0;
-    if (!r.get(t.id) || !r.getString(t.prompt) || !r.get(t.seed) || !r.get(t.steps) || !r.get(takeMode) ||
-        !r.get(t.bpm) || !r.get(t.meter.numerator) || !r.get(t.meter.denominator) || !r.get(t.sampleRate) ||
-        !r.get(t.start) || !r.get(length) || !r.getFloats(t.left, length) || !r.getFloats(t.right, length))
+    if (!r.get(t.id) || !r.getString(t.prompt) || !r.get(t.seed) || !r.get(t.steps) || !getScaleLock(t.scaleLockDb) ||
+        !r.get(takeMode) || !r.get(t.bpm) || !r.get(t.meter.numerator) || !r.get(t.meter.denominator) ||
+        !r.get(t.sampleRate) || !r.get(t.start) || !r.get(length) || !r.getFloats(t.left, length) ||
+        !r.getFloats(t.right, length))
       return false;
     if (takeMode < 0 || takeMode > 2 || !(t.sampleRate > 0.0) || t.start < 0) return false;
     t.mode = static_cast<Mode>(takeMode);
@@ -144,6 +153,7 @@ bool Processor::setStateInformation(const void* data, size_t size) {
   bars_.store(bars);
   seed_.store(seed);
   steps_.store(steps);
+  scaleLockDb_.store(scaleLockDb);
   setPrompt(prompt);
   if (!endpoint.empty()) setEndpoint(endpoint);
   std::vector<std::shared_ptr<const Take>> old;

@@ -118,6 +118,9 @@ int main(int argc, char** argv) {
       pos.loopEndPpq = loopEnd;
       float* channels[2] = {left.data(), right.data()};
       inAudioCallback = true;
+      // The numeric setters, as the JUCE wrapper pushes its parameters at the top of every block.
+      processor.setSteps(2);
+      processor.setScaleLockDb(6.0);  // the prompt names no key: any model renders it
       processor.processBlock(channels, 2, static_cast<int>(run), pos);
       if (timeline >= loopEndSample - run && !renderAsked) {
         processor.requestRender();  // from the audio thread: must be lock- and allocation-free

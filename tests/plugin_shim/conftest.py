@@ -49,15 +49,17 @@ def free_port() -> int:
 
 
 class Daemon:
-    """One `sa3 serve` subprocess on a fixed loopback port (restartable on the same port)."""
+    """One `sa3 serve` subprocess on a fixed loopback port (restartable on the same port),
+    serving `model` (a model folder, or the random tiny model by default)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, model: str = "random:tiny") -> None:
         self.port = port or free_port()
+        self.model = model
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> Daemon:
-        cmd = [sys.executable, "-m", "sa3core", "serve", "--bind", self.endpoint, "--model", "random:tiny"]
+        cmd = [sys.executable, "-m", "sa3core", "serve", "--bind", self.endpoint, "--model", self.model]
         cmd += ["--threads", "1"]
         self.process = subprocess.Popen(
             cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import struct
+
 import numpy as np
 import pytest
 
@@ -59,12 +62,13 @@ def test_state_round_trip_of_settings(shim):
     p.bars = 6
     p.seed = 4242
     p.steps = 12
+    p.scale_lock_db = 18.5
     p.prompt = "dusty breakbeat, vinyl crackle ✓"
     p.endpoint = "tcp://127.0.0.1:6001"
     state = p.get_state()
     q = shim.Processor(endpoint=OFFLINE)
     assert q.set_state(state)
-    assert (q.mode, q.bpm, q.meter, q.region_bars, q.bars, q.seed, q.steps) == (
+    assert (q.mode, q.bpm, q.meter, q.region_bars, q.bars, q.seed, q.steps, q.scale_lock_db) == (
         "continue",
         97.5,
         (7, 8),
@@ -72,6 +76,7 @@ def test_state_round_trip_of_settings(shim):
         6.0,
         4242,
         12,
+        18.5,
     )
     assert q.prompt == "dusty breakbeat, vinyl crackle ✓"
     assert q.endpoint == "tcp://127.0.0.1:6001"
@@ -86,9 +91,79 @@ def test_bad_state_is_refused_and_changes_nothing(shim):
     q.prompt = "untouched"
     before = q.get_state()
     rng = np.random.default_rng(0)
-    bad = [b"", b"SA3S", b"junk" * 20, good[:-1], good + b"\0", b"SA3S\x02" + good[5:]]
+    bad = [b"", b"SA3S", b"junk" * 20, good[:-1], good + b"\0", b"SA3S\x03" + good[5:], b"SA3S\x00" + good[5:]]
+    # a scale lock that is neither the model's setting (-1) nor 0 dB or more
+    for db in (-2.0, math.nan):
+        bad.append(good[:SCALE_LOCK_AT] + struct.pack("<d", db) + good[SCALE_LOCK_AT + 8 :])
     bad += [good[:n] for n in range(0, len(good), 7)]
     bad += [bytes(rng.integers(0, 256, len(good), dtype=np.uint8)) for _ in range(20)]
     for blob in bad:
         assert not q.set_state(blob)
     assert q.get_state() == before and q.prompt == "untouched"
+
+
+def test_scale_lock_is_the_models_until_set_and_checks_its_range(shim):
+    from bridge.protocol import MAX_SCALE_LOCK_DB
+
+    assert shim.MAX_SCALE_LOCK_DB == MAX_SCALE_LOCK_DB  # the shim refuses what the daemon would
+    p = shim.Processor(endpoint=OFFLINE)
+    assert p.scale_lock_db is None
+    for db in (0.0, 12.0, MAX_SCALE_LOCK_DB):
+        p.scale_lock_db = db
+        assert p.scale_lock_db == db
+    for db in (-1.0, MAX_SCALE_LOCK_DB + 0.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="scale lock"):
+            p.scale_lock_db = db
+        assert p.scale_lock_db == MAX_SCALE_LOCK_DB  # unchanged
+    p.scale_lock_db = None
+    assert p.scale_lock_db is None
+
+
+# The state layout before the scale lock (plugin_shim/src/state.cpp, version 1), written here by
+# hand so the test does not depend on the current writer.
+SCALE_LOCK_AT = 4 + 4 + 4 + 8 + 4 + 4 + 8 + 8 + 8 + 8 + 4  # version 2: the settings' scale lock
+
+
+def version_1_state(prompt: str, take_audio: np.ndarray) -> bytes:
+    def string(text: str) -> bytes:
+        return struct.pack("<Q", len(text.encode())) + text.encode()
+
+    settings = struct.pack("<IidiidddQi", 1, 2, 97.5, 7, 8, 3.0, 7.5, 6.0, 4242, 12)  # version, mode...steps
+    state = b"SA3S" + settings + string(prompt) + string("tcp://127.0.0.1:6001")
+    state += struct.pack("<QiQ", 8, 0, 1)  # next take id, active take, one take
+    state += struct.pack("<Q", 7) + string("old take") + struct.pack("<Qi", 99, 4)  # id, prompt, seed, steps
+    state += struct.pack("<idiidqQ", 1, 97.5, 7, 8, 48000.0, 96000, take_audio.shape[1])  # mode ... length
+    return state + take_audio.astype("<f4").tobytes()  # left, then right
+
+
+def test_a_state_saved_before_the_scale_lock_loads_as_the_models_setting(shim):
+    audio = test_signal(2, 4800, 48000)
+    old = version_1_state("dusty breakbeat", audio)
+    p = shim.Processor(endpoint=OFFLINE)
+    p.scale_lock_db = 6.0  # what was set before the project opened does not leak into it
+    assert p.set_state(old)
+    assert p.scale_lock_db is None
+    assert (p.mode, p.bpm, p.meter, p.region_bars, p.bars, p.seed, p.steps) == (
+        "continue",
+        97.5,
+        (7, 8),
+        (3.0, 7.5),
+        6.0,
+        4242,
+        12,
+    )
+    assert (p.prompt, p.endpoint, p.active_take) == ("dusty breakbeat", "tcp://127.0.0.1:6001", 0)
+    take = p.takes[0]
+    assert (take["id"], take["prompt"], take["seed"], take["steps"], take["scale_lock_db"]) == (
+        7,
+        "old take",
+        99,
+        4,
+        None,
+    )
+    assert (take["mode"], take["start"], take["length"], take["sample_rate"]) == ("inpaint", 96000, 4800, 48000.0)
+    assert np.array_equal(p.take_audio(0), audio)
+    # Saved again, it is a current state that keeps the model's setting.
+    q = shim.Processor(endpoint=OFFLINE)
+    assert q.set_state(p.get_state())
+    assert q.scale_lock_db is None and q.takes == p.takes

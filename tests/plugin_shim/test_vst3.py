@@ -39,14 +39,16 @@ class _Cursor:
 
 
 def core_state(preset: bytes) -> dict:
-    """Decode the core state (plugin_shim/src/state.cpp, version 1) inside .vstpreset bytes."""
+    """Decode the core state (plugin_shim/src/state.cpp, version 2) inside .vstpreset bytes."""
     c = _Cursor(preset, preset.index(b"SA3S") + 4)
-    assert c.take("I") == 1
+    assert c.take("I") == 2
     state = {"mode": c.take("i"), "bpm": c.take("d"), "meter": c.take("ii"), "region": c.take("dd")}
-    state |= {"bars": c.take("d"), "seed": c.take("Q"), "steps": c.take("i"), "prompt": c.string()}
+    state |= {"bars": c.take("d"), "seed": c.take("Q"), "steps": c.take("i"), "scale_lock_db": c.take("d")}
+    state |= {"prompt": c.string()}
     state |= {"endpoint": c.string(), "next_id": c.take("Q"), "active": c.take("i"), "takes": []}
     for _ in range(c.take("Q")):
         take = {"id": c.take("Q"), "prompt": c.string(), "seed": c.take("Q"), "steps": c.take("i")}
+        take |= {"scale_lock_db": c.take("d")}
         take |= {"mode": c.take("i"), "bpm": c.take("d"), "meter": c.take("ii"), "rate": c.take("d")}
         take |= {"start": c.take("q"), "length": c.take("Q")}
         c.at += 8 * take["length"]  # left then right float32
@@ -64,7 +66,7 @@ def with_prompt(preset: bytes, prompt: str) -> bytes:
         cid, off, size = struct.unpack_from("<4sqq", preset, list_offset + 8 + 20 * i)
         data = preset[off : off + size]
         if cid == b"Comp":
-            c = _Cursor(data, data.index(b"SA3S") + 8 + 4 + 8 + 8 + 24 + 8 + 4)  # to the prompt
+            c = _Cursor(data, data.index(b"SA3S") + 8 + 4 + 8 + 8 + 24 + 8 + 4 + 8)  # to the prompt
             start = c.at
             c.string()
             encoded = prompt.encode()
@@ -95,7 +97,8 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     monkeypatch.setenv("SA3_ENDPOINT", daemon.endpoint)  # the default endpoint of new instances
     plugin = pedalboard.load_plugin(vst3_path)
     # pedalboard names parameters from their names plus units.
-    for name in ("follow_host", "tempo_bpm", "meter_numerator", "region_start_bar", "region_end_bar", "render"):
+    names = "follow_host tempo_bpm meter_numerator region_start_bar region_end_bar scale_lock render".split()
+    for name in names:
         assert name in plugin.parameters, sorted(plugin.parameters)
     plugin.follow_host = False
     # pedalboard guesses a float parameter's step from its text (~1 bpm here): set raw values.
@@ -105,13 +108,16 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     plugin.meter_numerator = 3  # over the default denominator 4: 3/4
     plugin.mode = "inpaint"
     plugin.steps = 2
+    assert plugin.scale_lock == "Model" and core_state(plugin.preset_data)["scale_lock_db"] == -1.0
+    assert plugin.parameters["scale_lock"].valid_values[:3] == ["Model", "Off", "1 dB"]  # ... "48 dB"
+    plugin.scale_lock = "24 dB"
 
     state = core_state(plugin.preset_data)
     assert state["endpoint"] == daemon.endpoint and state["takes"] == []
     plugin.preset_data = with_prompt(plugin.preset_data, "tape hiss and rain")
     state = core_state(plugin.preset_data)
     assert state["prompt"] == "tape hiss and rain"
-    assert state["meter"] == (3, 4) and state["steps"] == 2 and state["mode"] == 1
+    assert state["meter"] == (3, 4) and state["steps"] == 2 and state["mode"] == 1 and state["scale_lock_db"] == 24.0
     # Parameters travel normalised to 0..1 in float32: compare tempo and region to within a hair.
     assert abs(state["bpm"] - 100.0) < 0.01 and np.allclose(state["region"], (2.0, 4.0), atol=1e-3)
 
@@ -133,6 +139,7 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     start, end = (round((b - 1) * bar * rate) for b in state["region"])
     assert abs(start - 1.8 * rate) < 10 and abs(end - 5.4 * rate) < 10
     assert (takes[0]["start"], takes[0]["length"], takes[0]["prompt"]) == (start, end - start, "tape hiss and rain")
+    assert takes[0]["scale_lock_db"] == 24.0  # the prompt names no key: the tiny model renders it
 
     wet = plugin.process(audio, rate, buffer_size=333)
     assert np.array_equal(wet[:, :start], audio[:, :start])
@@ -146,4 +153,5 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     reopened.preset_data = plugin.preset_data
     assert core_state(reopened.preset_data)["takes"] == takes
     assert not reopened.follow_host
+    assert reopened.scale_lock == "24 dB" and core_state(reopened.preset_data)["scale_lock_db"] == 24.0
     assert np.array_equal(reopened.process(audio, rate, buffer_size=1024), wet)

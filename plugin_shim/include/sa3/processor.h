@@ -14,7 +14,7 @@
 //  - Plays the active take sample-accurately at its timeline position, replacing the input
 //    inside its region; the input passes through untouched everywhere else, while stopped,
 //    and until a result is ready.
-//  - Keeps every take (prompt, seed, region, mode, audio) in the saved state.
+//  - Keeps every take (prompt, seed, steps, scale lock, region, mode, audio) in the saved state.
 //
 // AUDIO-THREAD CONTRACT
 //  processBlock(), reset(), requestRender(), cancelRender() and the numeric setters never
@@ -76,6 +76,7 @@ struct TakeInfo {
   std::string prompt;
   uint64_t seed = 0;
   int steps = 0;
+  double scaleLockDb = -1.0;  // < 0: the model's setting
   Mode mode = Mode::Inpaint;
   double sampleRate = 0;
   int64_t start = 0, length = 0;
@@ -116,6 +117,10 @@ class Processor {
   void setBars(double bars) noexcept { bars_.store(bars); }     // fill length (generate/continue)
   void setSeed(uint64_t seed) noexcept { seed_.store(seed); }
   void setSteps(int steps) noexcept { steps_.store(steps); }
+  /// Scale lock for the next renders: dB per sampler step by which notes outside a key the
+  /// prompt names are turned down (0 = off, up to kMaxScaleLockDb in sa3/protocol.h). Any
+  /// negative value or NaN means the model's own setting: the request leaves the field out.
+  void setScaleLockDb(double db) noexcept { scaleLockDb_.store(db >= 0.0 ? db : -1.0); }
   Mode mode() const noexcept { return static_cast<Mode>(mode_.load()); }
   double bpm() const noexcept { return bpm_.load(); }
   timebase::Meter meter() const noexcept;
@@ -124,6 +129,7 @@ class Processor {
   double bars() const noexcept { return bars_.load(); }
   uint64_t seed() const noexcept { return seed_.load(); }
   int steps() const noexcept { return steps_.load(); }
+  double scaleLockDb() const noexcept { return scaleLockDb_.load(); }  // -1: the model's setting
 
   /// The text prompt (message thread; not a numeric parameter, saved in the state).
   void setPrompt(const std::string& prompt);
@@ -186,6 +192,7 @@ class Processor {
   std::atomic<double> startBar_{1.0}, endBar_{5.0}, bars_{4.0};
   std::atomic<uint64_t> seed_{0};
   std::atomic<int> steps_{8};
+  std::atomic<double> scaleLockDb_{-1.0};  // < 0: the model's setting
 
   // host position seen by the last processBlock (written by the audio thread only)
   std::unique_ptr<HostSnapshot> host_;

@@ -18,17 +18,24 @@ class socket_t;
 
 namespace sa3 {
 
+/// Largest `scale_lock_db` a job may ask for (docs/protocol.md, added in 1.1; the daemon answers
+/// bad_field above it). tests/plugin_shim checks it equals bridge.protocol.MAX_SCALE_LOCK_DB.
+constexpr double kMaxScaleLockDb = 48.0;
+
 /// One job for the daemon, with audio at the host rate (the daemon replies at that rate).
 struct RenderRequest {
   Mode mode = Mode::Inpaint;
   std::string prompt;
   uint32_t seed = 0;
   int steps = 0;  // 0 = the model's default
+  // dB per sampler step by which notes outside a key the prompt names are turned down
+  // (0 = off, at most kMaxScaleLockDb); < 0: the model's setting (not sent)
+  double scaleLockDb = -1.0;
   int sampleRate = 44100;
   std::vector<float> left, right;          // the input clip (inpaint and continue), planar
   int64_t regionStart = 0, regionEnd = 0;  // inpaint: the span of the clip to regenerate
   int64_t newSamples = 0;                  // generate and continue: new audio to make
-  double bpm = 0.0;                         // the song's tempo (0 = not sent); sample 0 of the clip is a downbeat
+  double bpm = 0.0;                        // the song's tempo (0 = not sent); sample 0 of the clip is a downbeat
   int meterNumerator = 4, meterDenominator = 4;
 };
 

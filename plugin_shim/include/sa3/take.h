@@ -22,6 +22,7 @@ struct Take {
   std::string prompt;
   uint64_t seed = 0;
   int steps = 0;
+  double scaleLockDb = -1.0;  // as asked of the daemon; < 0: the model's setting
   Mode mode = Mode::Inpaint;
   double bpm = timebase::kDefaultBpm;
   timebase::Meter meter;
