@@ -32,6 +32,14 @@ def register(subparsers) -> None:
     parser.add_argument("--seeds", type=int, default=4, help="generations of one prompt for diversity (default 4)")
     parser.add_argument("--inpaint-items", type=int, default=4, help="clips to inpaint (default 4)")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="cut clips / cap lengths here (default 10)")
+    parser.add_argument(
+        "--codec-search",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also score the autoencoder with latents searched that many steps (`sa3 encode --search`; "
+        "~30 s per 10 s clip at 30 steps on 2 cores; default 0: off)",
+    )
     parser.add_argument("--opus-kbps", default="12,24,48", help="Opus bitrates, comma-separated (default 12,24,48)")
     parser.add_argument(
         "--skip",
@@ -72,6 +80,8 @@ def run(args) -> int:
             raise Sa3Error(f"the folder of report {str(output)!r} does not exist; create it first")
     if args.steps is not None and args.steps < 1:
         raise Sa3Error(f"--steps {args.steps} must be at least 1")
+    if args.codec_search < 0:
+        raise Sa3Error(f"--codec-search {args.codec_search} must be 0 (off) or a number of steps, e.g. 30")
     if args.threads < 0:
         raise Sa3Error(f"--threads {args.threads} must be 0 (torch's choice) or more")
     for name in ("corpus", "folder", "model"):
@@ -92,6 +102,7 @@ def run(args) -> int:
         inpaint_items=args.inpaint_items,
         max_seconds=args.max_seconds,
         opus_kbps=_bitrates(args.opus_kbps),
+        codec_search=args.codec_search,
         skip=expand_skip(args.skip.split(",")),
     )
     if args.threads:

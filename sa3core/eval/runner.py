@@ -58,6 +58,7 @@ class EvalSettings:
     inpaint_items: int = 4
     max_seconds: float = 10.0  # real clips are cut to this; generated lengths are capped at it
     opus_kbps: tuple[float, ...] = (12.0, 24.0, 48.0)
+    codec_search: int = 0  # > 0: also score encodes searched this many steps (sa3core.codec_search)
     embedder: str = embed.DEFAULT_EMBEDDER
     skip: tuple[str, ...] = ()
 
@@ -284,21 +285,39 @@ def autoencoder_section(ctx: EvalContext) -> dict:
     clip (``recon_key``, ``recon_tempo``): what the codec alone keeps of what the prompts ask,
     the ceiling for generated audio, to read against the same estimators on the clips themselves
     (``adherence (real)``).
+
+    With ``codec_search`` > 0 each clip is also encoded by that many steps of analysis-by-synthesis
+    (sa3core.codec_search) and decoded the same way: ``search`` in the summary, ``search_*`` in
+    the items. What the decoder can render; not what generated audio gets.
     """
     backend = ctx.pipeline.backend
+    search = ctx.settings.codec_search
+    if search and getattr(backend, "autoencoder", None) is None:
+        raise Sa3Error("--codec-search needs the torch backend (it differentiates through the decoder)")
     cases = ctx.cases if ctx.settings.corpus else [None] * len(ctx.clips)
-    items, judged = [], []
+    items, judged, searched = [], [], []
     for clip, case in ctx.bar(list(zip(ctx.clips, cases)), "autoencoder"):
         with torch.inference_mode():
             latents = backend.encode_audio(torch.from_numpy(clip.audio)[None])
             decoded = backend.decode_latents(latents)[0, :, : clip.audio.shape[1]].cpu().numpy()
         items.append({"clip": clip.name, "seconds": clip.audio.shape[1] / timebase.SAMPLE_RATE})
         items[-1].update(_reconstruction_scores(clip.audio, decoded.astype(np.float32)))
+        if search:
+            from ..codec_search import search_latents
+
+            audio = torch.from_numpy(clip.audio)[None].to(latents.device)
+            better = search_latents(backend.autoencoder, audio, search, latents=latents)
+            with torch.inference_mode():
+                redecoded = backend.decode_latents(better)[0, :, : clip.audio.shape[1]].cpu().numpy()
+            searched.append(_reconstruction_scores(clip.audio, redecoded.astype(np.float32)))
+            items[-1].update({f"search_{k}": v for k, v in searched[-1].items()})
         if case is not None:
             judged.append(_judge(decoded[:, : case.samples].astype(np.float32), case))
             items[-1].update({k: judged[-1][k] for k in ("key_found", "bpm_found") if k in judged[-1]})
     latent_kbps = timebase.LATENT_CHANNELS * timebase.frames_per_second() * 32 / 1000  # float32 latents
     summary = {**_summarise(items), "latent_kbps_float32": latent_kbps}
+    if searched:
+        summary["search"] = {**_summarise(searched), "steps": search}
     if judged:
         summary["recon_key"] = _rate(j.get("key_correct") for j in judged)
         summary["recon_tempo"] = _rate(j.get("tempo_correct") for j in judged)

@@ -113,3 +113,23 @@ def test_decode_refines_phases_as_the_model_folder_says(tmp_path, small_model):
     np.testing.assert_array_equal(decode("zero.wav", "--phase-iterations", "0"), plain)
     done = sa3("decode", latents, "-o", tmp_path / "bad.wav", "--model", folder, "--phase-iterations", "-1")
     assert done.returncode == 2 and "--phase-iterations -1" in done.stderr and not (tmp_path / "bad.wav").exists()
+
+
+def test_encode_search_decodes_closer_to_the_source(tmp_path, small_model):
+    """`sa3 encode --search N`: the latents decode with a lower log-mel distance than the plain encoder's."""
+    from sa3core.audio import load_audio
+    from sa3core.eval.metrics import log_mel_l1
+
+    source = _wav(tmp_path / "in.wav", 3 * 4096)
+    scores = {}
+    for steps in (0, 5):
+        latents, out = tmp_path / f"s{steps}.safetensors", tmp_path / f"s{steps}.wav"
+        done = sa3("encode", source, "-o", latents, "--model", small_model, "--search", steps, "--quiet")
+        assert done.returncode == 0, done.stderr
+        with safe_open(str(latents), framework="pt") as handle:
+            assert handle.metadata()["search_steps"] == str(steps)
+        assert sa3("decode", latents, "-o", out, "--model", small_model, "--bit-depth", "float").returncode == 0
+        scores[steps] = log_mel_l1(load_audio(str(source)), load_audio(str(out)))
+    assert scores[5] < scores[0]
+    done = sa3("encode", source, "-o", tmp_path / "bad.safetensors", "--model", small_model, "--search", -2)
+    assert done.returncode == 2 and "--search -2" in done.stderr and "Traceback" not in done.stderr

@@ -77,6 +77,16 @@ def test_full_run_on_tiny_model(tiny_pipeline, corpus):
     assert "adherence" in table and "frechet" in table and "24kbps" in table
 
 
+def test_codec_search_scores_the_searched_encodes_too(tiny_pipeline, corpus):
+    settings = EvalSettings(corpus=str(corpus), items=2, max_seconds=1.0, codec_search=3, skip=("opus", "generation"))
+    report = run_eval(settings, pipeline=tiny_pipeline, progress=False)
+    section = report["sections"]["autoencoder"]
+    plain, searched = section["summary"], section["summary"]["search"]
+    assert searched["steps"] == 3 and searched["mrstft"] < plain["mrstft"]  # the search's own loss falls
+    assert all(item["search_log_mel_l1"] > 0 for item in section["items"])
+    assert "search log_mel_l1" in runner.format_table(report)
+
+
 def test_generation_only_with_builtin_prompts(tiny_pipeline):
     settings = EvalSettings(
         items=2, steps=1, max_seconds=2.0, skip=("reconstruction", "inpainting", "frechet", "diversity")
