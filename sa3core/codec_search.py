@@ -13,8 +13,9 @@ and lowered the MR-STFT distance on every clip (runs/diag/latopt.py, docs/archit
   that test), which is the distribution the DiT was trained on. Generated audio does not get
   better from this, and latents meant for training or for conditioning (`sa3 data encode`,
   inpainting and continuation context) must come from the plain encoder.
-- It costs ``steps`` decoder passes forward and backward: about 2.3 s per step for 10 s of
-  audio on 2 cores.
+- It costs ``steps`` decoder passes forward and backward per chunk: on 2 cores (AMD EPYC) 2.3 s
+  per step for 10 s of audio (69 s for 30 steps), 419 s for 30 s of audio at 30 steps
+  (`sa3 bench codec_search`, docs/benchmarks.md).
 
 Long audio is searched in chunks of :data:`CHUNK_FRAMES` latent frames, one after the other.
 A chunk's latents change the output of the frames up to ``receptive_frames`` away, so its loss

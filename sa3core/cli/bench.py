@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from ..errors import Sa3Error
 from ..registry import Registry
@@ -25,6 +26,7 @@ for _name, _module in (
     ("daemon", "daemon_overhead"),
     ("dit_speed", "dit_speed"),
     ("codec_speed", "codec_speed"),
+    ("codec_search", "codec_search"),
     ("train_throughput", "train_throughput"),
     ("plugin_block", "plugin_block"),
     ("default_model", "default_model"),
@@ -42,6 +44,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     module_name = f"bench.{BENCHES.get(args.name)}"
+    # bench/ sits next to sa3core in a source checkout; a console script's sys.path has neither
+    # that folder nor the working directory, so `sa3 bench` from the repository root found nothing.
+    checkout = str(Path(__file__).resolve().parents[2])
+    if (Path(checkout) / "bench" / "__init__.py").exists() and checkout not in sys.path:
+        sys.path.insert(0, checkout)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:

@@ -40,9 +40,10 @@ def register(subparsers) -> None:
         type=int,
         default=0,
         metavar="STEPS",
-        help="refine the latents by that many steps of analysis-by-synthesis (about 30; ~2.3 s per step per "
-        "10 s of audio on 2 cores): they decode closer to the input, but leave the encoder's distribution, "
-        "so keep them for `sa3 decode`, not for training or conditioning (default 0: the plain encoder)",
+        help="refine the latents by that many steps of analysis-by-synthesis (30 is a good start; on 2 cores "
+        "about 70 s for 10 s of audio, 7 min for 30 s): they decode closer to the input, but leave the "
+        "encoder's distribution, so keep them for `sa3 decode`, not for training or conditioning "
+        "(default 0: the plain encoder)",
     )
     encode.add_argument("--quiet", action="store_true", help="no progress bar")
     encode.add_argument("--overwrite", action="store_true", help="replace the output if it exists")

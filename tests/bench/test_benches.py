@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,6 +119,16 @@ def test_steps_quick(tmp_path):
     assert document["settings"]["model"] == "random tiny"
 
 
+def test_codec_search_quick_times_each_step_in_a_fresh_process(tmp_path):
+    from bench import codec_search
+
+    out = tmp_path / "codec_search.json"
+    codec_search.main(["--quick", "--threads", "1", "--out", str(out)])
+    (row,) = read(out)["results"]
+    assert row["seconds"] == 5.0 and row["frames"] == 54 and row["chunks"] == 1 and row["steps_run"] == 2
+    assert row["step_wall_s"] > 0 and row["peak_mib"] >= row["rss_before_search_mib"] > 50
+
+
 @pytest.mark.slow
 def test_memory_quick_in_fresh_processes(tmp_path):
     out = tmp_path / "memory.json"
@@ -139,6 +150,14 @@ def test_peak_rss_is_the_childs_own_and_follows_an_allocation():
     assert child_peak(256) - child_peak(0) > 200  # 256 MiB of float64 ones, touched
     upper_bound, stdout = common.run_child("bench.common", [])  # imports torch: over 50 MiB
     assert upper_bound > 50 and stdout == ""
+
+
+def test_the_sa3_console_script_finds_the_benches_from_any_folder(tmp_path):
+    """A console script's sys.path holds neither the checkout nor the working directory."""
+    sa3 = Path(sys.executable).with_name("sa3")
+    done = subprocess.run([str(sa3), "bench", "codec_search", "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "--seconds" in done.stdout
 
 
 def test_sa3_bench_dispatches_and_names_unknown_benches(tmp_path, capsys):
