@@ -38,7 +38,7 @@ def register(subparsers) -> None:
         default=0,
         metavar="STEPS",
         help="also score the autoencoder with latents searched that many steps (`sa3 encode --search`; "
-        "~30 s per 10 s clip at 30 steps on 2 cores; default 0: off)",
+        "~70 s per 10 s clip at 30 steps on 2 cores; default 0: off)",
     )
     parser.add_argument("--opus-kbps", default="12,24,48", help="Opus bitrates, comma-separated (default 12,24,48)")
     parser.add_argument(
