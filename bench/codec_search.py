@@ -36,7 +36,7 @@ def _signal(seconds: float) -> torch.Tensor:
 
 def child(seconds: float, steps: int) -> None:
     from sa3core.checkpoint import load_model
-    from sa3core.codec_search import search_latents
+    from sa3core.codec_search import CHUNK_FRAMES, search_latents
     from sa3core.pipeline import default_model_dir
 
     model = load_model(default_model_dir() / "same.safetensors", expect_kind="same")[0].eval()
@@ -55,7 +55,7 @@ def child(seconds: float, steps: int) -> None:
     for (w0, c0), (w1, c1) in zip(marks, marks[1:]):
         walls.append(w1 - w0)
         cpus.append(c1 - c0)
-    chunks = -(-latents.shape[-1] // 128)
+    chunks = -(-latents.shape[-1] // CHUNK_FRAMES)
     print(
         json.dumps(
             {

@@ -294,6 +294,8 @@ def autoencoder_section(ctx: EvalContext) -> dict:
     search = ctx.settings.codec_search
     if search and getattr(backend, "autoencoder", None) is None:
         raise Sa3Error("--codec-search needs the torch backend (it differentiates through the decoder)")
+    from ..codec_search import search_latents
+
     cases = ctx.cases if ctx.settings.corpus else [None] * len(ctx.clips)
     items, judged, searched = [], [], []
     for clip, case in ctx.bar(list(zip(ctx.clips, cases)), "autoencoder"):
@@ -303,8 +305,6 @@ def autoencoder_section(ctx: EvalContext) -> dict:
         items.append({"clip": clip.name, "seconds": clip.audio.shape[1] / timebase.SAMPLE_RATE})
         items[-1].update(_reconstruction_scores(clip.audio, decoded.astype(np.float32)))
         if search:
-            from ..codec_search import search_latents
-
             audio = torch.from_numpy(clip.audio)[None].to(latents.device)
             better = search_latents(backend.autoencoder, audio, search, latents=latents)
             with torch.inference_mode():
