@@ -153,7 +153,37 @@ def _folder_clips(settings: EvalSettings) -> list[Clip]:
     if not paths:
         raise Sa3Error(f"--folder {str(folder)!r} holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
     limit = timebase.seconds_to_samples(settings.max_seconds)
-    return [Clip(str(p.relative_to(folder)), load_audio(p)[:, :limit]) for p in paths[: settings.items]]
+    kinds = _folder_kinds(folder)
+    clips = []
+    for path in paths[: settings.items]:
+        name = str(path.relative_to(folder))
+        clips.append(Clip(name, load_audio(path)[:, :limit], tags={"kind": kinds[name]} if name in kinds else {}))
+    return clips
+
+
+def _folder_kinds(folder: Path) -> dict[str, str]:
+    """``path -> kind`` from a ``manifest.jsonl`` in the folder (`sa3 data build-real` writes one)."""
+    manifest = folder / "manifest.jsonl"
+    if not manifest.is_file():
+        return {}
+    kinds = {}
+    for line in manifest.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            return {}  # not a manifest of ours: no kinds, no error
+        if isinstance(row, dict) and isinstance(row.get("path"), str) and isinstance(row.get("kind"), str):
+            kinds[row["path"]] = row["kind"]
+    return kinds
+
+
+def _by_kind(clips: list[Clip], items: list[dict], summarise) -> dict:
+    """Per kind of clip (loop, one-shot, ...), where the clips name two kinds or more: ``summarise(rows)``."""
+    kind_of = {clip.name: clip.tags.get("kind") for clip in clips}
+    kinds = sorted({kind for kind in kind_of.values() if kind})
+    if len(kinds) < 2:
+        return {}
+    return {kind: summarise([item for item in items if kind_of.get(item["clip"]) == kind]) for kind in kinds}
 
 
 def cases_from_clips(clips: list[Clip], max_seconds: float) -> list[PromptCase]:
@@ -273,7 +303,10 @@ def _reconstruction_scores(reference: np.ndarray, estimate: np.ndarray) -> dict:
     }
 
 
-def _summarise(items: list[dict], keys=("log_mel_l1", "mrstft", "si_sdr_db")) -> dict:
+RECONSTRUCTION_KEYS = ("log_mel_l1", "mrstft", "si_sdr_db")
+
+
+def _summarise(items: list[dict], keys=RECONSTRUCTION_KEYS) -> dict:
     return {key: _mean(item[key] for item in items) for key in keys}
 
 
@@ -321,7 +354,14 @@ def autoencoder_section(ctx: EvalContext) -> dict:
     if judged:
         summary["recon_key"] = _rate(j.get("key_correct") for j in judged)
         summary["recon_tempo"] = _rate(j.get("tempo_correct") for j in judged)
-    return {"summary": summary, "items": items}
+    result = {"summary": summary, "items": items}
+    searched_keys = tuple(f"search_{key}" for key in RECONSTRUCTION_KEYS) if searched else ()
+    by_kind = _by_kind(
+        ctx.clips, items, lambda rows: {**_summarise(rows), **_summarise(rows, searched_keys), "clips": len(rows)}
+    )
+    if by_kind:
+        result["by_kind"] = by_kind
+    return result
 
 
 @SECTIONS.register("opus")
@@ -339,7 +379,17 @@ def opus_section(ctx: EvalContext) -> dict:
             rows[-1].update(_reconstruction_scores(clip.audio, result.audio))
         summary[f"{kbps:g}kbps"] = {**_summarise(rows), "max_abs_lag_samples": max(abs(r["lag_samples"]) for r in rows)}
         items.extend(rows)
-    return {"summary": summary, "items": items, "ffmpeg": codec_ref.ffmpeg_version()}
+    result = {"summary": summary, "items": items, "ffmpeg": codec_ref.ffmpeg_version()}
+    by_kind = _by_kind(
+        ctx.clips,
+        items,
+        lambda rows: {
+            f"{kbps:g}kbps": _summarise([r for r in rows if r["kbps"] == kbps]) for kbps in ctx.settings.opus_kbps
+        },
+    )
+    if by_kind:
+        result["by_kind"] = by_kind
+    return result
 
 
 def _judge(audio: np.ndarray, case: PromptCase) -> dict:
@@ -528,5 +578,11 @@ def format_table(report: dict) -> str:
                 rows.append((name, metric, _cell(value)))
         for metric, value in section.get("real", {}).get("summary", {}).items():
             rows.append((f"{name} (real)", metric, _cell(value)))
+        for kind, values in section.get("by_kind", {}).items():
+            for metric, value in values.items():
+                if isinstance(value, dict):
+                    rows.extend((f"{name} [{kind}]", f"{metric} {inner}", _cell(v)) for inner, v in value.items())
+                else:
+                    rows.append((f"{name} [{kind}]", metric, _cell(value)))
     widths = [max(len(r[i]) for r in rows) for i in range(2)] if rows else [0, 0]
     return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows)
