@@ -333,9 +333,40 @@ def pooled(reports: list[dict], section: str, name: str) -> dict | None:
     return {"rate": count / judged, "count": count, "judged": judged}
 
 
-def metrics_markdown(report: dict, more: list[dict] | None = None) -> str:
+def real_markdown(real: dict) -> list[str]:
+    """Lines for the autoencoder on the independent real recordings (``sa3 data build-real``):
+    SAME against Opus 24 kbps, in all and per kind of clip."""
+    s, sections = real["settings"], real["sections"]
+    ae, opus = sections["autoencoder"], sections.get("opus", {})
+    kinds = ae.get("by_kind", {})
+    lines = [
+        "### Autoencoder on real recordings it never saw",
+        "",
+        f"Measured by `sa3 eval --folder data/real --items {s['items']} --skip generation -o eval-real.json` "
+        f"on the set `sa3 data build-real -o data/real` makes: recorded and produced audio from Debian packages "
+        f"the corpus never uses (the LMMS sample library, Extreme Tux Racer's and Frozen Bubble's music and "
+        f"effects; docs/eval.md), {len(real['clips'])} clips cut to {s['max_seconds']:g} s. Every number is in "
+        f"`eval-real.json` next to the weights.",
+        "",
+        "| clips | count | SAME log-mel L1 | Opus 24 kbps log-mel L1 | SAME MR-STFT | Opus 24 kbps MR-STFT |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = [("all", len(real["clips"]), ae["summary"], opus.get("summary", {}).get("24kbps", {}))]
+    rows += [
+        (kind, v["clips"], v, opus.get("by_kind", {}).get(kind, {}).get("24kbps", {})) for kind, v in kinds.items()
+    ]
+    for name, count, ours, theirs in rows:
+        lines.append(
+            f"| {name} | {count} | {_num(ours.get('log_mel_l1'))} | {_num(theirs.get('log_mel_l1'))} "
+            f"| {_num(ours.get('mrstft'))} | {_num(theirs.get('mrstft'))} |"
+        )
+    return [*lines, ""]
+
+
+def metrics_markdown(report: dict, more: list[dict] | None = None, real: dict | None = None) -> str:
     """The card's Metrics section from a ``sa3 eval`` report (every number comes from the report);
-    ``more``: adherence-only reports at other seeds, pooled with it for the Targets table."""
+    ``more``: adherence-only reports at other seeds, pooled with it for the Targets table; ``real``:
+    a report on the independent real recordings (reconstruction only)."""
     more = more or []
     sections = report["sections"]
     s = report["settings"]
@@ -372,8 +403,10 @@ def metrics_markdown(report: dict, more: list[dict] | None = None) -> str:
                 f"on the clips themselves see the adherence table's last column.",
                 "",
             ]
+    if real is not None:
+        lines += real_markdown(real)
     if "adherence" in sections:
-        gen, real = sections["adherence"]["summary"], sections["adherence"].get("real", {}).get("summary", {})
+        gen, ceiling = sections["adherence"]["summary"], sections["adherence"].get("real", {}).get("summary", {})
         lines += [
             "### Prompt adherence (one generation per test caption; the same estimators on the real clips give "
             "their ceiling)",
@@ -390,7 +423,7 @@ def metrics_markdown(report: dict, more: list[dict] | None = None) -> str:
             ("one-shot clean ending", "one_shot_clean_ending"),
             ("exact length", "exact_length"),
         ):
-            lines.append(f"| {label} | {_rate(gen.get(key))} | {_rate(real.get(key))} |")
+            lines.append(f"| {label} | {_rate(gen.get(key))} | {_rate(ceiling.get(key))} |")
         lines.append("")
     if "inpainting" in sections:
         inp = sections["inpainting"]["summary"]
@@ -438,6 +471,16 @@ def metrics_markdown(report: dict, more: list[dict] | None = None) -> str:
         )
         met = "yes" if ours <= opus else "no"
         lines.append(f"| autoencoder log-mel L1 vs Opus 24 kbps | <= {_num(opus)} | {_num(ours)} | {met} |")
+    if real is not None and "24kbps" in real["sections"].get("opus", {}).get("summary", {}):
+        ours, opus = (
+            real["sections"]["autoencoder"]["summary"]["log_mel_l1"],
+            real["sections"]["opus"]["summary"]["24kbps"]["log_mel_l1"],
+        )
+        met = "yes" if ours <= opus else "no"
+        lines.append(
+            f"| the same on real recordings it never saw (`sa3 data build-real`) | <= {_num(opus)} | {_num(ours)} "
+            f"| {met} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -460,22 +503,43 @@ def speed_markdown(bench: dict) -> str:
 
 
 def install_metrics(
-    report_path: Path, dest: Path, bench_path: Path | None = None, more_paths: list[Path] | None = None
+    report_path: Path,
+    dest: Path,
+    bench_path: Path | None = None,
+    more_paths: list[Path] | None = None,
+    real_path: Path | None = None,
 ) -> None:
-    """Copy the eval report next to the weights and (re)write the card's Metrics section from it
-    (and the speed lines from a ``sa3 bench default_model`` JSON when given; ``more_paths``:
-    adherence reports at other seeds, pooled into the Targets table and kept as ``eval-seeds.json``)."""
+    """Copy the eval report next to the weights and (re)write the card's Metrics section from it.
+
+    ``bench_path``: a ``sa3 bench default_model`` JSON for the speed lines (without it the card's
+    speed lines stay as they are); ``more_paths``: adherence reports at other seeds, pooled into the
+    Targets table and kept as ``eval-seeds.json`` (without them, the ``eval-seeds.json`` already
+    there is used); ``real_path``: a report on the real recordings, kept as ``eval-real.json``
+    (likewise)."""
     report = json.loads(report_path.read_text())
-    more = [json.loads(path.read_text()) for path in more_paths or []]
+    seeds_path, kept_real_path = dest / "eval-seeds.json", dest / "eval-real.json"
+    if more_paths:
+        more = [json.loads(path.read_text()) for path in more_paths]
+    else:
+        more = json.loads(seeds_path.read_text()) if seeds_path.is_file() else []
+    real_source = real_path or (kept_real_path if kept_real_path.is_file() else None)
+    real = json.loads(real_source.read_text()) if real_source else None
     card_path = dest / "MODEL_CARD.md"
     card = card_path.read_text()
-    head = card.split("## Metrics")[0].rstrip() + "\n\n"
-    atomic_write(dest / "eval.json", lambda tmp: shutil.copyfile(report_path, tmp))
-    speed = speed_markdown(json.loads(bench_path.read_text())) if bench_path else ""
-    if more:
+    head, _, old_metrics = card.partition("## Metrics")
+    head = head.rstrip() + "\n\n"
+    if bench_path:
+        speed = speed_markdown(json.loads(bench_path.read_text()))
+    else:  # keep the speed lines measured before
+        speed = "\n### Speed" + old_metrics.split("\n### Speed", 1)[1] if "\n### Speed" in old_metrics else ""
+    if report_path.resolve() != (dest / "eval.json").resolve():
+        atomic_write(dest / "eval.json", lambda tmp: shutil.copyfile(report_path, tmp))
+    if more_paths:
         kept = [{"settings": r["settings"], "sections": {"adherence": r["sections"]["adherence"]}} for r in more]
-        atomic_write(dest / "eval-seeds.json", lambda tmp: Path(tmp).write_text(json.dumps(kept, indent=1)))
-    card_path.write_text(head + metrics_markdown(report, more) + speed)
+        atomic_write(seeds_path, lambda tmp: Path(tmp).write_text(json.dumps(kept, indent=1)))
+    if real_path:
+        atomic_write(kept_real_path, lambda tmp: shutil.copyfile(real_path, tmp))
+    card_path.write_text(head + metrics_markdown(report, more, real) + speed)
     print(f"wrote the metrics of {report_path} into {card_path}")
 
 
@@ -490,6 +554,11 @@ def _parser(metrics: bool) -> argparse.ArgumentParser:
             nargs="+",
             metavar="EVAL_JSON",
             help="adherence reports at other seeds (`sa3 eval --seed S --skip ...`), pooled into Targets",
+        )
+        parser.add_argument(
+            "--real",
+            metavar="EVAL_JSON",
+            help="a reconstruction report on `sa3 data build-real` (`sa3 eval --folder data/real --skip generation`)",
         )
         return parser
     parser.add_argument("source", help="a trained model folder (model.json, dit.safetensors, same.safetensors)")
@@ -518,6 +587,7 @@ def main(argv: list[str]) -> int:
             Path(args.dest),
             Path(args.bench) if args.bench else None,
             [Path(p) for p in args.more or []],
+            Path(args.real) if args.real else None,
         )
         return 0
     args = _parser(metrics=False).parse_args(argv)

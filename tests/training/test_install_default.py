@@ -25,3 +25,54 @@ def test_targets_pool_the_seeds():
         in together
     )
     assert "| key accuracy | >= 70 % | 44 % (8/18) at seed 0; 46 % (25/54) over seeds 0, 100, 200 | no |" in together
+
+
+def _real_report() -> dict:
+    def scores(mel, stft):
+        return {"log_mel_l1": mel, "mrstft": stft, "si_sdr_db": -30.0}
+
+    return {
+        "settings": {"items": 3, "max_seconds": 10.0},
+        "clips": [{}] * 3,
+        "sections": {
+            "autoencoder": {
+                "summary": scores(0.5, 2.9),
+                "by_kind": {"loop": {**scores(0.7, 3.5), "clips": 1}, "music": {**scores(0.4, 2.6), "clips": 2}},
+            },
+            "opus": {
+                "summary": {"24kbps": scores(0.28, 1.4)},
+                "by_kind": {"loop": {"24kbps": scores(0.4, 1.6)}, "music": {"24kbps": scores(0.22, 1.3)}},
+            },
+        },
+    }
+
+
+def test_real_recordings_get_their_table_and_target_row():
+    card = metrics_markdown(_report(0, (13, 18), (15, 24)), real=_real_report())
+    assert "| all | 3 | 0.5 | 0.28 | 2.9 | 1.4 |" in card
+    assert "| loop | 1 | 0.7 | 0.4 | 3.5 | 1.6 |" in card and "| music | 2 | 0.4 | 0.22 | 2.6 | 1.3 |" in card
+    assert "| the same on real recordings it never saw (`sa3 data build-real`) | <= 0.28 | 0.5 | no |" in card
+    assert "real recordings" not in metrics_markdown(_report(0, (13, 18), (15, 24)))
+
+
+def test_install_metrics_keeps_seeds_speed_and_real_set_it_is_not_given_again(tmp_path):
+    import json
+
+    from training.install_default import install_metrics
+
+    dest = tmp_path / "model"
+    dest.mkdir()
+    seeds = [_report(100, (9, 18), (13, 24))]
+    (dest / "eval-seeds.json").write_text(json.dumps(seeds))
+    speed = "\n### Speed (measured)\n\n| 4 bars | 3.42 s |\n"
+    (dest / "MODEL_CARD.md").write_text("# card\n\nrecipe\n\n## Metrics\nold numbers\n" + speed)
+    report, real = tmp_path / "eval.json", tmp_path / "real.json"
+    report.write_text(json.dumps(_report(0, (13, 18), (15, 24))))
+    real.write_text(json.dumps(_real_report()))
+    install_metrics(report, dest, real_path=real)
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert card.startswith("# card\n\nrecipe\n\n## Metrics\n") and "old numbers" not in card
+    assert card.endswith(speed) and "over seeds 0, 100" in card and "| all | 3 | 0.5 | 0.28 |" in card
+    assert json.loads((dest / "eval-real.json").read_text()) == _real_report()
+    install_metrics(dest / "eval.json", dest)  # from what is kept next to the weights alone
+    assert (dest / "MODEL_CARD.md").read_text() == card
