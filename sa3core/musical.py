@@ -146,6 +146,16 @@ def parse_meter(text: str) -> float | None:
     return None
 
 
+_ONE_SHOT = re.compile(r"\b(?:one[- ]?shots?|hits?|stabs?|single|samples?)\b", re.IGNORECASE)
+_REPEATING = re.compile(r"\b(?:loops?|bpm|bars?|grooves?|beats?)\b", re.IGNORECASE)
+
+
+def reads_as_one_shot(prompt: str) -> bool:
+    """Does the prompt ask for one sound that ends ("kick hit", "G minor chord stab", "snare
+    one-shot", "single note") rather than a loop, groove or piece (which name bars, bpm, loops)?"""
+    return bool(_ONE_SHOT.search(prompt)) and not _REPEATING.search(prompt)
+
+
 def parse_prompt(prompt: str) -> MusicAttributes:
     """The tempo, key (or note) and meter a prompt names; fields it does not name stay None."""
     tonic, mode = parse_key(prompt)

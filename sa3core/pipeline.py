@@ -27,7 +27,7 @@ from . import checkpoint, scale_lock, timebase, warp
 from .backends import BACKENDS
 from .config import from_dict, to_dict
 from .errors import Sa3Error
-from .musical import MusicAttributes, music_rows, parse_prompt
+from .musical import MusicAttributes, music_rows, parse_prompt, reads_as_one_shot
 
 MODEL_FORMAT = 1
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
@@ -67,6 +67,9 @@ class ModelSettings:
     # dB per sampler step by which semitones outside a key the prompt names are turned down
     # (sa3core.scale_lock; needs an autoencoder with semitone channels; 0 = off)
     scale_lock_db: float = 0.0
+    # prompts that read as one-shots (musical.reads_as_one_shot): the last this many seconds are
+    # held at the latents of silence, so the sound ends inside the take (0 = off)
+    one_shot_tail_seconds: float = 0.0
     max_seconds: float = timebase.MAX_SECONDS
 
 
@@ -80,7 +83,33 @@ def read_settings(folder: Path) -> ModelSettings:
     if settings.format != MODEL_FORMAT:
         raise Sa3Error(f"model {str(folder)!r} has format {settings.format}; this sa3 reads format {MODEL_FORMAT}")
     scale_lock.check_cut(settings.scale_lock_db, f"{str(folder / 'model.json')!r} scale_lock_db")
+    check_tail(settings.one_shot_tail_seconds, f"{str(folder / 'model.json')!r} one_shot_tail_seconds")
     return settings
+
+
+def check_tail(seconds: float, what: str = "tail", samples: int | None = None) -> float:
+    """A silent tail length: a finite number of seconds, 0 or more, and shorter than the take
+    of ``samples`` (when given)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        raise Sa3Error(f"{what} must be a number of seconds, 0 or more (got {seconds!r})")
+    if samples is not None and seconds >= timebase.samples_to_seconds(samples):
+        raise Sa3Error(
+            f"{what} {seconds:g} s leaves nothing to generate in a {timebase.samples_to_seconds(samples):.3g} s "
+            "take; ask for a shorter tail or a longer take"
+        )
+    return float(seconds)
+
+
+def tail_frames(tail_seconds: float, samples: int) -> int:
+    """Latent frames held at silence so that the last ``tail_seconds`` of a ``samples``-long take
+    are silent: the frames that start at or after ``samples - tail`` (0 when none would be left
+    to generate before them)."""
+    if tail_seconds <= 0:
+        return 0
+    frames = timebase.samples_to_frames(samples)
+    start = max(0, samples - timebase.seconds_to_samples(tail_seconds))
+    first = -(-start // timebase.SAMPLES_PER_FRAME)  # first frame wholly after `start`
+    return frames - first if first >= 1 else 0
 
 
 @dataclass(frozen=True)
@@ -190,6 +219,7 @@ class Pipeline:
         meter: str | None = None,
         tempo_grid: bool | None = None,
         scale_lock_db: float | None = None,
+        tail_seconds: float | None = None,
     ) -> np.ndarray:
         """Text to audio: float32 [variations, 2, samples] at 44.1 kHz.
 
@@ -199,8 +229,15 @@ class Pipeline:
         grid and warped to it (:mod:`sa3core.warp`). Takes louder than :data:`PEAK_CEILING` are
         turned down to it. ``scale_lock_db`` (None = the model's ``scale_lock_db``) keeps the
         notes in a key the prompt names (:mod:`sa3core.scale_lock`); 0 turns that off.
+        ``tail_seconds``: the take ends in that much digital silence, the frames there held at the
+        latents of silence while the rest is sampled, so the sound decays into them (None = the
+        model's ``one_shot_tail_seconds`` for prompts that read as one-shots, else none; 0 = none).
         """
         samples = self._check_length(samples)
+        if tail_seconds is None:
+            tail = self.settings.one_shot_tail_seconds if reads_as_one_shot(prompt) else 0.0
+        else:
+            tail = check_tail(tail_seconds, "tail_seconds", samples)
         music = request_music(prompt, bpm, meter)
         grid = self.settings.tempo_grid if tempo_grid is None else tempo_grid
         tempo = warp.plan(music.bpm, samples, self.max_samples) if grid else None
@@ -210,10 +247,18 @@ class Pipeline:
         frames = timebase.samples_to_frames(made)
         keep = torch.zeros(variations, 1, frames)
         source = torch.zeros(variations, timebase.LATENT_CHANNELS, frames)
+        held = tail_frames(tail * made / samples, made)  # on the grid, the tail is warped with the take
+        if held:
+            silence = torch.zeros(1, timebase.CHANNELS, frames * timebase.SAMPLES_PER_FRAME)
+            source[..., -held:] = self.backend.encode_audio(silence).cpu()[..., -held:]
+            keep[..., -held:] = 1.0
         latents = self._sample(
             prompt, frames, source, keep, steps, cfg, seed, variations, progress, music, scale_lock_db
         )
         audio = self.backend.decode_latents(latents)[:, :, :made].cpu().numpy().astype(np.float32)
+        if held:  # digital silence from the first held frame on, faded into as inpainting splices
+            sounding = [Region(0, (frames - held) * timebase.SAMPLES_PER_FRAME)]
+            audio = np.stack([splice(np.zeros_like(take), take, sounding) for take in audio])
         if tempo is not None:
             audio = warp.warp(audio, tempo)
         return limit_peaks(audio)

@@ -158,3 +158,24 @@ def test_the_request_wins_over_the_prompt():
     assert request_music("dusty loop at 92 bpm", None, None).bpm == 92.0
     with pytest.raises(Sa3Error, match="bpm"):
         request_music("loop", bpm=5000.0, meter=None)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "one_shot"),
+    [
+        ("kick hit, dry", True),
+        ("Single Rhodes chord stab, G minor", True),
+        ("Open hat one-shot", True),
+        ("One shot of analog brass playing D4", True),
+        ("Trumpet note sample, C4", True),
+        ("punchy house drum loop, 124 bpm", False),
+        ("boom bap groove with rim hits", False),
+        ("4 bars of piano chords", False),
+        ("warm evolving pad", False),
+        ("hitchhiker's drone", False),
+    ],
+)
+def test_reads_as_one_shot(prompt, one_shot):
+    from sa3core.musical import reads_as_one_shot
+
+    assert reads_as_one_shot(prompt) is one_shot

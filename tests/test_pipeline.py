@@ -178,3 +178,77 @@ def test_generated_takes_never_exceed_the_ceiling_and_quiet_ones_are_untouched()
     np.testing.assert_array_equal(out[0], quiet)  # below -1 dBFS: bit-exact
     assert np.abs(out[1]).max() == pytest.approx(PEAK_CEILING, rel=1e-6)
     np.testing.assert_allclose(out[1] / np.abs(out[1]).max(), loud / np.abs(loud).max(), rtol=1e-5)  # gain only
+
+
+def test_tail_frames_cover_the_asked_silence():
+    from sa3core.pipeline import tail_frames
+
+    frame = timebase.SAMPLES_PER_FRAME
+    assert tail_frames(0.0, 10 * frame) == 0
+    # 0.2 s = 8820 samples: the frames starting at or after sample 40960 - 8820 = 32140 -> frames 8, 9
+    assert tail_frames(0.2, 10 * frame) == 2
+    assert tail_frames(0.2, 10 * frame - 100) == 2  # the last frame runs past the take's end
+    assert tail_frames(0.1, 10 * frame) == 1
+    assert tail_frames(0.05, frame) == 0  # a one-frame take has nothing before its tail
+
+
+def test_a_tail_ends_the_take_in_digital_silence_faded_into(tiny_pipeline):
+    samples = timebase.seconds_to_samples(1.5)
+    plain = tiny_pipeline.generate("glass ping", samples, steps=2, seed=3)[0]
+    ended = tiny_pipeline.generate("glass ping", samples, steps=2, seed=3, tail_seconds=0.2)[0]
+    from sa3core.pipeline import tail_frames
+
+    held = tail_frames(0.2, samples)
+    boundary = (timebase.samples_to_frames(samples) - held) * timebase.SAMPLES_PER_FRAME
+    assert held == 3  # the last of 17 frames runs 3482 samples past the take's end
+    assert timebase.seconds_to_samples(0.2) - timebase.SAMPLES_PER_FRAME < samples - boundary
+    assert samples - boundary <= timebase.seconds_to_samples(0.2)
+    assert ended.shape == plain.shape and not np.any(ended[:, boundary:])
+    assert np.abs(plain[:, boundary:]).max() > 1e-3  # the same take without it sounds there
+    fade = timebase.seconds_to_samples(0.010)
+    assert np.abs(ended[:, boundary - 2 * fade : boundary - fade]).max() > 1e-3  # sound until the fade
+    assert (
+        np.abs(ended[:, boundary - 3 : boundary]).max() < np.abs(ended[:, boundary - fade - 3 : boundary - fade]).max()
+    )
+    # the held frames change what is sampled before them (they are seen, not pasted on)
+    assert np.abs(ended[:, : boundary - fade] - plain[:, : boundary - fade]).max() > 1e-4
+
+
+def test_one_shot_prompts_get_the_models_tail_and_others_do_not(tiny_pipeline):
+    import dataclasses
+
+    from sa3core.pipeline import Pipeline
+
+    tailed = Pipeline(tiny_pipeline.backend, dataclasses.replace(tiny_pipeline.settings, one_shot_tail_seconds=0.2))
+    samples = timebase.seconds_to_samples(1.0)
+    for prompt in ("kick hit", "G minor chord stab", "snare one-shot, dry"):
+        auto = tailed.generate(prompt, samples, steps=2, seed=0)
+        np.testing.assert_array_equal(auto, tiny_pipeline.generate(prompt, samples, steps=2, seed=0, tail_seconds=0.2))
+        assert not np.any(auto[0, :, -4000:])
+        assert np.any(tailed.generate(prompt, samples, steps=2, seed=0, tail_seconds=0)[0, :, -4000:])
+    for prompt in ("house loop with hits, 124 bpm", "warm pad"):
+        np.testing.assert_array_equal(
+            tailed.generate(prompt, samples, steps=2, seed=0), tiny_pipeline.generate(prompt, samples, steps=2, seed=0)
+        )
+
+
+@pytest.mark.parametrize(
+    ("tail", "needle"),
+    [(-0.1, "0 or more"), (float("nan"), "0 or more"), (1.0, "leaves nothing to generate"), (True, "number")],
+)
+def test_bad_tails(tiny_pipeline, tail, needle):
+    with pytest.raises(Sa3Error, match=needle):
+        tiny_pipeline.generate("kick hit", 44_100, steps=1, tail_seconds=tail)
+
+
+def test_a_bad_tail_in_model_json_is_refused_at_load(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from sa3core.pipeline import Pipeline
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "tailed")
+    settings = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**settings, "one_shot_tail_seconds": -1}))
+    with pytest.raises(Sa3Error, match="one_shot_tail_seconds"):
+        Pipeline.load(folder)

@@ -2,7 +2,7 @@
 
     python -m training.install_default runs/default/flow-more/model sa3core/assets/default \
         --teacher-cfg 3 --cfg-rescale 0.7 --tempo-grid --phase-iterations 8 --scale-lock-db 12 \
-        --same runs/default/notes-long/same.safetensors
+        --one-shot-tail 0.2 --same runs/default/notes-long/same.safetensors
     python -m training.install_default --metrics runs/default/eval.json sa3core/assets/default \
         --bench runs/bench/default_model.json
 
@@ -86,7 +86,9 @@ Sampling: {settings["sampler"]}, {settings["steps"]} steps, guidance {settings["
 the 4096-sample latent frame grid and warped to it, `sa3core.warp`); the decoder's phases refined by
 {settings.get("phase_iterations", 0)} Griffin-Lim iterations below 1 kHz (`SAME.refine_phase`); scale lock
 {settings.get("scale_lock_db", 0.0):g} dB (where the prompt names a key, each step turns the notes outside its scale down
-by that much and the tonic up by 0.29 of it, `sa3core.scale_lock`). Weights: float32 safetensors.
+by that much and the tonic up by 0.29 of it, `sa3core.scale_lock`); one-shot tail {settings.get("one_shot_tail_seconds", 0.0):g} s
+(a prompt that reads as a one-shot, "kick hit", "chord stab", gets its last latent frames held at the
+latents of silence, so the sound decays before the take ends). Weights: float32 safetensors.
 
 ## Recipe (reproduce with `scripts/train-default`)
 1. `sa3 data build -o data/corpus --hours 2 --max-seconds 30 --jobs 2 --seed 0`
@@ -120,7 +122,8 @@ by that much and the tonic up by 0.29 of it, `sa3core.scale_lock`). Weights: flo
 7. `sa3 train distill --config configs/default/distill.yaml` (400 steps; 15-step DPM++ teacher with guidance 5)
 8. `sa3 train adversarial --config configs/default/adversarial.yaml` (relativistic + contrastive critic, alignment term)
 9. `python -m training.install_default runs/default/flow-more/model sa3core/assets/default --teacher-cfg 3
-   --cfg-rescale 0.7 --tempo-grid --phase-iterations 8 --scale-lock-db 12 --same runs/default/notes-long/same.safetensors`,
+   --cfg-rescale 0.7 --tempo-grid --phase-iterations 8 --scale-lock-db 12 --one-shot-tail 0.2
+   --same runs/default/notes-long/same.safetensors`,
    then `sa3 eval` and
    `python -m training.install_default --metrics` for the numbers below.
 
@@ -575,6 +578,12 @@ def _parser(metrics: bool) -> argparse.ArgumentParser:
         default=0.0,
         help="dB per sampler step by which notes outside a prompt's key are turned down (default 0: off)",
     )
+    parser.add_argument(
+        "--one-shot-tail",
+        type=float,
+        default=0.0,
+        help="seconds of silence held at the end of one-shot prompts' takes (default 0: off)",
+    )
     parser.add_argument("--same", help="take the autoencoder from this same.safetensors (a tuned decoder)")
     return parser
 
@@ -613,7 +622,11 @@ def main(argv: list[str]) -> int:
     if not args.scale_lock_db >= 0:
         print(f"--scale-lock-db must be 0 or more (got {args.scale_lock_db})", file=sys.stderr)
         return 2
+    if not 0.0 <= args.one_shot_tail < 1.0:
+        print(f"--one-shot-tail must lie in 0..1 s (got {args.one_shot_tail})", file=sys.stderr)
+        return 2
     settings.update(
+        one_shot_tail_seconds=args.one_shot_tail,
         cfg_rescale=args.cfg_rescale,
         tempo_grid=args.tempo_grid,
         phase_iterations=args.phase_iterations,

@@ -77,6 +77,14 @@ def register(subparsers) -> None:
         help="make a known tempo on the model's latent frame grid, then warp the take to it "
         "(default: the model's tempo_grid setting, on for the shipped model)",
     )
+    gen.add_argument(
+        "--tail",
+        type=float,
+        metavar="SECONDS",
+        help="end the take in this much digital silence, the sound decaying into it (default: the model's "
+        "one-shot tail for prompts that read as one-shots, e.g. 'kick hit', 'G minor chord stab', 'snare "
+        "one-shot': 0.2 s for the shipped model; 0 = none)",
+    )
     _common(gen)
     gen.set_defaults(func=run_generate)
 
@@ -241,11 +249,17 @@ def run_generate(args) -> int:
         raise Sa3Error(
             "--warp/--no-warp apply to in-process generation; drop them or --daemon (it uses its model's setting)"
         )
+    if args.tail is not None:
+        if args.daemon:
+            raise Sa3Error("--tail applies to in-process generation; drop it or --daemon (it uses its model's setting)")
+        from ..pipeline import check_tail
+
+        check_tail(args.tail, "--tail", samples)
 
     def in_process(pipeline, bar):
         return pipeline.generate(
             args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar,
-            tempo_grid=args.warp, scale_lock_db=args.scale_lock, **_music(args),
+            tempo_grid=args.warp, scale_lock_db=args.scale_lock, tail_seconds=args.tail, **_music(args),
         )  # fmt: skip
 
     return _render(args, started, outputs, "sampling", "generate", in_process, samples=samples)

@@ -120,6 +120,9 @@ def test_inpaint_and_continue_commands(tiny_model_dir, tmp_path):
         (["generate", "x", "--seconds", "1", "--scale-lock", "-3"], "--scale-lock"),
         (["generate", "x", "--seconds", "1", "--scale-lock", "nan"], "--scale-lock"),
         (["generate", "pad in D minor", "--seconds", "1", "--scale-lock", "12"], "semitone channels"),
+        (["generate", "x", "--seconds", "1", "--tail", "-1"], "--tail"),
+        (["generate", "x", "--seconds", "1", "--tail", "1.5"], "leaves nothing to generate"),
+        (["generate", "x", "--seconds", "1", "--tail", "0.2", "--daemon", "tcp://127.0.0.1:9"], "--tail"),
         (["inpaint", "SRC", "x", "--region", "3:9"], "outside"),
         (["inpaint", "SRC", "x", "--region", "1:2", "--region", "1.5:3"], "overlap"),
         (["inpaint", "SRC", "x", "--region", "2:2"], "empty"),
@@ -174,3 +177,18 @@ def test_phase_iterations_flag_overrides_the_model(tiny_model_dir, tmp_path):
         takes[" ".join(flag)] = sf.read(str(out))[0]
     np.testing.assert_array_equal(takes[""], takes["--phase-iterations 0"])  # the tiny model's setting is 0
     assert not np.allclose(takes[""], takes["--phase-iterations 4"], atol=1e-4)
+
+
+def test_tail_flag_ends_the_take_in_silence(tiny_model_dir, tmp_path):
+    """--tail S: the file's last S seconds (rounded down to whole latent frames) are digital silence."""
+    takes = {}
+    for flag in ([], ["--tail", "0.3"]):
+        out = tmp_path / f"take{len(takes)}.wav"
+        args = ["generate", "glass ping", "--seconds", "1", "--steps", "2", "--model", tiny_model_dir, "-o", out]
+        result = run_sa3(*args, "--quiet", "--bit-depth", "float", *flag)
+        assert result.returncode == 0, result.stderr
+        takes[len(takes)] = sf.read(str(out), always_2d=True)[0]
+    plain, ended = takes[0], takes[1]
+    silent = np.flatnonzero(np.any(ended != 0, axis=1))[-1] + 1  # first sample of the silent tail
+    assert plain.shape == ended.shape == (44_100, 2) and np.any(plain[silent:])
+    assert 0.3 * 44_100 - 4096 < 44_100 - silent <= 0.3 * 44_100
