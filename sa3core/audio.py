@@ -15,6 +15,7 @@ import soundfile as sf
 import soxr
 
 from .errors import Sa3Error
+from .files import publish
 from .timebase import CHANNELS, MAX_SECONDS, SAMPLE_RATE
 
 # Subtypes a user may ask for, by the names they know.
@@ -120,7 +121,7 @@ def save_audio(
             for key, value in (tags or {}).items():
                 setattr(out, key, str(value))
             out.write(audio.T)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from . import config as cfg
 from .errors import Sa3Error
+from .files import publish
 from .registry import Registry
 
 FORMAT_VERSION = 1
@@ -91,7 +92,7 @@ def atomic_write(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -109,3 +111,20 @@ def test_bad_output_extension_and_folder(tmp_path):
     with pytest.raises(Sa3Error, match="FLAC cannot hold float"):
         sa.save_audio(tmp_path / "x.flac", np.zeros((2, 10), np.float32), bit_depth="float")
     assert not (tmp_path / "x.flac").exists()
+
+
+def test_written_files_get_default_permissions_not_mkstemps_private_ones(tmp_path):
+    """Atomic writes go through a mkstemp file (0600); the output gets what open() would give."""
+    import os
+
+    from sa3core.audio import save_audio
+    from sa3core.checkpoint import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        audio_path = save_audio(tmp_path / "take.wav", np.zeros((2, 100), np.float32))
+        other = tmp_path / "other.json"
+        atomic_write(other, lambda tmp: Path(tmp).write_text("{}"))
+        assert (audio_path.stat().st_mode & 0o777) == (other.stat().st_mode & 0o777) == 0o644
+    finally:
+        os.umask(umask)

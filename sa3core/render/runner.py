@@ -26,6 +26,7 @@ import numpy as np
 from .. import timebase
 from ..audio import FORMATS, load_audio, save_audio
 from ..errors import Sa3Error
+from ..files import publish
 from .chain import build_chain
 from .loops import apply_with_tail, make_seamless
 from .loudness import integrated_loudness, normalise, true_peak_db
@@ -149,21 +150,13 @@ class Manifest:
         _write_json(self.path, {"format": RENDER_FORMAT, "outputs": self.entries})
 
 
-def _publish(tmp: str, path: Path) -> None:
-    """Rename a finished temporary file into place, with the permissions a plain open() gives."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp files are private (0600); outputs are meant to be shared
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".sa3-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, default=str)
             f.write("\n")
-        _publish(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -223,7 +216,7 @@ def write_take(job: Job, audio: np.ndarray, path: Path, seed: int, identity: str
             if job.beats is not None:
                 chunks.append((b"acid", acid_chunk(spec.loop, job.beats, job.meter, spec.bpm, job.root_note)))
             append_chunks(tmp, chunks)
-        _publish(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from sa3core.audio import save_audio
 from sa3core.errors import Sa3Error
+from sa3core.files import publish
 from sa3core.timebase import MAX_SECONDS, SAMPLE_RATE, samples_to_seconds, seconds_to_samples
 
 from . import captions, compose, sfx, sources
@@ -191,7 +192,7 @@ def _write_json_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
