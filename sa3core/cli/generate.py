@@ -83,7 +83,7 @@ def register(subparsers) -> None:
         metavar="SECONDS",
         help="end the take in this much digital silence, the sound decaying into it (default: the model's "
         "one-shot tail for prompts that read as one-shots, e.g. 'kick hit', 'G minor chord stab', 'snare "
-        "one-shot': 0.2 s for the shipped model; 0 = none)",
+        "one-shot': 0.1 s for the shipped model; 0 = none)",
     )
     _common(gen)
     gen.set_defaults(func=run_generate)
