@@ -276,8 +276,10 @@ issue's targets are not all met (see Targets). Where it stands, measured on held
   0-4): 0.1 s gave 33/50 clean endings against 9/50 and kept its keys (6/15), 0.2 s gave 50/50
   and the model's own decay into the silence (the 50 ms before it a median -53 dB under the peak,
   -19 without), but on the test split cost 5 keys in 180 (chord one-shots read as their relative
-  or dominant key), which took keys under 70 %; at 0.1 s a ringing sound is often ended by the
-  splice's 10 ms fade rather than the model (`--tail 0.2` for a longer decay). The held takes'
+  or dominant key), which took keys under 70 %. At 0.1 s the model's own decay depends on the
+  prompt: on the `valid` captions the 50 ms before the silence sit a median -60 dB under the peak
+  (-16 without the tail), on hand-written prompts often only -30 to -40 dB, where the splice's
+  10 ms fade ends the sound (`--tail 0.2` for a longer decay; scripts/diag/oneshot_tail.py). The held takes'
   Fréchet distance is 35.4 against 34.0 before (one seed, 37 takes; with 0.2 s: 42.2, though
   those one-shots moved closer to their own real clips in the embedding in 6 of 9);
 - inpainted borders are rougher than
