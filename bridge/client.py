@@ -76,6 +76,7 @@ def job_message(
     bpm: float | None = None,
     meter: str | None = None,
     scale_lock_db: float | None = None,
+    tail_seconds: float | None = None,
     sample_rate: int | None = None,
     steps: int | None = None,
     cfg: float | None = None,
@@ -96,6 +97,7 @@ def job_message(
         bpm=bpm,
         meter=meter,
         scale_lock_db=scale_lock_db,
+        tail_seconds=tail_seconds,
         sample_rate=sample_rate,
         steps=steps,
         cfg=cfg,
@@ -494,6 +496,8 @@ def generate_via_daemon(
         fields.update(bpm=args.bpm, meter=args.meter)
     if getattr(args, "scale_lock", None) is not None:
         fields["scale_lock_db"] = args.scale_lock
+    if getattr(args, "tail", None) is not None:
+        fields["tail_seconds"] = args.tail
     try:
         with Client(endpoint, curve=curve_from_env(), silence=3.0, retries=0) as client:
             # no daemon there: say so in seconds, not after a long job's patience
@@ -502,6 +506,11 @@ def generate_via_daemon(
                 raise Sa3Error(
                     f"the daemon speaks protocol {daemon_version}, which has no scale lock (added in 1.1); "
                     "update it, or drop --scale-lock to use its model's setting"
+                )
+            if "tail_seconds" in fields and P.minor(daemon_version) < 2:
+                raise Sa3Error(
+                    f"the daemon speaks protocol {daemon_version}, which has no per-request tail (added in 1.2); "
+                    "update it, or drop --tail to use its model's setting"
                 )
             client.silence, client.retries = 10.0, 2
             return client.run(mode, prompt, progress, audio=audio, **fields).audio

@@ -18,7 +18,7 @@ import numpy as np
 
 from sa3core import timebase
 
-PROTOCOL_VERSION = "1.1"
+PROTOCOL_VERSION = "1.2"
 DEFAULT_PORT = 5557
 DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 
@@ -298,6 +298,7 @@ class JobRequest:
     bpm: float | None = None  # the song's tempo, when sent: the model keeps its beat (downbeat at sample 0)
     meter: str | None = None  # "4/4", "6/8", ... (with bpm)
     scale_lock_db: float | None = None  # None: the model's setting (added in 1.1)
+    tail_seconds: float | None = None  # generate only; None: the model's one-shot tail (added in 1.2)
 
 
 def _length(header: dict[str, Any], rate: int) -> tuple[int, int]:
@@ -403,6 +404,16 @@ def parse_job(header: dict[str, Any], frames: list[bytes], limits: Limits) -> Jo
     if mode != "inpaint":
         job.model_samples, job.reply_samples = _length(header, job.sample_rate)
         total_seconds += job.model_samples / timebase.SAMPLE_RATE
+    job.tail_seconds = get_field(header, "tail_seconds", float, None)
+    if job.tail_seconds is not None:
+        if mode != "generate":
+            raise ProtocolError("bad_field", f"field 'tail_seconds' applies to generate jobs, not {mode}")
+        if not 0.0 <= job.tail_seconds < job.model_samples / timebase.SAMPLE_RATE:
+            raise ProtocolError(
+                "bad_field",
+                f"field 'tail_seconds' is {job.tail_seconds!r}; use 0 (none) up to less than the take's "
+                f"{job.model_samples / timebase.SAMPLE_RATE:.3g} s",
+            )
     if mode == "inpaint":
         job.regions = _regions(header, info, limits)
     if job.audio is not None:

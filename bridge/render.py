@@ -56,7 +56,7 @@ def render(pipeline, request: P.JobRequest, progress) -> np.ndarray:
         scale_lock_db=r.scale_lock_db,
     )
     if r.mode == "generate":
-        audio = pipeline.generate(r.prompt, r.model_samples, **common)
+        audio = pipeline.generate(r.prompt, r.model_samples, tail_seconds=r.tail_seconds, **common)
         return to_rate(audio, r.sample_rate, r.reply_samples)
     source = to_model_audio(r.audio, r.audio_rate, what="request audio")  # (2, n) at 44.1 kHz
     host = np.repeat(r.audio, timebase.CHANNELS // r.audio.shape[0], axis=0)  # (2, n) at the input's rate

@@ -250,8 +250,6 @@ def run_generate(args) -> int:
             "--warp/--no-warp apply to in-process generation; drop them or --daemon (it uses its model's setting)"
         )
     if args.tail is not None:
-        if args.daemon:
-            raise Sa3Error("--tail applies to in-process generation; drop it or --daemon (it uses its model's setting)")
         from ..pipeline import check_tail
 
         check_tail(args.tail, "--tail", samples)

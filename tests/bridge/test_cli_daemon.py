@@ -73,3 +73,20 @@ def test_the_scale_lock_reaches_the_daemons_pipeline(start_daemon, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2 and not out.exists()
     assert "cannot lock notes" in result.stderr.strip().splitlines()[-1], result.stderr
+
+
+def test_a_requested_tail_reaches_the_daemons_pipeline(start_daemon, tiny_model_dir, tmp_path):
+    """`sa3 generate --tail S --daemon` (protocol 1.2 tail_seconds): the take made in the daemon
+    ends in that much digital silence, as the same take made in-process does."""
+    daemon = start_daemon("--threads", "1", model=str(tiny_model_dir))
+    takes = {}
+    for where in ("daemon", "local"):
+        out = tmp_path / f"{where}.wav"
+        args = ["generate", "glass ping", "--seconds", "1", "--steps", "1", "--tail", "0.3", "-o", out]
+        extra = ["--daemon", daemon.endpoint] if where == "daemon" else ["--model", tiny_model_dir]
+        result = run_sa3(*args, *extra, "--bit-depth", "float", "--quiet")
+        assert result.returncode == 0, result.stderr
+        takes[where] = sf.read(out, always_2d=True)[0]
+    silent = 44_100 - (np.flatnonzero(np.any(takes["daemon"] != 0, axis=1))[-1] + 1)
+    assert 0.3 * 44_100 - 4096 < silent <= 0.3 * 44_100
+    np.testing.assert_allclose(takes["daemon"], takes["local"], atol=1e-5)

@@ -54,9 +54,23 @@ def test_the_scale_lock_travels_with_the_job():
     assert parse(header).scale_lock_db == 6.0
 
 
+def test_the_tail_travels_with_generate_jobs():
+    """Added in 1.2: absent means the model's one-shot tail (None), 0 none, else that many seconds."""
+    assert parse({"type": "generate", "prompt": "kick hit", "seconds": 1.0}).tail_seconds is None
+    header, _ = job_message("generate", "kick hit", seconds=1.0, tail_seconds=0.25)
+    assert parse(header).tail_seconds == 0.25
+    audio = np.zeros((2, 44_100), dtype=np.float32)
+    header, frames = job_message("continue", "more", audio=audio, seconds=1.0, tail_seconds=0.1)
+    with pytest.raises(P.ProtocolError, match="applies to generate jobs"):
+        parse(header, frames)
+
+
 @pytest.mark.parametrize(
     "fields, code",
     [
+        ({"prompt": "x", "seconds": 1, "tail_seconds": -0.1}, "bad_field"),
+        ({"prompt": "x", "seconds": 1, "tail_seconds": 1.0}, "bad_field"),  # nothing left to generate
+        ({"prompt": "x", "seconds": 1, "tail_seconds": math.nan}, "bad_field"),
         ({"prompt": 5, "seconds": 1}, "bad_field"),
         ({"prompt": "x"}, "bad_field"),  # no length
         ({"prompt": "x", "seconds": 1, "samples": 10}, "bad_field"),  # two lengths

@@ -122,7 +122,6 @@ def test_inpaint_and_continue_commands(tiny_model_dir, tmp_path):
         (["generate", "pad in D minor", "--seconds", "1", "--scale-lock", "12"], "semitone channels"),
         (["generate", "x", "--seconds", "1", "--tail", "-1"], "--tail"),
         (["generate", "x", "--seconds", "1", "--tail", "1.5"], "leaves nothing to generate"),
-        (["generate", "x", "--seconds", "1", "--tail", "0.2", "--daemon", "tcp://127.0.0.1:9"], "--tail"),
         (["inpaint", "SRC", "x", "--region", "3:9"], "outside"),
         (["inpaint", "SRC", "x", "--region", "1:2", "--region", "1.5:3"], "overlap"),
         (["inpaint", "SRC", "x", "--region", "2:2"], "empty"),
