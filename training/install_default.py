@@ -385,6 +385,16 @@ def real_markdown(real: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _codec_target_row(label: str, sections: dict) -> list[str]:
+    """The Targets row judging the autoencoder's log-mel L1 against Opus 24 kbps on the same clips
+    (none when the report lacks either)."""
+    if "autoencoder" not in sections or "24kbps" not in sections.get("opus", {}).get("summary", {}):
+        return []
+    ours = sections["autoencoder"]["summary"]["log_mel_l1"]
+    opus = sections["opus"]["summary"]["24kbps"]["log_mel_l1"]
+    return [f"| {label} | <= {_num(opus)} | {_num(ours)} | {'yes' if ours <= opus else 'no'} |"]
+
+
 def metrics_markdown(report: dict, more: list[dict] | None = None, real: dict | None = None) -> str:
     """The card's Metrics section from a ``sa3 eval`` report (every number comes from the report);
     ``more``: adherence-only reports at other seeds, pooled with it for the Targets table; ``real``:
@@ -486,23 +496,9 @@ def metrics_markdown(report: dict, more: list[dict] | None = None, real: dict | 
         rate = value.get(field) if value else None
         met = "n/a" if rate is None else ("yes" if test(rate) else "no")
         lines.append(f"| {label} | {goal} | {measured} | {met} |")
-    if "autoencoder" in sections and "24kbps" in sections.get("opus", {}).get("summary", {}):
-        ours, opus = (
-            sections["autoencoder"]["summary"]["log_mel_l1"],
-            sections["opus"]["summary"]["24kbps"]["log_mel_l1"],
-        )
-        met = "yes" if ours <= opus else "no"
-        lines.append(f"| autoencoder log-mel L1 vs Opus 24 kbps | <= {_num(opus)} | {_num(ours)} | {met} |")
-    if real is not None and "24kbps" in real["sections"].get("opus", {}).get("summary", {}):
-        ours, opus = (
-            real["sections"]["autoencoder"]["summary"]["log_mel_l1"],
-            real["sections"]["opus"]["summary"]["24kbps"]["log_mel_l1"],
-        )
-        met = "yes" if ours <= opus else "no"
-        lines.append(
-            f"| the same on real recordings it never saw (`sa3 data build-real`) | <= {_num(opus)} | {_num(ours)} "
-            f"| {met} |"
-        )
+    lines += _codec_target_row("autoencoder log-mel L1 vs Opus 24 kbps", sections)
+    if real is not None:
+        lines += _codec_target_row("the same on real recordings it never saw (`sa3 data build-real`)", real["sections"])
     return "\n".join(lines) + "\n"
 
 

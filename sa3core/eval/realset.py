@@ -203,15 +203,12 @@ def licences_text(versions: dict[str, str]) -> str:
         "# Licences of the recordings in this evaluation set\n",
         "For evaluation only: sa3 never trains on these packages (sa3core/eval/realset.py).\n",
     ]
-    seen = set()
-    for c in COLLECTIONS:
-        if c.package in seen:
-            continue
-        seen.add(c.package)
-        folders = ", ".join(f"/{x.folder} ({x.kind})" for x in COLLECTIONS if x.package == c.package)
+    for package in PACKAGES:
+        used = [c for c in COLLECTIONS if c.package == package]
+        folders = ", ".join(f"/{c.folder} ({c.kind})" for c in used)
         lines.append(
-            f"\n## {c.package} {versions.get(c.package, '')}\n\n- licence: {c.licence}\n"
-            f"- copyright: {c.copyright}\n- files used: {folders}\n"
+            f"\n## {package} {versions.get(package, '')}\n\n- licence: {used[0].licence}\n"
+            f"- copyright: {used[0].copyright}\n- files used: {folders}\n"
         )
     return "".join(lines)
 

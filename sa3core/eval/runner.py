@@ -570,19 +570,19 @@ def _cell(value) -> str:
 def format_table(report: dict) -> str:
     """Rows of ``section  metric  value`` for every summary number in the report."""
     rows = []
-    for name, section in report["sections"].items():
-        for metric, value in section["summary"].items():
+
+    def add(label: str, values: dict) -> None:  # a nested group (e.g. one Opus bitrate) gives a row per entry
+        for metric, value in values.items():
             if isinstance(value, dict) and "rate" not in value:
-                rows.extend((name, f"{metric} {inner}", _cell(v)) for inner, v in value.items())
+                rows.extend((label, f"{metric} {inner}", _cell(v)) for inner, v in value.items())
             else:
-                rows.append((name, metric, _cell(value)))
+                rows.append((label, metric, _cell(value)))
+
+    for name, section in report["sections"].items():
+        add(name, section["summary"])
         for metric, value in section.get("real", {}).get("summary", {}).items():
             rows.append((f"{name} (real)", metric, _cell(value)))
         for kind, values in section.get("by_kind", {}).items():
-            for metric, value in values.items():
-                if isinstance(value, dict):
-                    rows.extend((f"{name} [{kind}]", f"{metric} {inner}", _cell(v)) for inner, v in value.items())
-                else:
-                    rows.append((f"{name} [{kind}]", metric, _cell(value)))
+            add(f"{name} [{kind}]", values)
     widths = [max(len(r[i]) for r in rows) for i in range(2)] if rows else [0, 0]
     return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows)
