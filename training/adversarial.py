@@ -17,6 +17,11 @@ judging, as the pipeline splices them back. Three terms:
   to the text embedding space (mean-pooled prompt tokens), trained with a symmetric InfoNCE
   loss on real pairs. The generator minimises the same InfoNCE loss for its fakes through
   that frozen projection: its outputs must be identifiable by their own prompt in the batch.
+* **Anchor** (optional, ``anchor_weight``): the squared distance of the generator's one-step
+  output to that of a frozen copy of its starting point (the distilled student) on the same
+  input. On the few steps a CPU affords, a small critic can push the generator anywhere that
+  fools it, near-silence included; the anchor keeps it close to the student while the critic
+  sharpens it.
 
 The critic (and its projection) has its own AdamW, is checkpointed with the run, and under
 DDP is wrapped in its own DistributedDataParallel. It steps once per micro-batch.
@@ -24,6 +29,7 @@ DDP is wrapped in its own DistributedDataParallel. It steps once per micro-batch
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, field
 
@@ -59,6 +65,7 @@ class AdversarialConfig(DiffusionConfig):
     adversarial_weight: float = 1.0
     contrastive_weight: float = 1.0  # critic's matched-vs-mismatched prompt term
     alignment_weight: float = 0.5  # generator's text-audio alignment term
+    anchor_weight: float = 0.0  # generator's squared distance to its frozen starting point's output
     renoise_min: float = 0.02  # the critic judges at s uniform in [renoise_min, renoise_max]
     renoise_max: float = 0.98
     sample_sampler: str = "pingpong"
@@ -118,6 +125,8 @@ class AdversarialTrainer(DiffusionTrainer):
     config: AdversarialConfig
 
     def __init__(self, config: AdversarialConfig, out_dir: str, resume: bool = False) -> None:
+        if not config.anchor_weight >= 0.0:
+            raise Sa3Error(f"anchor_weight {config.anchor_weight!r} must be 0 or more")
         if not 0.0 <= config.renoise_min < config.renoise_max <= 1.0:
             raise Sa3Error(
                 f"renoise_min/max {config.renoise_min}/{config.renoise_max} must satisfy 0 <= min < max <= 1"
@@ -141,6 +150,10 @@ class AdversarialTrainer(DiffusionTrainer):
             )
             generator = build_dit(config, self.text.dim)
         self.critic = Critic(config.critic, self.text.dim, generator.config.latent_channels).to(self._device_early)
+        self.anchor: nn.Module | None = None
+        if config.anchor_weight > 0:
+            frozen = copy.deepcopy(generator).eval().requires_grad_(False)
+            self.anchor = ConditionedDiT(frozen).to(self._device_early)
         self.critic_optimizer = torch.optim.AdamW(
             self.critic.parameters(),
             lr=config.critic.lr,
@@ -167,6 +180,11 @@ class AdversarialTrainer(DiffusionTrainer):
         fake = x_t - t[:, None, None] * v.float()
         fake = keep * x0 + (1.0 - keep) * fake  # given frames are spliced back, as the pipeline does
         fake = fake * frame_mask[:, None, :]
+        anchor = torch.zeros((), device=x0.device)
+        if self.anchor is not None:
+            with torch.no_grad():
+                start = x_t - t[:, None, None] * self.anchor(batch, x_t, t).float()
+            anchor = item_loss((fake - start) ** 2, self.loss_weight(batch))
 
         # Both judged at one random noise level with the same noise: the relativistic pair.
         s = config.renoise_min + (config.renoise_max - config.renoise_min) * batch["u"][:, 1]  # (B,)
@@ -213,13 +231,18 @@ class AdversarialTrainer(DiffusionTrainer):
             align_fake = info_nce(fake_audio, text_embedding(tokens, text_mask), captions, self.critic.log_scale)
         finally:
             self.critic.requires_grad_(True)
-        loss = config.adversarial_weight * g_adversarial + config.alignment_weight * align_fake
+        loss = (
+            config.adversarial_weight * g_adversarial
+            + config.alignment_weight * align_fake
+            + config.anchor_weight * anchor
+        )
         # Distance to the real item, logged only: how far the one-step output strays.
         regression = item_loss((fake.detach() - x0) ** 2, self.loss_weight(batch))
         return {
             "loss": loss,
             "g_adversarial": g_adversarial.detach(),
             "g_alignment": align_fake.detach(),
+            "g_anchor": anchor.detach(),
             "d_adversarial": d_adversarial.detach(),
             "d_contrastive": d_contrastive.detach(),
             "d_alignment": align_real.detach(),

@@ -41,6 +41,11 @@ class DistillConfig(DiffusionConfig):
     teacher_sampler: str = "dpmpp"
     teacher_steps: int = 15
     guidance: float = 5.0  # the teacher's CFG scale
+    cfg_rescale: float = 0.0  # the teacher's guidance rescaling (sa3core.samplers.cfg_velocity)
+    # Trajectory points each item trains on per step, spread evenly over the teacher's solve:
+    # one solve costs the teacher ``2 * teacher_steps`` forward passes, a point the student one
+    # forward and backward pass, so several points per solve buy more training per second.
+    states_per_trajectory: int = 1
     sample_sampler: str = "pingpong"  # students sample in few ping-pong steps, without CFG
     sample_steps: int = 4
     sample_cfg: float = 1.0
@@ -52,6 +57,13 @@ class DistillTrainer(DiffusionTrainer):
     def __init__(self, config: DistillConfig, out_dir: str, resume: bool = False) -> None:
         if config.teacher_steps < 1:
             raise Sa3Error(f"teacher_steps {config.teacher_steps!r} must be at least 1")
+        if not 1 <= config.states_per_trajectory <= config.teacher_steps:
+            raise Sa3Error(
+                f"states_per_trajectory {config.states_per_trajectory!r} must be from 1 to teacher_steps "
+                f"({config.teacher_steps})"
+            )
+        if not 0.0 <= config.cfg_rescale <= 1.0:
+            raise Sa3Error(f"cfg_rescale {config.cfg_rescale!r} must be from 0 to 1")
         self.config = config
         self.teacher_sampler = SAMPLERS.get(config.teacher_sampler)
         super().__init__(config, out_dir, resume)
@@ -79,7 +91,7 @@ class DistillTrainer(DiffusionTrainer):
         """The teacher's guided solve from ``batch['noise']``: (states, times, endpoint x0)."""
         self.teacher.to(self.device)
         states, times = [], []
-        velocity = self.velocity_fn(self.teacher, batch, self.config.guidance)
+        velocity = self.velocity_fn(self.teacher, batch, self.config.guidance, rescale=self.config.cfg_rescale)
 
         def recording(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             states.append(x.clone())
@@ -92,17 +104,36 @@ class DistillTrainer(DiffusionTrainer):
 
     def run_step(self, batch: dict) -> dict[str, torch.Tensor]:
         states, times, target = self.trajectory(batch)
-        size = target.shape[0]
-        # One trajectory point per item, uniform over the solver's steps.
-        index = (batch["u"][:, 0] * len(states)).long().clamp(max=len(states) - 1)
-        rows = torch.arange(size, device=target.device)
-        x_k = torch.stack(states)[index, rows]  # (B, C, T)
-        t_k = torch.stack(times)[index, rows]  # (B,)
-        v = self.train_model(batch, x_k, t_k)
+        size, count = target.shape[0], self.config.states_per_trajectory
+        # ``count`` points per item, evenly spaced over the solver's steps from a uniform offset
+        # (count 1: one point uniform over the steps; k = 0 is pure noise, the one-step case).
+        offsets = (batch["u"][:, :1] + torch.arange(count, device=target.device) / count) % 1.0  # (B, count)
+        index = (offsets * len(states)).long().clamp(max=len(states) - 1).T.reshape(-1)  # (count*B,) point-major
+        rows = torch.arange(size, device=target.device).repeat(count)
+        x_k = torch.stack(states)[index, rows]  # (count*B, C, T)
+        t_k = torch.stack(times)[index, rows]  # (count*B,)
+        v = self.train_model(repeat_items(batch, count), x_k, t_k)
         x0 = x_k - t_k[:, None, None] * v.float()
-        weight = self.loss_weight(batch)
-        loss = item_loss((x0 - target) ** 2, weight)
+        weight = self.loss_weight(batch).repeat(count, 1)
+        loss = item_loss((x0 - target.repeat(count, 1, 1)) ** 2, weight)
         return {"loss": loss, "t_mean": t_k.mean()}
+
+
+def repeat_items(batch: dict, count: int) -> dict:
+    """``batch`` with every per-item entry (tensors and lists of batch length) repeated ``count``
+    times, whole batch after whole batch."""
+    if count == 1:
+        return batch
+    size = batch["latents"].shape[0]
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == size:
+            out[key] = value.repeat(count, *([1] * (value.dim() - 1)))
+        elif isinstance(value, list) and len(value) == size:
+            out[key] = value * count
+        else:
+            out[key] = value
+    return out
 
 
 @TRAINERS.register("distill")

@@ -258,8 +258,9 @@ class DiffusionTrainer(Trainer):
         return batch["frame_mask"].float() * ((1.0 - keep) + kept * keep)
 
     # ---- sampling, export, logs ----
-    def velocity_fn(self, dit: DiT, batch: dict, guidance: float, inpaint: bool = True):
-        """A sampler's ``velocity_fn(x, t)`` for ``dit`` on ``batch``'s prompts, with CFG when guidance != 1."""
+    def velocity_fn(self, dit: DiT, batch: dict, guidance: float, inpaint: bool = True, rescale: float = 0.0):
+        """A sampler's ``velocity_fn(x, t)`` for ``dit`` on ``batch``'s prompts, with CFG when guidance != 1
+        (``rescale`` as in :func:`sa3core.samplers.cfg_velocity`)."""
         from sa3core.models.dit import Condition
         from sa3core.samplers import cfg_velocity
 
@@ -276,7 +277,7 @@ class DiffusionTrainer(Trainer):
                 return dit(x, t, cond, batch["latents"], keep, frame_mask)
             twice = [torch.cat([a, a]) for a in (x, t, batch["latents"], keep, frame_mask)]
             v_cond, v_uncond = dit(twice[0], twice[1], both, *twice[2:]).chunk(2)
-            return cfg_velocity(v_cond, v_uncond, guidance)
+            return cfg_velocity(v_cond, v_uncond, guidance, rescale, x, t)
 
         return velocity
 

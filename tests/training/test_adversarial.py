@@ -58,3 +58,42 @@ def test_critic_learns_prompts_and_resumes_with_its_state(corpus, tmp_path):  # 
     saved = trainer.critic.state_dict()
     assert all(torch.equal(saved[k], v) for k, v in resumed.critic.state_dict().items())
     assert resumed.critic_optimizer.state_dict()["state"]
+
+
+def test_anchor_holds_the_generator_near_its_start(corpus, tmp_path):  # noqa: F811
+    """anchor_weight: the distance of the generator's one-step output to its frozen start's. It is
+    zero while the generator is its start, and alone it pulls a moved generator back."""
+    torch.manual_seed(0)
+    settings = config(
+        AdversarialConfig,
+        corpus,
+        loop={"steps": 30, "batch_size": 2, "checkpoint_every": 100, "lr": 1e-3, "warmup_steps": 0, "ema_decay": 0},
+        critic={"width": 64, "depth": 2},
+        sample_steps=4,
+        adversarial_weight=0.0,
+        alignment_weight=0.0,
+        anchor_weight=1.0,
+    )
+    trainer = AdversarialTrainer(settings, tmp_path / "run")
+    batch = trainer.get_batch(0, 0, torch.Generator())
+    assert trainer.run_step(batch)["g_anchor"].item() == 0.0
+    assert not any(p.requires_grad for p in trainer.anchor.parameters())
+    with torch.no_grad():  # move the generator away from its start
+        for p in trainer.model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    moved = trainer.run_step(batch)["g_anchor"].item()
+    history = trainer.fit()
+    back = trainer.run_step(batch)["g_anchor"].item()
+    print(f"anchor distance {moved:.4f} -> {back:.4f}")
+    assert moved > 0 and back < 0.7 * moved
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+
+
+def test_negative_anchor_weight_is_refused(corpus, tmp_path):  # noqa: F811
+    import pytest
+
+    from sa3core.errors import Sa3Error
+
+    settings = config(AdversarialConfig, corpus, loop={"steps": 1, "batch_size": 1}, anchor_weight=-1.0)
+    with pytest.raises(Sa3Error, match="anchor_weight -1.0 must be 0 or more"):
+        AdversarialTrainer(settings, tmp_path / "run")

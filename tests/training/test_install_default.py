@@ -76,3 +76,30 @@ def test_install_metrics_keeps_seeds_speed_and_real_set_it_is_not_given_again(tm
     assert json.loads((dest / "eval-real.json").read_text()) == _real_report()
     install_metrics(dest / "eval.json", dest)  # from what is kept next to the weights alone
     assert (dest / "MODEL_CARD.md").read_text() == card
+
+
+def test_a_student_is_installed_with_the_sampler_steps_and_guidance_asked(
+    tiny_model_dir, tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from sa3core.pipeline import Pipeline
+    from training.install_default import main
+
+    monkeypatch.chdir(tmp_path)  # the card reads the recipe's logs from here; none are
+    dest = tmp_path / "installed"
+    assert main([str(tiny_model_dir), str(dest), "--student", "dpmpp", "8", "2", "--cfg-rescale", "0.7"]) == 0
+    settings = json.loads((dest / "model.json").read_text())
+    assert (settings["sampler"], settings["steps"], settings["cfg"], settings["cfg_rescale"]) == ("dpmpp", 8, 2.0, 0.7)
+    assert Pipeline.load(dest).generate("soft pad", 8192, seed=0).shape == (1, 2, 8192)
+    assert "Sampling: dpmpp, 8 steps, guidance 2" in (dest / "MODEL_CARD.md").read_text()
+
+    for bad, message in (
+        (["--student", "nope", "8", "1"], "unknown sampler 'nope'"),
+        (["--student", "dpmpp", "eight", "1"], "invalid literal"),
+        (["--student", "dpmpp", "0", "1"], "needs 1 step or more"),
+        (["--student", "dpmpp", "8", "1", "--teacher-cfg", "3"], "exclude each other"),
+    ):
+        assert main([str(tiny_model_dir), str(tmp_path / "refused"), *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "refused" / "model.json").exists()  # nothing installed
