@@ -150,9 +150,10 @@ Fréchet distance (features-v1, 37 clips; the real clips' two halves: 26.4), see
 | after the adversarial stage, guidance 1.5 | 16 | 74.3 | 66 | 82 | 30 |
 | after the adversarial stage, guidance 2 | 16 | – | 57 | 88 | 31 |
 
-(– not measured.) The teacher at 8 steps is within seed noise of 15 on every column, but the key
-target sits at 71 % over ten seeds with 15 steps, and 8 steps gave 69 % over these five, so the
-shipped model keeps 15 (4 bars already take well under 5 s). Guidance trades the student's keys
+(– not measured.) The teacher at 8 steps is within seed noise of 15 on every column, but over all
+ten seeds (0-900) it names the key 124/180 times and keeps the tempo 165/240 times (69 % each),
+against 128/180 and 169/240 with 15 steps: both targets would fall under 70 %, so the shipped
+model keeps 15 (4 bars already take well under 5 s). Guidance trades the student's keys
 for tempi. The critic (4 layers, 256 wide, 300 steps) moved adherence little and the distribution
 a long way, anchor and all. Sampled with ping-pong (8 steps, no guidance), the student comes out
 about 10 dB quieter than the clips it is prompted from (DPM++ 8 steps: 3 dB; the teacher at 8
