@@ -112,10 +112,10 @@ class DistillTrainer(DiffusionTrainer):
         rows = torch.arange(size, device=target.device).repeat(count)
         x_k = torch.stack(states)[index, rows]  # (count*B, C, T)
         t_k = torch.stack(times)[index, rows]  # (count*B,)
-        v = self.train_model(repeat_items(batch, count), x_k, t_k)
+        points = repeat_items(batch, count)
+        v = self.train_model(points, x_k, t_k)
         x0 = x_k - t_k[:, None, None] * v.float()
-        weight = self.loss_weight(batch).repeat(count, 1)
-        loss = item_loss((x0 - target.repeat(count, 1, 1)) ** 2, weight)
+        loss = item_loss((x0 - target.repeat(count, 1, 1)) ** 2, self.loss_weight(points))
         return {"loss": loss, "t_mean": t_k.mean()}
 
 

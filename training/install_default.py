@@ -665,10 +665,7 @@ def main(argv: list[str]) -> int:
     from sa3core.errors import Sa3Error
     from sa3core.pipeline import Pipeline
 
-    pipeline = Pipeline.load(source)
-    audio = pipeline.generate("soft piano chord", 44_100, steps=2, seed=0)
-    assert audio.shape == (1, 2, 44_100)
-    settings = json.loads((source / "model.json").read_text())
+    # Every argument is checked before the model is loaded.
     if teacher_cfg is not None and args.student:
         print("--teacher-cfg and --student exclude each other: a model is shipped as one or the other", file=sys.stderr)
         return 2
@@ -685,9 +682,9 @@ def main(argv: list[str]) -> int:
         if steps < 1 or not cfg >= 0:
             print(f"--student needs 1 step or more and a guidance of 0 or more (got {steps}, {cfg})", file=sys.stderr)
             return 2
-        settings.update(name="sa3-default-tiny", sampler=sampler, steps=steps, cfg=cfg)
+        sampling = {"sampler": sampler, "steps": steps, "cfg": cfg}
     else:  # a flow-matching teacher keeps its sampler and steps, with this guidance
-        settings.update(name="sa3-default-tiny", cfg=teacher_cfg)
+        sampling = {"cfg": teacher_cfg}
     if args.phase_iterations < 0:
         print(f"--phase-iterations must be 0 or more (got {args.phase_iterations})", file=sys.stderr)
         return 2
@@ -697,6 +694,12 @@ def main(argv: list[str]) -> int:
     if not 0.0 <= args.one_shot_tail < 1.0:
         print(f"--one-shot-tail must lie in 0..1 s (got {args.one_shot_tail})", file=sys.stderr)
         return 2
+
+    pipeline = Pipeline.load(source)
+    audio = pipeline.generate("soft piano chord", 44_100, steps=2, seed=0)
+    assert audio.shape == (1, 2, 44_100)
+    settings = json.loads((source / "model.json").read_text())
+    settings.update(name="sa3-default-tiny", **sampling)
     settings.update(
         one_shot_tail_seconds=args.one_shot_tail,
         cfg_rescale=args.cfg_rescale,
