@@ -352,7 +352,11 @@ issue's targets are not all met (see Targets). Where it stands, measured on held
   command's imports, precompiled modules, the stretch's short window) save about 0.6 s. This
   release (the scale lock added, a vector add per step) took 3.42 s cold in the evening, and
   3.45 s for a prompt that names a key. In the morning a machine with the same CPU model took
-  7.18 s cold for the default of that time, so the margin under 5 s is thin on AVX2-only machines. On an Intel Xeon with AVX-512
+  7.18 s cold for the default of that time, so the margin under 5 s is thin on AVX2-only machines.
+  On a slower day (2026-12-03, load 1.0-1.5) the same weights took 4.72 s cold; the fast exit
+  (`sa3 generate` skips the interpreter's teardown once its file is written, 0.5-0.8 s with
+  torch loaded) and a faster phase refinement (0.57 -> 0.40 s, the same audio to 3e-7) then
+  brought it to 3.99 s against 4.57 s for the release before, 15 alternating runs. On an Intel Xeon with AVX-512
   and bf16, stage 5's weights (the same sizes) took 1.98 s cold and 0.441 s warm
   (docs/benchmarks.md).
 

@@ -138,6 +138,19 @@ def overlap_add(frames: torch.Tensor, span: int = SPECTRAL_PATCHES) -> torch.Ten
     return out.reshape(*lead, N * P)
 
 
+def overlap_add_eager(frames: torch.Tensor, span: int = SPECTRAL_PATCHES) -> torch.Tensor:
+    """:func:`overlap_add` for eager torch: the same sum, accumulated in place into one buffer
+    instead of padding the frames and adding ``span`` shifted copies (a third fewer passes over
+    memory in :meth:`SAME.refine_phase`; in-place slice writes have no place in export graphs)."""
+    *lead, N, width = frames.shape
+    P, half = width // span, span // 2
+    blocks = frames.reshape(*lead, N, span, P)
+    out = frames.new_zeros(*lead, N + span - 1, P)  # row r holds patch r - span/2; the ends fall off
+    for j in range(span):  # block j of frame n is patch n - half + j: row n + j of the buffer
+        out[..., j : j + N, :] += blocks[..., j, :]
+    return out[..., half : half + N, :].reshape(*lead, N * P)
+
+
 def float32_region(tensor: torch.Tensor):
     """A context with autocast off where it is on (the DFTs need float32: bf16 keeps ~3 digits of
     a spectrum whose bins span 80 dB); a no-op otherwise, so the export graphs hold no autocast."""
@@ -533,24 +546,33 @@ class SAME(nn.Module):
         The refined phases are kept below :data:`REFINED_BELOW_HZ` only; above it the head's own
         phases stay, which keep transients and noise as the decoder learned them (see there).
         """
-        span, window = self.config.head_patches, self.head_window
+        span, window, P = self.config.head_patches, self.head_window, self.config.patch
         size = window.shape[0]
-        gain = overlap_add(window.expand(magnitude.shape[2], -1), span).clamp_min(1e-3)
+        inverse_gain = 1.0 / overlap_add(window.expand(magnitude.shape[2], -1), span).clamp_min(1e-3)
+        scale = magnitude[..., None]  # multiplies (re, im) pairs: no complex copy of the magnitudes
 
-        def synthesize(spectrum: torch.Tensor) -> torch.Tensor:
-            return overlap_add(torch.fft.irfft(spectrum, n=size) * window, span) / gain
+        # Written for speed (8 s of stereo: 0.29 s for 8 iterations against 0.51 s written plainly, the
+        # same samples to 3e-7 RMS): real-valued scaling, in-place window and overlap-add, one lerp for
+        # the momentum step and sgn for the unit phasors.
+        def synthesize(unit: torch.Tensor) -> torch.Tensor:
+            spectrum = torch.view_as_complex(torch.view_as_real(unit) * scale)
+            frames = torch.fft.irfft(spectrum, n=size).mul_(window)
+            return overlap_add_eager(frames, span).mul_(inverse_gain)
+
+        def analyse(audio: torch.Tensor) -> torch.Tensor:  # head_analysis
+            padded = F.pad(audio, ((span // 2) * P, (span // 2 - 1) * P))
+            return torch.fft.rfft(padded.unfold(-1, size, P) * window)
 
         predicted = torch.polar(torch.ones_like(magnitude), phase)
         unit, previous = predicted, None
         for _ in range(iterations):
-            projected = self.head_analysis(synthesize(magnitude * unit))
-            estimate = projected if previous is None else projected + momentum * (projected - previous)
+            projected = analyse(synthesize(unit))
+            # fast Griffin-Lim's step: projected + momentum * (projected - previous)
+            estimate = projected if previous is None else torch.lerp(previous, projected, 1.0 + momentum)
             previous = projected
-            unit = estimate / estimate.abs().clamp_min(1e-12)
-        below = (
-            torch.arange(magnitude.shape[-1], device=magnitude.device) * (SAMPLE_RATE / size) < REFINED_BELOW_HZ
-        ).float()
-        return synthesize(magnitude * (unit * below + predicted * (1.0 - below)))
+            unit = torch.sgn(estimate)  # estimate / |estimate|, 0 where it is 0
+        below = torch.arange(magnitude.shape[-1], device=magnitude.device) * (SAMPLE_RATE / size) < REFINED_BELOW_HZ
+        return synthesize(torch.where(below, unit, predicted))
 
     def decoder_tokens(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B, 256, F] -> the decoder TRB's input [B, F, 1+stride, width] (shared with the export graphs).

@@ -191,3 +191,53 @@ def test_tail_flag_ends_the_take_in_silence(tiny_model_dir, tmp_path):
     silent = np.flatnonzero(np.any(ended != 0, axis=1))[-1] + 1  # first sample of the silent tail
     assert plain.shape == ended.shape == (44_100, 2) and np.any(plain[silent:])
     assert 0.3 * 44_100 - 4096 < 44_100 - silent <= 0.3 * 44_100
+
+
+FAST_EXIT_SCRIPT = """
+import atexit, sys
+
+class Teardown:
+    def __del__(self):
+        print("interpreter teardown ran", flush=True)
+
+keep = Teardown()  # collected only when the interpreter tears its modules down
+atexit.register(lambda: print("exit handler ran"))
+sys.argv = ["sa3", *sys.argv[1:]]
+from sa3core.cli import entry
+entry()
+"""
+
+
+@pytest.mark.parametrize("command", ["generate", "info"])
+def test_console_entry_skips_teardown_only_after_rendering(tiny_model_dir, tmp_path, command):
+    """`sa3 generate` leaves without the interpreter's teardown, but with its exit handlers run and
+    its output (a pipe here, so block-buffered) complete; other commands exit the ordinary way."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "loop.wav"
+    args = {
+        "generate": ["generate", "kick", "--seconds", "0.5", "--steps", "1", "--model", str(tiny_model_dir)],
+        "info": ["info"],
+    }[command]
+    if command == "generate":
+        args += ["-o", str(out), "--quiet"]
+    result = subprocess.run(
+        [sys.executable, "-c", FAST_EXIT_SCRIPT, *args], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "exit handler ran" in result.stdout
+    if command == "generate":
+        assert f"wrote {out}" in result.stdout
+        assert sf.info(str(out)).frames == 22_050
+        assert "interpreter teardown ran" not in result.stdout
+    else:
+        assert "interpreter teardown ran" in result.stdout
+
+
+def test_console_entry_keeps_the_error_status(tmp_path):
+    """A refused request still exits 2 with its one-line message through the fast exit."""
+    result = run_sa3("generate", "kick", "--seconds", "-1", "-o", tmp_path / "x.wav")
+    assert result.returncode == 2
+    assert result.stderr.startswith("sa3: error:"), result.stderr
+    assert not (tmp_path / "x.wav").exists()

@@ -17,6 +17,7 @@ from sa3core.models.same import (
     dft_bases,
     model_identity,
     overlap_add,
+    overlap_add_eager,
     parameter_count,
     peak_offsets,
     resize_head,
@@ -171,6 +172,11 @@ def test_overlap_add_inverts_spectral_frames_with_the_window_gain(span):
     assert gain.min() > 0.4 and torch.allclose(inner, torch.full_like(inner, span / 2))
     frames = spectral_frames(patches, span) * window
     assert torch.allclose(overlap_add(frames, span) / gain, patches.reshape(2, -1), atol=1e-6)
+    # the in-place version Griffin-Lim uses sums the same frames into the same samples
+    assert torch.allclose(overlap_add_eager(frames, span), overlap_add(frames, span), atol=1e-6)
+    lone = torch.zeros(3, span * 16)
+    lone[1, :16] = 1.0  # frame 1's first patch is patch 1 - span/2: before the start for span > 2
+    assert overlap_add_eager(lone, span).abs().sum() == overlap_add(lone, span).abs().sum() == 0.0
 
 
 def _constant_head(model: SAME, log_magnitude: torch.Tensor, phase: float = 0.3) -> None:
