@@ -70,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     return int(result or 0)
 
 
+def _other_threads() -> bool:
+    """Whether a thread other than this one is alive that the interpreter's exit would join."""
+    return any(not t.daemon for t in threading.enumerate() if t is not threading.current_thread())
+
+
 def entry() -> None:
     """The ``sa3`` console command: :func:`main`, then the exit.
 
@@ -78,11 +83,12 @@ def entry() -> None:
     spent after the file is written. A :data:`FAST_EXIT` command that returned therefore runs the
     exit handlers (logging, multiprocessing, zmq), flushes the standard streams and leaves with
     ``os._exit``; every other command, an argument error (argparse's ``SystemExit``) or a crash
-    takes the ordinary exit, and so does any command that still has other threads running.
+    takes the ordinary exit, and so does any command that still has threads the ordinary exit
+    would wait for (daemon threads, such as the progress bar's monitor, it does not wait for).
     """
     argv = sys.argv[1:]
     code = main(argv)
-    if argv and argv[0] in FAST_EXIT and threading.active_count() == 1:
+    if argv and argv[0] in FAST_EXIT and not _other_threads():
         atexit._run_exitfuncs()  # what the ordinary exit runs first; the slow part is what comes after
         for stream in (sys.stdout, sys.stderr):
             try:

@@ -221,7 +221,7 @@ def test_console_entry_skips_teardown_only_after_rendering(tiny_model_dir, tmp_p
         "info": ["info"],
     }[command]
     if command == "generate":
-        args += ["-o", str(out), "--quiet"]
+        args += ["-o", str(out)]  # with its progress bar, whose monitor is a daemon thread
     result = subprocess.run(
         [sys.executable, "-c", FAST_EXIT_SCRIPT, *args], capture_output=True, text=True, timeout=300
     )
