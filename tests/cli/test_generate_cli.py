@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -212,9 +215,6 @@ entry()
 def test_console_entry_skips_teardown_only_after_rendering(tiny_model_dir, tmp_path, command):
     """`sa3 generate` leaves without the interpreter's teardown, but with its exit handlers run and
     its output (a pipe here, so block-buffered) complete; other commands exit the ordinary way."""
-    import subprocess
-    import sys
-
     out = tmp_path / "loop.wav"
     args = {
         "generate": ["generate", "kick", "--seconds", "0.5", "--steps", "1", "--model", str(tiny_model_dir)],
