@@ -33,7 +33,7 @@ from sa3core.errors import Sa3Error
 from sa3core.models.dit import Condition
 
 from . import graphs
-from .manifest import Manifest, PartSpec, TensorSpec, prepare_output, semitone_entry, write_manifest
+from .manifest import Manifest, PartSpec, TensorSpec, semitone_entry, staged_output, write_manifest
 
 MINIMUM_TARGET = "macOS15"
 COREML_BATCH = 2
@@ -139,12 +139,17 @@ def _convert(graph, args, flexible: dict[int, dict[int, tuple[int, int]]], names
 
 
 def export_coreml(autoencoder, dit, settings, output, force: bool = False, progress=print) -> Manifest:
-    """Write same_decoder.mlpackage, dit_step.mlpackage, model.json and a manifest into ``output``."""
+    """Write same_decoder.mlpackage, dit_step.mlpackage, model.json and a manifest into ``output``
+    (they appear there only once every part converted)."""
     try:
         import coremltools  # noqa: F401
     except ModuleNotFoundError:
         raise Sa3Error("Core ML export needs coremltools; install it with `pip install sa3[export-coreml]`") from None
-    out = prepare_output(output, force)
+    with staged_output(output, force) as out:
+        return _export_into(out, autoencoder, dit, settings, progress)
+
+
+def _export_into(out: Path, autoencoder, dit, settings, progress) -> Manifest:
     c = dit.config
     max_frames = timebase.samples_to_frames(timebase.seconds_to_samples(settings.max_seconds))
     gen = torch.Generator().manual_seed(0)

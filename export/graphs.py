@@ -74,24 +74,24 @@ class SAMEEncoderGraph(nn.Module):
         self.same = same
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        s = self.same
-        sequence = local_transformer(s.encoder, s.encoder_tokens(audio))  # (B, F, stride+1, width)
-        latents = s.to_latent(s.encoder_norm(sequence[:, :, -1]))  # (B, F, 256)
-        return s.latent_norm(latents.transpose(1, 2))  # (B, 256, F)
+        return self.same._encode_frames(audio, local_transformer)  # (B, 256, F)
 
 
 class SAMEDecoderGraph(nn.Module):
-    """latents float32 [B, 256, frames] -> audio float32 [B, 2, frames * 4096] (no chunking)."""
+    """latents float32 [B, 256, frames] -> audio float32 [B, 2, frames * 4096] rendered with the
+    head's own phases, and the head's spectra (log magnitude, phase), each [B, 2, frames * stride,
+    head_bins], from which a backend refines the phases eagerly (``sa3core.models.same.refine_phase``,
+    FFTs, which the graphs do not hold). No chunking."""
 
     def __init__(self, same: SAME) -> None:
         super().__init__()
         self.same = same
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         s = self.same
-        sequence = local_transformer(s.decoder, s.decoder_tokens(latents))  # (B, F, 1+stride, width)
-        refined = local_transformer(s.refiner, s.refiner_in(sequence)) if s.refiner is not None else None
-        return s.tokens_to_audio(s.refined_tokens(sequence, refined), latents=latents)  # (B, 2, F*4096)
+        outputs = s.decoder_outputs(latents, local_transformer)  # (B, F, stride, width)
+        log_magnitude, phase = s.head_spectra(outputs, latents=latents)  # (B, 2, F*stride, head_bins) each
+        return s.spectra_to_audio(log_magnitude, phase), log_magnitude, phase
 
 
 class DiTConditionGraph(nn.Module):

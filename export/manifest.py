@@ -18,7 +18,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,3 +140,29 @@ def prepare_output(folder: str | Path, force: bool) -> Path:
             f"cannot write to output directory {str(folder)!r} ({err.strerror}); pick a writable one"
         ) from None
     return folder
+
+
+@contextlib.contextmanager
+def staged_output(folder: str | Path, force: bool):
+    """Export into a hidden folder beside ``folder`` and move the files in only when the export
+    finished: a failed or interrupted export leaves ``folder`` as it was (and removes it if it
+    made it), never half an export. Checks ``folder`` first as :func:`prepare_output` does."""
+    folder = Path(folder)
+    existed = folder.exists()
+    prepare_output(folder, force)
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    try:
+        yield work
+        for item in sorted(work.iterdir()):
+            target = folder / item.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            item.rename(target)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -114,11 +114,20 @@ def _writable(folder: Path) -> bool:
 
 
 def find_export(folder: str | Path) -> Path:
-    """The export folder for ``folder``: itself if it holds a manifest, else its ``onnx/`` subfolder."""
+    """The export folder for ``folder``: itself if it holds a manifest, else its ``onnx/`` subfolder.
+
+    ONNX files without the manifest (written last) are an export that stopped part way: the
+    error says to redo that export, not to export the export folder."""
     folder = Path(folder)
     for candidate in (folder, folder / "onnx"):
         if (candidate / MANIFEST_NAME).exists():
             return candidate
+    for candidate in (folder, folder / "onnx"):
+        if candidate.is_dir() and any(candidate.glob("*.onnx")):
+            raise Sa3Error(
+                f"{str(candidate)!r} is an incomplete export (no {MANIFEST_NAME}): re-run "
+                f"`sa3 export onnx -o {candidate} --force` (add --model for a model other than the shipped one)"
+            )
     raise Sa3Error(
         f"{str(folder)!r} holds no ONNX export; run `sa3 export onnx --model {folder} -o {folder / 'onnx'}` first"
     )
@@ -157,22 +166,39 @@ class _Tokenizer:
 class OnnxBackend:
     """Runs an ``sa3 export onnx`` folder with onnxruntime on the CPU.
 
-    ``OnnxBackend(folder, settings=None, threads=None, arena=False, cache=True)``; ``folder``
-    as in :func:`find_export`. Tensors in and out are torch tensors (the Backend protocol).
+    ``OnnxBackend(folder, settings=None, threads=None, arena=False, cache=True, phase_iterations=None)``;
+    ``folder`` as in :func:`find_export`; ``phase_iterations`` (default: the model's setting)
+    refines the decoder's phases as the torch backend does. Tensors in and out are torch tensors (the Backend protocol).
     """
 
     name = "onnx"
 
-    def __init__(self, folder, settings=None, threads: int | None = None, arena: bool = False, cache: bool = True):
+    def __init__(
+        self,
+        folder,
+        settings=None,
+        threads: int | None = None,
+        arena: bool = False,
+        cache: bool = True,
+        phase_iterations: int | None = None,
+    ):
         self.folder = find_export(folder)
         self.manifest: Manifest = read_manifest(self.folder, runtime="onnx")
         self.settings = settings
-        if settings is not None and settings.phase_iterations:
+        if phase_iterations is None:
+            phase_iterations = settings.phase_iterations if settings is not None else 0
+        if phase_iterations < 0:
+            raise Sa3Error(f"phase_iterations must be 0 or more, got {phase_iterations}")
+        self.phase_iterations = int(phase_iterations)
+        decoder_outputs = [t.name for t in self.manifest.parts["same_decoder"].outputs]
+        if self.phase_iterations and "phase" not in decoder_outputs:
             warnings.warn(
-                f"model.json asks for {settings.phase_iterations} phase-refinement iterations, which only the "
-                "torch backend runs; the ONNX decoder renders the predicted phases (keys come through less often)",
+                f"model.json asks for {self.phase_iterations} phase-refinement iterations, but this export's decoder "
+                "does not give the head's spectra (it predates them); it renders the predicted phases (keys come "
+                "through less often): export the model again",
                 stacklevel=2,
             )
+            self.phase_iterations = 0
         self._semitones = SemitoneLayout.from_dict(self.manifest.semitones)
         if settings is not None and settings.scale_lock_db and self._semitones is None:
             warnings.warn(
@@ -260,17 +286,34 @@ class OnnxBackend:
     def decode_latents(self, latents):
         if latents.ndim != 3 or latents.shape[1] != timebase.LATENT_CHANNELS or latents.shape[2] < 1:
             raise Sa3Error(f"decode takes latents [batch, 256, frames >= 1], got {tuple(latents.shape)}")
-        run = lambda piece: self._run("same_decoder", latents=piece)[0]  # noqa: E731
         array = np.ascontiguousarray(latents.float().cpu().numpy())
-        return torch.from_numpy(self._chunked(run, array, latents.shape[-1], 1, timebase.SAMPLES_PER_FRAME))
+        frames, per_frame = latents.shape[-1], timebase.SAMPLES_PER_FRAME
+        if not self.phase_iterations:
+            run = lambda piece: self._run("same_decoder", latents=piece)[0]  # noqa: E731
+            return torch.from_numpy(self._chunked(run, array, frames, 1, per_frame))
+        # The graph gives the head's spectra; the phases are refined here, as the torch backend does
+        # (the same function), with the wider context that keeps chunked refinement exact.
+        from sa3core.models.same import MAX_LOG_MAGNITUDE, refine_phase, refined_decode_context
 
-    def _chunked(self, run, x: np.ndarray, frames: int, in_per_frame: int, out_per_frame: int) -> np.ndarray:
-        """``SAME._chunked``: chunks start on window borders and carry ``receptive_frames`` of
-        context each side, cropped off again, so the joined result equals one pass."""
+        span, patch = int(self.manifest.same["head_patches"]), int(self.manifest.same["patch"])
+
+        def run(piece: np.ndarray) -> np.ndarray:
+            _, log_magnitude, phase = self._run("same_decoder", latents=piece)
+            magnitude = torch.from_numpy(log_magnitude).clamp(max=MAX_LOG_MAGNITUDE).exp()
+            return refine_phase(magnitude, torch.from_numpy(phase), self.phase_iterations, span, patch).numpy()
+
+        context = refined_decode_context(self.receptive_frames, self.window_frames, span, patch, self.phase_iterations)
+        return torch.from_numpy(self._chunked(run, array, frames, 1, per_frame, context))
+
+    def _chunked(
+        self, run, x: np.ndarray, frames: int, in_per_frame: int, out_per_frame: int, context: int | None = None
+    ) -> np.ndarray:
+        """``SAME._chunked``: chunks start on window borders and carry ``context`` (default
+        ``receptive_frames``) of context each side, cropped off again, so the joined result equals one pass."""
         chunk = self.chunk_frames
         if not chunk or frames <= chunk:
             return run(x)
-        context, pieces = self.receptive_frames, []
+        context, pieces = self.receptive_frames if context is None else context, []
         for start in range(0, frames, chunk):
             end = min(frames, start + chunk)
             lo, hi = max(0, start - context), min(frames, end + context)

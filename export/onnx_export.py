@@ -34,7 +34,7 @@ from sa3core.errors import Sa3Error
 from sa3core.musical import MUSIC_DIM
 
 from . import graphs
-from .manifest import Manifest, PartSpec, TensorSpec, prepare_output, semitone_entry, write_manifest
+from .manifest import Manifest, PartSpec, TensorSpec, semitone_entry, staged_output, write_manifest
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the dynamo exporter emits opset 18 and up (RMSNormalization needs 23 and is decomposed below it)
@@ -103,7 +103,14 @@ def part_specs(dit_config, text_encoder: str) -> dict[str, tuple[list[TensorSpec
         specs["dit_step"][0].append(music)
     specs |= {
         "same_encoder": ([audio], [_latent("latents")]),
-        "same_decoder": ([_latent("latents")], [audio]),
+        "same_decoder": (
+            [_latent("latents")],
+            [
+                audio,
+                TensorSpec("log_magnitude", "float32", ["batch", timebase.CHANNELS, "frames*stride", "head_bins"]),
+                TensorSpec("phase", "float32", ["batch", timebase.CHANNELS, "frames*stride", "head_bins"], "radians"),
+            ],
+        ),
     }
     if text_encoder == "minilm":
         specs["text_encoder"] = (
@@ -208,16 +215,21 @@ def export_onnx(
     check: bool = True,
     progress=print,
 ) -> Manifest:
-    """Export every part into ``output``; with ``check``, reload and compare to torch (Sa3Error if off)."""
+    """Export every part into ``output``; with ``check``, reload and compare to torch (Sa3Error if off).
+    The files appear in ``output`` only once the export (and its check) succeeded."""
+    if opset < MIN_OPSET:
+        raise Sa3Error(f"opset {opset} is too old; use {MIN_OPSET} or newer")
+    if settings.text_encoder not in ("minilm", "hash"):
+        raise Sa3Error(f"text encoder {settings.text_encoder!r} has no ONNX export yet; use minilm or hash")
+    with staged_output(output, force) as out:
+        return _export_into(out, autoencoder, dit, settings, opset, check, progress)
+
+
+def _export_into(out: Path, autoencoder, dit, settings, opset: int, check: bool, progress) -> Manifest:
     import onnx
     import onnxruntime
 
-    if opset < MIN_OPSET:
-        raise Sa3Error(f"opset {opset} is too old; use {MIN_OPSET} or newer")
-    out = prepare_output(output, force)
     specs = part_specs(dit.config, settings.text_encoder)
-    if settings.text_encoder not in ("minilm", "hash"):
-        raise Sa3Error(f"text encoder {settings.text_encoder!r} has no ONNX export yet; use minilm or hash")
     generator = torch.Generator().manual_seed(0)
     parts = {}
     for part, (inputs, outputs) in specs.items():

@@ -38,7 +38,9 @@ def torch_reference(part: str, autoencoder, dit, inputs: tuple[torch.Tensor, ...
         elif part == "same_encoder":
             outs = [autoencoder.encode(inputs[0], chunk_frames=0)]
         elif part == "same_decoder":
-            outs = [autoencoder.decode(inputs[0], chunk_frames=0)]
+            latents = inputs[0]
+            spectra = autoencoder.head_spectra(autoencoder.decoder_outputs(latents), latents=latents)
+            outs = [autoencoder.decode(latents, chunk_frames=0), *spectra]
         elif part == "text_encoder":
             encoder = TEXT_ENCODERS.get("minilm")()
             ids, mask = inputs

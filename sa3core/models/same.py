@@ -110,7 +110,9 @@ def peak_offsets(log_magnitude: torch.Tensor, softness: float = 0.05) -> torch.T
     and faded out where the curve is not concave (a valley, or flat noise). The edge bins use
     their own magnitude as the missing neighbour. Detached: it steers the phases only.
     """
-    magnitude = log_magnitude.detach()
+    # (no detach without gradients: an exported graph would hold it as an alias node, which
+    # Core ML's converter refuses)
+    magnitude = log_magnitude.detach() if log_magnitude.requires_grad else log_magnitude
     left = torch.cat([magnitude[..., :1], magnitude[..., :-1]], dim=-1)
     right = torch.cat([magnitude[..., 1:], magnitude[..., -1:]], dim=-1)
     curvature = left - 2.0 * magnitude + right
@@ -149,6 +151,10 @@ def overlap_add_eager(frames: torch.Tensor, span: int = SPECTRAL_PATCHES) -> tor
     for j in range(span):  # block j of frame n is patch n - half + j: row n + j of the buffer
         out[..., j : j + N, :] += blocks[..., j, :]
     return out[..., half : half + N, :].reshape(*lead, N * P)
+
+
+def _call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
 
 
 def float32_region(tensor: torch.Tensor):
@@ -406,9 +412,13 @@ class SAME(nn.Module):
             energy = (power * (1.0 / SAMPLES_PER_FRAME)) @ self.semitones  # (B, F, notes)
             return (0.125 * (torch.log(energy * POWER_SCALE + 1.0) - LOG_POWER_SCALE)).transpose(1, 2)
 
-    def _encode_frames(self, audio: torch.Tensor) -> torch.Tensor:
-        """audio [B, 2, F*4096] -> normalised latents [B, 256, F]."""
-        sequence = self.encoder(self.encoder_tokens(audio))  # (B, F, stride+1, width)
+    def _encode_frames(self, audio: torch.Tensor, run_transformer=None) -> torch.Tensor:
+        """audio [B, 2, F*4096] -> normalised latents [B, 256, F].
+
+        ``run_transformer(module, tokens)`` runs a :class:`LocalTransformer` (default: its own
+        forward); the export graphs pass their branch-free twin, so they compute exactly this."""
+        run = run_transformer or _call
+        sequence = run(self.encoder, self.encoder_tokens(audio))  # (B, F, stride+1, width)
         latents = self.to_latent(self.encoder_norm(sequence[:, :, -1])).transpose(1, 2).float()  # (B, 256, F)
         if self.config.pitch_channels:  # the last channels are measured, not learned
             learned = LATENT_CHANNELS - self.config.pitch_channels
@@ -508,7 +518,7 @@ class SAME(nn.Module):
         if self.config.phase_prior:  # the same pattern in every latent frame: stride is a multiple of 4
             phase = phase + self.phase_advance[:, None, :]
             if self.config.peak_frequency:  # (2 pi / span) * offset per hop, accumulated within each latent frame
-                phase = phase + torch.cumsum(peak_offsets(log_magnitude.float()) * (2.0 * torch.pi / span), dim=2)
+                phase = phase + torch.cumsum(peak_offsets(log_magnitude) * (2.0 * torch.pi / span), dim=2)  # float32 already
         log_magnitude = log_magnitude.reshape(B, N, CHANNELS, bins).transpose(1, 2)  # (B, 2, N, bins)
         phase = phase.reshape(B, N, CHANNELS, bins).transpose(1, 2)
         return log_magnitude, phase
@@ -526,49 +536,11 @@ class SAME(nn.Module):
     def head_analysis(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [..., N*P] -> its complex spectra [..., N, head_bins] in the head's frames (frame n
         spans patches n - span/2 .. n + span/2 - 1) under the head's window (FFTs: torch only)."""
-        span, window, P = self.config.head_patches, self.head_window, self.config.patch
-        padded = F.pad(audio, ((span // 2) * P, (span // 2 - 1) * P))
-        return torch.fft.rfft(padded.unfold(-1, window.shape[0], P) * window)
+        return head_analysis(audio, self.config.head_patches, self.config.patch, self.head_window)
 
     def refine_phase(self, magnitude: torch.Tensor, phase: torch.Tensor, iterations: int, momentum: float = 0.99):
-        """Fast Griffin-Lim (Perraudin et al. 2013) from the predicted phases: magnitudes and
-        phases [B, 2, N, head_bins] -> audio float32 [B, 2, N*P] with the same magnitudes.
-
-        Why: the head's phases do not agree between overlapping frames, and the overlap-add
-        smears each partial over neighbouring pitches. On 40 labelled corpus clips (10 s) the
-        key estimator found the right key in 34 clips, 20 of their reconstructions, 31 with the
-        decoded magnitudes and the clips' own phases, 21 the other way round. On 60 clips, 2, 4
-        and 8 iterations of this (at all frequencies) brought the reconstructions from 30 right to
-        35, 38 and 41 (the clips: 51), 16 and 32 no further (runs/diag/phase.py, gl2.py). Each iteration is
-        one FFT analysis and one synthesis of the head's frames (FFTs, not the export graphs'
-        DFT matrices), so it runs in the torch backend only.
-
-        The refined phases are kept below :data:`REFINED_BELOW_HZ` only; above it the head's own
-        phases stay, which keep transients and noise as the decoder learned them (see there).
-        """
-        span, window = self.config.head_patches, self.head_window
-        size = window.shape[0]
-        inverse_gain = 1.0 / overlap_add(window.expand(magnitude.shape[2], -1), span).clamp_min(1e-3)
-        scale = magnitude[..., None]  # multiplies (re, im) pairs: no complex copy of the magnitudes
-
-        # Written for speed (8 s of stereo, 8 iterations: 0.40 s against 0.57 s written plainly, medians
-        # of three alternating runs on 2 AVX2 cores; the same samples to 3e-7 RMS): real-valued scaling,
-        # in-place window and overlap-add, one lerp for the momentum step and sgn for the unit phasors.
-        def synthesize(unit: torch.Tensor) -> torch.Tensor:
-            spectrum = torch.view_as_complex(torch.view_as_real(unit) * scale)
-            frames = torch.fft.irfft(spectrum, n=size).mul_(window)
-            return overlap_add_eager(frames, span).mul_(inverse_gain)
-
-        predicted = torch.polar(torch.ones_like(magnitude), phase)
-        unit, previous = predicted, None
-        for _ in range(iterations):
-            projected = self.head_analysis(synthesize(unit))
-            # fast Griffin-Lim's step: projected + momentum * (projected - previous)
-            estimate = projected if previous is None else torch.lerp(previous, projected, 1.0 + momentum)
-            previous = projected
-            unit = torch.sgn(estimate)  # estimate / |estimate|, 0 where it is 0
-        below = torch.arange(magnitude.shape[-1], device=magnitude.device) * (SAMPLE_RATE / size) < REFINED_BELOW_HZ
-        return synthesize(torch.where(below, unit, predicted))
+        """:func:`refine_phase` with this model's head window."""
+        return refine_phase(magnitude, phase, iterations, self.config.head_patches, self.config.patch, momentum)
 
     def decoder_tokens(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B, 256, F] -> the decoder TRB's input [B, F, 1+stride, width] (shared with the export graphs).
@@ -587,10 +559,12 @@ class SAME(nn.Module):
         outputs = sequence[:, :, 1:]
         return outputs if refined is None else torch.cat([outputs, refined[:, :, 1:].to(outputs.dtype)], dim=-1)
 
-    def decoder_outputs(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents [B, 256, F] -> the head's input tokens [B, F, stride, width (+ refiner_width)]."""
-        sequence = self.decoder(self.decoder_tokens(latents))  # (B, F, 1+stride, width)
-        refined = self.refiner(self.refiner_in(sequence)) if self.refiner is not None else None
+    def decoder_outputs(self, latents: torch.Tensor, run_transformer=None) -> torch.Tensor:
+        """latents [B, 256, F] -> the head's input tokens [B, F, stride, width (+ refiner_width)]
+        (``run_transformer`` as in :meth:`_encode_frames`)."""
+        run = run_transformer or _call
+        sequence = run(self.decoder, self.decoder_tokens(latents))  # (B, F, 1+stride, width)
+        refined = run(self.refiner, self.refiner_in(sequence)) if self.refiner is not None else None
         return self.refined_tokens(sequence, refined)
 
     def _decode_frames(self, latents: torch.Tensor, phase_iterations: int = 0) -> torch.Tensor:
@@ -633,10 +607,10 @@ class SAME(nn.Module):
         if phase_iterations < 0:
             raise Sa3Error(f"phase_iterations must be 0 or more, got {phase_iterations}")
         run = functools.partial(self._decode_frames, phase_iterations=phase_iterations)
-        # Each refinement iteration lets a frame feel the frames one head window further away, so
-        # the chunks' context must cover that reach too for chunked decoding to stay exact.
-        reach = -(-phase_iterations * self.head_window.shape[0] // SAMPLES_PER_FRAME) + 1 if phase_iterations else 0
-        context = max(self.receptive_frames, -(-reach // self.config.window_frames) * self.config.window_frames)
+        c = self.config
+        context = refined_decode_context(
+            self.receptive_frames, c.window_frames, c.head_patches, c.patch, phase_iterations
+        )
         with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=bf16):
             return self._chunked(
                 run, latents.float(), latents.shape[-1], 1, SAMPLES_PER_FRAME, chunk_frames, context
@@ -679,6 +653,68 @@ class SAME(nn.Module):
             out = run(x[..., lo * in_per_frame : hi * in_per_frame])
             pieces.append(out[..., (start - lo) * out_per_frame : (end - lo) * out_per_frame])
         return torch.cat(pieces, dim=-1)
+
+
+def head_analysis(audio: torch.Tensor, span: int, patch: int, window: torch.Tensor | None = None) -> torch.Tensor:
+    """audio [..., N*P] -> its complex spectra [..., N, bins] in a ``span``-patch head's frames (frame n
+    spans patches n - span/2 .. n + span/2 - 1) under a periodic Hann window (FFTs: torch only)."""
+    window = torch.hann_window(span * patch, periodic=True, device=audio.device) if window is None else window
+    padded = F.pad(audio, ((span // 2) * patch, (span // 2 - 1) * patch))
+    return torch.fft.rfft(padded.unfold(-1, window.shape[0], patch) * window)
+
+
+def refine_phase(
+    magnitude: torch.Tensor, phase: torch.Tensor, iterations: int, span: int, patch: int, momentum: float = 0.99
+) -> torch.Tensor:
+    """Fast Griffin-Lim (Perraudin et al. 2013) from the predicted phases: magnitudes and
+    phases [B, 2, N, bins] of a ``span``-patch head -> audio float32 [B, 2, N*patch] with the same
+    magnitudes. The torch and the ONNX backends both render through it.
+
+    Why: the head's phases do not agree between overlapping frames, and the overlap-add
+    smears each partial over neighbouring pitches. On 40 labelled corpus clips (10 s) the
+    key estimator found the right key in 34 clips, 20 of their reconstructions, 31 with the
+    decoded magnitudes and the clips' own phases, 21 the other way round. On 60 clips, 2, 4
+    and 8 iterations of this (at all frequencies) brought the reconstructions from 30 right to
+    35, 38 and 41 (the clips: 51), 16 and 32 no further (runs/diag/phase.py, gl2.py). Each iteration is
+    one FFT analysis and one synthesis of the head's frames (FFTs, not the export graphs'
+    DFT matrices), so it runs eagerly, after the decoder graph.
+
+    The refined phases are kept below :data:`REFINED_BELOW_HZ` only; above it the head's own
+    phases stay, which keep transients and noise as the decoder learned them (see there).
+    """
+    size = span * patch
+    window = torch.hann_window(size, periodic=True, device=magnitude.device)
+    inverse_gain = 1.0 / overlap_add(window.expand(magnitude.shape[2], -1), span).clamp_min(1e-3)
+    scale = magnitude[..., None]  # multiplies (re, im) pairs: no complex copy of the magnitudes
+
+    # Written for speed (8 s of stereo, 8 iterations: 0.40 s against 0.57 s written plainly, medians
+    # of three alternating runs on 2 AVX2 cores; the same samples to 3e-7 RMS): real-valued scaling,
+    # in-place window and overlap-add, one lerp for the momentum step and sgn for the unit phasors.
+    def synthesize(unit: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.view_as_complex(torch.view_as_real(unit) * scale)
+        frames = torch.fft.irfft(spectrum, n=size).mul_(window)
+        return overlap_add_eager(frames, span).mul_(inverse_gain)
+
+    predicted = torch.polar(torch.ones_like(magnitude), phase)
+    unit, previous = predicted, None
+    for _ in range(iterations):
+        projected = head_analysis(synthesize(unit), span, patch, window)
+        # fast Griffin-Lim's step: projected + momentum * (projected - previous)
+        estimate = projected if previous is None else torch.lerp(previous, projected, 1.0 + momentum)
+        previous = projected
+        unit = torch.sgn(estimate)  # estimate / |estimate|, 0 where it is 0
+    below = torch.arange(magnitude.shape[-1], device=magnitude.device) * (SAMPLE_RATE / size) < REFINED_BELOW_HZ
+    return synthesize(torch.where(below, unit, predicted))
+
+
+def refined_decode_context(receptive_frames: int, window_frames: int, span: int, patch: int, iterations: int) -> int:
+    """Context frames per side that keep chunked decoding with ``iterations`` of phase
+    refinement equal to one pass: each iteration lets a frame feel the frames one head window
+    further away, so the context covers that reach too (rounded up to whole attention windows)."""
+    if not iterations:
+        return receptive_frames
+    reach = -(-iterations * span * patch // SAMPLES_PER_FRAME) + 1
+    return max(receptive_frames, -(-reach // window_frames) * window_frames)
 
 
 def semitone_render(notes: int, bins: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -119,7 +119,6 @@ def test_inpaint_and_continue_commands(tiny_model_dir, tmp_path):
         (["generate", "x", "--seconds", "1", "--steps", "0"], "--steps"),
         (["generate", "x", "--seconds", "1", "--warp", "--daemon", "tcp://127.0.0.1:9"], "--warp"),
         (["generate", "x", "--seconds", "1", "--phase-iterations", "-2"], "--phase-iterations"),
-        (["generate", "x", "--seconds", "1", "--phase-iterations", "4", "--backend", "onnx"], "torch backend"),
         (["generate", "x", "--seconds", "1", "--scale-lock", "-3"], "--scale-lock"),
         (["generate", "x", "--seconds", "1", "--scale-lock", "nan"], "--scale-lock"),
         (["generate", "pad in D minor", "--seconds", "1", "--scale-lock", "12"], "semitone channels"),
