@@ -1,5 +1,28 @@
 #include "PluginEditor.h"
 
+namespace {
+
+// Layout in pixels. An IncDecButtons slider is its text box plus two buttons side by side; JUCE
+// insets the pair by 2 px a side, and LookAndFeel_V4 draws a button's text inside indents of
+// about 13 px, so a button much under 26 px shows its "+" as "..". Every such slider gets the
+// same width, and the rows below are checked to fit the editor at compile time.
+constexpr int kMargin = 10, kGap = 8, kRowHeight = 28;
+constexpr int kTextBoxWidth = 70;
+constexpr int kIncDecButtonWidth = 30;
+constexpr int kIncDecWidth = kTextBoxWidth + 2 * kIncDecButtonWidth;
+constexpr int kLabelWidth = 44, kWideLabelWidth = 76;
+constexpr int kModeWidth = 110, kModelStepsWidth = 130, kRenderWidth = 100;
+constexpr int kEditorWidth = 540;
+constexpr int kRows = 6;  // prompt; mode, bars, seed; steps, scale lock; daemon; render, takes; status
+constexpr int kEditorHeight = 2 * kMargin + kRows * kRowHeight + (kRows - 1) * kGap;
+constexpr int kInnerWidth = kEditorWidth - 2 * kMargin;
+static_assert(kLabelWidth + kModeWidth + 2 * (kGap + kLabelWidth + kIncDecWidth) <= kInnerWidth,
+              "mode, bars and seed must fit one row");
+static_assert(kLabelWidth + kIncDecWidth + kModelStepsWidth + kGap + kWideLabelWidth + kIncDecWidth <= kInnerWidth,
+              "steps and scale lock must fit one row");
+
+}  // namespace
+
 Sa3AudioProcessorEditor::Sa3AudioProcessorEditor(Sa3AudioProcessor& p) : AudioProcessorEditor(&p), processor_(p) {
   prompt_.setText(p.core().prompt(), juce::dontSendNotification);
   prompt_.setTextToShowWhenEmpty("describe the sound", juce::Colours::grey);
@@ -12,21 +35,37 @@ Sa3AudioProcessorEditor::Sa3AudioProcessorEditor(Sa3AudioProcessor& p) : AudioPr
   addAndMakeVisible(mode_);
   addAndMakeVisible(modeLabel_);
 
-  for (auto* slider : {&bars_, &seed_, &scaleLock_}) {
+  for (auto* slider : {&bars_, &seed_, &steps_, &scaleLock_}) {
     slider->setSliderStyle(juce::Slider::IncDecButtons);
-    slider->setTextBoxStyle(juce::Slider::TextBoxLeft, false, 70, 24);
+    slider->setTextBoxStyle(juce::Slider::TextBoxLeft, false, kTextBoxWidth, kRowHeight - 4);
     addAndMakeVisible(slider);
   }
   barsAttachment_ = std::make_unique<SliderAttachment>(p.parameters(), "bars", bars_);
   seedAttachment_ = std::make_unique<SliderAttachment>(p.parameters(), "seed", seed_);
+  // Shows the parameter's text: Model (the daemon's model decides, the label beside says how
+  // many that is) or a number of sampler steps.
+  stepsAttachment_ = std::make_unique<SliderAttachment>(p.parameters(), "steps", steps_);
   // Shows the parameter's text: Model, Off or N dB (notes outside a key the prompt names).
   scaleLockAttachment_ = std::make_unique<SliderAttachment>(p.parameters(), "scale_lock", scaleLock_);
   barsLabel_.setText("Bars", juce::dontSendNotification);
   seedLabel_.setText("Seed", juce::dontSendNotification);
+  stepsLabel_.setText("Steps", juce::dontSendNotification);
   scaleLockLabel_.setText("Scale lock", juce::dontSendNotification);
-  addAndMakeVisible(barsLabel_);
-  addAndMakeVisible(seedLabel_);
-  addAndMakeVisible(scaleLockLabel_);
+  modelSteps_.setColour(juce::Label::textColourId, juce::Colours::grey);
+  for (auto* label : {&barsLabel_, &seedLabel_, &stepsLabel_, &modelSteps_, &scaleLockLabel_}) addAndMakeVisible(label);
+
+  // The daemon's address: saved in the project; new instances start from SA3_ENDPOINT (or
+  // tcp://127.0.0.1:5557). Applied on return or when the field loses focus, not per keystroke.
+  endpointLabel_.setText("Daemon", juce::dontSendNotification);
+  endpoint_.setText(p.core().endpoint(), juce::dontSendNotification);
+  endpoint_.setTextToShowWhenEmpty("tcp://127.0.0.1:5557", juce::Colours::grey);
+  endpoint_.onReturnKey = [this] { applyEndpoint(); };
+  endpoint_.onFocusLost = [this] { applyEndpoint(); };
+  endpoint_.onEscapeKey = [this] {
+    endpoint_.setText(processor_.core().endpoint(), juce::dontSendNotification);
+  };
+  addAndMakeVisible(endpointLabel_);
+  addAndMakeVisible(endpoint_);
 
   render_.onClick = [this] { processor_.core().requestRender(); };
   addAndMakeVisible(render_);
@@ -36,7 +75,7 @@ Sa3AudioProcessorEditor::Sa3AudioProcessorEditor(Sa3AudioProcessor& p) : AudioPr
   addAndMakeVisible(takes_);
   addAndMakeVisible(status_);
 
-  setSize(480, 256);
+  setSize(kEditorWidth, kEditorHeight);
   startTimerHz(10);
 }
 
@@ -47,27 +86,51 @@ void Sa3AudioProcessorEditor::paint(juce::Graphics& g) {
 }
 
 void Sa3AudioProcessorEditor::resized() {
-  auto area = getLocalBounds().reduced(10);
-  prompt_.setBounds(area.removeFromTop(28));
-  area.removeFromTop(8);
-  auto row = area.removeFromTop(28);
-  modeLabel_.setBounds(row.removeFromLeft(45));
-  mode_.setBounds(row.removeFromLeft(110));
-  barsLabel_.setBounds(row.removeFromLeft(40));
-  bars_.setBounds(row.removeFromLeft(120));
-  seedLabel_.setBounds(row.removeFromLeft(40));
-  seed_.setBounds(row);
-  area.removeFromTop(8);
-  row = area.removeFromTop(28);
-  scaleLockLabel_.setBounds(row.removeFromLeft(80));
-  scaleLock_.setBounds(row.removeFromLeft(150));
-  area.removeFromTop(8);
-  row = area.removeFromTop(28);
-  render_.setBounds(row.removeFromLeft(100));
-  row.removeFromLeft(10);
+  auto area = getLocalBounds().reduced(kMargin);
+  auto nextRow = [&area](bool first = false) {
+    if (!first) area.removeFromTop(kGap);
+    return area.removeFromTop(kRowHeight);
+  };
+  prompt_.setBounds(nextRow(true));
+
+  auto row = nextRow();
+  modeLabel_.setBounds(row.removeFromLeft(kLabelWidth));
+  mode_.setBounds(row.removeFromLeft(kModeWidth));
+  row.removeFromLeft(kGap);
+  barsLabel_.setBounds(row.removeFromLeft(kLabelWidth));
+  bars_.setBounds(row.removeFromLeft(kIncDecWidth));
+  row.removeFromLeft(kGap);
+  seedLabel_.setBounds(row.removeFromLeft(kLabelWidth));
+  seed_.setBounds(row.removeFromLeft(kIncDecWidth));
+
+  row = nextRow();
+  stepsLabel_.setBounds(row.removeFromLeft(kLabelWidth));
+  steps_.setBounds(row.removeFromLeft(kIncDecWidth));
+  modelSteps_.setBounds(row.removeFromLeft(kModelStepsWidth));
+  row.removeFromLeft(kGap);
+  scaleLockLabel_.setBounds(row.removeFromLeft(kWideLabelWidth));
+  scaleLock_.setBounds(row.removeFromLeft(kIncDecWidth));
+
+  row = nextRow();
+  endpointLabel_.setBounds(row.removeFromLeft(kLabelWidth + 12));
+  endpoint_.setBounds(row);
+
+  row = nextRow();
+  render_.setBounds(row.removeFromLeft(kRenderWidth));
+  row.removeFromLeft(kGap);
   takes_.setBounds(row);
-  area.removeFromTop(8);
-  status_.setBounds(area.removeFromTop(28));
+
+  status_.setBounds(nextRow());
+}
+
+void Sa3AudioProcessorEditor::applyEndpoint() {
+  const auto text = endpoint_.getText().trim();
+  if (text.isEmpty()) {  // nothing typed: keep the current daemon
+    endpoint_.setText(processor_.core().endpoint(), juce::dontSendNotification);
+    return;
+  }
+  // A form ZeroMQ refuses shows in the status line (the core says what is wrong), never crashes.
+  processor_.core().setEndpoint(text.toStdString());
 }
 
 void Sa3AudioProcessorEditor::timerCallback() {
@@ -75,6 +138,15 @@ void Sa3AudioProcessorEditor::timerCallback() {
   juce::String text = core.statusText();
   if (core.status() == sa3::Status::Rendering) text << "  " << juce::roundToInt(core.progress() * 100.0f) << "%";
   status_.setText(text, juce::dontSendNotification);
+  // A project (state) loaded while the editor is open brings its own endpoint.
+  if (!endpoint_.hasKeyboardFocus(true) && endpoint_.getText() != juce::String(core.endpoint()))
+    endpoint_.setText(core.endpoint(), juce::dontSendNotification);
+  const int modelSteps = core.modelDefaultSteps();
+  if (modelSteps != shownModelSteps_) {
+    shownModelSteps_ = modelSteps;
+    modelSteps_.setText(modelSteps > 0 ? "model default: " + juce::String(modelSteps) : "model default: not known",
+                        juce::dontSendNotification);
+  }
   const size_t count = core.numTakes();
   if (count != shownTakes_) {
     shownTakes_ = count;

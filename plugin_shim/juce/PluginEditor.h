@@ -1,4 +1,5 @@
-// Minimal editor: prompt, mode, bars, seed, scale lock, render, takes and status. Message thread only.
+// Minimal editor: prompt, mode, bars, seed, steps, scale lock, daemon endpoint, render, takes and
+// status. Message thread only.
 #pragma once
 
 #include <juce_audio_processors/juce_audio_processors.h>
@@ -13,17 +14,19 @@ class Sa3AudioProcessorEditor : public juce::AudioProcessorEditor, private juce:
   void resized() override;
 
  private:
-  void timerCallback() override;  // status and take list, 10 times a second
+  void timerCallback() override;  // status, take list, endpoint and the model's steps, 10 times a second
+  void applyEndpoint();           // the endpoint field's text to the core (return key or focus lost)
   using SliderAttachment = juce::AudioProcessorValueTreeState::SliderAttachment;
   using ComboAttachment = juce::AudioProcessorValueTreeState::ComboBoxAttachment;
 
   Sa3AudioProcessor& processor_;
-  juce::TextEditor prompt_;
+  juce::TextEditor prompt_, endpoint_;
   juce::ComboBox mode_, takes_;
-  juce::Slider bars_, seed_, scaleLock_;
-  juce::Label modeLabel_, barsLabel_, seedLabel_, scaleLockLabel_, status_;
+  juce::Slider bars_, seed_, steps_, scaleLock_;
+  juce::Label modeLabel_, barsLabel_, seedLabel_, stepsLabel_, modelSteps_, scaleLockLabel_, endpointLabel_, status_;
   juce::TextButton render_{"Render"};
   std::unique_ptr<ComboAttachment> modeAttachment_;
-  std::unique_ptr<SliderAttachment> barsAttachment_, seedAttachment_, scaleLockAttachment_;
+  std::unique_ptr<SliderAttachment> barsAttachment_, seedAttachment_, stepsAttachment_, scaleLockAttachment_;
   size_t shownTakes_ = static_cast<size_t>(-1);
+  int shownModelSteps_ = -1;
 };

@@ -27,6 +27,20 @@ int scaleLockFromText(const juce::String& text) {
   return juce::jlimit(kScaleLockModel, kScaleLockMax, t.getIntValue());
 }
 
+// The "Steps" parameter: 0 means the model's default (the request leaves `steps` out and the
+// daemon's model decides: 15 for the shipped one; the editor shows the number the daemon gave).
+constexpr int kStepsModel = 0;
+
+juce::String stepsText(int steps, int /*maximumLength*/) {
+  return steps <= kStepsModel ? juce::String("Model") : juce::String(steps);
+}
+
+int stepsFromText(const juce::String& text) {
+  const auto t = text.trim();
+  if (t.equalsIgnoreCase("model")) return kStepsModel;
+  return juce::jlimit(kStepsModel, sa3::kMaxSteps, t.getIntValue());
+}
+
 sa3::ProcessorConfig makeConfig() {
   sa3::ProcessorConfig config;
   // The daemon address: saved in the state; SA3_ENDPOINT sets the default for new instances.
@@ -78,7 +92,9 @@ juce::AudioProcessorValueTreeState::ParameterLayout Sa3AudioProcessor::createLay
       std::make_unique<AudioParameterChoice>(id("mode"), "Mode", StringArray{"generate", "inpaint", "continue"}, 1));
   layout.add(std::make_unique<AudioParameterInt>(id("bars"), "Bars", 1, 64, 4));
   layout.add(std::make_unique<AudioParameterInt>(id("seed"), "Seed", 0, 99999, 0));
-  layout.add(std::make_unique<AudioParameterInt>(id("steps"), "Steps", 1, 100, 8));
+  layout.add(std::make_unique<AudioParameterInt>(
+      id("steps"), "Steps", kStepsModel, sa3::kMaxSteps, kStepsModel,
+      AudioParameterIntAttributes().withStringFromValueFunction(stepsText).withValueFromStringFunction(stepsFromText)));
   // Model (the daemon's model decides: 12 dB for the shipped one), Off, or 1-48 dB.
   layout.add(std::make_unique<AudioParameterInt>(id("scale_lock"), "Scale lock", kScaleLockModel, kScaleLockMax,
                                                  kScaleLockModel,

@@ -66,6 +66,20 @@ double scaleLockToCore(std::optional<double> db) {
   return *db;
 }
 
+/// Steps as Python sees them: None for the model's default (0 in the core), else 1 to kMaxSteps.
+std::optional<int> optionalSteps(int steps) {
+  if (steps <= 0) return std::nullopt;
+  return steps;
+}
+
+int stepsToCore(std::optional<int> steps) {
+  if (!steps) return 0;
+  if (*steps < 1 || *steps > sa3::kMaxSteps)
+    throw py::value_error("steps " + std::to_string(*steps) + " is outside 1-" + std::to_string(sa3::kMaxSteps) +
+                          "; use None for the model's default");
+  return *steps;
+}
+
 /// The processor plus what a Python host needs around it (block timing).
 struct PyProcessor {
   explicit PyProcessor(const sa3::ProcessorConfig& config) : core(config) {}
@@ -78,6 +92,8 @@ void init_timebase(py::module_& m) {
   m.attr("SAMPLES_PER_FRAME") = tb::kSamplesPerFrame;
   m.attr("PROTOCOL_VERSION") = SA3_PROTOCOL_VERSION;
   m.attr("MAX_SCALE_LOCK_DB") = sa3::kMaxScaleLockDb;
+  m.attr("MAX_STEPS") = sa3::kMaxSteps;
+  m.attr("TAKE_CEILING_DB") = sa3::kTakeCeilingDb;
   m.def("quarters_per_bar", [](std::pair<int, int> meter) { return toMeter(meter).quartersPerBar(); });
   m.def(
       "bars_to_samples",
@@ -200,8 +216,12 @@ void init_processor(py::module_& m) {
           "seed", [](const PyProcessor& p) { return p.core.seed(); },
           [](PyProcessor& p, uint64_t s) { p.core.setSeed(s); })
       .def_property(
-          "steps", [](const PyProcessor& p) { return p.core.steps(); },
-          [](PyProcessor& p, int s) { p.core.setSteps(s); })
+          "steps", [](const PyProcessor& p) { return optionalSteps(p.core.steps()); },
+          [](PyProcessor& p, std::optional<int> steps) { p.core.setSteps(stepsToCore(steps)); },
+          "Sampler steps, 1 to MAX_STEPS; None = the model's default (the request leaves it out).")
+      .def_property_readonly(
+          "model_default_steps", [](const PyProcessor& p) { return optionalSteps(p.core.modelDefaultSteps()); },
+          "The daemon model's default steps (its `capabilities` reply); None until the daemon answered.")
       .def_property(
           "scale_lock_db", [](const PyProcessor& p) { return scaleLockFromCore(p.core.scaleLockDb()); },
           [](PyProcessor& p, std::optional<double> db) { p.core.setScaleLockDb(scaleLockToCore(db)); },

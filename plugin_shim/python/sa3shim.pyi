@@ -7,6 +7,8 @@ MODEL_SAMPLE_RATE: int
 SAMPLES_PER_FRAME: int
 PROTOCOL_VERSION: str
 MAX_SCALE_LOCK_DB: float
+MAX_STEPS: int
+TAKE_CEILING_DB: float
 
 def quarters_per_bar(meter: tuple[int, int]) -> float: ...
 def bars_to_samples(bars: float, bpm: float, meter: tuple[int, int], sample_rate: float) -> int: ...
@@ -51,7 +53,9 @@ class Processor:
     region_bars: tuple[float, float]
     bars: float
     seed: int
-    steps: int
+    steps: int | None  # None: the model's default (see model_default_steps); else 1 to MAX_STEPS
+    @property
+    def model_default_steps(self) -> int | None: ...  # from the daemon's capabilities; None until then
     scale_lock_db: float | None  # None: the model's setting; 0: off; up to MAX_SCALE_LOCK_DB
     prompt: str
     endpoint: str

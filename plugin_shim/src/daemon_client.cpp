@@ -2,8 +2,10 @@
 #ifndef MSGPACK_NO_BOOST
 #define MSGPACK_NO_BOOST  // msgpack-cxx without Boost: only the header types we use
 #endif
+#include <chrono>
 #include <cstring>
 #include <msgpack.hpp>
+#include <thread>
 #include <zmq.hpp>
 
 #include "sa3/protocol.h"
@@ -99,17 +101,28 @@ DaemonClient::~DaemonClient() {
 
 void DaemonClient::reconnect() {
   if (socket_) socket_->close();
-  socket_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::dealer);
-  socket_->set(zmq::sockopt::linger, 0);     // never block shutdown on unsent audio
-  socket_->set(zmq::sockopt::immediate, 1);  // queue nothing for a peer that is not there
-  socket_->set(zmq::sockopt::reconnect_ivl, 100);
-  socket_->set(zmq::sockopt::reconnect_ivl_max, 1000);
-  socket_->set(zmq::sockopt::sndtimeo, 0);  // sends never wait: a full queue drops the message
-  socket_->connect(endpoint_);
+  socket_.reset();
+  auto socket = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::dealer);
+  socket->set(zmq::sockopt::linger, 0);     // never block shutdown on unsent audio
+  socket->set(zmq::sockopt::immediate, 1);  // queue nothing for a peer that is not there
+  socket->set(zmq::sockopt::reconnect_ivl, 100);
+  socket->set(zmq::sockopt::reconnect_ivl_max, 1000);
+  socket->set(zmq::sockopt::sndtimeo, 0);  // sends never wait: a full queue drops the message
+  try {
+    socket->connect(endpoint_);
+  } catch (const zmq::error_t& err) {
+    // The endpoint comes from the user (editor, state, SA3_ENDPOINT): never let it end the host.
+    problem_ = "the daemon endpoint '" + endpoint_ + "' is not valid (" + err.what() +
+               "); use tcp://HOST:PORT, e.g. tcp://127.0.0.1:5557";
+    return;
+  }
+  problem_.clear();
+  socket_ = std::move(socket);
 }
 
 void DaemonClient::sendHeader(const std::vector<char>& header, const std::vector<float>* left,
                               const std::vector<float>* right) {
+  if (!socket_) return;
   const bool hasAudio = left != nullptr && right != nullptr && !left->empty();
   zmq::message_t head(header.data(), header.size());
   auto sent =
@@ -199,6 +212,10 @@ int64_t DaemonClient::fetch(const std::string& jobId) {
 }
 
 bool DaemonClient::receive(int timeoutMs, DaemonEvent& event) {
+  if (!socket_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(timeoutMs));  // as a poll that hears nothing
+    return false;
+  }
   zmq::pollitem_t item{static_cast<void*>(*socket_), 0, ZMQ_POLLIN, 0};
   if (zmq::poll(&item, 1, std::chrono::milliseconds(timeoutMs)) <= 0) return false;
   std::vector<zmq::message_t> frames;
@@ -217,7 +234,11 @@ bool DaemonClient::receive(int timeoutMs, DaemonEvent& event) {
     const std::string type = getString(header, "type");
     event.requestId = getInt(header, "request_id", -1);
     event.jobId = getString(header, "job_id");
-    if (type == "capabilities") event.kind = DaemonEvent::Kind::Capabilities;
+    event.daemonId = getString(header, "daemon_id");  // added in 1.3
+    if (type == "capabilities") {
+      event.kind = DaemonEvent::Kind::Capabilities;
+      event.defaultSteps = static_cast<int>(getInt(header, "default_steps", 0));
+    }
     if (type == "heartbeat") event.kind = DaemonEvent::Kind::Heartbeat;
     if (type == "queued") event.kind = DaemonEvent::Kind::Queued;
     if (type == "cancelled") event.kind = DaemonEvent::Kind::Cancelled;
@@ -234,6 +255,7 @@ bool DaemonClient::receive(int timeoutMs, DaemonEvent& event) {
     }
     if (type == "result") {
       event.kind = DaemonEvent::Kind::Result;
+      event.stepsUsed = static_cast<int>(getInt(header, "steps", 0));
       const auto* audio = lookup(header, "audio");
       if (audio != nullptr && frames.size() >= 2) {
         event.sampleRate = static_cast<int>(getInt(*audio, "sample_rate", 0));

@@ -88,7 +88,8 @@ struct Processor::Job {
   Take description;           // everything but the audio; start = region start on the timeline
   int64_t windowSamples = 0;  // input clip length (inpaint/continue)
   int64_t requestId = -1;
-  std::string jobId;  // from `queued`
+  std::string jobId;     // from `queued`
+  std::string daemonId;  // the daemon instance that queued it (protocol 1.3; "" before)
   Clock::time_point lastHeard;
   bool submitted = false;
   bool resubmitted = false;
@@ -354,7 +355,7 @@ std::string Processor::buildJob(Job& job) const {
   Take& d = job.description;
   d.prompt = req.prompt;
   d.seed = req.seed;
-  d.steps = req.steps;
+  d.steps = req.steps > 0 ? req.steps : modelDefaultSteps_.load();  // the result's `steps` overrides
   d.scaleLockDb = req.scaleLockDb;
   d.mode = mode();
   d.bpm = resolved.bpm;
@@ -379,10 +380,21 @@ void Processor::finishJob(Job& job, DaemonEvent& result) {
     return;
   }
   auto take = std::make_shared<Take>(job.description);
+  if (result.stepsUsed > 0) take->steps = result.stepsUsed;  // what reproduces it
   take->left.assign(result.left.begin() + offset, result.left.begin() + offset + length);
   take->right.assign(result.right.begin() + offset, result.right.begin() + offset + length);
   const double rate = sampleRate_.load();
-  if (rate > 0.0 && rate != take->sampleRate) *take = resampleTake(*take, rate);
+  if (rate > 0.0 && rate != take->sampleRate) *take = resampleTake(*take, rate);  // the host changed rate
+  // Whatever the daemon sent (a pre-1.3 daemon has no ceiling), the host never gets more than
+  // kTakeCeilingDb: the take is turned down as a whole, here on the worker thread.
+  const float gain = limitTakePeak(*take);
+  std::string turnedDown;
+  if (gain < 1.0f) {
+    char text[96];
+    std::snprintf(text, sizeof text, " (turned down %.1f dB to the %g dBFS ceiling)", -20.0 * std::log10(gain),
+                  kTakeCeilingDb);
+    turnedDown = text;
+  }
   {
     std::lock_guard<std::mutex> lock(takesMutex_);
     take->id = nextTakeId_++;
@@ -392,7 +404,7 @@ void Processor::finishJob(Job& job, DaemonEvent& result) {
   }
   rendersCompleted_.fetch_add(1);
   progress_.store(1.0f);
-  setStatus(Status::Idle, "take " + std::to_string(take->id) + " ready");
+  setStatus(Status::Idle, "take " + std::to_string(take->id) + " ready" + turnedDown);
 }
 
 void Processor::workerLoop() {
@@ -409,12 +421,18 @@ void Processor::workerLoop() {
   uint64_t seenRender = renderSerial_.load(), seenCancel = cancelSerial_.load();
   std::unique_ptr<Job> job;
   std::vector<int64_t> orphans;  // request_ids of replaced renders the daemon has not acknowledged
-  setStatus(Status::Offline, "offline: waiting for the daemon at " + endpoint + " (start `sa3 serve`)");
+  const auto waitingText = [&](const std::string& tail) {
+    // An endpoint ZeroMQ refuses is the user's to fix: say so instead of waiting forever.
+    return client->problem().empty() ? "offline: waiting for the daemon at " + endpoint + tail : client->problem();
+  };
+  setStatus(Status::Offline, waitingText(" (start `sa3 serve`)"));
   client->sendHello();
 
   auto submit = [&] {
     job->requestId = client->submit(job->request);
     job->submitted = true;
+    job->jobId.clear();
+    job->daemonId.clear();
     job->lastHeard = Clock::now();
     progress_.store(0.0f);
     setStatus(Status::Rendering, std::string("rendering (") + modeName(job->request.mode) + ")");
@@ -429,11 +447,12 @@ void Processor::workerLoop() {
       if (job) {
         job->submitted = false;
         job->jobId.clear();
+        job->daemonId.clear();
       }
       online = false;
       lastHeard = Clock::now() - offlineAfter;
       lastReconnect = Clock::now();
-      setStatus(Status::Offline, "offline: waiting for the daemon at " + endpoint);
+      setStatus(Status::Offline, waitingText(""));
     }
     const auto now = Clock::now();
     const uint64_t render = renderSerial_.load();
@@ -449,7 +468,9 @@ void Processor::workerLoop() {
       } else if (online) {
         submit();
       } else {
-        setStatus(Status::Offline, "offline: the render starts when the daemon at " + endpoint + " answers");
+        setStatus(Status::Offline, client->problem().empty()
+                                       ? "offline: the render starts when the daemon at " + endpoint + " answers"
+                                       : client->problem());
       }
     }
     const uint64_t cancel = cancelSerial_.load();
@@ -468,9 +489,34 @@ void Processor::workerLoop() {
     DaemonEvent event;
     if (client->receive(20, event)) {
       lastHeard = Clock::now();
+      if (event.kind == DaemonEvent::Kind::Capabilities && event.defaultSteps > 0)
+        modelDefaultSteps_.store(event.defaultSteps);
+      // Protocol 1.3: every header names the daemon instance. Another instance than the one that
+      // queued the job answering (a heartbeat, a capabilities, anything) means the daemon was
+      // restarted, perhaps too quickly for the plugin to see it offline, and the job is gone.
+      bool restarted = false;
+      if (job && job->submitted && !job->daemonId.empty() && !event.daemonId.empty() &&
+          event.daemonId != job->daemonId) {
+        restarted = true;
+        if (!job->resubmitted) {
+          job->resubmitted = true;
+          submit();
+          setStatus(Status::Rendering, "the daemon restarted and lost the render; rendering again");
+        } else {
+          setStatus(Status::Error, "the daemon restarted again and lost the render a second time; render again");
+          job.reset();
+        }
+      }
+      if (!online || restarted) {
+        // Ask again what the daemon serves: the hello sent while it was away was dropped (the
+        // socket queues nothing for a missing peer), and a restarted daemon may serve another model.
+        client->sendHello();
+      }
       if (!online) {
         online = true;
-        if (job && job->submitted && !job->jobId.empty()) {
+        if (restarted) {
+          // handled above: resubmitted, or failed with its message
+        } else if (job && job->submitted && !job->jobId.empty()) {
           // The same daemon still has the job; a restarted one answers unknown_job (resubmit).
           job->requestId = client->fetch(job->jobId);
           job->lastHeard = Clock::now();
@@ -488,6 +534,7 @@ void Processor::workerLoop() {
         switch (event.kind) {
           case DaemonEvent::Kind::Queued:
             job->jobId = event.jobId;
+            job->daemonId = event.daemonId;
             if (status() != Status::Rendering) setStatus(Status::Rendering, "rendering");
             break;
           case DaemonEvent::Kind::Progress:
@@ -504,7 +551,6 @@ void Processor::workerLoop() {
           case DaemonEvent::Kind::Error:
             if (event.code == "unknown_job" && !job->resubmitted) {
               job->resubmitted = true;  // the daemon restarted and lost it: send it again once
-              job->jobId.clear();
               submit();
             } else {
               setStatus(Status::Error, "daemon: " + event.message);

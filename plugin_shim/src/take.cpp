@@ -24,7 +24,22 @@ Take resampleTake(const Take& take, double newSampleRate) {
     out.left[static_cast<size_t>(i)] = take.left[a] + (take.left[b] - take.left[a]) * frac;
     out.right[static_cast<size_t>(i)] = take.right[a] + (take.right[b] - take.right[a]) * frac;
   }
+  limitTakePeak(out);
   return out;
+}
+
+float limitTakePeak(Take& take, double ceilingDb) noexcept {
+  float peak = 0.0f;
+  for (const auto* channel : {&take.left, &take.right})
+    for (const float sample : *channel) peak = std::max(peak, std::fabs(sample));
+  const auto ceiling = static_cast<float>(std::pow(10.0, ceilingDb / 20.0));
+  if (!(peak > ceiling)) return 1.0f;  // also leaves an all-NaN take alone (nothing to scale by)
+  float gain = ceiling / peak;
+  // float rounding can leave peak * gain a hair over the ceiling: step the gain down until not
+  while (peak * gain > ceiling) gain = std::nextafter(gain, 0.0f);
+  for (auto* channel : {&take.left, &take.right})
+    for (float& sample : *channel) sample *= gain;
+  return gain;
 }
 
 }  // namespace sa3

@@ -60,4 +60,3 @@ def test_configure_skips_a_target_whose_dependency_is_missing(tmp_path, disabled
         assert lines, output[-3000:]
     assert why in " ".join(output.split())  # CMake wraps warnings; the reason reads as one line
     assert "sa3: building" in output
-

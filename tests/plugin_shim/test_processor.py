@@ -158,3 +158,102 @@ def test_a_state_saved_before_the_scale_lock_loads_as_the_models_setting(shim):
     q = shim.Processor(endpoint=OFFLINE)
     assert q.set_state(p.get_state())
     assert q.scale_lock_db is None and q.takes == p.takes
+
+
+def test_steps_are_the_models_default_until_set(shim):
+    from bridge.protocol import Limits
+
+    p = shim.Processor(endpoint=OFFLINE)
+    assert p.steps is None  # the request leaves `steps` out: the daemon's model decides
+    assert p.model_default_steps is None  # no daemon has said what that is yet
+    assert shim.MAX_STEPS == Limits().max_steps  # the shim refuses what the daemon would
+    for steps in (1, 15, shim.MAX_STEPS):
+        p.steps = steps
+        assert p.steps == steps
+    for steps in (0, -3, shim.MAX_STEPS + 1):
+        with pytest.raises(ValueError, match="steps"):
+            p.steps = steps
+        assert p.steps == shim.MAX_STEPS  # unchanged
+    p.steps = None
+    q = shim.Processor(endpoint=OFFLINE)
+    q.steps = 12
+    assert q.set_state(p.get_state())
+    assert q.steps is None  # saved as the model's default, restored as it
+
+
+def test_a_bad_endpoint_is_a_status_line_not_a_crash(shim):
+    """The editor's endpoint field takes anything a user types; ZeroMQ throws on what it cannot
+    parse, which on the worker thread would end the host. Run in a subprocess: before the fix it
+    aborted the interpreter."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from .conftest import SHIM_PYTHON
+
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(SHIM_PYTHON)!r})
+        import sa3shim
+        p = sa3shim.Processor(endpoint="banana")
+        p.prepare_to_play(44100, 512)
+        time.sleep(0.3)
+        print(p.status, "|", p.status_text)
+        p.endpoint = "tcp://127.0.0.1:9"  # fixed in the field: the plugin waits for that daemon
+        time.sleep(0.3)
+        print(p.status, "|", p.status_text)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    bad, fixed = result.stdout.strip().splitlines()
+    assert bad.startswith("offline | the daemon endpoint 'banana' is not valid") and "tcp://HOST:PORT" in bad
+    assert fixed == "offline | offline: waiting for the daemon at tcp://127.0.0.1:9"
+
+
+def loud_take_state(shim, rate: float, peak: float) -> tuple[bytes, np.ndarray]:
+    """A current state with one take at `rate` peaking at `peak` (linear), as a take from a daemon
+    without a level ceiling (before protocol 1.3) was saved."""
+    p = shim.Processor(endpoint=OFFLINE)
+    state = p.get_state()
+    audio = test_signal(2, int(rate) // 10, int(rate))
+    audio *= peak / np.abs(audio).max()
+    take = struct.pack("<Q", 1) + struct.pack("<Q", 4) + b"loud" + struct.pack("<Qid", 0, 8, -1.0)
+    take += struct.pack("<idiidqQ", 1, 120.0, 4, 4, rate, 0, audio.shape[1]) + audio.astype("<f4").tobytes()
+    # the empty state ends with: next take id, active take (-1), take count (0)
+    head = state[: -(8 + 4 + 8)]
+    return head + struct.pack("<QiQ", 2, 0, 1) + take, audio
+
+
+@pytest.mark.parametrize("saved_rate,host_rate", [(48000.0, 44100), (44100.0, 96000)])
+def test_a_take_resampled_to_the_host_rate_peaks_under_the_ceiling(shim, saved_rate, host_rate):
+    ceiling = 10 ** (-1 / 20)  # -1 dBFS, docs/plugin.md
+    state, audio = loud_take_state(shim, saved_rate, peak=2.0)  # +6 dBFS
+    p = shim.Processor(endpoint=OFFLINE)
+    p.prepare_to_play(host_rate, 512)
+    assert p.set_state(state)  # reopened at another rate: resampled on load
+    take = p.take_audio(0)
+    assert p.takes[0]["sample_rate"] == host_rate
+    assert np.abs(take).max() <= ceiling
+    assert np.abs(take).max() > ceiling * 0.99  # turned down to the ceiling, not further
+    # The whole take by one gain: the stereo balance and the shape are kept.
+    q = shim.Processor(endpoint=OFFLINE)
+    q.prepare_to_play(saved_rate, 512)
+    assert q.set_state(state)
+    assert np.array_equal(q.take_audio(0), audio)  # at its own rate the saved take is not touched
+    q.prepare_to_play(host_rate, 512)  # the host changes rate: resampled here
+    np.testing.assert_array_equal(q.take_audio(0), take)
+    assert shim.TAKE_CEILING_DB == -1.0
+
+
+def test_a_take_under_the_ceiling_is_resampled_without_gain(shim):
+    state, _ = loud_take_state(shim, 48000.0, peak=0.5)
+    p = shim.Processor(endpoint=OFFLINE)
+    p.prepare_to_play(96000, 512)
+    assert p.set_state(state)
+    q = shim.Processor(endpoint=OFFLINE)
+    q.prepare_to_play(48000, 512)
+    assert q.set_state(state)
+    # 48 -> 96 kHz linear: every other sample is an original one, bit for bit (no gain applied)
+    assert np.array_equal(p.take_audio(0)[:, ::2], q.take_audio(0))

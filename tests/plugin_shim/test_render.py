@@ -202,3 +202,34 @@ def test_fill_tells_the_model_the_song_tempo(shim, daemon, tiny_pipeline):
         torch.set_num_threads(threads)
     np.testing.assert_allclose(take, to_rate(told, rate, job.reply_samples)[0], atol=1e-6, rtol=0)
     assert np.abs(take - to_rate(untold, rate, job.reply_samples)[0]).max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def daemon_3_steps(tiny_pipeline, tmp_path_factory):
+    """A daemon whose model's default is 3 steps (not the plugin's old 8)."""
+    import json
+
+    folder = tiny_pipeline.save(tmp_path_factory.mktemp("models") / "tiny-3-steps")
+    settings = json.loads((folder / "model.json").read_text())
+    settings["steps"] = 3
+    (folder / "model.json").write_text(json.dumps(settings))
+    d = Daemon(model=str(folder)).start()
+    yield d
+    d.kill()
+
+
+def test_steps_follow_the_daemons_model_default(shim, daemon_3_steps):
+    rate = 44100
+    p = shim.Processor(endpoint=daemon_3_steps.endpoint, context_seconds=1.0)
+    p.prepare_to_play(rate, 512)
+    assert p.steps is None  # nothing set: the model's default, which only the daemon knows
+    host = Host(p, rate)
+    audio = test_signal(2, rate * 4, rate)
+    wait_for(lambda: p.model_default_steps is not None, 60, "the daemon's capabilities")
+    assert p.model_default_steps == 3
+    host.play(audio, loop_points=(2.0, 4.0))
+    render(p, host, audio, loop_points=(2.0, 4.0))
+    assert p.takes[-1]["steps"] == 3  # the request left `steps` out; the take says what ran
+    p.steps = 2
+    render(p, host, audio, loop_points=(2.0, 4.0))
+    assert p.takes[-1]["steps"] == 2

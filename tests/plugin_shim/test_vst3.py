@@ -107,6 +107,9 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     plugin.parameters["region_end_bar"].raw_value = (4.0 - 1.0) / 999.0
     plugin.meter_numerator = 3  # over the default denominator 4: 3/4
     plugin.mode = "inpaint"
+    # Steps start at the model's default (the request leaves them out), not a number of the plugin's.
+    assert plugin.steps == "Model" and core_state(plugin.preset_data)["steps"] == 0
+    assert plugin.parameters["steps"].valid_values[:2] == ["Model", "1"]  # ... "100"
     plugin.steps = 2
     assert plugin.scale_lock == "Model" and core_state(plugin.preset_data)["scale_lock_db"] == -1.0
     assert plugin.parameters["scale_lock"].valid_values[:3] == ["Model", "Off", "1 dB"]  # ... "48 dB"
@@ -152,6 +155,7 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     reopened = pedalboard.load_plugin(vst3_path)
     reopened.preset_data = plugin.preset_data
     assert core_state(reopened.preset_data)["takes"] == takes
+    assert core_state(reopened.preset_data)["endpoint"] == daemon.endpoint  # the project's, not SA3_ENDPOINT's
     assert not reopened.follow_host
     assert reopened.scale_lock == "24 dB" and core_state(reopened.preset_data)["scale_lock_db"] == 24.0
     assert np.array_equal(reopened.process(audio, rate, buffer_size=1024), wet)

@@ -75,7 +75,7 @@ struct TakeInfo {
   uint64_t id = 0;
   std::string prompt;
   uint64_t seed = 0;
-  int steps = 0;
+  int steps = 0;              // as the daemon ran it (0: not known)
   double scaleLockDb = -1.0;  // < 0: the model's setting
   Mode mode = Mode::Inpaint;
   double sampleRate = 0;
@@ -116,7 +116,9 @@ class Processor {
   void setRegionBars(double startBar, double endBar) noexcept;  // 1-based, used when not looping
   void setBars(double bars) noexcept { bars_.store(bars); }     // fill length (generate/continue)
   void setSeed(uint64_t seed) noexcept { seed_.store(seed); }
-  void setSteps(int steps) noexcept { steps_.store(steps); }
+  /// Sampler steps for the next renders; 0 or less: the model's default (the request leaves the
+  /// field out; modelDefaultSteps() says what that is once the daemon has answered).
+  void setSteps(int steps) noexcept { steps_.store(steps > 0 ? steps : 0); }
   /// Scale lock for the next renders: dB per sampler step by which notes outside a key the
   /// prompt names are turned down (0 = off, up to kMaxScaleLockDb in sa3/protocol.h). Any
   /// negative value or NaN means the model's own setting: the request leaves the field out.
@@ -128,7 +130,9 @@ class Processor {
   double regionEndBar() const noexcept { return endBar_.load(); }
   double bars() const noexcept { return bars_.load(); }
   uint64_t seed() const noexcept { return seed_.load(); }
-  int steps() const noexcept { return steps_.load(); }
+  int steps() const noexcept { return steps_.load(); }  // 0: the model's default
+  /// The daemon model's default steps, from its `capabilities` reply; 0 until one arrives.
+  int modelDefaultSteps() const noexcept { return modelDefaultSteps_.load(); }
   double scaleLockDb() const noexcept { return scaleLockDb_.load(); }  // -1: the model's setting
 
   /// The text prompt (message thread; not a numeric parameter, saved in the state).
@@ -191,7 +195,8 @@ class Processor {
   std::atomic<int> meterNumerator_{4}, meterDenominator_{4};
   std::atomic<double> startBar_{1.0}, endBar_{5.0}, bars_{4.0};
   std::atomic<uint64_t> seed_{0};
-  std::atomic<int> steps_{8};
+  std::atomic<int> steps_{0};  // 0: the model's default
+  std::atomic<int> modelDefaultSteps_{0};
   std::atomic<double> scaleLockDb_{-1.0};  // < 0: the model's setting
 
   // host position seen by the last processBlock (written by the audio thread only)

@@ -22,6 +22,9 @@ namespace sa3 {
 /// bad_field above it). tests/plugin_shim checks it equals bridge.protocol.MAX_SCALE_LOCK_DB.
 constexpr double kMaxScaleLockDb = 48.0;
 
+/// Most sampler `steps` a job may ask for (the daemon's `max_steps`; it answers bad_field above).
+constexpr int kMaxSteps = 100;
+
 /// One job for the daemon, with audio at the host rate (the daemon replies at that rate).
 struct RenderRequest {
   Mode mode = Mode::Inpaint;
@@ -45,8 +48,13 @@ struct DaemonEvent {
   Kind kind = Kind::Other;
   int64_t requestId = -1;  // echoed request_id, -1 when absent
   std::string jobId;
+  // The daemon's instance (added in 1.3, in every header; "" from older daemons): another value
+  // than the one that queued a job means the daemon restarted and the job is gone.
+  std::string daemonId;
   std::string code, message;  // error
   int step = 0, total = 0;    // progress
+  int defaultSteps = 0;       // capabilities: the model's steps when a request sends none (0: not said)
+  int stepsUsed = 0;          // result: the steps the job ran (0: not said)
   int sampleRate = 0;         // result
   std::vector<float> left, right;
 };
@@ -54,6 +62,8 @@ struct DaemonEvent {
 /// A DEALER socket to the daemon's ROUTER, speaking msgpack headers + planar float32 frames.
 /// Used by one thread only (the processor's worker). Owns its own libzmq context: pyzmq in
 /// the same process bundles another libzmq, so nothing ZeroMQ is ever shared with Python.
+/// An endpoint ZeroMQ refuses ("banana", a typo in the editor) leaves the client without a
+/// socket: sends do nothing, receive() waits out its timeout, and problem() says why.
 class DaemonClient {
  public:
   explicit DaemonClient(std::string endpoint);
@@ -61,6 +71,8 @@ class DaemonClient {
 
   /// Drops the socket and everything queued on it, and connects a new one.
   void reconnect();
+  /// "" when connected (or connecting); else one line naming the endpoint and the form it needs.
+  const std::string& problem() const { return problem_; }
   void sendHello();
   void sendHeartbeat();
   /// Sends a generate/inpaint/continue request; returns its request_id.
@@ -80,6 +92,7 @@ class DaemonClient {
   std::string endpoint_;
   std::unique_ptr<zmq::context_t> context_;
   std::unique_ptr<zmq::socket_t> socket_;
+  std::string problem_;
   int64_t nextRequestId_ = 1;
 };
 

@@ -21,7 +21,7 @@ struct Take {
   uint64_t id = 0;  // unique within a plugin instance's state
   std::string prompt;
   uint64_t seed = 0;
-  int steps = 0;
+  int steps = 0;  // the sampler steps it ran (0: the model's default, number not known)
   double scaleLockDb = -1.0;  // as asked of the daemon; < 0: the model's setting
   Mode mode = Mode::Inpaint;
   double bpm = timebase::kDefaultBpm;
@@ -34,8 +34,19 @@ struct Take {
   timebase::Region region() const noexcept { return {start, start + length()}; }
 };
 
+/// The level ceiling of every take the plugin plays: sample peak at most -1 dBFS, the ceiling
+/// the daemon keeps (as true peak) from protocol 1.3 on. Takes from older daemons, or made
+/// louder by anything on the way, are turned down as a whole to meet it.
+constexpr double kTakeCeilingDb = -1.0;
+
+/// Scales the whole take (both channels by one gain) so that its sample peak is at most
+/// `ceilingDb` dBFS; a take already under it is left bit for bit. Returns the gain applied
+/// (1 when none). Allocation free, but loops over the take: worker or message thread only.
+float limitTakePeak(Take& take, double ceilingDb = kTakeCeilingDb) noexcept;
+
 /// A take resampled to another host rate (linear interpolation, done off the audio thread
-/// when a project reopens at a rate other than the one the take was rendered at).
+/// when a project reopens at a rate other than the one the take was rendered at, or a reply
+/// lands after the host changed rate), then held under kTakeCeilingDb.
 Take resampleTake(const Take& take, double newSampleRate);
 
 }  // namespace sa3
