@@ -89,7 +89,7 @@ struct Processor::Job {
   int64_t windowSamples = 0;  // input clip length (inpaint/continue)
   int64_t requestId = -1;
   std::string jobId;     // from `queued`
-  std::string daemonId;  // the daemon instance that queued it (protocol 1.3; "" before)
+  std::string daemonId;  // the daemon instance it went to, then the one that queued it (protocol 1.3; "" before)
   Clock::time_point lastHeard;
   bool submitted = false;
   bool resubmitted = false;
@@ -420,6 +420,7 @@ void Processor::workerLoop() {
   bool online = false;
   uint64_t seenRender = renderSerial_.load(), seenCancel = cancelSerial_.load();
   std::unique_ptr<Job> job;
+  std::string daemonId;  // the instance that sent the last message (protocol 1.3; "" before)
   std::vector<int64_t> orphans;  // request_ids of replaced renders the daemon has not acknowledged
   const auto waitingText = [&](const std::string& tail) {
     // An endpoint ZeroMQ refuses is the user's to fix: say so instead of waiting forever.
@@ -432,7 +433,7 @@ void Processor::workerLoop() {
     job->requestId = client->submit(job->request);
     job->submitted = true;
     job->jobId.clear();
-    job->daemonId.clear();
+    job->daemonId = daemonId;  // until `queued` says which instance took it
     job->lastHeard = Clock::now();
     progress_.store(0.0f);
     setStatus(Status::Rendering, std::string("rendering (") + modeName(job->request.mode) + ")");
@@ -449,6 +450,7 @@ void Processor::workerLoop() {
         job->jobId.clear();
         job->daemonId.clear();
       }
+      daemonId.clear();
       online = false;
       lastHeard = Clock::now() - offlineAfter;
       lastReconnect = Clock::now();
@@ -491,12 +493,16 @@ void Processor::workerLoop() {
       lastHeard = Clock::now();
       if (event.kind == DaemonEvent::Kind::Capabilities && event.defaultSteps > 0)
         modelDefaultSteps_.store(event.defaultSteps);
-      // Protocol 1.3: every header names the daemon instance. Another instance than the one that
-      // queued the job answering (a heartbeat, a capabilities, anything) means the daemon was
-      // restarted, perhaps too quickly for the plugin to see it offline, and the job is gone.
+      // Protocol 1.3: every header names the daemon instance. Another instance than the one the
+      // job went to answering (a heartbeat, a capabilities, anything) means the daemon was
+      // restarted, perhaps too quickly for the plugin to see it offline, and the job is gone. The
+      // one exception is the job's own `queued`: a request sent just after a restart, before the
+      // plugin heard from the new instance, is accepted by it.
+      if (!event.daemonId.empty()) daemonId = event.daemonId;
+      const bool acceptsJob = job && event.kind == DaemonEvent::Kind::Queued && event.requestId == job->requestId;
       bool restarted = false;
       if (job && job->submitted && !job->daemonId.empty() && !event.daemonId.empty() &&
-          event.daemonId != job->daemonId) {
+          event.daemonId != job->daemonId && !acceptsJob) {
         restarted = true;
         if (!job->resubmitted) {
           job->resubmitted = true;

@@ -233,3 +233,70 @@ def test_steps_follow_the_daemons_model_default(shim, daemon_3_steps):
     p.steps = 2
     render(p, host, audio, loop_points=(2.0, 4.0))
     assert p.takes[-1]["steps"] == 2
+
+
+def start_long_render(p, host, audio, loop):
+    """Ask for a render long enough (100 steps) to be in flight when its daemon is killed."""
+    p.steps = 100
+    host.play(audio, loop_points=loop)
+    p.request_render()
+    wait_for(lambda: p.status == "rendering" and p.progress > 0, 60, "the render to start")
+
+
+def test_daemon_restarted_before_the_plugin_sees_it_offline(shim):
+    """Killed and back on the same port within the plugin's offline timeout: the new daemon
+    answers the heartbeats, so only its daemon_id (protocol 1.3) tells the job is gone. The plugin
+    resubmits it once instead of waiting for a result that never comes."""
+    rate, loop = 44100, (8.0, 12.0)
+    daemon = Daemon().start()
+    try:
+        p = shim.Processor(
+            endpoint=daemon.endpoint,
+            context_seconds=1.0,
+            heartbeat_ms=200,
+            offline_after_ms=60_000,  # longer than the restart: the plugin never sees it offline
+            request_timeout_ms=600_000,  # nor gives up on its own
+        )
+        p.prepare_to_play(rate, 512)
+        host = Host(p, rate)
+        audio = test_signal(2, rate * 8, rate)
+        wait_for(lambda: p.online, 60, "the daemon")
+        start_long_render(p, host, audio, loop)
+        daemon.kill()
+        daemon.start()
+        wait_for(lambda: "restarted" in p.status_text or p.renders_completed, 30, "the restart to be noticed")
+        wait_for(lambda: p.renders_completed == 1 or p.status == "error", 60, "the resubmitted render")
+        assert p.status == "idle", p.status_text
+        assert p.takes[0]["steps"] == 100
+        out = host.play(audio, loop_points=loop)
+        start, end = 4 * rate, 6 * rate
+        assert np.array_equal(out[:, :start], audio[:, :start])
+        assert not np.allclose(out[:, start:end], audio[:, start:end], atol=1e-3)
+    finally:
+        daemon.kill()
+
+
+def test_a_render_lost_to_a_second_restart_fails_with_one_line(shim):
+    rate, loop = 44100, (8.0, 12.0)
+    daemon = Daemon().start()
+    try:
+        p = shim.Processor(endpoint=daemon.endpoint, context_seconds=1.0, heartbeat_ms=200, offline_after_ms=60_000)
+        p.prepare_to_play(rate, 512)
+        host = Host(p, rate)
+        audio = test_signal(2, rate * 8, rate)
+        wait_for(lambda: p.online, 60, "the daemon")
+        start_long_render(p, host, audio, loop)
+        daemon.kill()
+        daemon.start()
+        wait_for(lambda: "rendering again" in p.status_text and p.progress > 0, 60, "the resubmitted render")
+        daemon.kill()
+        daemon.start()
+        wait_for(lambda: p.status == "error", 30, "the render to fail")
+        assert p.status_text == "the daemon restarted again and lost the render a second time; render again"
+        assert p.renders_completed == 0 and p.online
+        p.steps = 2  # and the next render works
+        p.request_render()
+        wait_for(lambda: p.renders_completed == 1, 60, "the next render")
+        assert p.status == "idle" and len(p.takes) == 1
+    finally:
+        daemon.kill()
