@@ -16,7 +16,9 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from sa3core import limits as request_limits
 from sa3core import timebase
+from sa3core.errors import Sa3Error
 
 PROTOCOL_VERSION = "1.2"
 DEFAULT_PORT = 5557
@@ -63,9 +65,10 @@ ERROR_CODES = {
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_REQUEST_ID_CHARS = 128
-MAX_SEED = 2**32 - 1
-MAX_CFG = 20.0
-MAX_SCALE_LOCK_DB = 48.0  # dB per sampler step; the shipped model uses 12 (added in 1.1)
+# The request limits are the CLI's too (sa3core.limits): one table, one set of messages.
+MAX_SEED = request_limits.MAX_SEED
+MAX_CFG = request_limits.MAX_CFG
+MAX_SCALE_LOCK_DB = request_limits.MAX_SCALE_LOCK_DB  # dB per sampler step (added in 1.1)
 JOB_ID_HEX = 32
 AUDIO_DTYPE = np.dtype("<f4")  # little-endian float32, planar
 
@@ -86,10 +89,10 @@ class Limits:
     """Per-request limits the daemon enforces and announces in ``capabilities``."""
 
     max_seconds: float = timebase.MAX_SECONDS
-    max_variations: int = 8
-    max_steps: int = 100
-    max_regions: int = 64
-    max_prompt_chars: int = 2000
+    max_variations: int = request_limits.MAX_VARIATIONS
+    max_steps: int = request_limits.MAX_STEPS
+    max_regions: int = request_limits.MAX_REGIONS
+    max_prompt_chars: int = request_limits.MAX_PROMPT_CHARS
     max_header_bytes: int = MAX_HEADER_BYTES
 
     @property
@@ -196,8 +199,10 @@ def get_field(header: dict[str, Any], name: str, kind: type, default: Any = _MIS
 
 
 def _in_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ProtocolError("bad_field", f"field {name!r} is {value!r}; use {low:g} to {high:g}")
+    try:
+        request_limits.check_range(f"field {name!r}", value, low, high)
+    except Sa3Error as err:
+        raise ProtocolError("bad_field", str(err)) from None
 
 
 def _show(value: Any) -> str:

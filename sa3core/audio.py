@@ -15,7 +15,7 @@ import soundfile as sf
 import soxr
 
 from .errors import Sa3Error
-from .files import publish
+from .files import check_output_file, publish
 from .timebase import CHANNELS, MAX_SECONDS, SAMPLE_RATE
 
 # Subtypes a user may ask for, by the names they know.
@@ -76,15 +76,12 @@ def load_audio(path: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> np.
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Validate an output path before any work is done; returns it as a Path."""
+    """Validate an output path before any work is done (extension, then
+    :func:`sa3core.files.check_output_file`: not a folder, free, writable); returns it as a Path."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise Sa3Error(f"output {str(path)!r} has an unknown extension; use one of {', '.join(FORMATS)}")
-    if path.exists() and not overwrite:
-        raise Sa3Error(f"output {str(path)!r} already exists; pass --overwrite to replace it")
-    if not path.parent.exists():
-        raise Sa3Error(f"folder {str(path.parent)!r} for the output does not exist")
-    return path
+    return check_output_file(path, overwrite)
 
 
 def save_audio(

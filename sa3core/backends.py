@@ -57,8 +57,16 @@ LAZY_BACKEND_MODULES = {"onnx": "export.onnx_backend"}
 
 
 class _BackendRegistry(Registry):
+    def check(self, name: str) -> str:
+        """``name`` if it names a backend, built in or lazy, without importing it; else an
+        Sa3Error that lists them all (what ``--backend`` checks before any model loads)."""
+        if name not in self and name not in LAZY_BACKEND_MODULES:
+            raise Sa3Error(f"unknown backend {name!r}; choose one of {', '.join(self.names())}")
+        return name
+
     def get(self, name: str):
-        if name not in self and name in LAZY_BACKEND_MODULES:
+        self.check(name)
+        if name not in self:
             import importlib
 
             try:

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from ..audio import check_output_path, load_audio, save_audio
 from ..checkpoint import atomic_write, load_model
 from ..errors import Sa3Error
+from ..files import check_output_file
 from ..timebase import LATENT_CHANNELS, SAMPLE_RATE, frames_to_samples
 
 LATENT_FORMAT = 1
@@ -98,10 +99,7 @@ def run_encode(args) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".safetensors":
         raise Sa3Error(f"latent output {args.output!r} must end in .safetensors")
-    if output.exists() and not args.overwrite:
-        raise Sa3Error(f"output {args.output!r} already exists; pass --overwrite to replace it")
-    if not output.parent.exists():
-        raise Sa3Error(f"folder {str(output.parent)!r} for the output does not exist")
+    check_output_file(output, args.overwrite)  # before any work: not a folder, free, writable
     if args.search < 0:
         raise Sa3Error(f"--search {args.search} must be 0 (off) or a number of steps, e.g. 30")
     audio = load_audio(args.input)  # float32 [2, samples] at 44.1 kHz
@@ -124,12 +122,15 @@ def run_encode(args) -> int:
 
 
 def _searched(model, audio: torch.Tensor, steps: int, quiet: bool) -> torch.Tensor:
-    """sa3core.codec_search with a progress bar (on a terminal, unless ``quiet``)."""
+    """sa3core.codec_search with a progress bar (on stderr, as generate's, unless ``quiet``)
+    whose total is right from the start: ``steps`` for each chunk the search takes in turn."""
     from tqdm import tqdm
 
-    from ..codec_search import search_latents
+    from ..codec_search import CHUNK_FRAMES, search_latents
+    from ..timebase import samples_to_frames
 
-    with tqdm(total=1, desc="search", unit="step", disable=True if quiet else None, leave=False) as bar:
+    total = steps * -(-samples_to_frames(audio.shape[-1]) // CHUNK_FRAMES)
+    with tqdm(total=total, desc="search", unit="step", disable=quiet, leave=False) as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total

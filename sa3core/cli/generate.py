@@ -12,19 +12,31 @@ import time
 import warnings
 from pathlib import Path
 
-from .. import timebase
+from .. import limits, timebase
 from ..audio import check_output_path, load_audio, resample, save_audio
 from ..errors import Sa3Error
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="output file (.wav, .flac, .aiff)")
-    parser.add_argument("--steps", type=int, help="sampler steps (default: the model's own)")
-    parser.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off; default: the model's)")
+    parser.add_argument("--steps", type=int, help=f"sampler steps, 1 to {limits.MAX_STEPS} (default: the model's own)")
     parser.add_argument(
-        "--seed", type=int, default=0, help="random seed; the same seed gives the same audio (default 0)"
+        "--cfg",
+        type=float,
+        help=f"classifier-free guidance scale, 0 to {limits.MAX_CFG:g} (1 = off; default: the model's)",
     )
-    parser.add_argument("--variations", type=int, default=1, help="how many takes; files get -1, -2, ... suffixes")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help=f"random seed, 0 to {limits.MAX_SEED}; the same seed gives the same audio (default 0)",
+    )
+    parser.add_argument(
+        "--variations",
+        type=int,
+        default=1,
+        help=f"how many takes, 1 to {limits.MAX_VARIATIONS}; files get -1, -2, ... suffixes (take k has seed + k - 1)",
+    )
     parser.add_argument("--model", help="model folder (default: the model shipped with sa3)")
     parser.add_argument("--backend", default="torch", help="torch (default) or onnx")
     parser.add_argument("--daemon", metavar="ENDPOINT", help="render through a running `sa3 serve` daemon instead")
@@ -124,8 +136,8 @@ def _length_samples(args) -> int:
 
 
 def _outputs(args) -> list[Path]:
-    if args.variations < 1:
-        raise Sa3Error(f"--variations must be at least 1 (got {args.variations})")
+    """The output files, each checked (not a folder, free unless --overwrite, writable) before
+    the model loads: a bad path costs nothing and writes nothing."""
     if args.sample_rate not in timebase.HOST_SAMPLE_RATES:
         rates = ", ".join(str(r) for r in timebase.HOST_SAMPLE_RATES)
         raise Sa3Error(f"--sample-rate {args.sample_rate} is not supported; use one of {rates}")
@@ -139,10 +151,17 @@ def _outputs(args) -> list[Path]:
 
 
 def _check_common(args) -> None:
-    if args.steps is not None and args.steps < 1:
-        raise Sa3Error(f"--steps must be at least 1 (got {args.steps})")
-    if args.cfg is not None and args.cfg < 0:
-        raise Sa3Error(f"--cfg must be 0 or more (got {args.cfg})")
+    # The limits the daemon enforces too (sa3core.limits): a request works the same either way.
+    limits.check_prompt(args.prompt, "the prompt")
+    limits.check_seed(args.seed, "--seed")
+    limits.check_variations(args.variations, "--variations")
+    limits.check_steps(args.steps, "--steps")
+    limits.check_cfg(args.cfg, "--cfg")
+    limits.check_scale_lock(args.scale_lock, "--scale-lock")
+    if not args.daemon:
+        from ..backends import BACKENDS
+
+        BACKENDS.check(args.backend)
     if args.bpm is not None:
         timebase.check_bpm(args.bpm)
     timebase.Meter.parse(args.meter)
@@ -154,9 +173,6 @@ def _check_common(args) -> None:
                 "--phase-iterations needs in-process generation on the torch backend "
                 "(a daemon uses its model's setting; exported decoders cannot refine phases)"
             )
-    if args.scale_lock is not None:
-        if not args.scale_lock >= 0:  # also refuses nan
-            raise Sa3Error(f"--scale-lock must be 0 dB (off) or more (got {args.scale_lock})")
     if args.model is not None and not Path(args.model).exists():
         raise Sa3Error(f"model {args.model!r} does not exist; give a model folder or leave --model out for the default")
 
@@ -178,12 +194,13 @@ def _pipeline(args):
 
 
 class _Bar:
-    """A tqdm bar fed by the sampler's progress callback."""
+    """A tqdm bar fed by the sampler's progress callback; ``steps`` is its total from the start
+    (the sampler's own count, when it reports, wins)."""
 
-    def __init__(self, quiet: bool, label: str) -> None:
+    def __init__(self, quiet: bool, label: str, steps: int) -> None:
         from tqdm import tqdm
 
-        self.bar = None if quiet else tqdm(total=1, desc=label, unit="step", leave=False)
+        self.bar = None if quiet else tqdm(total=steps, desc=label, unit="step", leave=False)
 
     def __call__(self, step: int, total: int) -> None:
         if self.bar is not None:
@@ -225,7 +242,7 @@ def _render(args, started: float, outputs: list[Path], label: str, mode: str, in
         result = generate_via_daemon(args.daemon, mode, prompt=args.prompt, args=args, **request)
     else:
         pipeline = _pipeline(args)
-        bar = _Bar(args.quiet, label)
+        bar = _Bar(args.quiet, label, args.steps or pipeline.settings.steps)
         try:
             result = in_process(pipeline, bar)
         finally:
@@ -266,6 +283,7 @@ def run_generate(args) -> int:
 def _regions(args, total: int):
     from ..pipeline import Region, check_regions
 
+    limits.check_region_count(len(args.region), "--region")
     meter = timebase.Meter.parse(args.meter)
     regions = []
     for text in args.region:

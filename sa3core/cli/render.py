@@ -44,6 +44,28 @@ def _renderer(args):
     return InProcessRenderer(args.model, backend=args.backend)
 
 
+def _check_writable(sheet, out_dir: Path) -> None:
+    """Sa3Error unless every take can be written, checked before the model loads: no take's
+    output is a folder, and new files can be made in each folder the takes go in (where one does
+    not exist yet, in the nearest folder above it that does: render makes the rest)."""
+    from ..files import check_writable_folder
+
+    folders = {out_dir}
+    for job in sheet.jobs:
+        for take in job.takes:
+            path = out_dir / take.output
+            if path.is_dir():
+                raise Sa3Error(f"output {str(path)!r} of job {job.name!r} is a folder; name a file in the sheet")
+            folders.add(path.parent)
+    for folder in sorted(folders):
+        existing = folder
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise Sa3Error(f"cannot make the output folder {str(folder)!r}: {str(existing)!r} is a file")
+        check_writable_folder(existing)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     from tqdm import tqdm
 
@@ -54,6 +76,10 @@ def run_render(args) -> int:
     from ..render.runner import REPORT_NAME, check_outputs_free, render_sheet, summary_table
     from ..render.sheet import SheetError, load_sheet
 
+    if not args.daemon:
+        from ..backends import BACKENDS
+
+        BACKENDS.check(args.backend)
     try:
         sheet = load_sheet(args.sheet, only=args.jobs_only)
     except SheetError as err:
@@ -65,6 +91,7 @@ def run_render(args) -> int:
     out_dir = Path(args.output_dir) if args.output_dir else Path.cwd() / Path(args.sheet).stem
     if out_dir.exists() and not out_dir.is_dir():
         raise Sa3Error(f"output folder {str(out_dir)!r} is a file; give a folder with -o")
+    _check_writable(sheet, out_dir)
     taken = check_outputs_free(sheet, out_dir, args.force)
     if taken:
         for issue in taken:

@@ -4,6 +4,13 @@ tagged atomic writes, resumable through a manifest, one failed job never stoppin
 Per take: model audio -> (loop) crossfade the overhang onto the start -> effect chain with
 its tail policy -> loudness normalisation with a true-peak ceiling -> file written to a
 temporary name, RIFF chunks appended (WAV), renamed into place -> manifest entry.
+
+A run that was killed (even ``kill -9``) resumes: its temporary files are named
+``.sa3-render-tmp-PID-*``, and the next run removes those whose process is gone (or that are over
+an hour old); a take is finished when its file exists and carries its take hash, recorded in
+the manifest or, if the kill came between the rename and the manifest, in the file's own
+comment (files are renamed into place whole, so one under its name is complete). A job
+renders only the seeds with takes left to make.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import shutil
 import tempfile
 import time
 import traceback
@@ -22,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 from .. import timebase
 from ..audio import FORMATS, load_audio, save_audio
@@ -37,6 +47,8 @@ RENDER_FORMAT = 1  # bump when a change to rendering should invalidate finished 
 MANIFEST_NAME = ".sa3-render-manifest.json"
 REPORT_NAME = "render-report.json"
 LOUDNESS_WARN_LU = 0.5  # report a take whose loudness missed its target by more than this
+TEMP_PREFIX = ".sa3-render-tmp-"  # + PID + "-": every temporary file or folder a render makes
+STALE_TEMP_SECONDS = 3600.0  # a temporary lives for one take's write; one this old is left over
 
 
 @dataclass
@@ -151,7 +163,7 @@ class Manifest:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".sa3-", suffix=".json", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(), suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, default=str)
@@ -160,6 +172,70 @@ def _write_json(path: Path, data: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# ---------------------------------------------------------------------------------- leftovers
+
+
+def _temp_prefix() -> str:
+    return f"{TEMP_PREFIX}{os.getpid()}-"
+
+
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def clean_stale_temps(folders) -> int:
+    """Remove the temporary files and folders a killed render left in ``folders``: only names
+    of :data:`TEMP_PREFIX` form, and only those whose process is gone or that are older than
+    :data:`STALE_TEMP_SECONDS` (a render running beside this one keeps its own). Returns how many."""
+    removed = 0
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # not made yet
+        for entry in entries:
+            match = _TEMP_NAME.match(entry.name)
+            if match is None or int(match.group(1)) == os.getpid():
+                continue
+            try:
+                age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+                if _process_alive(int(match.group(1))) and age < STALE_TEMP_SECONDS:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                continue  # its own process removed it meanwhile
+    return removed
+
+
+def recorded_comment(path: Path) -> str:
+    """The comment tag of the audio file ``path`` (what :func:`write_take` writes there); "" when
+    it has none or is no audio file sa3 can read."""
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            return handle.comment or ""
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return ""
+
+
+def recorded_hash(path: Path) -> str | None:
+    """The take hash (its first 16 hex digits) a render wrote into ``path``, else None."""
+    match = re.fullmatch(r"sa3 render: .* hash=([0-9a-f]{16})", recorded_comment(path))
+    return match.group(1) if match else None
 
 
 # ---------------------------------------------------------------------------------- rendering
@@ -205,8 +281,10 @@ def write_take(job: Job, audio: np.ndarray, path: Path, seed: int, identity: str
     )
     is_wav = FORMATS[path.suffix.lower()] == "WAV"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    # A private folder named for this process holds every temporary of the write (save_audio's
+    # own included), so whatever a kill leaves is one name clean_stale_temps recognises.
+    work = Path(tempfile.mkdtemp(prefix=_temp_prefix(), dir=path.parent))
+    tmp = work / f"take{path.suffix}"
     try:
         # WAV: the INFO list is written by us below (soundfile's would duplicate it).
         tags = None if is_wav else {"title": spec.prompt[:1000], "comment": comment, "software": "sa3 render"}
@@ -218,8 +296,7 @@ def write_take(job: Job, audio: np.ndarray, path: Path, seed: int, identity: str
             append_chunks(tmp, chunks)
         publish(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _outputs(job: Job, out_dir: Path) -> list[tuple[int, str, Path]]:
@@ -232,49 +309,67 @@ def _error_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {err} (at {traceback.extract_tb(err.__traceback__)[-1].name})"
 
 
+def _entry(job: Job, digest: str, samples: int, lufs: float | None, peak: float | None) -> dict[str, Any]:
+    """A take's manifest entry."""
+    seconds = timebase.samples_to_seconds(samples)
+    return {"hash": digest, "job": job.name, "samples": samples, "seconds": seconds, "lufs": lufs, "true_peak_db": peak}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _finished(job: Job, manifest: Manifest, path: Path, key: str, digest: str) -> bool:
+    """Whether the take ``key`` is finished (module doc). One only the file's comment vouches
+    for (a kill between its rename and the manifest) is measured and recorded now."""
+    if manifest.fresh(path, key, digest):
+        return True
+    if not path.is_file() or recorded_hash(path) != digest[:16]:
+        return False
+    data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    audio = np.ascontiguousarray(data.T)  # (2, samples)
+    lufs, peak = integrated_loudness(audio), true_peak_db(audio, job.spec.loop or job.tail == "fold")
+    manifest.record(key, _entry(job, digest, audio.shape[1], _finite(lufs), _finite(peak)))
+    return True
+
+
 def render_job(
     job: Job, renderer, out_dir: Path, base_dir: Path, manifest: Manifest, force: bool, progress=None
 ) -> list[OutputResult]:
-    """Render one job's takes (or skip them all when all are fresh); never raises for the job's own failure."""
+    """Render one job's unfinished takes, skipping the finished ones; never raises for the job's own failure.
+
+    The model runs once per base seed that has a take left to make; it makes all of that seed's
+    variations (a take's audio depends on the batch it was sampled in), and only the missing ones
+    are written."""
     outputs = _outputs(job, out_dir)
     digests = [take_hash(job, seed, key, renderer.identity) for seed, key, _ in outputs]
-    if not force and all(manifest.fresh(path, key, d) for (_, key, path), d in zip(outputs, digests)):
-        results = []
-        for _, key, _ in outputs:
+    finished = [not force and _finished(job, manifest, path, key, d) for (_, key, path), d in zip(outputs, digests)]
+    results: dict[int, OutputResult] = {}
+    for n, (_, key, _) in enumerate(outputs):
+        if finished[n]:
             entry = manifest.entries[key]
-            results.append(
-                OutputResult(
-                    job.name, key, "skipped", entry["samples"], entry["seconds"], entry["lufs"], entry["true_peak_db"]
-                )
+            results[n] = OutputResult(
+                job.name, key, "skipped", entry["samples"], entry["seconds"], entry["lufs"], entry["true_peak_db"]
             )
-        return results
     started = time.perf_counter()
-    results: list[OutputResult] = []
     try:
         by_seed: dict[int, list[int]] = {}
         for n, take in enumerate(job.takes):
             by_seed.setdefault(take.seed - (n % job.spec.variations), []).append(n)
         for base_seed, indices in by_seed.items():
+            if all(finished[n] for n in indices):
+                continue
             takes = _model_audio(job, renderer, base_seed, len(indices), progress)
             for n, audio in zip(indices, takes):
+                if finished[n]:
+                    continue
                 seed, key, path = outputs[n]
                 take_started = time.perf_counter()
                 audio, lufs, peak = finish_take(job, np.asarray(audio, dtype=np.float32), base_dir)
                 write_take(job, audio, path, seed, renderer.identity, digests[n])
-                lufs_value = lufs if math.isfinite(lufs) else None
-                peak_value = peak if math.isfinite(peak) else None
+                lufs_value, peak_value = _finite(lufs), _finite(peak)
+                manifest.record(key, _entry(job, digests[n], int(audio.shape[1]), lufs_value, peak_value))
                 seconds = timebase.samples_to_seconds(audio.shape[1])
-                manifest.record(
-                    key,
-                    {
-                        "hash": digests[n],
-                        "job": job.name,
-                        "samples": int(audio.shape[1]),
-                        "seconds": seconds,
-                        "lufs": lufs_value,
-                        "true_peak_db": peak_value,
-                    },
-                )
                 elapsed = time.perf_counter() - take_started
                 result = OutputResult(
                     job.name, key, "rendered", int(audio.shape[1]), seconds, lufs_value, peak_value, elapsed
@@ -285,35 +380,41 @@ def render_job(
                         f"reached {lufs_value:.1f} LUFS, not the {target:g} target: the {job.spec.true_peak:g} dBTP "
                         "ceiling allows no more without extreme limiting"
                     )
-                results.append(result)
-        # Model time is shared by a job's takes: spread it over them for the table.
+                results[n] = result
+        # Model time is shared by the takes rendered now: spread it over them for the table.
+        rendered = [r for r in results.values() if r.status == "rendered"]
         total = time.perf_counter() - started
-        for result in results:
-            result.time_s = total / len(results)
+        for result in rendered:
+            result.time_s = total / len(rendered)
     except Exception as err:  # one job's failure is reported; the batch goes on
-        done = {r.file for r in results}
         message = _error_line(err)
-        results += [
-            OutputResult(job.name, key, "failed", error=message, time_s=time.perf_counter() - started)
-            for _, key, _ in outputs
-            if key not in done
-        ]
-    return results
+        for n, (_, key, _) in enumerate(outputs):
+            if n not in results:
+                results[n] = OutputResult(job.name, key, "failed", error=message, time_s=time.perf_counter() - started)
+    return [results[n] for n in sorted(results)]
 
 
 def check_outputs_free(sheet: Sheet, out_dir: Path, force: bool) -> list[str]:
-    """Outputs that exist but were not written by a render into this folder (refused without --force)."""
+    """Outputs that exist but were not written by a render into this folder (refused without --force).
+
+    A file the manifest does not list counts as the render's when its comment says a render of
+    the same job wrote it (a kill between the file's rename and the manifest leaves one)."""
     if force:
         return []
     manifest = Manifest(out_dir)
     problems = []
     for job in sheet.jobs:
         for _, key, path in _outputs(job, out_dir):
-            if path.exists() and key not in manifest.entries:
+            if path.exists() and key not in manifest.entries and not _written_for(job, path):
                 problems.append(
                     f"{sheet.path}:{job.line}: job {job.index + 1} ({job.name}): output: {str(path)!r} exists and was not written by sa3 render; pass --force to replace it"
                 )
     return problems
+
+
+def _written_for(job: Job, path: Path) -> bool:
+    comment = recorded_comment(path)
+    return comment.startswith("sa3 render: ") and f" job={job.name} hash=" in comment
 
 
 def render_sheet(
@@ -328,6 +429,7 @@ def render_sheet(
     from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps({out_dir} | {(out_dir / take.output).parent for job in sheet.jobs for take in job.takes})
     manifest = Manifest(out_dir)
     results: list[OutputResult] = []
     bar = tqdm(sheet.jobs, desc="render", unit="job", disable=not show_progress)

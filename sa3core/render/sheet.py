@@ -18,7 +18,7 @@ from typing import Any
 
 import soundfile as sf
 
-from .. import timebase
+from .. import limits, timebase
 from ..audio import FORMATS, SUBTYPES
 from ..config import from_dict
 from ..errors import Sa3Error
@@ -151,11 +151,12 @@ def load_sheet(path: str | Path, only: list[str] | None = None) -> Sheet:
     text_fields = {name for name, hint_ in hints.items() if hint_ in (str, str | None)} | {"root_note"}
     raw_jobs = reader(path, issues, text_fields)
     jobs: list[Job] = []
+    names: list[_Named] = []  # every job's name and outputs, valid or not: a clash counts either way
     for raw in raw_jobs:
-        job = _check_job(path, raw.index, raw, hints, issues)
+        job = _check_job(path, raw.index, raw, hints, issues, names)
         if job is not None:
             jobs.append(job)
-    _check_across(path, jobs, issues)
+    _check_across(path, names, issues)
     if only:
         names = {job.name for job in jobs}
         for name in only:
@@ -167,7 +168,17 @@ def load_sheet(path: str | Path, only: list[str] | None = None) -> Sheet:
     return Sheet(path, jobs)
 
 
-def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[str]) -> Job | None:
+@dataclass
+class _Named:
+    """What the checks across jobs need of a job, valid or not."""
+
+    index: int
+    name: str
+    line: int
+    takes: list[Take]
+
+
+def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[str], names: list[_Named]) -> Job | None:
     label = f"job {index + 1}" + (f" ({raw.values['name']})" if isinstance(raw.values.get("name"), str) else "")
     count = len(issues)
 
@@ -227,17 +238,15 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
     elif spec.seconds is not None:
         if spec.seconds <= 0:
             problem("seconds", f"length {spec.seconds!r} s must be longer than zero")
-        else:
-            samples = timebase.seconds_to_samples(spec.seconds)
-    elif spec.mode != "inpaint" and not {"seconds", "bars"} & mistyped:
+        elif (samples := timebase.seconds_to_samples(spec.seconds)) == 0:
+            problem("seconds", f"length {spec.seconds!r} s is shorter than one sample")
+    elif spec.mode != "inpaint" and not {"seconds", "bars", "mode"} & mistyped:
         problem("seconds", "the job needs a length: seconds, or bars with bpm")
     if samples:
         what = "length" if spec.bars is None else f"{spec.bars:g} bars at {spec.bpm:g} bpm in {meter}"
         attempt(
             "bars" if spec.bars is not None else "seconds", timebase.check_duration, samples, timebase.MAX_SECONDS, what
         )
-    if spec.seconds is not None and 0 < spec.seconds and samples == 0:
-        problem("seconds", f"length {spec.seconds!r} s is shorter than one sample")
 
     # Loop.
     overhang = 0
@@ -259,23 +268,25 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
 
     # Takes.
     seeds = spec.seed if isinstance(spec.seed, list) else [spec.seed]
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds):
-        problem("seed", f"seed must be a whole number >= 0 or a list of them, got {spec.seed!r}")
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        problem("seed", f"seed must be a whole number or a list of them, got {spec.seed!r}")
+        seeds = [0]
+    elif bad := [s for s in seeds if not 0 <= s <= limits.MAX_SEED]:
+        attempt("seed", limits.check_seed, bad[0])
         seeds = [0]
     elif len(set(seeds)) != len(seeds):
         problem("seed", f"seed list {spec.seed!r} repeats a seed; each take needs its own")
         seeds = sorted(set(seeds))
-    if spec.variations < 1:
-        problem("variations", f"variations must be at least 1, got {spec.variations}")
+    # The limits of the CLI and the daemon (sa3core.limits): a sheet renders the same either way.
+    attempt("variations", limits.check_variations, spec.variations)
     if len(seeds) * max(spec.variations, 1) > MAX_TAKES:
-        problem("variations", f"{len(seeds) * spec.variations} takes is more than {MAX_TAKES}; split the job")
-    if spec.steps is not None and spec.steps < 1:
-        problem("steps", f"steps must be at least 1, got {spec.steps}")
-    if spec.cfg is not None and spec.cfg < 0:
-        problem("cfg", f"cfg must be 0 or more, got {spec.cfg}")
+        problem("seed", f"{len(seeds) * spec.variations} takes is more than {MAX_TAKES}; split the job")
+    attempt("steps", limits.check_steps, spec.steps)
+    attempt("cfg", limits.check_cfg, spec.cfg)
+    attempt("prompt", limits.check_prompt, spec.prompt)
 
     # Source and regions.
-    source, source_sha, regions = _check_source(spec, path, problem, attempt, meter)
+    source, source_sha, regions = _check_source(spec, path, problem, attempt, meter, mistyped)
 
     # Chain: built for real, so unknown effects, bad parameters and plugins that do not load show now.
     for i, item in enumerate(spec.chain):
@@ -293,12 +304,13 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
     if not -20 <= spec.true_peak <= 0:
         problem("true_peak", f"ceiling {spec.true_peak!r} dBTP is out of range; use -20 to 0 (e.g. -1)")
     root_note = None if spec.root_note is None else attempt("root_note", parse_root_note, spec.root_note)
-    if root_note is not None and spec.bpm is None:
+    if root_note is not None and spec.bpm is None and "bpm" not in mistyped:
         problem("root_note", "the root note is stored in the WAV acid chunk with the tempo; add bpm")
 
     # Outputs.
     name = spec.name or (Path(spec.output).stem if spec.output and "{" not in spec.output else f"job{index + 1}")
     takes = _takes(spec, name, seeds, problem)
+    names.append(_Named(index, name, raw.line, takes))
     beats = None
     if spec.bpm is not None and bpm_ok and samples:
         beats = max(1, round(timebase.samples_to_seconds(samples) * spec.bpm / 60.0))
@@ -322,10 +334,12 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
     )
 
 
-def _check_source(spec: JobSpec, path: Path, problem, attempt, meter) -> tuple[Path | None, str | None, list]:
+def _check_source(
+    spec: JobSpec, path: Path, problem, attempt, meter, mistyped: set[str]
+) -> tuple[Path | None, str | None, list]:
     from ..pipeline import Region
 
-    if spec.mode not in MODES:
+    if spec.mode not in MODES or "mode" in mistyped:
         return None, None, []  # reported already; what source a mode needs is unknown
     if spec.mode == "generate":
         if spec.source is not None:
@@ -357,7 +371,7 @@ def _check_source(spec: JobSpec, path: Path, problem, attempt, meter) -> tuple[P
                 "regions",
                 'inpaint needs regions to regenerate, e.g. regions: ["5.1:9.1"] (bars, with bpm) or ["2.0:4.5"]',
             )
-        for i, text in enumerate(spec.regions):
+        for i, text in enumerate(spec.regions if "bpm" not in mistyped else []):  # bar.beat needs the tempo
             if not isinstance(text, str):
                 problem("regions", f"region {text!r} must be text START:END; quote it in YAML", i)
                 continue
@@ -402,9 +416,9 @@ def _takes(spec: JobSpec, name: str, seeds: list[int], problem) -> list[Take]:
     return takes
 
 
-def _check_across(path: Path, jobs: list[Job], issues: list[str]) -> None:
-    seen_names: dict[str, Job] = {}
-    seen_outputs: dict[str, Job] = {}
+def _check_across(path: Path, jobs: list[_Named], issues: list[str]) -> None:
+    seen_names: dict[str, _Named] = {}
+    seen_outputs: dict[str, _Named] = {}
     for job in jobs:
         if job.name in seen_names:
             issues.append(

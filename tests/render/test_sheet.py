@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from sa3core import timebase
+from sa3core.audio import save_audio
 from sa3core.render.sheet import SheetError, load_sheet
 
 
@@ -183,7 +184,10 @@ def test_loop_tail_output_and_cross_job_rules(tmp_path):
     assert any(":10: job 2 (a): output:" in i and "extension" in i for i in issues), text
     assert any(":18: job 4 (d): crossfade:" in i for i in issues), text
     assert any(":20: job 4 (d): root_note:" in i for i in issues), text
-    assert len(issues) == 4, text
+    # Jobs with problems of their own still clash: job 2 takes job 1's name, job 3 its a.wav.
+    assert any(":7: job 2: name: 'a' is also job 1's name" in i for i in issues), text
+    assert any(":11: job 3 (c): output: 'a.wav' is also written by job 1" in i for i in issues), text
+    assert len(issues) == 6, text
 
 
 def test_duplicate_names_and_outputs_across_jobs(tmp_path):
@@ -307,3 +311,64 @@ def test_example_sheets_are_valid(name):
     for job in sheet.jobs:
         if job.spec.loop:
             assert job.samples == timebase.bars_to_samples(job.spec.bars, job.spec.bpm, job.meter)
+
+
+def test_seconds_and_bars_together_is_one_problem(tmp_path):
+    """Not also "shorter than one sample" (issue 26 item 15), nor for an inpaint job given a length."""
+    save_audio(tmp_path / "song.wav", np.zeros((2, 44_100), dtype=np.float32))
+    path = write(
+        tmp_path,
+        """
+        jobs:
+          - name: both
+            prompt: riser
+            seconds: 2
+            bars: 4
+            bpm: 120
+          - name: fix
+            mode: inpaint
+            prompt: fill
+            source: song.wav
+            regions: ["0.2:0.4"]
+            seconds: 1
+        """,
+    )
+    issues = issues_of(path)
+    assert len(issues) == 2, issues
+    assert ":5: job 1 (both): bars: give seconds or bars, not both" in issues[0]
+    assert ":12: job 2 (fix): seconds: inpaint keeps the source's length" in issues[1]
+
+
+def test_a_clashing_job_with_problems_of_its_own_reports_the_clash(tmp_path):
+    """A duplicate name is reported even when that job also has a bad output (issue 26 item 15)."""
+    path = write(
+        tmp_path,
+        """
+        jobs:
+          - {name: one, prompt: x, seconds: 1}
+          - {name: one, prompt: y, seconds: 1, output: one.mp3}
+        """,
+    )
+    issues = issues_of(path)
+    assert len(issues) == 2, issues
+    assert ":3: job 2 (one): output: 'one.mp3' has an unknown extension" in issues[0]
+    assert ":3: job 2: name: 'one' is also job 1's name" in issues[1]
+
+
+def test_a_mistyped_field_brings_no_follow_on_problems(tmp_path):
+    """A wrong-typed bpm or mode is reported once, not again as a missing tempo or a wrong mode."""
+    save_audio(tmp_path / "song.wav", np.zeros((2, 44_100), dtype=np.float32))
+    path = write(
+        tmp_path,
+        """
+        jobs:
+          - {name: acid, prompt: x, seconds: 1, bpm: fast, root_note: C4}
+          - {name: bars, prompt: x, mode: inpaint, bpm: fast, source: song.wav, regions: ["1.1:1.2"]}
+          - {name: fix, prompt: x, mode: 3, source: song.wav, regions: ["0.2:0.4"]}
+        """,
+    )
+    issues = issues_of(path)
+    assert len(issues) == 3, issues
+    assert "job 1 (acid): bpm: must be a number" in issues[0]
+    assert "job 2 (bars): bpm: must be a number" in issues[1]
+    assert "job 3 (fix): mode: must be text" in issues[2]
