@@ -466,7 +466,8 @@ def has_envelope(tags: dict) -> bool:
     raised clean one-shot endings from 4/45 to 9/45 over five eval seeds, and the takes of short
     one-shots loudest in their first tenth from 19 to 26 of 72; keys fell from 36/90 to 31/90, so that
     DiT was not shipped. On the 4-hour corpus (configs/default/flow-more.yaml, the shipped DiT) the
-    rule is on, with better keys and tempi (MODEL_CARD.md); the stages recorded before it keep it off.
+    rule is on, with better keys and tempi (docs/notes/2026-12-02-flow-stages-and-tempo.md); the stages
+    recorded before it keep it off.
     Cost: a batch pads to its longest whole sound; that run made 1.07 steps/s where flow-long made
     1.9 (on the same 2 cores, beside a decoder run).
     """

@@ -192,8 +192,8 @@ class SAMEConfig:
     # The head's window in patches (hop = 1 patch): 4 = 1024 samples, bins 43 Hz apart. 8 = 2048
     # samples, 21.5 Hz: rendering real clips' own magnitudes through the head's phase model, the
     # key estimator (which reads 55-1000 Hz) found 21/40 keys with 4 and 31/40, as on the clips
-    # themselves, with 8 (docs/architecture.md). The encoder's front end keeps 4 patches, so the
-    # head can change without touching the latents.
+    # themselves, with 8 (docs/notes/2026-12-02-autoencoder-pitch.md). The encoder's front end
+    # keeps 4 patches, so the head can change without touching the latents.
     head_patches: int = SPECTRAL_PATCHES
     # A second, longer log magnitude spectrum in each encoder token's input (0 = none; 8 = 2048
     # samples, bins 21.5 Hz apart). Why: with the 4-patch spectrum alone (43 Hz bins, which
@@ -518,7 +518,9 @@ class SAME(nn.Module):
         if self.config.phase_prior:  # the same pattern in every latent frame: stride is a multiple of 4
             phase = phase + self.phase_advance[:, None, :]
             if self.config.peak_frequency:  # (2 pi / span) * offset per hop, accumulated within each latent frame
-                phase = phase + torch.cumsum(peak_offsets(log_magnitude) * (2.0 * torch.pi / span), dim=2)  # float32 already
+                phase = phase + torch.cumsum(
+                    peak_offsets(log_magnitude) * (2.0 * torch.pi / span), dim=2
+                )  # float32 already
         log_magnitude = log_magnitude.reshape(B, N, CHANNELS, bins).transpose(1, 2)  # (B, 2, N, bins)
         phase = phase.reshape(B, N, CHANNELS, bins).transpose(1, 2)
         return log_magnitude, phase

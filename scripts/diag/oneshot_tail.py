@@ -8,7 +8,7 @@ length (``Pipeline.generate(tail_seconds=)``; 0 = none). Rows per tail: clean en
 judges them (the last 100 ms 50 dB under the loudest 50 ms), key hits on the keyed captions, and
 how far the sound has decayed before the silence: the level of the 50 ms before the first held
 frame relative to the loudest 50 ms (median and quartiles), with the real clips' level at the
-same place (for tail 0, measured where 0.1 s would start). docs/architecture.md (one-shot tail)
+same place (for tail 0, measured where 0.1 s would start). docs/notes/2026-12-03-one-shot-tail.md
 quotes its numbers.
 """
 

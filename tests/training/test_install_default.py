@@ -1,4 +1,7 @@
-"""The model card's Targets table judges adherence on every seed it is given, not one."""
+"""install_default and the model card: Targets judge every seed given, the shipped card is what the
+template and the kept eval reports render, students install with the sampler asked."""
+
+from pathlib import Path
 
 from training.install_default import metrics_markdown, pooled
 
@@ -103,3 +106,44 @@ def test_a_student_is_installed_with_the_sampler_steps_and_guidance_asked(
         assert main([str(tiny_model_dir), str(tmp_path / "refused"), *bad]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "refused" / "model.json").exists()  # nothing installed
+
+
+def _install_facts_of(card: str) -> tuple[dict, dict]:
+    """What the shipped card recorded of its install (the recipe's logs are not in the repo): the
+    training times, the corpus and its licences, the commit, the parameter counts."""
+    import re
+
+    times = re.search(r"^Minutes of wall clock .*?: (.*)\.$", card, re.M).group(1)
+    data = card.partition("## Data\n")[2].partition("\n## Limits")[0]
+    corpus, _, licences = data.partition("\n\n")
+    facts = {
+        "times": [
+            (name, round(float(minutes) * 60)) for name, minutes in (t.rsplit(" ", 1) for t in times.split(", "))
+        ],
+        "corpus": corpus,
+        "licences": licences,
+        "commit": re.search(r"^Built from commit `(\w+)`\.$", card, re.M).group(1),
+    }
+    autoencoder, dit = (float(m) * 1e6 for m in re.findall(r"^\| .* \| ([\d.]+) M \|$", card, re.M))
+    return facts, {"autoencoder": autoencoder, "dit": dit}
+
+
+def test_the_shipped_card_is_what_the_template_and_the_kept_reports_render(tmp_path):
+    """Above Metrics: model_card() with the install's own facts; Metrics: install_metrics from the
+    eval reports kept next to the weights. The card is for users, so it also stays short."""
+    import json
+    import shutil
+
+    from training.install_default import install_metrics, model_card
+
+    shipped = Path(__file__).resolve().parents[2] / "sa3core" / "assets" / "default"
+    card = (shipped / "MODEL_CARD.md").read_text()
+    settings = json.loads((shipped / "model.json").read_text())
+    facts, params = _install_facts_of(card)
+    assert model_card(settings, params, facts).partition("## Metrics")[0] == card.partition("## Metrics")[0]
+
+    for name in ("MODEL_CARD.md", "eval.json", "eval-seeds.json", "eval-real.json"):
+        shutil.copyfile(shipped / name, tmp_path / name)
+    install_metrics(tmp_path / "eval.json", tmp_path)
+    assert (tmp_path / "MODEL_CARD.md").read_text() == card
+    assert len(card.encode()) < 10_000, "the card says what a user needs; how it came to be goes to docs/notes/"
