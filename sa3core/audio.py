@@ -1,6 +1,8 @@
 """Audio files in and out, at the model's contract: 44.1 kHz, stereo, float32 in [-1, 1].
 
-Other rates and mono are converted here, at the edge, never inside the model.
+Other rates and mono are converted here, at the edge, never inside the model. :func:`read_audio`
+keeps a file's own rate for inpainting and continuation, which hand back the input's own samples
+at its own rate (the pipeline resamples only the audio it makes).
 Resampling uses soxr (VHQ); file I/O uses libsndfile through soundfile.
 """
 
@@ -33,8 +35,20 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
-def to_model_audio(audio: np.ndarray, sample_rate: int, what: str = "audio") -> np.ndarray:
-    """Any [samples], [channels, samples] array at any rate -> float32 [2, samples] at 44.1 kHz.
+def resample_to_length(audio: np.ndarray, from_rate: int, to_rate: int, samples: int) -> np.ndarray:
+    """``audio`` [..., n] at ``from_rate`` -> float32 [..., samples] at ``to_rate``: resampled,
+    then cut or zero-padded to exactly ``samples`` (resampling may come out a sample long or short;
+    the length is a contract)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    flat = resample(audio.reshape(-1, audio.shape[-1]), from_rate, to_rate)  # (rows, ~samples)
+    out = np.zeros((flat.shape[0], samples), dtype=np.float32)
+    keep = min(samples, flat.shape[1])
+    out[:, :keep] = flat[:, :keep]
+    return out.reshape(*audio.shape[:-1], samples)
+
+
+def to_stereo(audio: np.ndarray, what: str = "audio") -> np.ndarray:
+    """Any [samples] or [channels, samples] array -> float32 [2, samples] at the same rate.
 
     Raises Sa3Error for empty audio, NaN/inf samples and more than two channels.
     """
@@ -51,11 +65,27 @@ def to_model_audio(audio: np.ndarray, sample_rate: int, what: str = "audio") -> 
         audio = np.repeat(audio, CHANNELS, axis=0)  # centred mono, same level in both ears
     elif audio.shape[0] != CHANNELS:
         raise Sa3Error(f"{what} has {audio.shape[0]} channels; sa3 takes mono or stereo")
-    return resample(audio, sample_rate, SAMPLE_RATE)
+    return audio
+
+
+def to_model_audio(audio: np.ndarray, sample_rate: int, what: str = "audio") -> np.ndarray:
+    """Any [samples], [channels, samples] array at any rate -> float32 [2, samples] at 44.1 kHz.
+
+    Raises Sa3Error for empty audio, NaN/inf samples and more than two channels.
+    """
+    return resample(to_stereo(audio, what), sample_rate, SAMPLE_RATE)
 
 
 def load_audio(path: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> np.ndarray:
     """Read WAV/FLAC/AIFF/OGG (any rate, mono or stereo) as float32 [2, samples] at 44.1 kHz."""
+    audio, rate = read_audio(path, max_seconds)
+    return resample(audio, rate, SAMPLE_RATE)
+
+
+def read_audio(path: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, int]:
+    """Read WAV/FLAC/AIFF/OGG (mono or stereo) as float32 [2, samples] at the file's own rate,
+    and that rate. 16- and 24-bit samples come back exactly (written back at the same depth, they
+    are the same integers)."""
     path = Path(path)
     if not path.exists():
         raise Sa3Error(f"audio file {str(path)!r} does not exist")
@@ -72,7 +102,7 @@ def load_audio(path: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> np.
             f"audio file {str(path)!r} lasts {info.frames / info.samplerate:.1f} s, over the {max_seconds:g} s limit; trim it first"
         )
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    return to_model_audio(data.T, rate, what=f"audio file {str(path)!r}")
+    return to_stereo(data.T, what=f"audio file {str(path)!r}"), int(rate)
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:

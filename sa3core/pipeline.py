@@ -3,13 +3,18 @@
     prompt -> text encoder -> DiT condition (once) --+
     noise  -> sampler (velocity_fn = DiT step, CFG) -+-> latents -> decoder -> crop -> splice
 
-Lengths are exact: a request for N samples returns N samples. Generation with a known tempo
-runs on the latent frame grid and is warped to the tempo (:mod:`sa3core.warp`, when the
-model's ``tempo_grid`` is on), and never returns a sample above -1 dBFS (:data:`PEAK_CEILING`:
-a louder take is turned down as a whole, gain only). Inpainting keeps every sample
-outside its regions bit-exact (the original is spliced back with short equal-power
-crossfades that lie inside the regions); continuation returns the input unchanged
-followed by the new audio.
+Lengths are exact: a request for N samples returns N samples, at the rate asked for (the model
+runs at 44.1 kHz; other rates are resampled to). Generation with a known tempo runs on the
+latent frame grid and is warped to the tempo (:mod:`sa3core.warp`, when the model's
+``tempo_grid`` is on). Inpainting keeps every sample outside its regions bit-exact, at the
+input's own rate (only the new audio is resampled, and spliced in with short equal-power
+crossfades that lie inside the regions); continuation returns the input unchanged followed by
+the new audio.
+
+Levels (:mod:`sa3core.level`): no new audio has a true peak above -1 dBTP (:data:`PEAK_CEILING`)
+at the rate it is returned at. A generated take above it is turned down as a whole; inpainted
+and continued audio is first matched in RMS to the kept audio next to it, then held under the
+ceiling by a look-ahead gain on the new audio alone (the input's own samples are never touched).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, scale_lock, timebase, warp
+from . import checkpoint, level, scale_lock, timebase, warp
+from .audio import resample_to_length
 from .backends import BACKENDS
 from .config import from_dict, to_dict
 from .errors import Sa3Error
@@ -35,7 +41,8 @@ CROSSFADE_SECONDS = (
     0.010  # equal-power splice at region borders: short enough to keep timing, long enough to hide a click
 )
 
-PEAK_CEILING = 10.0 ** (-1.0 / 20.0)  # -1 dBFS: generated takes above it are turned down to it
+PEAK_CEILING = level.PEAK_CEILING  # -1 dBTP: no new audio is returned above it
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 384_000  # rates audio may come in and go out at
 
 Progress = Callable[[int, int], None]
 
@@ -114,14 +121,36 @@ def tail_frames(tail_seconds: float, samples: int) -> int:
 
 @dataclass(frozen=True)
 class Region:
-    """A span to regenerate, in samples at 44.1 kHz: [start, end)."""
+    """A span to regenerate, in samples at the audio's rate (44.1 kHz unless a ``sample_rate``
+    says otherwise): [start, end)."""
 
     start: int
     end: int
 
     @classmethod
-    def from_seconds(cls, start: float, end: float) -> Region:
-        return cls(timebase.seconds_to_samples(start), timebase.seconds_to_samples(end))
+    def from_seconds(cls, start: float, end: float, sample_rate: int = timebase.SAMPLE_RATE) -> Region:
+        return cls(timebase.seconds_to_samples(start, sample_rate), timebase.seconds_to_samples(end, sample_rate))
+
+
+def check_rate(sample_rate: int, what: str = "sample rate") -> int:
+    """A sample rate in Hz: a whole number from :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE`."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        raise Sa3Error(f"{what} must be a whole number of Hz (got {sample_rate!r})")
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise Sa3Error(f"{what} {sample_rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+    return int(sample_rate)
+
+
+def _to_rate(audio: np.ndarray, from_rate: int, to_rate: int, samples: int) -> np.ndarray:
+    """``audio`` [..., n] resampled to exactly ``samples`` at ``to_rate``; itself at the same rate."""
+    return audio if from_rate == to_rate else resample_to_length(audio, from_rate, to_rate, samples)
+
+
+def model_samples(samples: int, sample_rate: int) -> int:
+    """``samples`` at ``sample_rate`` as a sample count at the model's 44.1 kHz (the same number there)."""
+    if sample_rate == timebase.SAMPLE_RATE:
+        return int(samples)
+    return timebase.seconds_to_samples(max(0, samples) / sample_rate)
 
 
 class Pipeline:
@@ -220,34 +249,35 @@ class Pipeline:
         tempo_grid: bool | None = None,
         scale_lock_db: float | None = None,
         tail_seconds: float | None = None,
+        sample_rate: int = timebase.SAMPLE_RATE,
     ) -> np.ndarray:
-        """Text to audio: float32 [variations, 2, samples] at 44.1 kHz.
+        """Text to audio: float32 [variations, 2, samples] at ``sample_rate`` (``samples`` counts
+        at that rate; the model makes the same length at 44.1 kHz, which is resampled).
 
         ``bpm`` / ``meter`` (e.g. "6/8") override what the prompt says: the model starts on a
         downbeat at sample 0 and keeps that tempo (see :mod:`sa3core.musical`). With the model's
         ``tempo_grid`` (or ``tempo_grid=True``), a known tempo is generated on the latent frame
-        grid and warped to it (:mod:`sa3core.warp`). Takes louder than :data:`PEAK_CEILING` are
-        turned down to it. ``scale_lock_db`` (None = the model's ``scale_lock_db``) keeps the
-        notes in a key the prompt names (:mod:`sa3core.scale_lock`); 0 turns that off.
-        ``tail_seconds``: the take ends in that much digital silence, the frames there held at the
-        latents of silence while the rest is sampled, so the sound decays into them (None = the
-        model's ``one_shot_tail_seconds`` for prompts that read as one-shots, else none; 0 = none).
+        grid and warped to it (:mod:`sa3core.warp`). Takes whose true peak at ``sample_rate`` is
+        above :data:`PEAK_CEILING` are turned down to it as a whole. ``scale_lock_db`` (None = the
+        model's ``scale_lock_db``) keeps the notes in a key the prompt names
+        (:mod:`sa3core.scale_lock`); 0 turns that off. ``tail_seconds``: the take ends in that
+        much digital silence, the frames there held at the latents of silence while the rest is
+        sampled, so the sound decays into them (None = the model's ``one_shot_tail_seconds`` for
+        prompts that read as one-shots, else none; 0 = none).
         """
-        samples = self._check_length(samples)
-        if tail_seconds is None:
-            tail = self.settings.one_shot_tail_seconds if reads_as_one_shot(prompt) else 0.0
-        else:
-            tail = check_tail(tail_seconds, "tail_seconds", samples)
+        rate = check_rate(sample_rate)
+        made = self._check_length(model_samples(samples, rate))  # at 44.1 kHz
+        tail = self._tail(prompt, tail_seconds, made)
         music = request_music(prompt, bpm, meter)
         grid = self.settings.tempo_grid if tempo_grid is None else tempo_grid
-        tempo = warp.plan(music.bpm, samples, self.max_samples) if grid else None
-        made = samples
+        tempo = warp.plan(music.bpm, made, self.max_samples) if grid else None
+        length = made
         if tempo is not None:
             music, made = music.merged(bpm=tempo.grid_bpm), tempo.grid_samples
         frames = timebase.samples_to_frames(made)
         keep = torch.zeros(variations, 1, frames)
         source = torch.zeros(variations, timebase.LATENT_CHANNELS, frames)
-        held = tail_frames(tail * made / samples, made)  # on the grid, the tail is warped with the take
+        held = tail_frames(tail * made / length, made)  # on the grid, the tail is warped with the take
         if held:
             silence = torch.zeros(1, timebase.CHANNELS, frames * timebase.SAMPLES_PER_FRAME)
             source[..., -held:] = self.backend.encode_audio(silence).cpu()[..., -held:]
@@ -261,7 +291,9 @@ class Pipeline:
             audio = np.stack([splice(np.zeros_like(take), take, sounding) for take in audio])
         if tempo is not None:
             audio = warp.warp(audio, tempo)
-        return limit_peaks(audio)
+        return level.limit_peaks(
+            _to_rate(audio, timebase.SAMPLE_RATE, rate, samples)
+        )  # at the rate returned: resampling moves peaks
 
     def inpaint(
         self,
@@ -276,23 +308,33 @@ class Pipeline:
         bpm: float | None = None,
         meter: str | None = None,
         scale_lock_db: float | None = None,
+        sample_rate: int = timebase.SAMPLE_RATE,
     ) -> np.ndarray:
-        """Regenerate ``regions`` of ``audio`` [2, samples]; all else is returned bit-exact.
-        ``bpm`` / ``meter``: the song's, with a downbeat at sample 0 of ``audio``;
-        ``scale_lock_db`` as in :meth:`generate`."""
+        """Regenerate ``regions`` of ``audio`` [2, n] at ``sample_rate`` (regions in samples at that
+        rate): float32 [variations, 2, n] at that rate, every sample outside the regions the
+        input's own, bit-exact. Only the new audio is resampled from the model's 44.1 kHz; in each
+        region it is matched in RMS to the kept audio around it, crossfaded in and held under the
+        ceiling (:func:`place_new_audio`). ``bpm`` / ``meter``: the song's, with a downbeat at
+        sample 0 of ``audio``; ``scale_lock_db`` as in :meth:`generate`."""
+        rate = check_rate(sample_rate)
         audio = _check_audio(audio)
-        total = self._check_length(audio.shape[1], "input audio")
-        regions = check_regions(regions, total)
+        given = audio.shape[1]
+        total = self._check_length(model_samples(given, rate), "input audio")
+        regions = check_regions(regions, given, rate)
+        source = _to_rate(audio, rate, timebase.SAMPLE_RATE, total)
         frames = timebase.samples_to_frames(total)
         keep = torch.ones(1, 1, frames)
         for region in regions:
-            # Every frame that touches the region is regenerated.
-            first = region.start // timebase.SAMPLES_PER_FRAME
-            last = timebase.samples_to_frames(region.end)
+            # Every frame that touches the region (at 44.1 kHz, rounded outwards) is regenerated.
+            first = region.start * timebase.SAMPLE_RATE // rate // timebase.SAMPLES_PER_FRAME
+            last = timebase.samples_to_frames(min(total, -(-region.end * timebase.SAMPLE_RATE // rate)))
             keep[..., first:last] = 0.0
         music = request_music(prompt, bpm, meter)
-        generated = self._edit(audio, keep, total, prompt, steps, cfg, seed, variations, progress, music, scale_lock_db)
-        return np.stack([splice(audio, g, regions) for g in generated])
+        generated = self._edit(
+            source, keep, total, prompt, steps, cfg, seed, variations, progress, music, scale_lock_db
+        )
+        generated = _to_rate(generated, timebase.SAMPLE_RATE, rate, given)
+        return np.stack([place_new_audio(audio, take, regions, rate) for take in generated])
 
     def continue_(
         self,
@@ -307,27 +349,79 @@ class Pipeline:
         bpm: float | None = None,
         meter: str | None = None,
         scale_lock_db: float | None = None,
+        sample_rate: int = timebase.SAMPLE_RATE,
     ) -> np.ndarray:
-        """Extend ``audio`` [2, n] by ``samples`` new samples: returns [variations, 2, n + samples],
-        whose first n samples are the input unchanged. ``bpm``, ``meter`` and ``scale_lock_db``
-        as in :meth:`inpaint`."""
+        """Extend ``audio`` [2, n] at ``sample_rate`` by ``samples`` new samples at that rate:
+        returns [variations, 2, n + samples], whose first n samples are the input's own,
+        bit-exact. The new audio is matched in RMS to the input's last seconds and held under the
+        ceiling (:func:`place_new_audio`). ``bpm``, ``meter`` and ``scale_lock_db`` as in
+        :meth:`inpaint`."""
+        rate = check_rate(sample_rate)
         audio = _check_audio(audio)
         given = audio.shape[1]
         if samples <= 0:
             raise Sa3Error(f"continuation length must be longer than zero (got {samples} samples)")
-        total = self._check_length(given + samples, "input plus continuation")
+        model_given = model_samples(given, rate)
+        total = self._check_length(model_given + max(1, model_samples(samples, rate)), "input plus continuation")
         frames = timebase.samples_to_frames(total)
         padded = np.zeros((2, timebase.frames_to_samples(frames)), dtype=np.float32)
-        padded[:, :given] = audio
+        padded[:, :model_given] = _to_rate(audio, rate, timebase.SAMPLE_RATE, model_given)
         keep = torch.zeros(1, 1, frames)
-        keep[..., : given // timebase.SAMPLES_PER_FRAME] = 1.0  # frames wholly inside the input
+        keep[..., : model_given // timebase.SAMPLES_PER_FRAME] = 1.0  # frames wholly inside the input
         music = request_music(prompt, bpm, meter)
         generated = self._edit(
             padded, keep, total, prompt, steps, cfg, seed, variations, progress, music, scale_lock_db
         )
-        out = generated.astype(np.float32, copy=True)
-        out[:, :, :given] = audio
-        return out
+        generated = _to_rate(generated, timebase.SAMPLE_RATE, rate, given + samples)
+        original = np.concatenate([audio, np.zeros((timebase.CHANNELS, samples), dtype=np.float32)], axis=1)
+        new = [Region(given, given + samples)]
+        return np.stack([place_new_audio(original, take, new, rate, crossfade=False) for take in generated])
+
+    def recipe(
+        self,
+        prompt: str,
+        steps: int | None = None,
+        cfg: float | None = None,
+        scale_lock_db: float | None = None,
+        tempo_grid: bool | None = None,
+        tail_seconds: float | None = None,
+        samples: int | None = None,
+    ) -> dict[str, object]:
+        """What makes a take besides its prompt, length, seed, tempo and rate: the request's values
+        with the model's defaults filled in, as :meth:`generate`, :meth:`inpaint` and
+        :meth:`continue_` fill them in. Keys: model, sampler, steps, cfg, cfg_rescale,
+        scale_lock_db, phase_iterations (None where the backend does not refine phases), and for
+        generate (``samples``, at 44.1 kHz, given) warp and tail_seconds."""
+        steps, cfg = self._steps_cfg(steps, cfg)
+        recipe: dict[str, object] = {
+            "model": self.settings.name,
+            "sampler": self.settings.sampler,
+            "steps": steps,
+            "cfg": cfg,
+            "cfg_rescale": self.settings.cfg_rescale,
+            "scale_lock_db": self.settings.scale_lock_db if scale_lock_db is None else float(scale_lock_db),
+            "phase_iterations": getattr(self.backend, "phase_iterations", None),
+        }
+        if samples is not None:
+            recipe["warp"] = self.settings.tempo_grid if tempo_grid is None else bool(tempo_grid)
+            recipe["tail_seconds"] = self._tail(prompt, tail_seconds, samples)
+        return recipe
+
+    def _tail(self, prompt: str, tail_seconds: float | None, samples: int) -> float:
+        """The silent tail of a ``samples``-long take (44.1 kHz): asked for, else the model's for one-shots."""
+        if tail_seconds is None:
+            return self.settings.one_shot_tail_seconds if reads_as_one_shot(prompt) else 0.0
+        return check_tail(tail_seconds, "tail_seconds", samples)
+
+    def _steps_cfg(self, steps: int | None, cfg: float | None) -> tuple[int, float]:
+        """Sampler steps and guidance scale: asked for, else the model's; Sa3Error when out of range."""
+        steps = self.settings.steps if steps is None else int(steps)
+        cfg = self.settings.cfg if cfg is None else float(cfg)
+        if steps < 1:
+            raise Sa3Error(f"steps must be at least 1 (got {steps})")
+        if not math.isfinite(cfg) or cfg < 0:
+            raise Sa3Error(f"guidance scale {cfg!r} must be a number of 0 or more")
+        return steps, cfg
 
     # ------------------------------------------------------------------ sampling
     def _edit(
@@ -350,12 +444,7 @@ class Pipeline:
 
         if variations < 1:
             raise Sa3Error(f"variations must be at least 1 (got {variations})")
-        steps = self.settings.steps if steps is None else int(steps)
-        cfg = self.settings.cfg if cfg is None else float(cfg)
-        if steps < 1:
-            raise Sa3Error(f"steps must be at least 1 (got {steps})")
-        if not math.isfinite(cfg) or cfg < 0:
-            raise Sa3Error(f"guidance scale {cfg!r} must be a number of 0 or more")
+        steps, cfg = self._steps_cfg(steps, cfg)
         rescale = self.settings.cfg_rescale
         lock = self._scale_lock(music, scale_lock_db)
         seconds = torch.full((variations,), timebase.samples_to_seconds(frames * timebase.SAMPLES_PER_FRAME))
@@ -429,33 +518,34 @@ def request_music(prompt: str, bpm: float | None, meter: str | None) -> MusicAtt
     return parse_prompt(prompt).merged(bpm=bpm, quarters_per_bar=quarters)
 
 
-def limit_peaks(audio: np.ndarray) -> np.ndarray:
-    """Each take [..., 2, n] whose peak is above :data:`PEAK_CEILING`, scaled down to it."""
-    peaks = np.abs(audio).max(axis=(-2, -1), keepdims=True) if audio.size else np.zeros((1,) * audio.ndim)
-    gain = np.minimum(1.0, PEAK_CEILING / np.maximum(peaks, 1e-12)).astype(np.float32)
-    return audio * gain
+limit_peaks = level.limit_peaks  # each take turned down as a whole to just under the ceiling, where over it
 
 
-def check_regions(regions: Sequence[Region], total: int) -> list[Region]:
-    """Regions sorted by start; raises Sa3Error for none, empty, outside [0, total) or overlapping."""
+def check_regions(regions: Sequence[Region], total: int, sample_rate: int = timebase.SAMPLE_RATE) -> list[Region]:
+    """Regions sorted by start; raises Sa3Error for none, empty, outside [0, total) or overlapping
+    (``total`` and the regions in samples at ``sample_rate``)."""
     if not regions:
         raise Sa3Error("inpainting needs at least one --region START:END")
     regions = sorted(regions, key=lambda r: r.start)
     for region in regions:
         if region.end <= region.start:
-            raise Sa3Error(f"region {_fmt(region)} is empty: its end must come after its start")
+            raise Sa3Error(f"region {_fmt(region, sample_rate)} is empty: its end must come after its start")
         if region.start < 0 or region.end > total:
-            raise Sa3Error(f"region {_fmt(region)} lies outside the audio (0.000-{total / timebase.SAMPLE_RATE:.3f} s)")
+            raise Sa3Error(
+                f"region {_fmt(region, sample_rate)} lies outside the audio (0.000-{total / sample_rate:.3f} s)"
+            )
     for left, right in zip(regions, regions[1:]):
         if right.start < left.end:
-            raise Sa3Error(f"regions {_fmt(left)} and {_fmt(right)} overlap; merge them into one region")
+            raise Sa3Error(
+                f"regions {_fmt(left, sample_rate)} and {_fmt(right, sample_rate)} overlap; merge them into one region"
+            )
     return regions
 
 
 def _check_audio(audio: np.ndarray) -> np.ndarray:
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 2 or audio.shape[0] != timebase.CHANNELS:
-        raise Sa3Error(f"audio must be stereo [2, samples] at 44.1 kHz; got shape {tuple(audio.shape)}")
+        raise Sa3Error(f"audio must be stereo [2, samples]; got shape {tuple(audio.shape)}")
     if audio.shape[1] == 0:
         raise Sa3Error("input audio is empty (0 samples)")
     if not np.isfinite(audio).all():
@@ -463,28 +553,58 @@ def _check_audio(audio: np.ndarray) -> np.ndarray:
     return audio
 
 
-def _fmt(region: Region) -> str:
-    rate = timebase.SAMPLE_RATE
-    return f"{region.start / rate:.3f}:{region.end / rate:.3f} s"
+def _fmt(region: Region, sample_rate: int = timebase.SAMPLE_RATE) -> str:
+    return f"{region.start / sample_rate:.3f}:{region.end / sample_rate:.3f} s"
 
 
-def splice(original: np.ndarray, generated: np.ndarray, regions: Sequence[Region]) -> np.ndarray:
+def _crossfade(region: Region, total: int, sample_rate: int) -> np.ndarray:
+    """The new audio's gain across ``region`` (float32 [length]): equal-power fades of up to
+    CROSSFADE_SECONDS inside the region where it borders kept audio, 1 elsewhere."""
+    length = region.end - region.start
+    fade = min(timebase.seconds_to_samples(CROSSFADE_SECONDS, sample_rate), length // 2)
+    gain_in = np.ones(length, dtype=np.float32)
+    if fade > 0:
+        ramp = np.sin(0.5 * np.pi * (np.arange(fade, dtype=np.float32) + 0.5) / fade)
+        # Only fade where the region borders kept audio; a region at the file's edge starts hard.
+        if region.start > 0:
+            gain_in[:fade] = ramp
+        if region.end < total:
+            gain_in[-fade:] = np.minimum(gain_in[-fade:], ramp[::-1])
+    return gain_in
+
+
+def splice(
+    original: np.ndarray, generated: np.ndarray, regions: Sequence[Region], sample_rate: int = timebase.SAMPLE_RATE
+) -> np.ndarray:
     """Original outside ``regions`` (bit-exact), generated inside, with equal-power crossfades
     of up to CROSSFADE_SECONDS that lie wholly inside each region."""
     out = original.copy()
-    fade_len = timebase.seconds_to_samples(CROSSFADE_SECONDS)
     for region in regions:
-        length = region.end - region.start
-        fade = min(fade_len, length // 2)
-        gain_in = np.ones(length, dtype=np.float32)
-        if fade > 0:
-            ramp = np.sin(0.5 * np.pi * (np.arange(fade, dtype=np.float32) + 0.5) / fade)
-            # Only fade where the region borders kept audio; a region at the file's edge starts hard.
-            if region.start > 0:
-                gain_in[:fade] = ramp
-            if region.end < original.shape[1]:
-                gain_in[-fade:] = np.minimum(gain_in[-fade:], ramp[::-1])
+        gain_in = _crossfade(region, original.shape[1], sample_rate)
         gain_out = np.sqrt(np.clip(1.0 - gain_in**2, 0.0, 1.0))
         span = slice(region.start, region.end)
         out[:, span] = gain_in * generated[:, span] + gain_out * original[:, span]
     return out
+
+
+def place_new_audio(
+    original: np.ndarray,
+    generated: np.ndarray,
+    regions: Sequence[Region],
+    sample_rate: int = timebase.SAMPLE_RATE,
+    crossfade: bool = True,
+) -> np.ndarray:
+    """``original`` [2, n] outside ``regions``, bit-exact; inside, ``generated`` [2, n] matched in
+    RMS to the kept audio around each region (:func:`sa3core.level.match_gains`), crossfaded in as
+    :func:`splice` does (``crossfade=False``: cut in, as a continuation after its input is), and
+    held under the ceiling with a gain on the new audio alone
+    (:func:`sa3core.level.hold_under_ceiling`). float32 [2, n]."""
+    gains = level.match_gains(original, generated, regions, sample_rate)
+    kept = np.asarray(original, dtype=np.float32).copy()
+    new = np.zeros(kept.shape, dtype=np.float64)
+    for region, gain in zip(regions, gains):
+        span = slice(region.start, region.end)
+        gain_in = _crossfade(region, kept.shape[1], sample_rate) if crossfade else np.ones(region.end - region.start)
+        kept[:, span] *= np.sqrt(np.clip(1.0 - gain_in**2, 0.0, 1.0)).astype(np.float32)
+        new[:, span] = gain * gain_in * np.asarray(generated[:, span], dtype=np.float64)
+    return level.hold_under_ceiling(kept, new, regions, sample_rate)

@@ -169,14 +169,15 @@ def test_tempo_grid_is_a_model_setting(tiny_pipeline, tiny_model_dir, tmp_path):
 
 
 def test_generated_takes_never_exceed_the_ceiling_and_quiet_ones_are_untouched():
-    from sa3core.pipeline import PEAK_CEILING, limit_peaks
+    from sa3core.level import CEILING_DBTP, true_peak_db
+    from sa3core.pipeline import limit_peaks
 
     rng = np.random.default_rng(0)
     quiet = (rng.standard_normal((2, 1000)) * 0.1).astype(np.float32)
     loud = quiet * 40.0
     out = limit_peaks(np.stack([quiet, loud]))
-    np.testing.assert_array_equal(out[0], quiet)  # below -1 dBFS: bit-exact
-    assert np.abs(out[1]).max() == pytest.approx(PEAK_CEILING, rel=1e-6)
+    np.testing.assert_array_equal(out[0], quiet)  # below -1 dBTP: bit-exact
+    assert CEILING_DBTP - 0.01 <= true_peak_db(out[1]) <= CEILING_DBTP  # the true peak, just under
     np.testing.assert_allclose(out[1] / np.abs(out[1]).max(), loud / np.abs(loud).max(), rtol=1e-5)  # gain only
 
 
@@ -252,3 +253,52 @@ def test_a_bad_tail_in_model_json_is_refused_at_load(tiny_model_dir, tmp_path):
     (folder / "model.json").write_text(json.dumps({**settings, "one_shot_tail_seconds": -1}))
     with pytest.raises(Sa3Error, match="one_shot_tail_seconds"):
         Pipeline.load(folder)
+
+
+def host_rate_song(seconds: float, rate: int) -> np.ndarray:
+    """Stereo audio at ``rate`` whose every low bit differs from its neighbours' (24-bit codes)."""
+    rng = np.random.default_rng(rate)
+    t = np.arange(int(seconds * rate)) / rate
+    audio = 0.3 * np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)])
+    return (np.round((audio + 0.01 * rng.standard_normal(audio.shape)) * 2**23) / 2**23).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [48_000, 96_000])
+def test_inpaint_at_the_inputs_rate_keeps_its_samples(tiny_pipeline, rate):
+    """Regions and audio at the host's rate: the kept samples are the input's own, not a round
+    trip through 44.1 kHz; the length is the input's."""
+    source = host_rate_song(1.5, rate)
+    regions = [Region.from_seconds(0.4, 0.7, rate), Region.from_seconds(1.2, 1.5, rate)]
+    out = tiny_pipeline.inpaint(source, "snare fill", regions, steps=1, seed=0, sample_rate=rate)[0]
+    assert out.shape == source.shape
+    keep = np.ones(source.shape[1], dtype=bool)
+    for region in regions:
+        keep[region.start : region.end] = False
+        assert np.abs(out[:, region.start : region.end] - source[:, region.start : region.end]).max() > 1e-3
+    np.testing.assert_array_equal(out[:, keep], source[:, keep])
+
+
+def test_continue_and_generate_count_samples_at_the_asked_rate(tiny_pipeline):
+    source = host_rate_song(1.0, 48_000)
+    out = tiny_pipeline.continue_(source, "more", 24_000, steps=1, seed=0, sample_rate=48_000)
+    assert out.shape == (1, 2, 72_000)
+    np.testing.assert_array_equal(out[0, :, :48_000], source)
+    take = tiny_pipeline.generate("hat", 96_000, steps=1, seed=0, sample_rate=96_000)
+    assert take.shape == (1, 2, 96_000)
+    with pytest.raises(Sa3Error, match="sample rate 4000 Hz is outside"):
+        tiny_pipeline.generate("hat", 4_000, steps=1, sample_rate=4_000)
+
+
+def test_loud_new_audio_is_held_under_the_ceiling_at_the_inputs_rate(tiny_pipeline, monkeypatch):
+    """Whatever level the model makes the new audio at, the ceiling holds at the returned rate
+    (here a model 40 dB too hot, in inpainting and continuation at 48 kHz)."""
+    from sa3core.level import CEILING_DBTP, true_peak_db
+
+    edit = tiny_pipeline._edit
+    monkeypatch.setattr(tiny_pipeline, "_edit", lambda *args, **kw: edit(*args, **kw) * 100.0)
+    source = host_rate_song(1.0, 48_000)
+    region = Region.from_seconds(0.3, 0.6, 48_000)
+    out = tiny_pipeline.inpaint(source, "fill", [region], steps=1, seed=0, sample_rate=48_000)[0]
+    assert true_peak_db(out[:, region.start : region.end]) <= CEILING_DBTP
+    longer = tiny_pipeline.continue_(source, "more", 24_000, steps=1, seed=0, sample_rate=48_000)[0]
+    assert true_peak_db(longer[:, 48_000:]) <= CEILING_DBTP

@@ -12,8 +12,10 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from .. import limits, timebase
-from ..audio import check_output_path, load_audio, resample, save_audio
+from ..audio import check_output_path, read_audio, resample_to_length, save_audio
 from ..errors import Sa3Error
 
 
@@ -41,7 +43,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="torch", help="torch (default) or onnx")
     parser.add_argument("--daemon", metavar="ENDPOINT", help="render through a running `sa3 serve` daemon instead")
     parser.add_argument(
-        "--sample-rate", type=int, default=timebase.SAMPLE_RATE, help="output sample rate in Hz (default 44100)"
+        "--sample-rate",
+        type=int,
+        help="output sample rate in Hz (default: 44100 for generate; the input's own rate for inpaint and continue)",
     )
     parser.add_argument(
         "--bit-depth", default="24", choices=["16", "24", "float"], help="output sample format (default 24)"
@@ -125,20 +129,21 @@ def register(subparsers) -> None:
     cont.set_defaults(func=run_continue)
 
 
-def _length_samples(args) -> int:
+def _length_samples(args, rate: int = timebase.SAMPLE_RATE) -> int:
+    """--seconds or --bars as a sample count at ``rate``."""
     if args.bars is not None:
         if args.bpm is None:
             raise Sa3Error("--bars needs --bpm (the song tempo), e.g. --bars 4 --bpm 120")
-        return timebase.bars_to_samples(args.bars, args.bpm, timebase.Meter.parse(args.meter))
+        return timebase.bars_to_samples(args.bars, args.bpm, timebase.Meter.parse(args.meter), rate)
     if args.seconds is None or args.seconds <= 0:
         raise Sa3Error(f"--seconds must be longer than zero (got {args.seconds})")
-    return timebase.seconds_to_samples(args.seconds)
+    return timebase.seconds_to_samples(args.seconds, rate)
 
 
 def _outputs(args) -> list[Path]:
     """The output files, each checked (not a folder, free unless --overwrite, writable) before
     the model loads: a bad path costs nothing and writes nothing."""
-    if args.sample_rate not in timebase.HOST_SAMPLE_RATES:
+    if args.sample_rate is not None and args.sample_rate not in timebase.HOST_SAMPLE_RATES:
         rates = ", ".join(str(r) for r in timebase.HOST_SAMPLE_RATES)
         raise Sa3Error(f"--sample-rate {args.sample_rate} is not supported; use one of {rates}")
     base = Path(args.output)
@@ -213,41 +218,65 @@ class _Bar:
             self.bar.close()
 
 
-def _write(args, outputs: list[Path], audio, prompt: str, started: float) -> None:
-    for path, take in zip(outputs, audio):
-        take = resample(take, timebase.SAMPLE_RATE, args.sample_rate)
+def _comment(mode: str, recipe: dict, seed: int, batch_seed=None, batch_size=None, **request) -> str:
+    """The take's comment: what makes it again, as key=value words (values left None are left out)."""
+
+    def shown(value) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return format(value, "g") if isinstance(value, float) else str(value)
+
+    fields = {"seed": seed, "batch_seed": batch_seed, "batch_size": batch_size, **recipe, **request}
+    return f"sa3 {mode} " + " ".join(f"{key}={shown(value)}" for key, value in fields.items() if value is not None)
+
+
+def _write(args, outputs: list[Path], audio, mode: str, recipe: dict, rate: int, started: float, **request) -> None:
+    """Write each take at ``rate`` with its comment; a near-silent take gets a one-line warning."""
+    from ..level import NEAR_SILENT_DBTP, is_near_silent, true_peak_db
+
+    music = {"bpm": args.bpm, "meter": args.meter if args.bpm is not None else None}
+    # Take k is seed + k; made alone, that seed gives nearly the same take, but a batch's numbers
+    # differ from a lone take's, so bit for bit it is the batch's take k: say which batch.
+    batch = {"batch_seed": args.seed, "batch_size": args.variations} if args.variations > 1 else {}
+    for k, (path, take) in enumerate(zip(outputs, audio)):
+        comment = _comment(mode, recipe, args.seed + k, **batch, **music, **request, sample_rate=rate)
         save_audio(
             path,
             take,
-            args.sample_rate,
+            rate,
             args.bit_depth,
             overwrite=args.overwrite,
-            tags={
-                "title": prompt[:200],
-                "comment": f"sa3 seed={args.seed} steps={args.steps} cfg={args.cfg}",
-                "software": "sa3",
-            },
+            tags={"title": args.prompt[:200], "comment": comment, "software": "sa3"},
         )
-        seconds = take.shape[1] / args.sample_rate
-        print(f"wrote {path} ({take.shape[1]} samples, {seconds:.3f} s at {args.sample_rate} Hz)")
+        print(f"wrote {path} ({take.shape[1]} samples, {take.shape[1] / rate:.3f} s at {rate} Hz)")
+        peak = true_peak_db(take)
+        if is_near_silent(peak):
+            print(
+                f"sa3: warning: {path} is near-silent (true peak {peak:.1f} dBTP, under {NEAR_SILENT_DBTP:g}); "
+                "try another --seed or a fuller prompt",
+                file=sys.stderr,
+            )
     print(f"done in {time.perf_counter() - started:.2f} s", file=sys.stderr)
 
 
-def _render(args, started: float, outputs: list[Path], label: str, mode: str, in_process, **request) -> int:
-    """Run one request in-process (``in_process(pipeline, progress)``) or through ``--daemon``,
-    then write the takes."""
+def _render(args, started: float, outputs: list[Path], label: str, mode: str, in_process, rate: int, **request) -> int:
+    """Run one request in-process (``in_process(pipeline, progress)`` -> (takes at ``rate``,
+    the pipeline's recipe)) or through ``--daemon`` (``request["settle"]`` brings its 44.1 kHz
+    takes to ``rate``), then write the takes."""
+    settle, comment = request.pop("settle"), request.pop("comment", {})
     if args.daemon:
         from bridge.client import generate_via_daemon
 
-        result = generate_via_daemon(args.daemon, mode, prompt=args.prompt, args=args, **request)
+        result = settle(generate_via_daemon(args.daemon, mode, prompt=args.prompt, args=args, **request))
+        recipe = {"daemon": args.daemon, "steps": args.steps, "cfg": args.cfg, "scale_lock_db": args.scale_lock}
     else:
         pipeline = _pipeline(args)
         bar = _Bar(args.quiet, label, args.steps or pipeline.settings.steps)
         try:
-            result = in_process(pipeline, bar)
+            result, recipe = in_process(pipeline, bar)
         finally:
             bar.close()
-    _write(args, outputs, result, args.prompt, started)
+    _write(args, outputs, result, mode, recipe, rate, started, **comment)
     return 0
 
 
@@ -259,7 +288,9 @@ def _music(args) -> dict:
 def run_generate(args) -> int:
     started = time.perf_counter()
     _check_common(args)
-    samples = _length_samples(args)
+    rate = args.sample_rate or timebase.SAMPLE_RATE
+    samples = _length_samples(args, rate)
+    model = _length_samples(args)  # the same length at the model's 44.1 kHz
     outputs = _outputs(args)
 
     if args.warp is not None and args.daemon:
@@ -269,18 +300,27 @@ def run_generate(args) -> int:
     if args.tail is not None:
         from ..pipeline import check_tail
 
-        check_tail(args.tail, "--tail", samples)
+        check_tail(args.tail, "--tail", model)
 
     def in_process(pipeline, bar):
-        return pipeline.generate(
+        takes = pipeline.generate(
             args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar,
-            tempo_grid=args.warp, scale_lock_db=args.scale_lock, tail_seconds=args.tail, **_music(args),
+            tempo_grid=args.warp, scale_lock_db=args.scale_lock, tail_seconds=args.tail, sample_rate=rate,
+            **_music(args),
         )  # fmt: skip
+        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, args.scale_lock, args.warp, args.tail, model)
 
-    return _render(args, started, outputs, "sampling", "generate", in_process, samples=samples)
+    def settle(takes):  # the daemon's 44.1 kHz takes at the rate asked for, under the ceiling there
+        from ..level import limit_peaks
+
+        if rate == timebase.SAMPLE_RATE:
+            return takes
+        return limit_peaks(resample_to_length(takes, timebase.SAMPLE_RATE, rate, samples))
+
+    return _render(args, started, outputs, "sampling", "generate", in_process, rate, samples=model, settle=settle)
 
 
-def _regions(args, total: int):
+def _regions(args, total: int, rate: int):
     from ..pipeline import Region, check_regions
 
     limits.check_region_count(len(args.region), "--region")
@@ -288,37 +328,89 @@ def _regions(args, total: int):
     regions = []
     for text in args.region:
         start, end = timebase.parse_region(text, args.bpm, meter)
-        regions.append(Region.from_seconds(start, end))
-    return check_regions(regions, total)
+        regions.append(Region.from_seconds(start, end, rate))
+    return check_regions(regions, total, rate)
+
+
+def _source(args) -> tuple:
+    """The input file's audio [2, n] at the output rate (its own rate unless --sample-rate says
+    otherwise: then it is resampled, and only then are its samples not its own), and that rate."""
+    from ..pipeline import check_rate
+
+    audio, own_rate = read_audio(args.input)
+    rate = check_rate(args.sample_rate or own_rate, f"the sample rate of {args.input!r}")
+    if rate != own_rate:
+        audio = resample_to_length(audio, own_rate, rate, timebase.seconds_to_samples(audio.shape[1] / own_rate, rate))
+    return audio, rate
+
+
+def _to_model_rate(audio, rate: int):
+    """Audio [2, n] at ``rate`` as the daemon takes it from the CLI: at 44.1 kHz."""
+    from ..pipeline import model_samples
+
+    return resample_to_length(audio, rate, timebase.SAMPLE_RATE, model_samples(audio.shape[1], rate))
 
 
 def run_inpaint(args) -> int:
     started = time.perf_counter()
     _check_common(args)
-    audio = load_audio(args.input)
-    regions = _regions(args, audio.shape[1])  # checked against the file before any model loads
+    audio, rate = _source(args)
+    regions = _regions(args, audio.shape[1], rate)  # checked against the file before any model loads
     outputs = _outputs(args)
+    spans = {"regions": ",".join(f"{r.start / rate:.6g}:{r.end / rate:.6g}" for r in regions)}
 
     def in_process(pipeline, bar):
-        return pipeline.inpaint(
+        takes = pipeline.inpaint(
             audio, args.prompt, regions, args.steps, args.cfg, args.seed, args.variations, progress=bar,
-            scale_lock_db=args.scale_lock, **_music(args),
+            scale_lock_db=args.scale_lock, sample_rate=rate, **_music(args),
         )  # fmt: skip
+        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, args.scale_lock)
 
-    return _render(args, started, outputs, "inpainting", "inpaint", in_process, audio=audio, regions=regions)
+    request = {"audio": audio, "regions": regions, "comment": spans, "settle": lambda takes: takes}
+    if rate != timebase.SAMPLE_RATE and args.daemon:
+        from ..pipeline import Region, place_new_audio
+
+        def settle(takes):  # kept audio: the input's own at its rate; new audio: resampled, matched, held
+            takes = resample_to_length(takes, timebase.SAMPLE_RATE, rate, audio.shape[1])
+            return np.stack([place_new_audio(audio, take, regions, rate) for take in takes])
+
+        model_audio = _to_model_rate(audio, rate)
+        model_regions = [  # every model sample the region touches
+            Region(
+                r.start * timebase.SAMPLE_RATE // rate,
+                min(model_audio.shape[1], -(-r.end * timebase.SAMPLE_RATE // rate)),
+            )
+            for r in regions
+        ]
+        request.update(audio=model_audio, regions=model_regions, settle=settle)
+    return _render(args, started, outputs, "inpainting", "inpaint", in_process, rate, **request)
 
 
 def run_continue(args) -> int:
     started = time.perf_counter()
     _check_common(args)
-    audio = load_audio(args.input)
-    samples = _length_samples(args)
+    audio, rate = _source(args)
+    samples = _length_samples(args, rate)
     outputs = _outputs(args)
 
     def in_process(pipeline, bar):
-        return pipeline.continue_(
+        takes = pipeline.continue_(
             audio, args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar,
-            scale_lock_db=args.scale_lock, **_music(args),
+            scale_lock_db=args.scale_lock, sample_rate=rate, **_music(args),
         )  # fmt: skip
+        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, args.scale_lock)
 
-    return _render(args, started, outputs, "continuing", "continue", in_process, samples=samples, audio=audio)
+    request = {"samples": samples, "audio": audio, "settle": lambda takes: takes}
+    if rate != timebase.SAMPLE_RATE and args.daemon:
+        from ..pipeline import Region, place_new_audio
+
+        given = audio.shape[1]
+        original = np.concatenate([audio, np.zeros((timebase.CHANNELS, samples), dtype=np.float32)], axis=1)
+
+        def settle(takes):  # the input's own samples at its rate, then the new audio resampled and held
+            takes = resample_to_length(takes, timebase.SAMPLE_RATE, rate, given + samples)
+            new = [Region(given, given + samples)]
+            return np.stack([place_new_audio(original, take, new, rate, crossfade=False) for take in takes])
+
+        request.update(samples=_length_samples(args), audio=_to_model_rate(audio, rate), settle=settle)
+    return _render(args, started, outputs, "continuing", "continue", in_process, rate, **request)

@@ -17,9 +17,17 @@ class DaemonRenderer:
 
         self.endpoint = endpoint
         self.client = Client(endpoint, curve=curve_from_env(), retries=1)
-        capabilities = self.client.hello("sa3 render")
+        self.capabilities = self.client.hello("sa3 render")
         # The daemon reports a model name, not a hash of its weights: renders are matched by name.
-        self.identity = f"daemon:{capabilities.get('model', 'unknown')}"
+        self.identity = f"daemon:{self.capabilities.get('model', 'unknown')}"
+
+    def recipe(self, job) -> dict:
+        """Steps and guidance of the job's takes: the sheet's, else the daemon model's defaults."""
+        spec, told = job.spec, self.capabilities
+        return {
+            "steps": spec.steps if spec.steps is not None else told.get("default_steps"),
+            "cfg": spec.cfg if spec.cfg is not None else told.get("default_cfg"),
+        }
 
     def _run(self, mode: str, prompt: str, progress=None, **fields):
         fields = {k: v for k, v in fields.items() if v is not None}

@@ -1,11 +1,8 @@
 """Loudness normalisation to a target integrated loudness with a true-peak ceiling.
 
 Loudness is ITU-R BS.1770 integrated loudness measured by pyloudnorm (K-weighting, 400 ms
-blocks, absolute and relative gating). True peak is estimated as BS.1770 Annex 2 suggests:
-4x oversampling and the largest absolute value. The oversampler is an interpolating
-Kaiser-windowed sinc (every original sample passes through unchanged, so true peak is never
-read below sample peak); general-purpose resamplers roll off below Nyquist and read
-single-sample clicks 0.2-0.5 dB low, which would let them through the ceiling.
+blocks, absolute and relative gating). True peak is :func:`sa3core.level.true_peak_db` (BS.1770
+Annex 2: 4x oversampling with an interpolating sinc, never read below the sample peak).
 
 Normalising gains the audio to the target; where that would push the true peak over the
 ceiling, a look-ahead limiter (offline, so it can look ahead without latency) pulls the peaks
@@ -15,21 +12,28 @@ trim guarantees the ceiling holds in the measured output.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pyloudnorm
-from scipy.ndimage import minimum_filter1d, uniform_filter1d
-from scipy.signal.windows import kaiser
 
+# True peak, the limiter's gain and the ceiling's constants are sa3core.level's, shared with the
+# pipeline's ceiling (imported here under the names this module has always had).
+from ..level import (  # noqa: F401
+    INTERPOLATOR_REACH,
+    LIMITER_HOLD_SECONDS,
+    LIMITER_RAMP_SECONDS,
+    OVERSAMPLE,
+    db_to_gain,
+    gain_to_db,
+    peak_envelope,
+    smooth_gain,
+    true_peak_db,
+)
 from ..timebase import SAMPLE_RATE, seconds_to_samples
 
-OVERSAMPLE = 4
 BLOCK_SECONDS = 0.4  # BS.1770 gating block: shorter sounds are measured as one 400 ms block
-LIMITER_RAMP_SECONDS = 0.004  # attack and release ramp of the limiter's gain
-LIMITER_HOLD_SECONDS = 0.02  # gain stays down this long around a peak, so bass is not distorted
 MAX_GAIN_DB = 40.0  # never lift near-silence by more than this
 TOLERANCE_LU = 0.1
 MAX_TRIES = 10  # gain/limit/measure rounds; two or three are usual, more only when limiting hard
@@ -46,14 +50,6 @@ class LoudnessResult:
     limited: bool  # whether the limiter had to act
 
 
-def db_to_gain(db: float) -> float:
-    return 10.0 ** (db / 20.0)
-
-
-def gain_to_db(gain: float) -> float:
-    return 20.0 * math.log10(gain) if gain > 0 else -math.inf
-
-
 def integrated_loudness(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
     """BS.1770 integrated loudness (LUFS) of ``audio`` [channels, samples]; -inf for silence.
 
@@ -68,60 +64,6 @@ def integrated_loudness(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> fl
         return -math.inf
     meter = pyloudnorm.Meter(sample_rate)
     return float(meter.integrated_loudness(audio.T))
-
-
-INTERPOLATOR_REACH = 32  # input samples each side of the interpolation filter
-
-
-@functools.cache
-def _phases() -> tuple[np.ndarray, ...]:
-    """Sub-filters of a 4x interpolating Kaiser-windowed sinc, for phases 1/4, 2/4 and 3/4.
-
-    Phase 0 of an interpolating sinc is a unit impulse (the original samples), so it is not
-    filtered at all. Phase p's output at sample m lies between input samples m and m + 1:
-    ``y_p[m] = sum_k x[m + k] * h_p[k + REACH - 1]`` for k in [-(REACH - 1), REACH].
-    """
-    reach = INTERPOLATOR_REACH
-    size = 2 * reach * OVERSAMPLE + 1
-    window = kaiser(size, 8.0)
-    phases = []
-    for p in range(1, OVERSAMPLE):
-        k = np.arange(-(reach - 1), reach + 1)  # input offsets around the point m + p/4
-        taps = np.sinc(k - p / OVERSAMPLE) * window[(k * OVERSAMPLE - p) + reach * OVERSAMPLE]
-        phases.append(taps[::-1].copy())  # reversed: a correlation written as a convolution
-    return tuple(phases)
-
-
-def peak_envelope(audio: np.ndarray, circular: bool = False) -> np.ndarray:
-    """Per-sample true-peak envelope: float64 [samples], the largest absolute value over the
-    channels of the sample itself and of the three 4x-oversampled points after it.
-
-    ``circular`` treats the audio as a loop (the points after the last sample interpolate
-    towards the first). Memory stays O(samples): the 4x signal is never held whole.
-    """
-    audio = np.asarray(audio, dtype=np.float64)
-    n = audio.shape[1]
-    reach = INTERPOLATOR_REACH
-    if circular:
-        reps = -(-reach // n)
-        wrap = np.tile(audio, (1, reps))
-        padded = np.concatenate([wrap[:, -(reach - 1) :] if reach > 1 else wrap[:, :0], audio, wrap[:, :reach]], axis=1)
-    else:
-        padded = np.pad(audio, ((0, 0), (reach - 1, reach)))
-    envelope = np.abs(audio).max(axis=0)
-    for taps in _phases():
-        for channel in padded:
-            # Direct convolution: with 64 taps it beats FFT methods several times over.
-            np.maximum(envelope, np.abs(np.convolve(channel, taps, mode="valid")), out=envelope)
-    return envelope
-
-
-def true_peak_db(audio: np.ndarray, circular: bool = False) -> float:
-    """True peak in dBTP: the largest sample of the 4x oversampled signal.
-
-    ``circular`` treats the audio as a loop, so peaks between the last and first sample count.
-    """
-    return gain_to_db(float(peak_envelope(audio, circular).max(initial=0.0)))
 
 
 def limit(
@@ -144,12 +86,7 @@ def limit(
     # The points between samples m and m + 1 belong to both.
     per_sample = np.maximum(per_sample, np.roll(per_sample, 1) if circular else np.r_[0.0, per_sample[:-1]])
     need = np.minimum(1.0, ceiling / np.maximum(per_sample, 1e-12))
-    ramp = max(1, seconds_to_samples(LIMITER_RAMP_SECONDS, sample_rate))
-    hold = seconds_to_samples(LIMITER_HOLD_SECONDS, sample_rate)
-    mode = "wrap" if circular else "nearest"
-    held = minimum_filter1d(need, size=2 * (hold + 2 * ramp) + 1, mode=mode)
-    smooth = uniform_filter1d(uniform_filter1d(held, 2 * ramp + 1, mode=mode), 2 * ramp + 1, mode=mode)
-    gain = np.minimum(smooth, held)  # float rounding in the averages must not lift a peak
+    gain = smooth_gain(need, sample_rate, circular)
     return (audio * gain[None, :]).astype(np.float32)
 
 

@@ -37,6 +37,7 @@ from .. import timebase
 from ..audio import FORMATS, load_audio, save_audio
 from ..errors import Sa3Error
 from ..files import publish
+from ..level import NEAR_SILENT_DBTP, is_near_silent
 from .chain import build_chain
 from .loops import apply_with_tail, make_seamless
 from .loudness import integrated_loudness, normalise, true_peak_db
@@ -53,7 +54,8 @@ STALE_TEMP_SECONDS = 3600.0  # a temporary lives for one take's write; one this 
 
 @dataclass
 class OutputResult:
-    """One output file's outcome; ``status`` is rendered, skipped or failed."""
+    """One output file's outcome; ``status`` is rendered, near-silent (written, but its true peak
+    is under :data:`sa3core.level.NEAR_SILENT_DBTP`), skipped or failed."""
 
     job: str
     file: str
@@ -100,6 +102,14 @@ class InProcessRenderer:
 
     def continue_(self, audio, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
         return self.pipeline.continue_(audio, prompt, samples, steps, cfg, seed, variations, progress, bpm, meter)
+
+    def recipe(self, job: Job) -> dict[str, Any]:
+        """What made the job's takes besides prompt, seed and tempo, the model's defaults filled in."""
+        spec = job.spec
+        samples = job.samples + job.overhang if spec.mode == "generate" else None
+        recipe = self.pipeline.recipe(spec.prompt, spec.steps, spec.cfg, samples=samples)
+        recipe.pop("model")  # the comment names the model by its identity
+        return recipe
 
 
 def model_identity(model: str | os.PathLike | None) -> str:
@@ -273,12 +283,29 @@ def finish_take(job: Job, audio: np.ndarray, base_dir: Path) -> tuple[np.ndarray
     return audio, lufs, peak
 
 
-def write_take(job: Job, audio: np.ndarray, path: Path, seed: int, identity: str, digest: str) -> None:
-    """Write atomically: audio and chunks go to a temporary file that is renamed into place."""
+def _recipe_words(job: Job, recipe: dict[str, Any] | None) -> str:
+    """``key=value`` words of what made a take (the renderer's recipe; without one, the sheet's
+    steps and cfg where it sets them), then the sheet's tempo."""
     spec = job.spec
-    comment = (
-        f"sa3 render: seed={seed} model={identity} steps={spec.steps} cfg={spec.cfg} job={job.name} hash={digest[:16]}"
-    )
+    fields = dict(recipe) if recipe is not None else {"steps": spec.steps, "cfg": spec.cfg}
+    if spec.bpm is not None:
+        fields.update(bpm=spec.bpm, meter=spec.meter)
+
+    def shown(value) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return format(value, "g") if isinstance(value, float) else str(value)
+
+    return " ".join(f"{key}={shown(value)}" for key, value in fields.items() if value is not None)
+
+
+def write_take(
+    job: Job, audio: np.ndarray, path: Path, seed: int, identity: str, digest: str, recipe: dict | None = None
+) -> None:
+    """Write atomically: audio and chunks go to a temporary file that is renamed into place.
+    The comment carries what makes the take again (``recipe``: the renderer's, defaults filled in)."""
+    spec = job.spec
+    comment = f"sa3 render: seed={seed} model={identity} {_recipe_words(job, recipe)} job={job.name} hash={digest[:16]}"
     is_wav = FORMATS[path.suffix.lower()] == "WAV"
     path.parent.mkdir(parents=True, exist_ok=True)
     # A private folder named for this process holds every temporary of the write (save_audio's
@@ -351,6 +378,8 @@ def render_job(
             results[n] = OutputResult(
                 job.name, key, "skipped", entry["samples"], entry["seconds"], entry["lufs"], entry["true_peak_db"]
             )
+            if _near_silent(entry["true_peak_db"]):
+                results[n].warning = _near_silent_warning(entry["true_peak_db"])
     started = time.perf_counter()
     try:
         by_seed: dict[int, list[int]] = {}
@@ -360,13 +389,14 @@ def render_job(
             if all(finished[n] for n in indices):
                 continue
             takes = _model_audio(job, renderer, base_seed, len(indices), progress)
+            recipe = renderer.recipe(job) if hasattr(renderer, "recipe") else None
             for n, audio in zip(indices, takes):
                 if finished[n]:
                     continue
                 seed, key, path = outputs[n]
                 take_started = time.perf_counter()
                 audio, lufs, peak = finish_take(job, np.asarray(audio, dtype=np.float32), base_dir)
-                write_take(job, audio, path, seed, renderer.identity, digests[n])
+                write_take(job, audio, path, seed, renderer.identity, digests[n], recipe)
                 lufs_value, peak_value = _finite(lufs), _finite(peak)
                 manifest.record(key, _entry(job, digests[n], int(audio.shape[1]), lufs_value, peak_value))
                 seconds = timebase.samples_to_seconds(audio.shape[1])
@@ -380,9 +410,11 @@ def render_job(
                         f"reached {lufs_value:.1f} LUFS, not the {target:g} target: the {job.spec.true_peak:g} dBTP "
                         "ceiling allows no more without extreme limiting"
                     )
+                if _near_silent(peak_value):  # written, but no usable sound: say so, not "rendered"
+                    result.status, result.warning = "near-silent", _near_silent_warning(peak_value)
                 results[n] = result
         # Model time is shared by the takes rendered now: spread it over them for the table.
-        rendered = [r for r in results.values() if r.status == "rendered"]
+        rendered = [r for r in results.values() if r.status in ("rendered", "near-silent")]
         total = time.perf_counter() - started
         for result in rendered:
             result.time_s = total / len(rendered)
@@ -392,6 +424,16 @@ def render_job(
             if n not in results:
                 results[n] = OutputResult(job.name, key, "failed", error=message, time_s=time.perf_counter() - started)
     return [results[n] for n in sorted(results)]
+
+
+def _near_silent(peak_db: float | None) -> bool:
+    """Whether a take of this true peak (None: digital silence) is near-silent."""
+    return peak_db is None or is_near_silent(peak_db)
+
+
+def _near_silent_warning(peak_db: float | None) -> str:
+    peak = "-inf" if peak_db is None else f"{peak_db:.1f}"
+    return f"near-silent: true peak {peak} dBTP, under {NEAR_SILENT_DBTP:g} dBTP; try other seeds or a fuller prompt"
 
 
 def check_outputs_free(sheet: Sheet, out_dir: Path, force: bool) -> list[str]:
@@ -455,6 +497,7 @@ def render_sheet(
             "sheet": str(sheet.path),
             "model": renderer.identity,
             "rendered": sum(r.status == "rendered" for r in results),
+            "near_silent": sum(r.status == "near-silent" for r in results),
             "skipped": sum(r.status == "skipped" for r in results),
             "failed": sum(r.status == "failed" for r in results),
             "outputs": [dataclasses.asdict(r) for r in results],
@@ -489,6 +532,7 @@ def summary_table(results: list[OutputResult]) -> str:
         + row[5]
         for row in rows
     ]
-    counts = {s: sum(r.status == s for r in results) for s in ("rendered", "skipped", "failed")}
-    lines.append(f"{counts['rendered']} rendered, {counts['skipped']} skipped, {counts['failed']} failed")
+    counts = {s: sum(r.status == s for r in results) for s in ("rendered", "near-silent", "skipped", "failed")}
+    silent = f"{counts['near-silent']} near-silent, " if counts["near-silent"] else ""
+    lines.append(f"{counts['rendered']} rendered, {silent}{counts['skipped']} skipped, {counts['failed']} failed")
     return "\n".join(lines)
