@@ -173,11 +173,8 @@ def _check_common(args) -> None:
     if args.phase_iterations is not None:
         if args.phase_iterations < 0:
             raise Sa3Error(f"--phase-iterations must be 0 or more (got {args.phase_iterations})")
-        if args.daemon or args.backend != "torch":
-            raise Sa3Error(
-                "--phase-iterations needs in-process generation on the torch backend "
-                "(a daemon uses its model's setting; exported decoders cannot refine phases)"
-            )
+        if args.daemon:
+            raise Sa3Error("--phase-iterations needs in-process generation (a daemon uses its model's setting)")
     if args.model is not None and not Path(args.model).exists():
         raise Sa3Error(f"model {args.model!r} does not exist; give a model folder or leave --model out for the default")
 
