@@ -86,8 +86,10 @@ class _SameCoderConfig:
         if len(self.c_mults) != 1:
             raise Sa3Error(f"{where}.c_mults has {len(self.c_mults)} stages; only one-stage SAME models are supported")
         for key in ("strides", "transformer_depths"):
-            if not getattr(self, key):
-                raise Sa3Error(f"{where}.{key} is empty; it needs one entry per stage")
+            if not getattr(self, key) or min(getattr(self, key)) < 1:
+                raise Sa3Error(
+                    f"{where}.{key} must hold one positive whole number per stage, got {list(getattr(self, key))}"
+                )
         heads = min(self.dim_heads, self.width)  # as the official blocks do
         if self.width % heads or heads % 4:
             raise Sa3Error(f"{where}: width {self.width} must be a multiple of dim_heads {heads} (itself of 4)")
@@ -211,6 +213,9 @@ class ReleasedAutoencoderConfig:
             ("bottleneck.config.dim", soft.dim, self.latent_dim),
             ("decoder.config.strides[0]", dec.strides[0], enc.strides[0]),
             ("downsampling_ratio", self.downsampling_ratio, patched.patch_size * enc.strides[0]),
+        ]
+        agree += [
+            (key, got, patched.channels) for key in ("in_channels", "out_channels") if (got := getattr(self, key))
         ]
         for key, got, wanted in agree:
             if got != wanted:
