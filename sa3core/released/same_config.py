@@ -215,7 +215,9 @@ class ReleasedAutoencoderConfig:
             ("downsampling_ratio", self.downsampling_ratio, patched.patch_size * enc.strides[0]),
         ]
         agree += [
-            (key, got, patched.channels) for key in ("in_channels", "out_channels") if (got := getattr(self, key))
+            (key, got, patched.channels)
+            for key in ("in_channels", "out_channels")
+            if (got := getattr(self, key)) is not None
         ]
         for key, got, wanted in agree:
             if got != wanted:
