@@ -359,7 +359,7 @@ class ReleasedPretransformConfig:
     """``model.pretransform``: the SAME autoencoder wrapper."""
 
     type: str
-    config: Any  # ReleasedAutoencoderConfig
+    config: Any  # ReleasedAutoencoderConfig (a dict until checked)
     chunked: bool = False
     iterate_batch: bool = False
 
@@ -438,43 +438,18 @@ class _RawModel:
     pretransform: dict
 
 
-@dataclass(frozen=True)
-class _RawDiffusion:
-    type: str
-    config: dict
-    diffusion_objective: str = "v"
-    cross_attention_cond_ids: tuple[str, ...] = ()
-    global_cond_ids: tuple[str, ...] = ()
-    input_concat_ids: tuple[str, ...] = ()
-    local_add_cond_ids: tuple[str, ...] = ()
-    prepend_cond_ids: tuple[str, ...] = ()
-    modular_local_cond_configs: tuple[dict, ...] = ()
-    distribution_shift_options: dict | None = None
-    sampling_distribution_shift_options: dict | None = None
-    mask_padding_attention: bool = False
-    use_effective_length_for_schedule: bool = False
-
-
-@dataclass(frozen=True)
-class _RawPretransform:
-    type: str
-    config: dict
-    chunked: bool = False
-    iterate_batch: bool = False
-
-
 def _model_config(data: Any, where: str) -> ReleasedModelConfig:
     raw = build(_RawModel, data, where)
     conditioning = ConditioningConfig.from_dict(raw.conditioning, f"{where}.conditioning")
-    diffusion = build(_RawDiffusion, raw.diffusion, f"{where}.diffusion")
-    dit = ReleasedDiTConfig.from_dict(diffusion.config, f"{where}.diffusion.config")
-    diffusion = ReleasedDiffusionConfig(**{**dataclasses.asdict(diffusion), "config": dit})
+    diffusion = build(ReleasedDiffusionConfig, raw.diffusion, f"{where}.diffusion")
+    dit = diffusion.config
+    dit.check(f"{where}.diffusion.config")
     diffusion.check(f"{where}.diffusion", conditioning)
     if raw.io_channels != dit.io_channels:
         raise Sa3Error(
             f"{where}.io_channels {raw.io_channels} differs from diffusion.config.io_channels {dit.io_channels}"
         )
-    pre = build(_RawPretransform, raw.pretransform, f"{where}.pretransform")
+    pre = build(ReleasedPretransformConfig, raw.pretransform, f"{where}.pretransform")
     if pre.type != "autoencoder":
         raise Sa3Error(f"{where}.pretransform.type {pre.type!r} is unknown; released models use 'autoencoder'")
     autoencoder = _autoencoder_config(pre.config, f"{where}.pretransform.config")
@@ -482,7 +457,7 @@ def _model_config(data: Any, where: str) -> ReleasedModelConfig:
         raise Sa3Error(
             f"{where}: the autoencoder's latent_dim {autoencoder.latent_dim} differs from the DiT's {dit.io_channels}"
         )
-    pretransform = ReleasedPretransformConfig(pre.type, autoencoder, pre.chunked, pre.iterate_batch)
+    pretransform = dataclasses.replace(pre, config=autoencoder)
     return ReleasedModelConfig(raw.io_channels, conditioning, diffusion, pretransform)
 
 
