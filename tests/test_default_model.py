@@ -146,7 +146,7 @@ def test_one_shots_end_in_the_held_silent_tail(default_pipeline):
     still sound in their last frame; with it, the 50 ms before the silence sit a median 30 dB or
     more under the take's loudest 50 ms and no louder than without it (measured: -40 against -30
     dB; with 0.2 s on the corpus's `valid` one-shots the decay is clearer, -53 against -19 dB)."""
-    from sa3core.pipeline import tail_frames
+    from sa3core.families.sa3 import tail_frames
 
     tail = default_pipeline.settings.one_shot_tail_seconds
     assert tail == 0.1

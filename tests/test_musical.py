@@ -10,9 +10,9 @@ import torch
 
 from sa3core import timebase
 from sa3core.errors import Sa3Error
+from sa3core.families.sa3 import request_music
 from sa3core.models.dit import DiT, DiTConfig, beat_features
 from sa3core.musical import MUSIC_DIM, SCALES, MusicAttributes, from_tags, music_rows, parse_prompt
-from sa3core.pipeline import request_music
 from training.corpus import captions
 from training.corpus.theory import MODES
 

@@ -182,7 +182,7 @@ def test_generated_takes_never_exceed_the_ceiling_and_quiet_ones_are_untouched()
 
 
 def test_tail_frames_cover_the_asked_silence():
-    from sa3core.pipeline import tail_frames
+    from sa3core.families.sa3 import tail_frames
 
     frame = timebase.SAMPLES_PER_FRAME
     assert tail_frames(0.0, 10 * frame) == 0
@@ -197,7 +197,7 @@ def test_a_tail_ends_the_take_in_digital_silence_faded_into(tiny_pipeline):
     samples = timebase.seconds_to_samples(1.5)
     plain = tiny_pipeline.generate("glass ping", samples, steps=2, seed=3)[0]
     ended = tiny_pipeline.generate("glass ping", samples, steps=2, seed=3, tail_seconds=0.2)[0]
-    from sa3core.pipeline import tail_frames
+    from sa3core.families.sa3 import tail_frames
 
     held = tail_frames(0.2, samples)
     boundary = (timebase.samples_to_frames(samples) - held) * timebase.SAMPLES_PER_FRAME

@@ -12,10 +12,11 @@ import torch
 
 from sa3core import scale_lock
 from sa3core.errors import Sa3Error
+from sa3core.families.sa3 import ModelSettings
 from sa3core.models.dit import DiT, DiTConfig
 from sa3core.models.same import PITCH_LOW_NOTE, SAME, SAMEConfig
 from sa3core.musical import MusicAttributes, parse_prompt
-from sa3core.pipeline import ModelSettings, Pipeline
+from sa3core.pipeline import Pipeline
 from sa3core.scale_lock import RAW_PER_DB, TONIC_SHARE, SemitoneLayout
 from sa3core.text import TEXT_ENCODERS
 
@@ -95,12 +96,9 @@ def _pipeline(pitch_channels: int, scale_lock_db: float = 0.0) -> Pipeline:
 
 def _semitone_channels(pipeline: Pipeline, prompt: str, scale_lock_db: float | None) -> torch.Tensor:
     """The sampled latents' semitone channels, raw (as the encoder measures them)."""
-    from sa3core.pipeline import request_music
-
-    music = request_music(prompt, None, None)
-    latents = pipeline._sample(
-        prompt, 4, torch.zeros(1, 256, 4), torch.zeros(1, 1, 4), None, None, 0, 1, None, music, scale_lock_db
-    )
+    # the plan of an edit: no tail or tempo grid, only the family's music rows and scale lock
+    plan = pipeline._plan("inpaint", prompt, 4 * 4096, None, None, {"scale_lock_db": scale_lock_db})
+    latents = pipeline._sample(plan, prompt, 4, torch.zeros(1, 256, 4), torch.zeros(1, 1, 4), None, None, 0, 1, None)
     return pipeline.backend.autoencoder.latent_norm.inverse(latents)[:, -60:]
 
 

@@ -283,7 +283,7 @@ class DiffusionTrainer(Trainer):
 
     def export(self, out_dir: Path) -> None:
         """``out_dir/model``: dit.safetensors (EMA weights), model.json, and same.safetensors when known."""
-        from sa3core.pipeline import ModelSettings
+        from sa3core.families.sa3 import ModelSettings
 
         folder = Path(out_dir) / "model"
         dit = self.ema_model().dit

@@ -85,7 +85,8 @@ def resolve_model(path: str | None):
 
 def model_phase_iterations(path: str | None) -> int:
     """The ``phase_iterations`` the model folder ``path`` (or the shipped one) says; 0 for a file."""
-    from ..pipeline import default_model_dir, read_settings
+    from ..families.sa3 import read_settings
+    from ..pipeline import default_model_dir
 
     folder = Path(path) if path else default_model_dir()
     if not (folder / "model.json").is_file():

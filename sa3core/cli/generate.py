@@ -295,7 +295,7 @@ def run_generate(args) -> int:
             "--warp/--no-warp apply to in-process generation; drop them or --daemon (it uses its model's setting)"
         )
     if args.tail is not None:
-        from ..pipeline import check_tail
+        from ..families.sa3 import check_tail
 
         check_tail(args.tail, "--tail", model)
 
@@ -305,7 +305,15 @@ def run_generate(args) -> int:
             tempo_grid=args.warp, scale_lock_db=args.scale_lock, tail_seconds=args.tail, sample_rate=rate,
             **_music(args),
         )  # fmt: skip
-        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, args.scale_lock, args.warp, args.tail, model)
+        return takes, pipeline.recipe(
+            args.prompt,
+            args.steps,
+            args.cfg,
+            model,
+            scale_lock_db=args.scale_lock,
+            tempo_grid=args.warp,
+            tail_seconds=args.tail,
+        )
 
     def settle(takes):  # the daemon's 44.1 kHz takes at the rate asked for, under the ceiling there
         from ..level import limit_peaks
@@ -361,7 +369,7 @@ def run_inpaint(args) -> int:
             audio, args.prompt, regions, args.steps, args.cfg, args.seed, args.variations, progress=bar,
             scale_lock_db=args.scale_lock, sample_rate=rate, **_music(args),
         )  # fmt: skip
-        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, args.scale_lock)
+        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, scale_lock_db=args.scale_lock)
 
     request = {"audio": audio, "regions": regions, "comment": spans, "settle": lambda takes: takes}
     if rate != timebase.SAMPLE_RATE and args.daemon:
@@ -395,7 +403,7 @@ def run_continue(args) -> int:
             audio, args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar,
             scale_lock_db=args.scale_lock, sample_rate=rate, **_music(args),
         )  # fmt: skip
-        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, args.scale_lock)
+        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, scale_lock_db=args.scale_lock)
 
     request = {"samples": samples, "audio": audio, "settle": lambda takes: takes}
     if rate != timebase.SAMPLE_RATE and args.daemon:

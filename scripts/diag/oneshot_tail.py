@@ -23,7 +23,8 @@ from sa3core import timebase
 from sa3core.eval import runner
 from sa3core.eval.metrics import one_shot_ending
 from sa3core.eval.runner import EvalSettings
-from sa3core.pipeline import Pipeline, tail_frames
+from sa3core.families.sa3 import tail_frames
+from sa3core.pipeline import Pipeline
 
 WINDOW = timebase.seconds_to_samples(0.05)
 

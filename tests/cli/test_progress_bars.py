@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from sa3core.audio import save_audio
-from sa3core.pipeline import read_settings
+from sa3core.families.sa3 import read_settings
 from tests.conftest import run_sa3, stereo_tone
 
 

@@ -16,9 +16,10 @@ MICRO_SAME = dict(width=32, heads=2, encoder_layers=2, decoder_layers=2, mlp_hid
 
 
 def micro_pipeline():
+    from sa3core.families.sa3 import ModelSettings
     from sa3core.models.dit import DiT, DiTConfig
     from sa3core.models.same import SAME, SAMEConfig
-    from sa3core.pipeline import ModelSettings, Pipeline
+    from sa3core.pipeline import Pipeline
 
     torch.manual_seed(0)
     settings = ModelSettings(name="micro", text_encoder="hash", sampler="euler", steps=3)

@@ -44,9 +44,10 @@ def keyed_model(tmp_path_factory):
     its model.json asks for 12 dB, the shipped model's setting."""
     import torch
 
+    from sa3core.families.sa3 import ModelSettings
     from sa3core.models.dit import DiT, DiTConfig
     from sa3core.models.same import SAME, SAMEConfig
-    from sa3core.pipeline import ModelSettings, Pipeline
+    from sa3core.pipeline import Pipeline
     from sa3core.text import TEXT_ENCODERS
 
     torch.manual_seed(0)
