@@ -103,11 +103,19 @@ class RMSNorm(nn.Module):
 
 
 class RotaryTable(nn.Module):
-    """Holds the checkpoint's ``inv_freq`` [rotary_dims/2] and makes float32 angle tables."""
+    """Holds the checkpoint's ``inv_freq`` [rotary_dims/2] (kept float32) and makes float32 angle tables."""
 
     def __init__(self, rotary_dims: int, base: float = 10_000.0) -> None:
         super().__init__()
         self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, rotary_dims, 2).float() / rotary_dims))
+
+    def _apply(self, fn, recurse=True):
+        # .half()/.to(bfloat16) must not round the frequencies (at position 4,000 a bf16 frequency
+        # is off by radians); device moves still apply.
+        exact = self.inv_freq
+        super()._apply(fn, recurse)
+        self.inv_freq = exact.to(self.inv_freq.device)
+        return self
 
     def cos_sin(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         positions = torch.arange(length, device=device, dtype=torch.float32)
@@ -155,7 +163,9 @@ class Attention(nn.Module):
     def self_attend(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None):
         """x [B, N, E]; cos/sin float32 [N, rot/2]; mask bool [B, N] (True = real) or None."""
         parts = self.to_qkv(x).chunk(1 + 2 * self.splits, dim=-1)  # q, k, v, (q_diff, k_diff)
-        q, k, v = self._heads(*parts[0::3][: self.splits]), self._heads(*parts[1::3][: self.splits]), parts[2]
+        q = self._heads(*parts[0::3])  # q (, q_diff): chunks 0 (and 3)
+        k = self._heads(*parts[1::3])  # k (, k_diff): chunks 1 (and 4)
+        v = parts[2]
         q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q, cos, sin).to(v.dtype)  # RoPE in float32, back to the working dtype
         k = apply_rope(k, cos, sin).to(v.dtype)
@@ -296,7 +306,9 @@ class ReleasedDiT(nn.Module):
             clamped = t.clamp(1e-7, 1 - 1e-7)
             logsnr = torch.log((1 - clamped) / clamped).clamp(_LOGSNR_MIN, _LOGSNR_MAX)
             t = (_LOGSNR_MAX - logsnr) / (_LOGSNR_MAX - _LOGSNR_MIN)
-        timestep = self.to_timestep_embed(self.timestep_features(t.to(x.dtype)))  # (B, E)
+        # t stays float32 up to the features: the official code first rounds it to the model's dtype,
+        # which at half precision moves the 10^4-frequency angles by radians (same at float32).
+        timestep = self.to_timestep_embed(self.timestep_features(t).to(x.dtype))  # (B, E)
         global_cond = self.transformer.global_cond_embedder(cond.global_embed + timestep)  # (B, 6E)
 
         h = x + self.preprocess_conv(x)  # (B, C, T)

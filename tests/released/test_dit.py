@@ -282,3 +282,20 @@ def test_condition_cache_batches_like_separate_requests():
         )
     torch.testing.assert_close(both[:1], run(dit, first), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(both[1:], run(dit, second), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("differential", [False, True])
+def test_half_precision_stays_close_to_float32(differential):
+    """Under bf16 autocast and with bf16 weights (norms, RoPE and the timestep features in
+    float32) the velocity stays within 3 % of float32 (measured: about 1 %)."""
+    dit = make_dit(differential=differential)
+    inputs = make_inputs(dit, frames=12, batch=2)
+    reference = run(dit, inputs)
+    with torch.autocast("cpu", torch.bfloat16):
+        autocast = run(dit, inputs)
+    half = {k: v if k == "t" else v.bfloat16() for k, v in inputs.items()}
+    weights = run(dit.to(torch.bfloat16), half)
+    assert dit.transformer.rotary_pos_emb.inv_freq.dtype == torch.float32  # not rounded to bf16
+    for got in (autocast, weights):
+        assert got.dtype == torch.float32
+        assert (got - reference).norm() < 0.03 * reference.norm()
