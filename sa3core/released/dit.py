@@ -19,6 +19,13 @@ What one forward computes (E = embed_dim, M = memory tokens, T = latent frames):
   q_diff/k_diff are full-width projections sharing the q/k norm.
 - output: drop the memory tokens, ``project_out``, ``+ postprocess_conv``; a velocity.
 
+Where sa3 departs from the official code, on purpose: a zero local input (plain generation) is
+one row through ``to_local_embed`` broadcast to every frame (the same numbers up to float32
+rounding, 5e-7 relative on random weights; ~5 % fewer FLOPs); and at half precision the timestep
+stays float32 up to its features and ``inv_freq`` stays float32 (the official fp16 path rounds
+both, which moves the highest-frequency angles by radians). At float32 with a local input the
+output equals the official one bit for bit on random weights.
+
 Padding (``frame_mask``): the semantics the weights were trained with (flash-attention varlen):
 padded frames leave every self-attention softmax, and self-attention and the feed-forward write
 exactly zero at padded positions. Cross-attention and the local input still reach padded
