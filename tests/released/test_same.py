@@ -9,6 +9,7 @@ the committed fixtures in tests/fixtures/released/ when they are present.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -280,3 +281,32 @@ def test_band_attention_equals_masked_full_attention():
         q1, k1, v1 = q[:, :, :length], k[:, :, :length], v[:, :, :length]
         full = F.scaled_dot_product_attention(q1, k1, v1, attn_mask=band[:length, :length])
         torch.testing.assert_close(band_attention(q1, k1, v1, 17, 17, block=64), full, rtol=1e-5, atol=1e-6)
+
+
+# --- tied to the official constructors ----------------------------------------------------------
+
+
+def test_every_config_field_is_an_official_parameter_with_its_default():
+    """Read the official constructors' signatures (ast, no import) when the official code is here."""
+    from sa3core.released import same_config
+    from tests.released.test_config import OFFICIAL, official_defaults
+
+    if not OFFICIAL.is_dir():
+        pytest.skip("the official implementation is not here (SA3_OFFICIAL_DIR)")
+    block = ("autoencoders.py", "TransformerResamplingBlock")
+    constructors = {  # later entries win: the stage's own defaults over the block's
+        same_config.SameEncoderConfig: [block, ("autoencoders.py", "SAMEEncoder")],
+        same_config.SameDecoderConfig: [block, ("autoencoders.py", "SAMEDecoder")],
+        same_config.PatchedConfig: [("pretransforms.py", "PatchedPretransform")],
+        same_config.SoftNormConfig: [("bottleneck.py", "SoftNormBottleneck")],
+    }
+    for dataclass, sources in constructors.items():
+        params: dict = {}
+        for file, cls in sources:
+            params.update(official_defaults(file, cls))
+        for field in dataclasses.fields(dataclass):
+            assert field.name in params, f"{dataclass.__name__}.{field.name} is not an official parameter"
+            default = params[field.name]
+            if field.default is not dataclasses.MISSING and default is not None:
+                default = tuple(default) if isinstance(default, list) else default
+                assert field.default == default, f"{dataclass.__name__}.{field.name}"
