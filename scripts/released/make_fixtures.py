@@ -32,13 +32,15 @@ Documented deviations from running the official code as is (each is listed in ma
   ``trained_padding_semantics``). sa3 follows ``trained``.
 - Text encoder precision: transformers 5.x loads the bf16 weights as bf16 and runs them so, also on
   CPU. References say which they used: ``official`` (as is, bf16) or ``fp32`` (the same bf16-stored
-  weights upcast, ``conditioner.model.float()``).
+  weights upcast: a float32 copy of the conditioner's model, swapped in by ``text_encoder_in_fp32``;
+  the model as loaded is never cast, which would also round its float32 RoPE buffer to bf16).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import json
 import math
@@ -563,6 +565,24 @@ def trained_padding_semantics(official):
         transformer.Attention.apply_attn = original_apply_attn
 
 
+@contextlib.contextmanager
+def text_encoder_in_fp32(conditioner, enabled: bool = True):
+    """Run the prompt conditioner with a float32 copy of its T5Gemma (the stored bf16 weights upcast).
+
+    A copy, not ``.to()``: casting the loaded model back to bf16 afterwards would also round its
+    float32 RoPE frequencies, which the official code as loaded never does.
+    """
+    if not enabled:
+        yield
+        return
+    original = conditioner.model
+    conditioner.__dict__["model"] = copy.deepcopy(original).float()
+    try:
+        yield
+    finally:
+        conditioner.__dict__["model"] = original
+
+
 # ----------------------------------------------------------------------------- helpers
 def randn(torch, generator, shape, std: float):
     return torch.randn(shape, generator=generator) * std
@@ -650,14 +670,14 @@ def text_references(out: Path, small, torch, meta: dict) -> None:
     ids, mask = tensors["main.input_ids"], tensors["main.attention_mask"].bool()
     encoder = conditioner.model
     dtype = next(encoder.parameters()).dtype
+    assert encoder.encoder.rotary_emb.inv_freq.dtype == torch.float32, "the loaded text encoder keeps fp32 RoPE"
     meta["text_encoder"]["official_dtype"] = str(dtype).replace("torch.", "")
     text = {}
     with torch.no_grad():
         for label in ("official", "fp32"):
-            encoder.to(dtype if label == "official" else torch.float32)
-            hidden = encoder(input_ids=ids, attention_mask=mask)["last_hidden_state"].float()
+            with text_encoder_in_fp32(conditioner, enabled=label == "fp32"):
+                hidden = conditioner.model(input_ids=ids, attention_mask=mask)["last_hidden_state"].float()
             text[f"hidden.{label}"], text["rows"] = real_rows(torch, hidden, mask, positions_of_long=True)
-        encoder.to(dtype)
     meta["text_encoder"]["rows"] = "all real positions; for prompts over 8 tokens the first 4 and the last 4"
     save(
         out / "reference" / "text_encoder.safetensors",
@@ -677,12 +697,11 @@ def conditioner_references(out: Path, name: str, handle, torch, both: bool) -> d
     conditioning = [{"prompt": PROMPT_A, "seconds_total": 0.1}, {"prompt": "", "seconds_total": 37.5}]
     cond = handle.model.conditioner
     prompt = cond.conditioners["prompt"]
-    dtype = next(prompt.model.parameters()).dtype
     result = {}
     with torch.no_grad():
         for label in ("official", "fp32") if both else ("fp32",):
-            prompt.model.to(dtype if label == "official" else torch.float32)
-            tensors = cond(conditioning, "cpu")
+            with text_encoder_in_fp32(prompt, enabled=label == "fp32"):
+                tensors = cond(conditioning, "cpu")
             embeddings, mask = tensors["prompt"]
             rows, index = real_rows(torch, embeddings.float(), mask)
             result[f"prompt.rows.{label}"] = rows
@@ -692,7 +711,6 @@ def conditioner_references(out: Path, name: str, handle, torch, both: bool) -> d
             assert torch.equal(padded, prompt.padding_embedding.expand_as(padded)), (
                 "padded rows are the padding embedding"
             )
-        prompt.model.to(dtype)
     seconds, seconds_mask = tensors["seconds_total"]
     result["seconds_total.embedding"] = seconds
     result["seconds_total.mask"] = seconds_mask
@@ -1024,10 +1042,8 @@ def main() -> None:
         clipped = (a.abs() >= 1).float().mean().item()
         print(f"  small audio rms {a.pow(2).mean().sqrt().item():.3f}, clipped fraction {clipped:.4f}")
         assert clipped < 0.01, "fixture audio clips"
-        official_dtype = next(prompt.model.parameters()).dtype
-        prompt.model.float()
-        fp32_text = small.generate(**base_call)
-        prompt.model.to(official_dtype)
+        with text_encoder_in_fp32(prompt):
+            fp32_text = small.generate(**base_call)
     diff = compare(a, fp32_text)
     checks["small_pingpong text official dtype vs fp32"] = {"max_abs_diff": diff[0], "correlation": diff[1]}
     print(
@@ -1036,7 +1052,7 @@ def main() -> None:
     save(
         out / "reference" / "generate_small_pingpong_text_fp32.safetensors",
         {"audio": fp32_text},
-        {"call": base_call, "text_encoder": "fp32 (prompt conditioner model .float())"},
+        {"call": base_call, "text_encoder": "fp32 (a float32 copy of the prompt conditioner's model)"},
         torch,
     )
 
