@@ -942,8 +942,10 @@ def main() -> None:
     )
 
     out = args.out
-    if out.exists():
-        shutil.rmtree(out)
+    if out.exists():  # everything this script writes goes; the hand-written README stays
+        for entry in out.iterdir():
+            if entry.name != "README.md":
+                entry.unlink() if entry.is_symlink() or not entry.is_dir() else shutil.rmtree(entry)
     (out / "reference").mkdir(parents=True)
     commit_file = official_dir / ".official-commit"
     commit = commit_file.read_text().strip() if commit_file.is_file() else "unknown"
