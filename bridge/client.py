@@ -4,10 +4,22 @@
         take = client.generate("dusty breakbeat", bars=4, bpm=120, sample_rate=48000, progress=print)
         take.audio  # float32 [variations, 2, 384000]
 
-Liveness: while waiting, the client sends a ``heartbeat`` after ``heartbeat`` seconds without
-hearing from the daemon. After ``silence`` seconds of silence it reconnects with a new DEALER
-socket (a fresh identity) and sends ``fetch`` for its job (or the request again, if the daemon
-never acknowledged it), up to ``retries`` times; then it raises :class:`DaemonUnreachable`.
+Liveness (docs/protocol.md 4.9): while it waits, the client sends a ``heartbeat`` every
+``heartbeat`` seconds, so the daemon knows someone still waits for the job (it cancels jobs whose
+client went quiet). After ``silence`` seconds without a word from the daemon, or without an
+answer to its request, it reconnects with a new DEALER socket (a fresh identity) and sends
+``fetch`` and ``status`` for its job (or the request again, if the daemon never acknowledged it),
+up to ``retries`` times; then it raises :class:`DaemonUnreachable`.
+
+Restarts (protocol 1.3): the client remembers the ``daemon_id`` of the ``queued`` that accepted
+its job. A later message with another ``daemon_id``, or ``unknown_job`` for the job after a
+reconnect, means the daemon restarted and lost the job: the client sends the same request once
+more (same seed, same audio) and raises :class:`JobLost` when that one is lost too.
+
+The security handshake is watched (a ZeroMQ socket monitor): when the daemon and the client
+disagree about CurveZMQ keys, ZeroMQ itself retries in silence forever, so the client raises
+:class:`HandshakeFailed`, a line that says what to change, within about a second. Ctrl-C while
+:meth:`Client.run` waits cancels the job on the daemon before the ``KeyboardInterrupt`` goes on.
 ``timeout`` on a call bounds the whole call. A client is not thread-safe: use one per thread.
 """
 
@@ -15,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +37,7 @@ from typing import Any
 import numpy as np
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import recv_monitor_message
 
 from sa3core import timebase
 from sa3core.errors import Sa3Error
@@ -32,6 +46,31 @@ from . import protocol as P
 from .keys import CurveKeys
 
 ProgressFn = Callable[[int, int], None]
+
+TICK_SECONDS = 0.25  # longest wait between looks at the clock and at the handshake monitor
+INTERRUPT_SECONDS = 3.0  # how long Ctrl-C waits for the daemon to confirm the job's cancel
+# Handshake failures "without detail" in a row that count as a refusal: one alone can be a
+# daemon that died mid-handshake; a refusal repeats on every reconnect (about 0.1-0.2 s apart).
+UNDETAILED_FAILURES = 3
+HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+_ENDPOINT = re.compile(r"tcp://(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]*]+):(?P<port>\d{1,5})|ipc://\S+|inproc://\S+")
+
+
+def check_endpoint(endpoint: Any) -> str:
+    """``endpoint`` when a client can connect to it (tcp://HOST:PORT, ipc://PATH, inproc://NAME);
+    else :class:`Sa3Error` naming it and the expected form."""
+    match = _ENDPOINT.fullmatch(endpoint) if isinstance(endpoint, str) else None
+    if match is None or (match.group("port") is not None and not 1 <= int(match.group("port")) <= 65535):
+        raise Sa3Error(
+            f"daemon endpoint {endpoint!r} is not a ZeroMQ endpoint; write it as tcp://HOST:PORT "
+            f"(e.g. {P.DEFAULT_ENDPOINT}) or ipc://PATH"
+        )
+    return endpoint
 
 
 class DaemonError(Sa3Error):
@@ -54,6 +93,28 @@ class DaemonUnreachable(DaemonError):
             "unreachable",
             f"no answer from {endpoint} for {waited:.0f} s; is `sa3 serve` running there (with your keys)?",
         )
+
+
+class HandshakeFailed(DaemonUnreachable):
+    """The ZeroMQ security handshake failed: the daemon and the client disagree about CurveZMQ keys."""
+
+    def __init__(self, message: str) -> None:
+        DaemonError.__init__(self, "handshake", message)
+
+
+class JobLost(DaemonError):
+    """The daemon restarted and lost the job: after it was sent again once, or with nothing to send
+    again (:meth:`Client.wait` on a job id)."""
+
+    def __init__(self, endpoint: str, job_id: str | None, resubmitted: bool) -> None:
+        if resubmitted:
+            message = (
+                f"the daemon at {endpoint} restarted and lost the job, then lost it again after it was sent "
+                "a second time; see the daemon's log (is it crashing?) and try again"
+            )
+        else:
+            message = f"the daemon at {endpoint} restarted and lost job {job_id}; submit it again"
+        super().__init__("job_lost", message, job_id)
 
 
 @dataclass
@@ -131,6 +192,13 @@ class _JobTracker:
     def __init__(self, request_id: str, progress: ProgressFn | None, job_id: str | None = None) -> None:
         self.request_id, self.progress, self.job_id = request_id, progress, job_id
         self.position: int | None = None
+        self.accepted = False  # a daemon answered `queued` for the job during this call
+        self.daemon_id: str | None = None  # of that daemon (protocol 1.3; None from older daemons)
+
+    def restart(self, request_id: str) -> None:
+        """Follow the same request sent again as ``request_id`` (the daemon lost the first job)."""
+        self.request_id, self.job_id, self.position = request_id, None, None
+        self.accepted, self.daemon_id = False, None
 
     def feed(self, header: dict[str, Any], frames: list[bytes]) -> Result | None:
         kind = header.get("type")
@@ -143,6 +211,7 @@ class _JobTracker:
             return None
         if kind == "queued":
             self.job_id, self.position = header["job_id"], header.get("position")
+            self.accepted, self.daemon_id = True, header.get("daemon_id")
         elif kind == "progress" and self.progress is not None:
             self.progress(int(header["step"]), int(header["total"]))
         elif kind == "result":
@@ -155,22 +224,192 @@ class _JobTracker:
         return None
 
 
+class _ReplyTracker:
+    """Waits for one reply of ``reply_type`` to a request (errors raise)."""
+
+    def __init__(self, request_id: str, reply_type: str) -> None:
+        self.request_id, self.reply_type = request_id, reply_type
+
+    def feed(self, header, frames):
+        if header.get("request_id") != self.request_id:
+            return None
+        if header.get("type") == self.reply_type:
+            return header
+        if header.get("type") == "error":
+            raise DaemonError(header.get("code", "internal"), header.get("message", ""), header.get("job_id"))
+        return None
+
+
+class _Call:
+    """One request and the wait for its answer, sans I/O: heartbeats, reconnects and restarts as
+    the module docstring says. The blocking and asyncio clients drive it alike: reconnect when
+    :attr:`reconnect` is set, send what :attr:`outbox` holds, a heartbeat when :attr:`ping` is set,
+    then wait at most :meth:`wait_seconds`, feed a message to :meth:`on_message` and call
+    :meth:`on_tick` after every wait."""
+
+    def __init__(self, client: _Base, header, frames, tracker, timeout: float | None, now: float) -> None:
+        self.client, self.header, self.frames, self.tracker, self.timeout = client, header, frames, tracker, timeout
+        self.follows_job = isinstance(tracker, _JobTracker)
+        self.resubmittable = header is not None and header.get("type") in P.JOB_MODES
+        self.started = self.heard = self.pinged = self.asked = now
+        self.attempts = 0
+        self.resubmitted = False
+        self.gone: set[str] = set()  # daemon_ids of daemons that lost the job: their late messages are stale
+        self.check_id: str | None = None  # request id of the job's status check after a reconnect
+        self.reconnect = False
+        self.ping = False
+        self.outbox: list[tuple[dict[str, Any], list[bytes]]] = [] if header is None else [(header, frames)]
+
+    def wait_seconds(self, now: float) -> float:
+        client = self.client
+        return max(0.01, min(TICK_SECONDS, self.pinged + client.heartbeat - now, self.heard + client.silence - now))
+
+    def on_message(self, header: dict[str, Any], frames: list[bytes], now: float) -> Any:
+        """The call's answer when ``header`` brings it, else None; raises what the tracker raises."""
+        self.heard = now
+        if header.get("daemon_id") in self.gone:
+            return None  # sent by the daemon that lost the job, before it went
+        if self.follows_job and self.tracker.accepted and self._says_lost(header):
+            self._lost(now)
+            return None
+        if self.check_id is not None and header.get("request_id") == self.check_id:
+            return None  # the status check found the job: nothing to do
+        return self.tracker.feed(header, frames)
+
+    def _says_lost(self, header: dict[str, Any]) -> bool:
+        """Whether ``header`` shows that the daemon which accepted the job no longer has it."""
+        accepted_by, daemon_id = self.tracker.daemon_id, header.get("daemon_id")
+        if accepted_by is not None and daemon_id is not None and daemon_id != accepted_by:
+            return True  # another daemon instance answers at the endpoint: a restart
+        asked = {self.tracker.request_id, self.check_id} - {None}
+        return (
+            header.get("type") == "error" and header.get("code") == "unknown_job" and header.get("request_id") in asked
+        )
+
+    def _lost(self, now: float) -> None:
+        tracker = self.tracker
+        if tracker.daemon_id is not None:
+            self.gone.add(tracker.daemon_id)
+        if not self.resubmittable or self.resubmitted:
+            raise JobLost(self.client.endpoint, tracker.job_id, self.resubmitted)
+        self.resubmitted = True
+        request_id = self.client._request_id()  # new, so late answers about the lost job stay apart
+        self.header = {**self.header, "request_id": request_id}
+        tracker.restart(request_id)
+        self.check_id = None
+        self.outbox.append((self.header, self.frames))
+        self.asked = now
+
+    def on_tick(self, now: float) -> None:
+        client, tracker = self.client, self.tracker
+        if self.timeout is not None and now - self.started > self.timeout:
+            raise DaemonError("timeout", f"no result within {self.timeout:g} s", tracker.job_id)
+        # A daemon always answers a job request or fetch at once; heartbeats answered meanwhile
+        # (perhaps by another daemon instance) do not make up for that answer.
+        unanswered = self.follows_job and not tracker.accepted and now - self.asked >= client.silence
+        if now - self.heard >= client.silence or unanswered:
+            self.attempts += 1
+            if self.attempts > client.retries:
+                raise DaemonUnreachable(client.endpoint, now - self.started)
+            self.reconnect = True
+            if self.follows_job and tracker.accepted:
+                self.outbox.append(({"type": "fetch", "job_id": tracker.job_id, "request_id": tracker.request_id}, []))
+                self.check_id = client._request_id()
+                self.outbox.append(({"type": "status", "job_id": tracker.job_id, "request_id": self.check_id}, []))
+            elif self.header is not None:
+                self.outbox.append((self.header, self.frames))  # never acknowledged: ask again
+            self.heard = self.pinged = self.asked = now
+        elif now - self.pinged >= client.heartbeat:
+            self.ping, self.pinged = True, now
+
+
+class _Handshakes:
+    """A socket's security handshakes, watched through a ZeroMQ socket monitor.
+
+    Without it a client the daemon refuses hears nothing at all: ZeroMQ retries the handshake
+    forever and, once an attempt has failed, even blocks sends. :meth:`check` raises
+    :class:`HandshakeFailed` once they fail for good: a refused key or CurveZMQ on one side only
+    at once, failures without detail after ``UNDETAILED_FAILURES`` in a row.
+    """
+
+    def __init__(self, socket: zmq.Socket, endpoint: str, curve: CurveKeys | None) -> None:
+        address = f"inproc://sa3-handshakes-{secrets.token_hex(8)}"
+        socket.monitor(address, HANDSHAKE_EVENTS)
+        # A plain socket on the same context: the asyncio client reads it without awaiting too.
+        self.events = zmq.Context.shadow(socket.context.underlying).socket(zmq.PAIR)
+        self.events.connect(address)
+        self.endpoint, self.curve = endpoint, curve
+        self.undetailed = 0
+
+    def check(self) -> None:
+        while self.events.poll(0):
+            event = recv_monitor_message(self.events)
+            kind, value = event["event"], event["value"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.undetailed = 0
+            elif kind != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                raise HandshakeFailed(self._why(kind, value))
+            else:
+                self.undetailed += 1
+                if self.undetailed >= UNDETAILED_FAILURES:
+                    raise HandshakeFailed(self._why(kind, value))
+
+    def _why(self, kind: int, value: int) -> str:
+        daemon = f"the daemon at {self.endpoint}"
+        one_sided = kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+        if self.curve is None:
+            if one_sided:
+                return (
+                    f"{daemon} requires CurveZMQ keys and this client has none; give it its keys "
+                    "(sa3 commands: SA3_CURVE_KEYS=DIR, the folder from `sa3 keys generate`)"
+                )
+            return (
+                f"{daemon} broke off the connection's handshake: it may require CurveZMQ keys (this client "
+                "has none; sa3 commands read SA3_CURVE_KEYS=DIR) or it may not be an sa3 daemon"
+            )
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return (
+                f"{daemon} refused this client's CurveZMQ key; use a key it authorised (SA3_CURVE_CLIENT=NAME) "
+                "or add this client's public key to its authorized_clients/ and restart it"
+            )
+        if one_sided:
+            return (
+                f"{daemon} does not use CurveZMQ keys but this client has some; connect without keys "
+                "(unset SA3_CURVE_KEYS) or serve with --curve-keys"
+            )
+        # Without detail ZeroMQ does not say which (a daemon without keys shows as a mismatch only
+        # on some attempts), so name both.
+        return (
+            f"the CurveZMQ handshake with {daemon} failed: either it does not use CurveZMQ keys (connect "
+            "without: unset SA3_CURVE_KEYS) or its server key is not this client's server.key"
+        )
+
+    def close(self, socket: zmq.Socket) -> None:
+        try:
+            socket.disable_monitor()
+        except zmq.ZMQError:
+            pass  # the socket is closing anyway
+        self.events.close(linger=0)
+
+
 class _Base:
     def __init__(
         self,
         endpoint: str = P.DEFAULT_ENDPOINT,
         *,
         silence: float = 10.0,
-        heartbeat: float = 2.0,
+        heartbeat: float = P.HEARTBEAT_SECONDS,
         retries: int = 3,
         curve: CurveKeys | None = None,
         encoding: str = "msgpack",
     ) -> None:
-        self.endpoint, self.silence, self.heartbeat, self.retries = endpoint, silence, heartbeat, retries
+        self.endpoint = check_endpoint(endpoint)
+        self.silence, self.heartbeat, self.retries = silence, heartbeat, retries
         self.curve, self.encoding = curve, encoding
         self._ids = itertools.count()
         self._prefix = secrets.token_hex(4)
         self.socket = None
+        self._handshakes: _Handshakes | None = None
 
     def _new_socket(self, context) -> Any:
         socket = context.socket(zmq.DEALER)
@@ -179,14 +418,34 @@ class _Base:
         socket.setsockopt(zmq.IDENTITY, b"sa3-" + secrets.token_hex(8).encode())
         if self.curve is not None:
             self.curve.apply(socket)
-        socket.connect(self.endpoint)
+        handshakes = _Handshakes(socket, self.endpoint, self.curve)  # before connect: the first one counts
+        try:
+            socket.connect(self.endpoint)
+        except zmq.ZMQError as err:
+            handshakes.close(socket)
+            socket.close(linger=0)
+            raise Sa3Error(
+                f"cannot connect to the daemon endpoint {self.endpoint!r} ({err}); write it as tcp://HOST:PORT "
+                "or ipc://PATH"
+            ) from None
+        self._handshakes = handshakes
         return socket
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self._handshakes.close(self.socket)
+            self.socket.close(linger=0)
+            self.socket = None
+
+    def reconnect(self) -> None:
+        self.close()
+        self.socket = self._new_socket(self.context)
 
     def _request_id(self) -> str:
         return f"{self._prefix}-{next(self._ids)}"
 
     def _frames(self, header: dict[str, Any], frames: list[bytes]) -> list[bytes]:
-        return [P.encode_header(header, self.encoding), *frames]
+        return [P.encode_header({"v": P.PROTOCOL_VERSION, **header}, self.encoding), *frames]
 
     @staticmethod
     def _decode(raw: list[bytes]) -> tuple[dict[str, Any], list[bytes]] | None:
@@ -198,17 +457,12 @@ class _Base:
 
 
 class Client(_Base):
-    """Blocking client. See the module docstring for liveness and reconnects."""
+    """Blocking client. See the module docstring for liveness, reconnects and restarts."""
 
     def __init__(self, endpoint: str = P.DEFAULT_ENDPOINT, *, context: zmq.Context | None = None, **options) -> None:
         super().__init__(endpoint, **options)
         self.context = context or zmq.Context.instance()
         self.socket = self._new_socket(self.context)
-
-    def close(self) -> None:
-        if self.socket is not None:
-            self.socket.close(linger=0)
-            self.socket = None
 
     def __enter__(self) -> Client:
         return self
@@ -216,13 +470,8 @@ class Client(_Base):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def reconnect(self) -> None:
-        self.close()
-        self.socket = self._new_socket(self.context)
-
     def send(self, header: dict[str, Any], frames: Sequence[bytes] = ()) -> None:
         """Send one raw message (for tools and tests); ``v`` is added when missing."""
-        header = {"v": P.PROTOCOL_VERSION, **header}
         self.socket.send_multipart(self._frames(header, list(frames)), copy=False)
 
     def receive(self, timeout: float) -> tuple[dict[str, Any], list[bytes]] | None:
@@ -236,38 +485,70 @@ class Client(_Base):
             if message is not None:
                 return message
 
-    def _exchange(self, header, frames, tracker: _JobTracker, timeout: float | None) -> Result | dict[str, Any]:
-        """Send (unless header is None) and follow ``tracker`` to the end, reconnecting on silence."""
-        started = time.monotonic()
-        if header is not None:
-            self.send(header, frames)
-        heard = pinged = time.monotonic()
-        attempts = 0
-        while True:
-            now = time.monotonic()
-            if timeout is not None and now - started > timeout:
-                raise DaemonError("timeout", f"no result within {timeout:g} s", tracker.job_id)
-            message = self.receive(min(self.heartbeat, 0.25 + max(0.0, self.silence - (now - heard))))
-            now = time.monotonic()
-            if message is not None:
-                heard = now
-                done = tracker.feed(*message)
-                if done is not None:
-                    return done
-                continue
-            if now - heard >= self.silence:
-                attempts += 1
-                if attempts > self.retries:
-                    raise DaemonUnreachable(self.endpoint, now - started)
-                self.reconnect()
-                if tracker.job_id is not None:
-                    self.send({"type": "fetch", "job_id": tracker.job_id, "request_id": tracker.request_id})
-                elif header is not None:
-                    self.send(header, frames)  # never acknowledged: ask again
-                heard = pinged = time.monotonic()
-            elif now - pinged >= self.heartbeat:
-                self.send({"type": "heartbeat"})
-                pinged = now
+    def _send_request(self, header: dict[str, Any], frames: list[bytes]) -> None:
+        """Send, waiting at most ``silence`` seconds for the socket to take it (it blocks while no
+        connection is up, e.g. after a failed handshake), so a send never hangs."""
+        deadline = time.monotonic() + self.silence
+        while not self.socket.poll(int(TICK_SECONDS * 1000), zmq.POLLOUT):
+            self._handshakes.check()
+            if time.monotonic() > deadline:
+                raise DaemonUnreachable(self.endpoint, self.silence)
+        self.send(header, frames)
+
+    def _send_ping(self) -> None:
+        try:
+            self.socket.send_multipart(self._frames({"type": "heartbeat"}, []), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # no connection up now: the silence rules reconnect
+
+    def _exchange(self, header, frames, tracker, timeout: float | None) -> Result | dict[str, Any]:
+        """Send (unless header is None) and follow ``tracker`` to the end (see :class:`_Call`)."""
+        call = _Call(self, header, frames, tracker, timeout, time.monotonic())
+        try:
+            while True:
+                if call.reconnect:
+                    self.reconnect()
+                    call.reconnect = False
+                while call.outbox:
+                    self._send_request(*call.outbox.pop(0))
+                if call.ping:
+                    self._send_ping()
+                    call.ping = False
+                message = self.receive(call.wait_seconds(time.monotonic()))
+                self._handshakes.check()
+                now = time.monotonic()
+                if message is not None:
+                    done = call.on_message(*message, now)
+                    if done is not None:
+                        return done
+                call.on_tick(now)
+        except KeyboardInterrupt:
+            if call.resubmittable:
+                self._cancel_on_interrupt(call)
+            raise
+
+    def _cancel_on_interrupt(self, call: _Call) -> None:
+        """Ctrl-C while a job this call asked for waits: cancel it, so it does not hold up the
+        daemon's queue. Waits at most ``INTERRUPT_SECONDS`` for the daemon to confirm (the socket
+        drops what is unsent when it closes); never raises, the KeyboardInterrupt goes on."""
+        tracker, deadline = call.tracker, time.monotonic() + INTERRUPT_SECONDS
+        try:
+            while tracker.job_id is None and not call.outbox:  # asked, not yet acknowledged
+                message = self.receive(max(0.0, deadline - time.monotonic()))
+                if message is None:
+                    return
+                if message[0].get("type") == "queued" and message[0].get("request_id") == tracker.request_id:
+                    tracker.job_id = message[0]["job_id"]
+            if tracker.job_id is None:
+                return
+            request_id = self._request_id()
+            cancel = {"type": "cancel", "job_id": tracker.job_id, "request_id": request_id}
+            self.socket.send_multipart(self._frames(cancel, []), zmq.NOBLOCK)
+            while (message := self.receive(max(0.0, deadline - time.monotonic()))) is not None:
+                if message[0].get("request_id") == request_id:
+                    return  # `cancelled`, or `job_finished` when it ended first
+        except zmq.ZMQError:
+            pass  # best effort: the daemon cancels a job whose client went quiet anyway
 
     def _call(self, header: dict[str, Any], reply_type: str, timeout: float | None = None) -> dict[str, Any]:
         request_id = self._request_id()
@@ -293,7 +574,10 @@ class Client(_Base):
         return self._call({"type": "cancel", "job_id": job_id}, "cancelled")
 
     def submit(self, mode: str, prompt: str, **fields) -> str:
-        """Queue a job and return its job id without waiting for the result (see :meth:`wait`)."""
+        """Queue a job and return its job id without waiting for the result (see :meth:`wait`).
+
+        The daemon cancels a job whose client it neither hears from nor reaches for
+        ``protocol.ABANDON_SECONDS``: call :meth:`wait` (or :meth:`status`) before that."""
         request_id = self._request_id()
         header, frames = job_message(mode, prompt, **fields)
         header["request_id"] = request_id
@@ -301,7 +585,8 @@ class Client(_Base):
         return self._exchange(header, frames, tracker, None)["job_id"]
 
     def wait(self, job_id: str, progress: ProgressFn | None = None, timeout: float | None = None) -> Result:
-        """Take over a job (``fetch``) and wait for its result; works after a reconnect or restart."""
+        """Take over a job (``fetch``) and wait for its result; works after a reconnect. A daemon
+        that restarted has lost the job: :class:`JobLost` (there is no request to send again)."""
         request_id = self._request_id()
         tracker = _JobTracker(request_id, progress, job_id)
         return self._exchange({"type": "fetch", "job_id": job_id, "request_id": request_id}, [], tracker, timeout)
@@ -329,35 +614,14 @@ class Client(_Base):
         return self.run("continue", prompt, progress, timeout, audio=audio, **fields)
 
 
-class _ReplyTracker(_JobTracker):
-    """Waits for one reply of ``reply_type`` to a request (errors raise)."""
-
-    def __init__(self, request_id: str, reply_type: str) -> None:
-        super().__init__(request_id, None)
-        self.reply_type = reply_type
-
-    def feed(self, header, frames):
-        if header.get("request_id") != self.request_id:
-            return None
-        if header.get("type") == self.reply_type:
-            return header
-        if header.get("type") == "error":
-            raise DaemonError(header.get("code", "internal"), header.get("message", ""), header.get("job_id"))
-        return None
-
-
 class AsyncClient(_Base):
-    """asyncio client (zmq.asyncio) with the same calls as :class:`Client`, awaited."""
+    """asyncio client (zmq.asyncio) with the same calls as :class:`Client`, awaited. A cancelled
+    task does not cancel its job on the daemon; the daemon does when the client goes quiet."""
 
     def __init__(self, endpoint: str = P.DEFAULT_ENDPOINT, *, context: zmq.asyncio.Context | None = None, **options):
         super().__init__(endpoint, **options)
         self.context = context or zmq.asyncio.Context.instance()
         self.socket = self._new_socket(self.context)
-
-    def close(self) -> None:
-        if self.socket is not None:
-            self.socket.close(linger=0)
-            self.socket = None
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -365,12 +629,7 @@ class AsyncClient(_Base):
     async def __aexit__(self, *exc) -> None:
         self.close()
 
-    def reconnect(self) -> None:
-        self.close()
-        self.socket = self._new_socket(self.context)
-
     async def send(self, header: dict[str, Any], frames: Sequence[bytes] = ()) -> None:
-        header = {"v": P.PROTOCOL_VERSION, **header}
         await self.socket.send_multipart(self._frames(header, list(frames)), copy=False)
 
     async def receive(self, timeout: float):
@@ -383,37 +642,34 @@ class AsyncClient(_Base):
             if message is not None:
                 return message
 
-    async def _exchange(self, header, frames, tracker: _JobTracker, timeout: float | None):
-        started = time.monotonic()
-        if header is not None:
-            await self.send(header, frames)
-        heard = pinged = time.monotonic()
-        attempts = 0
+    async def _send_request(self, header: dict[str, Any], frames: list[bytes]) -> None:
+        deadline = time.monotonic() + self.silence
+        while not await self.socket.poll(int(TICK_SECONDS * 1000), zmq.POLLOUT):
+            self._handshakes.check()
+            if time.monotonic() > deadline:
+                raise DaemonUnreachable(self.endpoint, self.silence)
+        await self.send(header, frames)
+
+    async def _exchange(self, header, frames, tracker, timeout: float | None):
+        call = _Call(self, header, frames, tracker, timeout, time.monotonic())
         while True:
-            now = time.monotonic()
-            if timeout is not None and now - started > timeout:
-                raise DaemonError("timeout", f"no result within {timeout:g} s", tracker.job_id)
-            message = await self.receive(min(self.heartbeat, 0.25 + max(0.0, self.silence - (now - heard))))
+            if call.reconnect:
+                self.reconnect()
+                call.reconnect = False
+            while call.outbox:
+                await self._send_request(*call.outbox.pop(0))
+            if call.ping:
+                if await self.socket.poll(0, zmq.POLLOUT):  # never wait for a heartbeat to leave
+                    await self.send({"type": "heartbeat"})
+                call.ping = False
+            message = await self.receive(call.wait_seconds(time.monotonic()))
+            self._handshakes.check()
             now = time.monotonic()
             if message is not None:
-                heard = now
-                done = tracker.feed(*message)
+                done = call.on_message(*message, now)
                 if done is not None:
                     return done
-                continue
-            if now - heard >= self.silence:
-                attempts += 1
-                if attempts > self.retries:
-                    raise DaemonUnreachable(self.endpoint, now - started)
-                self.reconnect()
-                if tracker.job_id is not None:
-                    await self.send({"type": "fetch", "job_id": tracker.job_id, "request_id": tracker.request_id})
-                elif header is not None:
-                    await self.send(header, frames)
-                heard = pinged = time.monotonic()
-            elif now - pinged >= self.heartbeat:
-                await self.send({"type": "heartbeat"})
-                pinged = now
+            call.on_tick(now)
 
     async def _call(self, header, reply_type, timeout=None):
         request_id = self._request_id()
@@ -475,9 +731,12 @@ def generate_via_daemon(
     """What ``sa3 generate|inpaint|continue --daemon`` runs: float32 [variations, 2, n] at 44.1 kHz.
 
     ``samples`` (generate: the clip; continue: the new part) and ``regions`` (sa3core Region
-    objects) are at 44.1 kHz, as is ``audio`` [2, n].
+    objects) are at 44.1 kHz, as is ``audio`` [2, n]. Ctrl-C cancels the job on the daemon, then
+    raises KeyboardInterrupt (the CLI's one line and status 130).
     """
     from tqdm import tqdm
+
+    check_endpoint(endpoint)  # `--daemon banana`: one line before anything starts
 
     bar = None if getattr(args, "quiet", False) else tqdm(total=1, desc=f"{mode} (daemon)", unit="step", leave=False)
 

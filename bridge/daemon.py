@@ -7,8 +7,11 @@ thread** runs one job at a time on the model; it never touches the ROUTER. It re
 progress and endings as events on a ``queue.Queue`` and wakes the socket thread through an
 inproc PAIR socket, so the socket loop never waits for the model.
 
-Replies to a client that has gone are dropped (ROUTER_MANDATORY + non-blocking sends), so a
-vanished client never stalls the queue; finished jobs stay fetchable for ``result_ttl`` seconds.
+Replies to a client that has gone are dropped (ROUTER_MANDATORY + non-blocking sends), and a
+queued or running job whose owner the daemon has neither heard from nor reached for
+``protocol.ABANDON_SECONDS`` is cancelled, so a vanished client never stalls the queue; finished
+jobs stay fetchable for ``result_ttl`` seconds. Every header sent carries ``daemon_id``, made once
+per start, so a client can tell a restarted daemon (which has lost its jobs) from the one it knew.
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ class Daemon:
         max_seconds = model_max if config.max_seconds is None else min(config.max_seconds, model_max)
         self.limits = P.Limits(max_seconds=max_seconds)
         self.endpoint = config.bind
+        self.daemon_id = secrets.token_hex(P.DAEMON_ID_HEX // 2)
         self._jobs: dict[str, Job] = {}
         self._waiting: deque[Job] = deque()
         self._running: Job | None = None
@@ -144,7 +148,7 @@ class Daemon:
         self._stop_worker = False
         self._stopping = False
         self._signals = 0
-        self._clients: dict[bytes, float] = {}
+        self._clients: dict[bytes, float] = {}  # identity -> when it was last heard from or reached
         self._jobs_done = 0
         self._started = time.monotonic()
         self._wake_address = f"inproc://sa3-wake-{next(_wake_ids)}"
@@ -286,9 +290,12 @@ class Daemon:
 
     # ------------------------------------------------------------------ sending
     def _send(self, identity: bytes, header: dict[str, Any], frames=(), encoding: str = "msgpack") -> bool:
-        header = {"v": P.PROTOCOL_VERSION, **header}
+        header = {"v": P.PROTOCOL_VERSION, "daemon_id": self.daemon_id, **header}
         try:
             self.router.send_multipart([identity, P.encode_header(header, encoding), *frames], zmq.NOBLOCK, copy=False)
+            # Delivered to a live connection: the client is there even if it sends nothing (a 1.2
+            # client or the plugin hears progress and does not ping), so its jobs are not abandoned.
+            self._clients[identity] = time.monotonic()
             return True
         except zmq.ZMQError as err:
             # EHOSTUNREACH: the client is gone; EAGAIN: it stopped reading. Either way never wait.
@@ -514,9 +521,33 @@ class Daemon:
             if now - job.finished_at > self.config.result_ttl or kept > MAX_RESULT_BYTES:
                 kept -= job.nbytes
                 del self._jobs[job.id]
+        self._cancel_abandoned(now)
         for identity, seen in list(self._clients.items()):
             if now - seen > CLIENT_MEMORY_SECONDS:
                 del self._clients[identity]
+
+    def _cancel_abandoned(self, now: float) -> None:
+        """Cancel queued and running jobs whose owner has been neither heard from nor reached for
+        ``ABANDON_SECONDS`` (a killed client): reason ``abandoned``, so the queue moves on."""
+
+        def abandoned(job: Job) -> bool:
+            return now - self._clients.get(job.owner, float("-inf")) > P.ABANDON_SECONDS
+
+        with self._cond:
+            dropped = [job for job in self._waiting if abandoned(job)]
+            for job in dropped:
+                self._waiting.remove(job)
+            running = self._running
+        for job in dropped:
+            log.info("job %s abandoned by its client (queued); cancelled", job.id)
+            self._end_cancelled(job, "abandoned")
+        if dropped:
+            for waiting in list(self._waiting):
+                self._send_queued(waiting)  # everyone behind moved up
+        if running is not None and not running.cancel.is_set() and abandoned(running):
+            log.info("job %s abandoned by its client (running); cancelling", running.id)
+            running.cancel_reason = "abandoned"
+            running.cancel.set()  # the worker stops at the job's next sampler step
 
     # ------------------------------------------------------------------ the worker thread
     def _post(self, wake: zmq.Socket, event: tuple) -> None:

@@ -20,7 +20,7 @@ from sa3core import limits as request_limits
 from sa3core import timebase
 from sa3core.errors import Sa3Error
 
-PROTOCOL_VERSION = "1.2"
+PROTOCOL_VERSION = "1.3"
 DEFAULT_PORT = 5557
 DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 
@@ -70,6 +70,11 @@ MAX_SEED = request_limits.MAX_SEED
 MAX_CFG = request_limits.MAX_CFG
 MAX_SCALE_LOCK_DB = request_limits.MAX_SCALE_LOCK_DB  # dB per sampler step (added in 1.1)
 JOB_ID_HEX = 32
+DAEMON_ID_HEX = 16  # every daemon header's daemon_id: made once per daemon start (added in 1.3)
+HEARTBEAT_SECONDS = 2.0  # a client waiting on a job sends a heartbeat at least this often (1.3)
+# A queued or running job whose owner the daemon has neither heard from nor reached for this long
+# is cancelled (reason "abandoned", added in 1.3): five heartbeats missed, not one late one.
+ABANDON_SECONDS = 5 * HEARTBEAT_SECONDS
 AUDIO_DTYPE = np.dtype("<f4")  # little-endian float32, planar
 
 

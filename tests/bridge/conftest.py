@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SA3
 
 STARTUP_SECONDS = 120  # importing torch and building the model on a busy 2-core machine
 
@@ -87,3 +88,35 @@ def wait_for(condition, timeout: float = 30.0, every: float = 0.05) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(every)
+
+
+def free_endpoint() -> str:
+    """A loopback endpoint with a port nothing listens on now, for daemons restarted on one port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def start_sa3(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The real `sa3` command in a subprocess that a test can signal (run_sa3 waits for its end)."""
+    env = dict(os.environ if env is None else env, PYTHONWARNINGS="ignore::DeprecationWarning")
+    return subprocess.Popen(
+        [*SA3, *map(str, args)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_running(endpoint: str, timeout: float = 60.0) -> str:
+    """The id of the job the daemon at ``endpoint`` runs, once its first sampler step is done."""
+    from bridge.client import Client
+
+    found = []
+    with Client(endpoint, silence=30.0) as watcher:
+
+        def started() -> bool:
+            running = watcher.status()["running"]
+            if running is not None and watcher.status(running)["job"]["step"] >= 1:
+                found.append(running)
+            return bool(found)
+
+        wait_for(started, timeout, every=0.05)
+    return found[0]

@@ -4,6 +4,7 @@ malformed messages, reconnects. One daemon serves the whole module (random tiny 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 
@@ -257,6 +258,32 @@ def test_malformed_message_gets_its_error_code(daemon, frames, code):
         assert reply["message"] and "\n" not in reply["message"]
     finally:
         socket.close()
+
+
+def test_every_daemon_header_carries_the_daemons_id(daemon):
+    """Protocol 1.3: replies, job messages and errors all carry one daemon_id, made at its start."""
+    socket = _raw(daemon.endpoint)
+    try:
+        for header in ({"type": "hello"}, {"type": "status"}, {"type": "heartbeat"}, {"type": "render_all"}):
+            socket.send_multipart([_pack(**header)])
+        socket.send_multipart([_pack(type="generate", prompt="tick", samples=4096, steps=2)])
+        seen = [_reply(socket) for _ in range(4)]
+        while seen[-1]["type"] not in ("result", "error", "cancelled") or len(seen) < 6:
+            seen.append(_reply(socket, 60))
+    finally:
+        socket.close()
+    assert [h["type"] for h in seen] == [
+        "capabilities",
+        "status",
+        "heartbeat",
+        "error",
+        "queued",
+        "progress",
+        "progress",
+        "result",
+    ]
+    ids = {h["daemon_id"] for h in seen}
+    assert len(ids) == 1 and re.fullmatch(f"[0-9a-f]{{{P.DAEMON_ID_HEX}}}", ids.pop())
 
 
 def test_json_headers_get_json_replies_with_request_id(daemon):

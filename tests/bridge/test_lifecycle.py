@@ -1,8 +1,10 @@
-"""Daemon lifecycle and security: SIGTERM, refused remote binds, CurveZMQ, vanished clients, result expiry."""
+"""Daemon lifecycle and security: SIGTERM, refused remote binds, CurveZMQ, vanished clients, abandoned
+jobs, result expiry."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -10,13 +12,15 @@ import sys
 import threading
 import time
 
+import msgpack
 import pytest
 import zmq
 
 from bridge import protocol as P
-from bridge.client import Client, DaemonError, DaemonUnreachable
+from bridge.client import Client, DaemonError, DaemonUnreachable, JobCancelled
 from bridge.keys import CurveKeys, generate
-from tests.bridge.conftest import wait_for
+from sa3core.pipeline import DEFAULT_MODEL_DIR
+from tests.bridge.conftest import start_sa3, wait_for, wait_running
 from tests.conftest import REPO, run_sa3
 
 LONG_JOB = {"seconds": 10.0, "steps": 60}
@@ -49,7 +53,9 @@ def test_sigterm_exits_zero_and_tells_clients(start_daemon, policy):
             assert endings[running]["type"] == "result"
         else:
             assert endings[running]["type"] == "cancelled" and endings[running]["reason"] == "shutdown"
-        assert seen[-1] == {"v": P.PROTOCOL_VERSION, "type": "shutdown", "reason": "signal", "running_job": policy}
+        last = dict(seen[-1])
+        assert re.fullmatch(f"[0-9a-f]{{{P.DAEMON_ID_HEX}}}", last.pop("daemon_id"))
+        assert last == {"v": P.PROTOCOL_VERSION, "type": "shutdown", "reason": "signal", "running_job": policy}
         assert bystander.receive(10)[0]["type"] == "shutdown"
     assert daemon.wait(30) == 0
     assert "stopped" in daemon.stderr()
@@ -86,8 +92,8 @@ def test_curve_right_keys_work_wrong_keys_get_nothing(start_daemon, tmp_path):
     own = CurveKeys.from_dir(tmp_path / "stranger", "intruder")
     wrong = CurveKeys(own.public, own.secret, CurveKeys.from_dir(tmp_path / "keys", "studio").server_public)
     for curve in (wrong, None):  # unauthorised key; no encryption at all
-        with Client(daemon.endpoint, curve=curve, silence=1.5, retries=0) as bad:
-            with pytest.raises(DaemonUnreachable):
+        with Client(daemon.endpoint, curve=curve, silence=30.0, retries=0) as bad:
+            with pytest.raises(DaemonUnreachable):  # HandshakeFailed is one, within a second or so
                 bad.hello()
     assert "listening" in daemon.stderr()
 
@@ -142,3 +148,59 @@ def test_client_reconnects_with_a_fresh_identity_and_fetches_its_job(start_daemo
         assert client.socket.getsockopt(zmq.IDENTITY) != first_identity  # it reconnected, then fetched
     finally:
         client.close()
+
+
+def test_a_killed_clients_job_is_cancelled_and_the_next_job_runs(start_daemon, tmp_path):
+    """A client killed mid-job (no Ctrl-C, no cancel) stops holding the queue once the daemon has
+    neither heard from nor reached it for ABANDON_SECONDS: its 2-minute job is cancelled as
+    abandoned and the next client's 1-second job runs."""
+    daemon = start_daemon("--threads", "1", model=str(DEFAULT_MODEL_DIR))
+    victim = start_sa3(
+        "generate", "long ambient drone", "--seconds", "120", "--steps", "100", "--daemon", daemon.endpoint,
+        "-o", tmp_path / "never.wav", "--quiet",
+    )  # fmt: skip
+    orphan = wait_running(daemon.endpoint)
+    victim.kill()
+    victim.wait(10)
+    with Client(daemon.endpoint, silence=60.0) as client:
+        wait_for(lambda: client.status(orphan)["job"]["state"] == "cancelled", timeout=30, every=0.25)
+        assert client.generate("next please", seconds=1.0, steps=2).audio.shape == (1, 2, 44_100)
+        with pytest.raises(JobCancelled) as caught:
+            client.wait(orphan, timeout=10)
+    assert caught.value.reason == "abandoned"
+    assert "abandoned" in daemon.stderr()
+
+
+def test_clients_that_wait_keep_their_jobs_past_the_abandon_timeout(start_daemon):
+    """What the abandon rule must not cancel: a 1.2-style client that hears progress and so sends
+    nothing (it pings only after 2 s of silence, as the plugin does), and a client whose job waits
+    in the queue behind it with nothing to hear (its heartbeats keep it). The first job samples for
+    longer than ABANDON_SECONDS on a 2-core machine."""
+    daemon = start_daemon("--threads", "1", model=str(DEFAULT_MODEL_DIR))
+    old = zmq.Context.instance().socket(zmq.DEALER)
+    old.setsockopt(zmq.LINGER, 0)
+    old.connect(daemon.endpoint)
+    outcome = {}
+
+    def queued_behind() -> None:
+        with Client(daemon.endpoint, silence=60.0) as client:
+            outcome["queued"] = client.generate("queued behind", seconds=1.0, steps=2, timeout=240)
+
+    try:
+        old.send(msgpack.packb({"v": "1.2", "type": "generate", "prompt": "drone", "seconds": 60.0, "steps": 100}))
+        wait_running(daemon.endpoint)
+        behind = threading.Thread(target=queued_behind)
+        behind.start()
+        started, ending = time.monotonic(), None
+        while ending is None and time.monotonic() - started < 240:
+            if not old.poll(2000):
+                old.send(msgpack.packb({"v": "1.2", "type": "heartbeat"}))  # 2 s without a word (decoding)
+                continue
+            header = msgpack.unpackb(old.recv_multipart()[0])
+            if header["type"] in ("result", "cancelled", "error"):
+                ending = header
+        assert ending is not None and ending["type"] == "result", ending
+        behind.join(240)
+        assert outcome["queued"].audio.shape == (1, 2, 44_100)
+    finally:
+        old.close()

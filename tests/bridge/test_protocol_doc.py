@@ -89,3 +89,13 @@ def test_error_codes_raised_by_code_are_documented():
         used |= set(re.findall(r'error = \("([a-z_]+)"', path.read_text()))
     assert used, "found no error codes in bridge/"
     assert used <= documented, used - documented
+
+
+def test_liveness_numbers_and_daemon_id_in_doc_equal_the_code():
+    """Section 4.9 states the heartbeat interval and the abandon timeout the code uses (protocol
+    1.3), and section 3 the daemon_id's length."""
+    liveness = _section("4. Message types")
+    assert f"at least every **{P.HEARTBEAT_SECONDS:g} s**" in liveness
+    assert f"for **{P.ABANDON_SECONDS:g} s** (`bridge.protocol.ABANDON_SECONDS`" in liveness
+    assert f"**`daemon_id`** (string, {P.DAEMON_ID_HEX} lowercase hex" in _section("3. Frames")
+    assert "`abandoned`, added in 1.3" in liveness
