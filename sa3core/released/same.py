@@ -247,8 +247,20 @@ class ReleasedAutoencoder(nn.Module):
         self.soft_clip = config.decoder.soft_clip
 
     @classmethod
-    def from_state_dict(cls, config: ReleasedAutoencoderConfig, tensors: dict[str, torch.Tensor]):
-        """Build on the meta device and take ``tensors`` as the weights without copying them."""
+    def from_state_dict(
+        cls,
+        config: ReleasedAutoencoderConfig,
+        tensors: dict[str, torch.Tensor],
+        dtype: torch.dtype | None = torch.float32,
+    ) -> ReleasedAutoencoder:
+        """Build on the meta device and take ``tensors`` as the weights (strict, see below).
+
+        Tensors already in ``dtype`` (the released files are float32) are used as they are, so
+        memory-mapped weights stay the only copy; others are converted (a copy), except the RoPE
+        ``inv_freq`` buffers, kept in float32. ``dtype=None`` keeps every tensor as given.
+        """
+        if dtype is not None:
+            tensors = {k: t if t.dtype == dtype or k.endswith("inv_freq") else t.to(dtype) for k, t in tensors.items()}
         with torch.device("meta"):
             model = cls(config)
         load_released_state_dict(model, tensors)
