@@ -150,9 +150,9 @@ class T5GemmaTokenizer:
         if max_length < 1:
             raise Sa3Error(f"text max_length must be at least 1, not {max_length}")
         self.max_length = max_length
-        file_padding = json.loads(path.read_text(encoding="utf-8")).get("padding") or {}
+        file_padding = self.backend.padding or {}  # tokenizer.json's padding section, if it has one
         default_side = "left" if config.get("tokenizer_class") in LEFT_PADDING_CLASSES else "right"
-        side = config.get("padding_side") or {"Left": "left", "Right": "right"}.get(file_padding.get("direction"))
+        side = config.get("padding_side") or file_padding.get("direction")
         self.padding_side = side or default_side
         if self.padding_side not in ("left", "right"):
             raise Sa3Error(f"{str(folder / 'tokenizer_config.json')!r}: padding_side {side!r} is not left or right")

@@ -206,3 +206,22 @@ def test_prompts_must_be_a_list_of_strings(encoder_fp32):
     for bad in ("a prompt", [], [1]):
         with pytest.raises(Sa3Error, match="list of strings"):
             encoder_fp32.encode(bad)
+
+
+def test_padding_side_from_a_padding_section_of_tokenizer_json(tmp_path):
+    """No padding_side in tokenizer_config.json but a padding section in tokenizer.json: its
+    direction wins over the Gemma default (transformers 5.25 gives [2, 283, 297, 0, 0, 0] here)."""
+    folder = copy_text_folder(tmp_path)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["padding"] = {
+        "strategy": "BatchLongest",
+        "direction": "Right",
+        "pad_to_multiple_of": None,
+        "pad_id": 0,
+        "pad_type_id": 0,
+        "pad_token": "<pad>",
+    }
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    ids, mask = T5GemmaTokenizer(folder, 6)(["ab"])
+    assert ids.tolist() == [[2, 283, 297, 0, 0, 0]]
+    assert mask.tolist() == [[True, True, True, False, False, False]]
