@@ -4,7 +4,7 @@
 
 DIR is a checkout of the official implementation (Stability-AI/stable-audio-3, MIT); it is imported
 from there, never copied, downloaded or built. The Python that runs this needs torch, transformers
-(with T5Gemma), safetensors, einops, sentencepiece, tokenizers and protobuf; not sa3.
+(with T5Gemma), safetensors, einops, einops-exts, sentencepiece and tokenizers; not sa3.
 
 What it writes (tests/fixtures/released/README.md explains each file):
 1. Small random-weight checkpoints in the released layout (model_config.json, model.safetensors with
