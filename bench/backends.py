@@ -41,8 +41,8 @@ def median_seconds(run, repeats: int) -> float:
 
 
 def bench_preset(preset: str, seconds_list, repeats: int, threads: int, variants=("torch", "compile", "onnx")):
-    from export.onnx_backend import OnnxBackend
     from export.onnx_export import export_onnx
+    from sa3core.onnx_backend import OnnxBackend
     from sa3core.pipeline import Pipeline
 
     torch.set_num_threads(threads)
@@ -99,7 +99,7 @@ def decoder_peak_memory(folder: Path, seconds: float, threads: int, arena: bool)
     """Peak resident memory (MiB, VmHWM) of a fresh process that loads the ORT backend and decodes ``seconds``."""
     code = (
         "import resource, torch, sys\n"
-        "from export.onnx_backend import OnnxBackend\n"
+        "from sa3core.onnx_backend import OnnxBackend\n"
         "from sa3core import timebase\n"
         f"b = OnnxBackend({str(folder)!r}, threads={threads}, arena={arena})\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.presets, args.seconds, args.memory_seconds, args.repeats = ["tiny"], [10.0], [10.0], 1
-    from export.onnx_backend import physical_cores
+    from sa3core.onnx_backend import physical_cores
 
     threads = args.threads or physical_cores()
     print(f"threads {threads}; medians of {args.repeats} runs; the machine may be shared", flush=True)

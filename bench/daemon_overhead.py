@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def start_daemon(threads: int | None) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "sa3core", "serve", "--bind", "tcp://127.0.0.1:*", "--model", "random:tiny"]
+    command = [sys.executable, "-m", "sa3", "serve", "--bind", "tcp://127.0.0.1:*", "--model", "random:tiny"]
     command += ["--queue", "64"] + (["--threads", str(threads)] if threads else [])
     process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
     for line in process.stderr:

@@ -35,7 +35,7 @@ def cli_run(prompt: str, bars: int, bpm: float, model: str | None, threads: int)
     """Wall seconds of one `sa3 generate` in a fresh process (raises with its stderr when it fails)."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "loop.wav"
-        argv = [sys.executable, "-m", "sa3core", "generate", prompt, "--bars", str(bars), "--bpm", f"{bpm:g}"]
+        argv = [sys.executable, "-m", "sa3", "generate", prompt, "--bars", str(bars), "--bpm", f"{bpm:g}"]
         argv += ["-o", str(out), "--quiet", *(["--model", model] if model else [])]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
         started = time.perf_counter()

@@ -32,7 +32,7 @@ def start_daemon(threads: int) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
-    cmd = [sys.executable, "-m", "sa3core", "serve", "--bind", endpoint, "--model", "random:tiny"]
+    cmd = [sys.executable, "-m", "sa3", "serve", "--bind", endpoint, "--model", "random:tiny"]
     cmd += ["--threads", str(threads)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:

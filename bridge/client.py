@@ -738,7 +738,7 @@ def generate_via_daemon(
 
     check_endpoint(endpoint)  # `--daemon banana`: one line before anything starts
 
-    bar = None if getattr(args, "quiet", False) else tqdm(total=1, desc=f"{mode} (daemon)", unit="step", leave=False)
+    bar = None
 
     def progress(step: int, total: int) -> None:
         if bar is not None:
@@ -760,7 +760,11 @@ def generate_via_daemon(
     try:
         with Client(endpoint, curve=curve_from_env(), silence=3.0, retries=0) as client:
             # no daemon there: say so in seconds, not after a long job's patience
-            daemon_version = str(client.hello().get("v", "1.0"))
+            capabilities = client.hello()
+            daemon_version = str(capabilities.get("v", "1.0"))
+            if not getattr(args, "quiet", False):  # its total from the start: the steps asked for, or the model's
+                total = args.steps or capabilities.get("default_steps") or 1
+                bar = tqdm(total=total, desc=f"{mode} (daemon)", unit="step", leave=False)
             if "scale_lock_db" in fields and P.minor(daemon_version) < 1:
                 raise Sa3Error(
                     f"the daemon speaks protocol {daemon_version}, which has no scale lock (added in 1.1); "

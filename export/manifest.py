@@ -1,20 +1,5 @@
-"""The export manifest: the contract between an exported folder and whoever runs it.
-
-``manifest.json`` sits next to the exported files and says, as data (no code):
-- ``format``: :data:`EXPORT_FORMAT`; readers refuse any other value.
-- ``runtime``: ``"onnx"`` or ``"coreml"``; ``opset`` (ONNX) or ``minimum_target`` (CoreML).
-- ``model``: the model folder's ``model.json`` settings; ``dit`` / ``same``: the part configs.
-- ``timebase``: sample rate, samples per latent frame, latent channels (so a C++ or Swift host
-  never re-derives them).
-- ``codec``: how the backend chunks long audio (``chunk_frames``, ``receptive_frames``).
-- ``semitones``: where the latents hold measured semitone energies (``low_note``, per channel
-  ``mean`` and ``std`` of the normaliser), for the scale lock (:mod:`sa3core.scale_lock`);
-  empty for an autoencoder without them.
-- ``parts``: one entry per file: ``file``, ``inputs`` and ``outputs`` (name, dtype, shape
-  with symbolic axes such as ``"batch"`` and ``"frames"``, units), and the largest difference
-  from torch that the export's self-check measured.
-- ``tolerance``: the largest absolute difference from torch the self-check accepts.
-"""
+"""Writing an export folder: its manifest (the data contract, :mod:`sa3core.manifest`, which the
+runners read) and the output folder handling every exporter shares."""
 
 from __future__ import annotations
 
@@ -22,60 +7,27 @@ import contextlib
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sa3core import timebase
 from sa3core.checkpoint import atomic_write
-from sa3core.config import from_dict, to_dict
+from sa3core.config import to_dict
 from sa3core.errors import Sa3Error
+from sa3core.manifest import EXPORT_FORMAT, MANIFEST_NAME, Manifest, PartSpec, TensorSpec, read_manifest
 from sa3core.scale_lock import layout_of
 
-EXPORT_FORMAT = 1
-MANIFEST_NAME = "manifest.json"
-
-
-@dataclass
-class TensorSpec:
-    """One graph input or output. ``shape`` holds ints (fixed) or axis names (dynamic)."""
-
-    name: str
-    dtype: str
-    shape: list[Any]
-    units: str = ""
-
-
-@dataclass
-class PartSpec:
-    file: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    checked_max_abs_diff: float = -1.0  # measured by the export's self-check; -1 = not checked (no runtime here)
-
-
-@dataclass
-class Manifest:
-    runtime: str
-    model: dict[str, Any]
-    dit: dict[str, Any]
-    same: dict[str, Any]
-    parts: dict[str, PartSpec]
-    codec: dict[str, int]
-    format: int = EXPORT_FORMAT
-    opset: int = 0
-    minimum_target: str = ""
-    tolerance: float = 0.0
-    timebase: dict[str, int] = field(
-        default_factory=lambda: {
-            "sample_rate": timebase.SAMPLE_RATE,
-            "samples_per_frame": timebase.SAMPLES_PER_FRAME,
-            "latent_channels": timebase.LATENT_CHANNELS,
-            "channels": timebase.CHANNELS,
-        }
-    )
-    versions: dict[str, str] = field(default_factory=dict)
-    semitones: dict[str, Any] = field(default_factory=dict)
+__all__ = [
+    "EXPORT_FORMAT",
+    "MANIFEST_NAME",
+    "Manifest",
+    "PartSpec",
+    "TensorSpec",
+    "prepare_output",
+    "read_manifest",
+    "semitone_entry",
+    "staged_output",
+    "write_manifest",
+]
 
 
 def semitone_entry(autoencoder) -> dict[str, Any]:
@@ -90,36 +42,6 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     path.chmod(0o644)  # mkstemp made it owner-only; an export is meant to be shared
     return path
-
-
-def read_manifest(folder: str | Path, runtime: str | None = None) -> Manifest:
-    """Read and check ``folder/manifest.json``; Sa3Error for a missing file, bad JSON, another
-    format version or another runtime."""
-    path = Path(folder) / MANIFEST_NAME
-    if not path.exists():
-        raise Sa3Error(f"{str(folder)!r} has no {MANIFEST_NAME}; export the model first with `sa3 export onnx`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise Sa3Error(f"{str(path)!r} is not valid JSON: {err}") from None
-    if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else None
-        raise Sa3Error(
-            f"{str(path)!r} has export format {found!r}; this sa3 reads format {EXPORT_FORMAT} (re-export the model)"
-        )
-    parts = {}
-    for name, part in dict(data.pop("parts", {}) or {}).items():
-        where = f"{path} parts.{name}"
-        tensors = {
-            key: [from_dict(TensorSpec, t, where=f"{where}.{key}") for t in part.get(key, [])]
-            for key in ("inputs", "outputs")
-        }
-        parts[name] = from_dict(PartSpec, {**part, **tensors}, where=where)
-    manifest = from_dict(Manifest, {**data, "parts": {}}, where=str(path))
-    manifest.parts = parts
-    if runtime is not None and manifest.runtime != runtime:
-        raise Sa3Error(f"{str(folder)!r} holds a {manifest.runtime!r} export, not {runtime!r}; export it for {runtime}")
-    return manifest
 
 
 def prepare_output(folder: str | Path, force: bool) -> Path:

@@ -69,7 +69,8 @@ def compare(part: str, got: list[np.ndarray], want: list[np.ndarray], tolerance:
 
 def verify_onnx(folder: Path, manifest, autoencoder, dit) -> None:
     """Run every part of the ONNX export in ``folder`` at two lengths; record the differences."""
-    from .onnx_backend import open_session
+    from sa3core.onnx_backend import open_session
+
     from .onnx_export import inputs_at
 
     generator = torch.Generator().manual_seed(1)

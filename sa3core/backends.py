@@ -53,7 +53,7 @@ class Backend(Protocol):
 
 # Backends living outside sa3core register themselves when their module is imported; this
 # table imports them the first time their name is asked for (onnxruntime stays optional).
-LAZY_BACKEND_MODULES = {"onnx": "export.onnx_backend"}
+LAZY_BACKEND_MODULES = {"onnx": "sa3core.onnx_backend"}
 
 
 class _BackendRegistry(Registry):

@@ -44,6 +44,14 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     return cls(**kwargs)
 
 
+def from_attributes(cls: type[T], source: Any, **given: Any) -> T:
+    """A ``cls`` dataclass whose fields come from ``source``'s attributes of the same names (for
+    instance parsed command-line arguments), except those in ``given``; fields ``source`` lacks
+    keep their defaults."""
+    values = {f.name: getattr(source, f.name) for f in dataclasses.fields(cls) if hasattr(source, f.name)}
+    return cls(**(values | given))
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check simple scalar types (and lists -> tuples); leave anything fancier to the class."""
     origin = typing.get_origin(hint)

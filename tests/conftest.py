@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SA3 = [sys.executable, "-m", "sa3core"]
+SA3 = [sys.executable, "-m", "sa3"]
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sa3.eval import music
 from sa3core import timebase
 from sa3core.errors import Sa3Error
-from sa3core.eval import music
 from sa3core.pipeline import DEFAULT_MODEL_DIR, Pipeline
 
 from .conftest import run_sa3

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from sa3.eval import music
 from sa3core import timebase, warp
-from sa3core.eval import music
 
 SR = timebase.SAMPLE_RATE
 

@@ -86,7 +86,7 @@ class WaveformTerm(nn.Module):
         return (batch.reconstruction.float() - batch.audio.float()).abs().mean()
 
 
-HEAD_FLOOR = 1e-5  # magnitudes below this compare as equal (the log-mel metric's floor, sa3core.eval.metrics)
+HEAD_FLOOR = 1e-5  # magnitudes below this compare as equal (the log-mel metric's floor, sa3.eval.metrics)
 
 
 @LOSS_TERMS.register("head")

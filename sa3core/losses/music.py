@@ -113,7 +113,7 @@ def midi_to_hz(note: float) -> float:
 class PitchClassLoss(nn.Module):
     """L1 distance between the pitch-class distributions of reconstruction and input, per frame.
 
-    Each frame of the mono mix, on the key estimator's grid (``sa3core.eval.music``: 8192
+    Each frame of the mono mix, on the key estimator's grid (``sa3.eval.music``, grid from :mod:`sa3core.dsp`: 8192
     samples, hop 2048, 55 Hz to 1 kHz): linear STFT magnitudes summed into 12 pitch classes and
     divided by their sum, as the estimator reads them;
     frames are weighted by the input frame's share of the clip's magnitude, so silence counts
@@ -125,7 +125,7 @@ class PitchClassLoss(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from ..eval.music import CHROMA_FFT, CHROMA_HIGH_HZ, CHROMA_HOP, CHROMA_LOW_HZ
+        from ..dsp import CHROMA_FFT, CHROMA_HIGH_HZ, CHROMA_HOP, CHROMA_LOW_HZ
 
         assert CHROMA_HOP * 4 == CHROMA_FFT  # the estimator's frames are what `stft` makes
         self.n_fft = CHROMA_FFT

@@ -132,7 +132,7 @@ class MultiResolutionMelLoss(nn.Module):
 
     def __init__(self, resolutions: tuple[tuple[int, int], ...] = MEL_RESOLUTIONS) -> None:
         super().__init__()
-        from ..eval.metrics import mel_filterbank
+        from ..dsp import mel_filterbank
 
         self.resolutions = tuple(resolutions)
         for n_fft, bands in self.resolutions:
@@ -168,7 +168,7 @@ class SpectralFluxLoss(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from ..eval.metrics import mel_filterbank
+        from ..dsp import mel_filterbank
 
         self.register_buffer("window", torch.hann_window(FLUX_FFT), persistent=False)
         filters = torch.from_numpy(mel_filterbank(FLUX_BANDS, FLUX_FFT, MEL_LOW_HZ))

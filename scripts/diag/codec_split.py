@@ -17,8 +17,8 @@ import argparse
 import numpy as np
 import torch
 
-from sa3core.eval import metrics
-from sa3core.eval.runner import EvalContext, EvalSettings
+from sa3.eval import metrics
+from sa3.eval.runner import EvalContext, EvalSettings
 from sa3core.models.same import pad_to_frames
 
 

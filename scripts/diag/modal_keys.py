@@ -4,7 +4,7 @@
 
 `sa3 eval`'s key estimator only knows major and minor keys, so modal prompts ("in E phrygian",
 "A dorian", "C# harmonic minor") get another measure: the share of the chroma energy
-(sa3core.eval.music.chroma_profile, 55 Hz - 1 kHz) on the seven pitch classes of the named scale.
+(sa3.eval.music.chroma_profile, 55 Hz - 1 kHz) on the seven pitch classes of the named scale.
 A flat chroma gives 7/12 = 0.58. Rows: the corpus's held-out (test + valid) clips whose tags name a
 mode other than major/minor, then generations from their captions (first --seconds, --seeds
 seeds each) with the model's scale lock and with the lock off.
@@ -20,8 +20,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from sa3.eval import music
 from sa3core import musical
-from sa3core.eval import music
 from sa3core.pipeline import Pipeline
 
 

@@ -19,10 +19,10 @@ import math
 
 import numpy as np
 
+from sa3.eval import runner
+from sa3.eval.metrics import one_shot_ending
+from sa3.eval.runner import EvalSettings
 from sa3core import timebase
-from sa3core.eval import runner
-from sa3core.eval.metrics import one_shot_ending
-from sa3core.eval.runner import EvalSettings
 from sa3core.families.sa3 import tail_frames
 from sa3core.pipeline import Pipeline
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sa3core.eval import runner
-from sa3core.eval.runner import EvalSettings
+from sa3.eval import runner
+from sa3.eval.runner import EvalSettings
 from sa3core.pipeline import Pipeline
 
 

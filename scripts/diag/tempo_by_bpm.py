@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/diag/tempo_by_bpm.py [CORPUS]   (default data/corpus)
 
-Prints, per tempo band, how often ``sa3core.eval.music.estimate_tempo`` reads the clip's own bpm
+Prints, per tempo band, how often ``sa3.eval.music.estimate_tempo`` reads the clip's own bpm
 tag within 4 %, and up to an octave: the ceiling a generated take at that tempo is judged against.
 """
 
@@ -12,9 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+from sa3.eval import music
 from sa3core import timebase
 from sa3core.audio import load_audio
-from sa3core.eval import music
 
 BANDS = ((0, 80, "<= 80"), (80, 100, "81-100"), (100, 130, "101-130"), (130, 1000, "> 130"))
 

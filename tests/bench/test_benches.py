@@ -161,8 +161,8 @@ def test_the_sa3_console_script_finds_the_benches_from_any_folder(tmp_path):
 
 
 def test_sa3_bench_dispatches_and_names_unknown_benches(tmp_path, capsys):
-    from sa3core.cli import main
-    from sa3core.cli.bench import BENCHES
+    from sa3.cli import main
+    from sa3.cli.bench import BENCHES
 
     assert main(["bench", "no_such_bench"]) == 2
     assert "unknown benchmark 'no_such_bench'" in capsys.readouterr().err

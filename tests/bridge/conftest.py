@@ -19,10 +19,10 @@ STARTUP_SECONDS = 120  # importing torch and building the model on a busy 2-core
 
 
 class DaemonProcess:
-    """`python -m sa3core serve ...` on a free loopback port; stderr is collected line by line."""
+    """`python -m sa3 serve ...` on a free loopback port; stderr is collected line by line."""
 
     def __init__(self, *args: str, bind: str = "tcp://127.0.0.1:*", model: str = "random:tiny") -> None:
-        command = [sys.executable, "-m", "sa3core", "serve", "--bind", bind, "--model", model, "--verbose", *args]
+        command = [sys.executable, "-m", "sa3", "serve", "--bind", bind, "--model", model, "--verbose", *args]
         env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning", PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -90,3 +90,17 @@ def test_a_requested_tail_reaches_the_daemons_pipeline(start_daemon, tiny_model_
     silent = 44_100 - (np.flatnonzero(np.any(takes["daemon"] != 0, axis=1))[-1] + 1)
     assert 0.3 * 44_100 - 4096 < silent <= 0.3 * 44_100
     np.testing.assert_allclose(takes["daemon"], takes["local"], atol=1e-5)
+
+
+def test_the_daemon_bar_starts_at_its_real_total(start_daemon, tmp_path):
+    """`--daemon` draws its bar with the steps asked for, else the daemon's model's (capabilities
+    default_steps: 8 for random:tiny), from its first frame: never 0/1."""
+    import re
+
+    daemon = start_daemon("--threads", "1")
+    for extra, steps in ((["--steps", "2"], 2), ([], 8)):
+        out = tmp_path / f"bar{steps}.wav"
+        result = run_sa3("generate", "kick", "--seconds", "0.3", "--daemon", daemon.endpoint, "-o", out, *extra)
+        assert result.returncode == 0, result.stderr
+        counts = re.findall(r"generate \(daemon\):[^\r\n|]*\|[^|]*\| *(\d+/\d+)", result.stderr)
+        assert counts and all(c.endswith(f"/{steps}") for c in counts), result.stderr

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 
 from bridge.client import Client
+from sa3.render.loudness import true_peak_db
 from sa3core.pipeline import DEFAULT_MODEL_DIR
-from sa3core.render.loudness import true_peak_db
 from tests.conftest import run_sa3
 
 CEILING_DBTP = -1.0

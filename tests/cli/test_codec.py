@@ -117,8 +117,8 @@ def test_decode_refines_phases_as_the_model_folder_says(tmp_path, small_model):
 
 def test_encode_search_decodes_closer_to_the_source(tmp_path, small_model):
     """`sa3 encode --search N`: the latents decode with a lower log-mel distance than the plain encoder's."""
+    from sa3.eval.metrics import log_mel_l1
     from sa3core.audio import load_audio
-    from sa3core.eval.metrics import log_mel_l1
 
     source = _wav(tmp_path / "in.wav", 3 * 4096)
     scores = {}

@@ -205,7 +205,7 @@ class Teardown:
 keep = Teardown()  # collected only when the interpreter tears its modules down
 atexit.register(lambda: print("exit handler ran"))
 sys.argv = ["sa3", *sys.argv[1:]]
-from sa3core.cli import entry
+from sa3.cli import entry
 entry()
 """
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sa3core.cli import COMMANDS, MODULE_OF, build_parser, main
+from sa3.cli import COMMANDS, MODULE_OF, build_parser, main
 
 
 def _commands(parser) -> set[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from sa3core.render.runner import MANIFEST_NAME, REPORT_NAME, TEMP_PREFIX
+from sa3.render.runner import MANIFEST_NAME, REPORT_NAME, TEMP_PREFIX
 from tests.conftest import SA3, run_sa3
 
 TAKES = 5

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sa3core.render.loudness import true_peak_db
+from sa3.render.loudness import true_peak_db
 from tests.conftest import REPO, run_sa3
 
 CEILING_DBTP = -1.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sa3.eval import codec_ref, metrics
 from sa3core.errors import Sa3Error
-from sa3core.eval import codec_ref, metrics
 
 from .signals import drum_pattern, progression
 

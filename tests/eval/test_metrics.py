@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sa3core.eval import metrics
+from sa3.eval import metrics
 from sa3core.pipeline import Region, splice
 
 from .signals import RATE, note, note_sequence, progression, stereo

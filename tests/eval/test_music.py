@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sa3core.eval import music
-from sa3core.eval.music import Key
+from sa3.eval import music
+from sa3.eval.music import Key
 
 from .signals import drum_pattern, progression
 

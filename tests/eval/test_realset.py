@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sa3.eval import realset
+from sa3.eval.realset import KINDS, PACKAGES, RealSetConfig, build_real_set
 from sa3core.errors import Sa3Error
-from sa3core.eval import realset
-from sa3core.eval.realset import KINDS, PACKAGES, RealSetConfig, build_real_set
 from training.corpus import sources
 
 from ..conftest import run_sa3

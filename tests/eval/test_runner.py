@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sa3.eval import runner
+from sa3.eval.runner import EvalSettings, run_eval
 from sa3core.errors import Sa3Error
-from sa3core.eval import runner
-from sa3core.eval.runner import EvalSettings, run_eval
 
 from ..conftest import run_sa3
 from .signals import RATE, drum_pattern, note, progression, stereo
@@ -110,7 +110,7 @@ def test_user_errors_are_one_line(tiny_pipeline, corpus, tmp_path):
 
 
 def test_missing_ffmpeg_is_reported_before_any_work(tiny_pipeline, corpus, monkeypatch):
-    from sa3core.eval import codec_ref
+    from sa3.eval import codec_ref
 
     codec_ref.ffmpeg_path.cache_clear()
     monkeypatch.setenv("PATH", "/nonexistent")

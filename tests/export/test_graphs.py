@@ -84,7 +84,7 @@ def test_exporting_restores_the_attention_fast_path():
 
 
 def test_onnx_backend_is_found_by_name():
-    from export.onnx_backend import OnnxBackend
+    from sa3core.onnx_backend import OnnxBackend
 
     assert BACKENDS.get("onnx") is OnnxBackend
     assert "onnx" in BACKENDS.names()

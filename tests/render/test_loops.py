@@ -7,10 +7,10 @@ import textwrap
 import numpy as np
 import pytest
 
+from sa3.render.loops import make_seamless
+from sa3.render.runner import finish_take
+from sa3.render.sheet import load_sheet
 from sa3core import timebase
-from sa3core.render.loops import make_seamless
-from sa3core.render.runner import finish_take
-from sa3core.render.sheet import load_sheet
 
 RATE = 44_100
 

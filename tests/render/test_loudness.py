@@ -7,7 +7,7 @@ import pyloudnorm
 import pytest
 from scipy.signal import resample
 
-from sa3core.render.loudness import integrated_loudness, limit, normalise, true_peak_db
+from sa3.render.loudness import integrated_loudness, limit, normalise, true_peak_db
 
 RATE = 44_100
 

@@ -9,8 +9,8 @@ import shutil
 
 import soundfile as sf
 
-from sa3core.render.loudness import true_peak_db
-from sa3core.render.runner import REPORT_NAME
+from sa3.render.loudness import true_peak_db
+from sa3.render.runner import REPORT_NAME
 from tests.conftest import REPO, run_sa3
 
 NEAR_SILENT_DBTP = -50.0

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sa3.render.riff import parse_root_note
+from sa3.render.runner import write_take
+from sa3.render.sheet import load_sheet
 from sa3core.errors import Sa3Error
-from sa3core.render.riff import parse_root_note
-from sa3core.render.runner import write_take
-from sa3core.render.sheet import load_sheet
 
 
 def chunks_of(path) -> tuple[int, dict[bytes, bytes]]:

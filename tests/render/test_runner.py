@@ -12,10 +12,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from sa3.render.loudness import true_peak_db
+from sa3.render.runner import REPORT_NAME, InProcessRenderer, render_sheet, summary_table
+from sa3.render.sheet import load_sheet
 from sa3core import timebase
-from sa3core.render.loudness import true_peak_db
-from sa3core.render.runner import REPORT_NAME, InProcessRenderer, render_sheet, summary_table
-from sa3core.render.sheet import load_sheet
 from tests.conftest import run_sa3, stereo_tone
 
 RATE = 44_100
@@ -201,7 +201,7 @@ def test_cli_lists_every_sheet_problem_and_renders_nothing(tiny_model_dir, tmp_p
 
 
 def test_daemon_render_matches_in_process(tiny_model_dir, tmp_path):
-    from sa3core.render.daemon import DaemonRenderer
+    from sa3.render.daemon import DaemonRenderer
     from tests.bridge.conftest import DaemonProcess
 
     path = write_sheet(tmp_path, "jobs:\n  - {name: d, prompt: hum, seconds: 0.4, seed: 3, steps: 1, loudness: -18}\n")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sa3.render.sheet import SheetError, load_sheet
 from sa3core import timebase
 from sa3core.audio import save_audio
-from sa3core.render.sheet import SheetError, load_sheet
 
 
 def write(tmp_path: Path, text: str, name: str = "sheet.yaml") -> Path:

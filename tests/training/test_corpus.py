@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sa3core.cli import main
+from sa3.cli import main
 from sa3core.errors import Sa3Error
 from sa3core.timebase import bars_to_samples, seconds_to_samples
 from training.corpus import sources
@@ -46,7 +46,7 @@ CHORD_INTERVALS = {
 
 def sa3(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sa3core", *args], cwd=REPO, capture_output=True, text=True, timeout=240, check=False
+        [sys.executable, "-m", "sa3", *args], cwd=REPO, capture_output=True, text=True, timeout=240, check=False
     )
 
 

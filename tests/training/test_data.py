@@ -170,7 +170,7 @@ def test_inpaint_masks_follow_the_keep_convention():
 
 
 def test_data_encode_cli(tmp_path):
-    from sa3core.cli import main
+    from sa3.cli import main
 
     manifest = render_corpus(tmp_path / "audio", clips=3, max_seconds=1.0)
     assert main(["data", "encode", str(manifest), "-o", str(tmp_path / "latents")]) == 0

@@ -48,7 +48,7 @@ def _train(tmp_path, name, settings, processes):
     path = tmp_path / f"{name}.yaml"
     path.write_text(json.dumps(settings))
     out = tmp_path / name
-    sa3 = ["-m", "sa3core", "train", "flow", "--config", str(path), "--out", str(out)]
+    sa3 = ["-m", "sa3", "train", "flow", "--config", str(path), "--out", str(out)]
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *sa3]
     else:

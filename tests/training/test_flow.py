@@ -149,7 +149,7 @@ def test_config_errors_name_the_key(tmp_path):
 
 def _cli(*args, **kwargs):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.Popen([sys.executable, "-m", "sa3core", *map(str, args)], env=env, **kwargs)
+    return subprocess.Popen([sys.executable, "-m", "sa3", *map(str, args)], env=env, **kwargs)
 
 
 @pytest.mark.slow

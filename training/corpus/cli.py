@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sa3core.config import from_attributes
+
 
 def register(actions) -> None:
     parser = actions.add_parser(
@@ -31,17 +33,7 @@ def run(args) -> int:
     from .build import CorpusConfig, build_corpus, report_text
 
     hours = args.hours if args.hours is not None or args.items is not None else 3.0
-    config = CorpusConfig(
-        out_dir=args.out,
-        seed=args.seed,
-        hours=hours,
-        items=args.items,
-        max_seconds=args.max_seconds,
-        jobs=args.jobs,
-        overwrite=args.overwrite,
-        bit_depth=args.bit_depth,
-        progress=not args.quiet,
-    )
+    config = from_attributes(CorpusConfig, args, out_dir=args.out, hours=hours, progress=not args.quiet)
     report = build_corpus(config)
     print(report_text(report))
     print(f"manifest: {args.out}/manifest.jsonl")

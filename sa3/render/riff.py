@@ -18,8 +18,8 @@ import re
 import struct
 from pathlib import Path
 
-from ..errors import Sa3Error
-from ..timebase import Meter
+from sa3core.errors import Sa3Error
+from sa3core.timebase import Meter
 
 ACID_ONE_SHOT = 0x01
 ACID_ROOT_NOTE_SET = 0x02

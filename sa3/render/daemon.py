@@ -1,6 +1,6 @@
 """Rendering through a running ``sa3 serve`` daemon (``sa3 render --daemon ENDPOINT``).
 
-Same interface as :class:`~sa3core.render.runner.InProcessRenderer`: ``identity`` plus
+Same interface as :class:`~sa3.render.runner.InProcessRenderer`: ``identity`` plus
 ``generate`` / ``inpaint`` / ``continue_`` returning float32 [variations, 2, samples] at 44.1 kHz.
 The daemon is asked for its model (``hello``) once, up front, so an unreachable daemon is an
 error before any job starts.
@@ -8,7 +8,7 @@ error before any job starts.
 
 from __future__ import annotations
 
-from .. import timebase
+from sa3core import timebase
 
 
 class DaemonRenderer:

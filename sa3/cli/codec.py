@@ -22,11 +22,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..audio import check_output_path, load_audio, save_audio
-from ..checkpoint import atomic_write, load_model
-from ..errors import Sa3Error
-from ..files import check_output_file
-from ..timebase import LATENT_CHANNELS, SAMPLE_RATE, frames_to_samples
+from sa3core.audio import check_output_path, load_audio, save_audio
+from sa3core.checkpoint import atomic_write, load_model
+from sa3core.errors import Sa3Error
+from sa3core.files import check_output_file
+from sa3core.timebase import LATENT_CHANNELS, SAMPLE_RATE, frames_to_samples
 
 LATENT_FORMAT = 1
 
@@ -67,7 +67,7 @@ def register(subparsers) -> None:
 
 def resolve_model(path: str | None):
     """The SAME model to use (see module doc), in eval mode."""
-    from ..models import same  # noqa: F401  (registers the "same" model kind)
+    from sa3core.models import same  # noqa: F401  (registers the "same" model kind)
 
     if path:
         model_path = Path(path)
@@ -78,15 +78,15 @@ def resolve_model(path: str | None):
                 f"model {path!r} not found; give a SAME .safetensors file or a folder holding same.safetensors"
             )
         return load_model(model_path, expect_kind="same")[0]
-    from ..pipeline import default_model_dir
+    from sa3core.pipeline import default_model_dir
 
     return load_model(default_model_dir() / "same.safetensors", expect_kind="same")[0]
 
 
 def model_phase_iterations(path: str | None) -> int:
     """The ``phase_iterations`` the model folder ``path`` (or the shipped one) says; 0 for a file."""
-    from ..families.sa3 import read_settings
-    from ..pipeline import default_model_dir
+    from sa3core.families.sa3 import read_settings
+    from sa3core.pipeline import default_model_dir
 
     folder = Path(path) if path else default_model_dir()
     if not (folder / "model.json").is_file():
@@ -95,7 +95,7 @@ def model_phase_iterations(path: str | None) -> int:
 
 
 def run_encode(args) -> int:
-    from ..models.same import model_identity
+    from sa3core.models.same import model_identity
 
     output = Path(args.output)
     if output.suffix.lower() != ".safetensors":
@@ -127,8 +127,8 @@ def _searched(model, audio: torch.Tensor, steps: int, quiet: bool) -> torch.Tens
     whose total is right from the start: ``steps`` for each chunk the search takes in turn."""
     from tqdm import tqdm
 
-    from ..codec_search import CHUNK_FRAMES, search_latents
-    from ..timebase import samples_to_frames
+    from sa3core.codec_search import CHUNK_FRAMES, search_latents
+    from sa3core.timebase import samples_to_frames
 
     total = steps * -(-samples_to_frames(audio.shape[-1]) // CHUNK_FRAMES)
     with tqdm(total=total, desc="search", unit="step", disable=quiet, leave=False) as bar:
@@ -161,7 +161,7 @@ def read_latents(path: str) -> tuple[torch.Tensor, dict[str, str]]:
 
 
 def run_decode(args) -> int:
-    from ..models.same import model_identity
+    from sa3core.models.same import model_identity
 
     output = check_output_path(args.output, args.overwrite)
     latents, metadata = read_latents(args.latents)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import limits, timebase
-from ..audio import check_output_path, read_audio, resample_to_length, save_audio
-from ..errors import Sa3Error
+from sa3core import limits, timebase
+from sa3core.audio import check_output_path, read_audio, resample_to_length, save_audio
+from sa3core.errors import Sa3Error
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -164,7 +164,7 @@ def _check_common(args) -> None:
     limits.check_cfg(args.cfg, "--cfg")
     limits.check_scale_lock(args.scale_lock, "--scale-lock")
     if not args.daemon:
-        from ..backends import BACKENDS
+        from sa3core.backends import BACKENDS
 
         BACKENDS.check(args.backend)
     if args.bpm is not None:
@@ -180,7 +180,7 @@ def _check_common(args) -> None:
 
 
 def _pipeline(args):
-    from ..pipeline import Pipeline
+    from sa3core.pipeline import Pipeline
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -229,7 +229,7 @@ def _comment(mode: str, recipe: dict, seed: int, batch_seed=None, batch_size=Non
 
 def _write(args, outputs: list[Path], audio, mode: str, recipe: dict, rate: int, started: float, **request) -> None:
     """Write each take at ``rate`` with its comment; a near-silent take gets a one-line warning."""
-    from ..level import NEAR_SILENT_DBTP, is_near_silent, true_peak_db
+    from sa3core.level import NEAR_SILENT_DBTP, is_near_silent, true_peak_db
 
     music = {"bpm": args.bpm, "meter": args.meter if args.bpm is not None else None}
     # Take k is seed + k; made alone, that seed gives nearly the same take, but a batch's numbers
@@ -295,7 +295,7 @@ def run_generate(args) -> int:
             "--warp/--no-warp apply to in-process generation; drop them or --daemon (it uses its model's setting)"
         )
     if args.tail is not None:
-        from ..families.sa3 import check_tail
+        from sa3core.families.sa3 import check_tail
 
         check_tail(args.tail, "--tail", model)
 
@@ -316,7 +316,7 @@ def run_generate(args) -> int:
         )
 
     def settle(takes):  # the daemon's 44.1 kHz takes at the rate asked for, under the ceiling there
-        from ..level import limit_peaks
+        from sa3core.level import limit_peaks
 
         if rate == timebase.SAMPLE_RATE:
             return takes
@@ -326,7 +326,7 @@ def run_generate(args) -> int:
 
 
 def _regions(args, total: int, rate: int):
-    from ..pipeline import Region, check_regions
+    from sa3core.pipeline import Region, check_regions
 
     limits.check_region_count(len(args.region), "--region")
     meter = timebase.Meter.parse(args.meter)
@@ -340,7 +340,7 @@ def _regions(args, total: int, rate: int):
 def _source(args) -> tuple:
     """The input file's audio [2, n] at the output rate (its own rate unless --sample-rate says
     otherwise: then it is resampled, and only then are its samples not its own), and that rate."""
-    from ..pipeline import check_rate
+    from sa3core.pipeline import check_rate
 
     audio, own_rate = read_audio(args.input)
     rate = check_rate(args.sample_rate or own_rate, f"the sample rate of {args.input!r}")
@@ -351,7 +351,7 @@ def _source(args) -> tuple:
 
 def _to_model_rate(audio, rate: int):
     """Audio [2, n] at ``rate`` as the daemon takes it from the CLI: at 44.1 kHz."""
-    from ..pipeline import model_samples
+    from sa3core.pipeline import model_samples
 
     return resample_to_length(audio, rate, timebase.SAMPLE_RATE, model_samples(audio.shape[1], rate))
 
@@ -373,7 +373,7 @@ def run_inpaint(args) -> int:
 
     request = {"audio": audio, "regions": regions, "comment": spans, "settle": lambda takes: takes}
     if rate != timebase.SAMPLE_RATE and args.daemon:
-        from ..pipeline import Region, place_new_audio
+        from sa3core.pipeline import Region, place_new_audio
 
         def settle(takes):  # kept audio: the input's own at its rate; new audio: resampled, matched, held
             takes = resample_to_length(takes, timebase.SAMPLE_RATE, rate, audio.shape[1])
@@ -407,7 +407,7 @@ def run_continue(args) -> int:
 
     request = {"samples": samples, "audio": audio, "settle": lambda takes: takes}
     if rate != timebase.SAMPLE_RATE and args.daemon:
-        from ..pipeline import Region, place_new_audio
+        from sa3core.pipeline import Region, place_new_audio
 
         given = audio.shape[1]
         original = np.concatenate([audio, np.zeros((timebase.CHANNELS, samples), dtype=np.float32)], axis=1)

@@ -13,8 +13,8 @@ import importlib
 import sys
 from pathlib import Path
 
-from ..errors import Sa3Error
-from ..registry import Registry
+from sa3core.errors import Sa3Error
+from sa3core.registry import Registry
 
 BENCHES: Registry[str] = Registry("benchmark")
 for _name, _module in (

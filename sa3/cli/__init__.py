@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 
-from ..errors import Sa3Error
+from sa3core.errors import Sa3Error
 
 # Subcommand modules, in the order `sa3 --help` lists them.
 COMMANDS = ["generate", "codec", "serve", "render", "export", "train", "data", "eval", "bench", "info"]

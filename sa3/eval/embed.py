@@ -32,7 +32,8 @@ import warnings
 import numpy as np
 import scipy.linalg
 
-from ..registry import Registry
+from sa3core.registry import Registry
+
 from . import music
 from .metrics import log_mel, stft_magnitude
 

@@ -11,7 +11,8 @@ import re
 import sys
 import warnings
 
-from ..errors import Sa3Error
+from sa3core.config import from_attributes
+from sa3core.errors import Sa3Error
 
 RANDOM_MODEL = re.compile(r"random:(\w+)(?::(\w+))?")  # for tests and benchmarks: random:PRESET[:TEXT_ENCODER]
 
@@ -57,7 +58,7 @@ def register(subparsers) -> None:
 
 
 def _load_pipeline(model: str | None, backend: str):
-    from ..pipeline import Pipeline
+    from sa3core.pipeline import Pipeline
 
     match = RANDOM_MODEL.fullmatch(model or "")
     with warnings.catch_warnings(record=True) as caught:
@@ -74,14 +75,7 @@ def _load_pipeline(model: str | None, backend: str):
 def run_serve(args) -> int:
     from bridge.daemon import Daemon, DaemonConfig
 
-    config = DaemonConfig(
-        bind=args.bind,
-        max_seconds=args.max_seconds,
-        queue=args.queue,
-        result_ttl=args.result_ttl,
-        on_shutdown=args.on_shutdown,
-        curve_keys=args.curve_keys,
-    )
+    config = from_attributes(DaemonConfig, args)
     config.check()  # before the model loads: a refused bind costs no time
     if args.threads is not None:
         if args.threads < 1:

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .. import timebase
-from ..audio import resample
-from ..errors import Sa3Error
+from sa3core import timebase
+from sa3core.audio import resample
+from sa3core.errors import Sa3Error
 
 OPUS_RATE = 48_000  # the only rate libopus codes at internally
 MAX_LAG_SECONDS = 0.100

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import timebase
+from sa3core import timebase
+from sa3core.dsp import hz_to_mel, mel_filterbank, mel_to_hz  # noqa: F401  (also this module's API)
 
 MEL_FFT, MEL_HOP, MEL_BANDS = 2048, 512, 80
 MEL_FLOOR = 1e-5  # about -100 dB: silence in both signals compares as equal, not as log(0)
@@ -53,25 +54,6 @@ def stft_magnitude(signal: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return spec.reshape(*tensor.shape[:-1], *spec.shape[-2:]).numpy()
 
 
-def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
-
-
-def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
-    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
-
-
-def mel_filterbank(bands: int, n_fft: int, low_hz: float = 0.0, high_hz: float | None = None) -> np.ndarray:
-    """Triangular filters ``[bands, n_fft // 2 + 1]`` equally spaced on the HTK mel scale, peak 1."""
-    high_hz = timebase.SAMPLE_RATE / 2 if high_hz is None else high_hz
-    bin_hz = np.fft.rfftfreq(n_fft, 1.0 / timebase.SAMPLE_RATE)
-    edges = mel_to_hz(np.linspace(hz_to_mel(low_hz), hz_to_mel(high_hz), bands + 2))
-    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (bin_hz[None] - lower) / np.maximum(centre - lower, 1e-9)
-    falling = (upper - bin_hz[None]) / np.maximum(upper - centre, 1e-9)
-    return np.clip(np.minimum(rising, falling), 0.0, None).astype(np.float32)
-
-
 def log_mel(audio: np.ndarray, bands: int = MEL_BANDS, n_fft: int = MEL_FFT, hop: int = MEL_HOP) -> np.ndarray:
     """``log10`` mel magnitudes ``[channels, bands, frames]`` (module doc gives the settings)."""
     magnitude = stft_magnitude(_as_stereo(audio), n_fft, hop)  # (C, bins, frames)
@@ -87,7 +69,7 @@ def log_mel_l1(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 def mrstft_distance(reference: np.ndarray, estimate: np.ndarray) -> float:
     """The training MR-STFT loss (spectral convergence + log-magnitude), 0 = identical."""
-    from ..losses.spectral import MultiResolutionSTFTLoss
+    from sa3core.losses.spectral import MultiResolutionSTFTLoss
 
     _check_pair(reference, estimate)
     loss = MultiResolutionSTFTLoss()

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sa3core.config import from_attributes
 from sa3core.errors import Sa3Error
 
 KINDS = ("music", "loop", "one-shot", "sfx")
@@ -231,14 +232,7 @@ def register(actions) -> None:
 
 
 def run(args) -> int:
-    config = RealSetConfig(
-        out_dir=args.out,
-        seed=args.seed,
-        max_seconds=args.max_seconds,
-        items=args.items,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
+    config = from_attributes(RealSetConfig, args, out_dir=args.out, progress=not args.quiet)
     report = build_real_set(config)
     kinds = ", ".join(f"{kind} {count}" for kind, count in report.by_kind.items())
     print(f"{report.items} clips, {report.seconds / 60:.1f} min of audio ({kinds}) in {report.wall_seconds:.0f} s")

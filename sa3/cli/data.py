@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-DATA_ACTIONS = ["training.corpus.cli", "training.data_cli", "sa3core.eval.realset"]
+DATA_ACTIONS = ["training.corpus.cli", "training.data_cli", "sa3.eval.realset"]
 
 
 def register(subparsers) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import Sa3Error
-from ..registry import Registry
-from ..timebase import SAMPLE_RATE
+from sa3core.errors import Sa3Error
+from sa3core.registry import Registry
+from sa3core.timebase import SAMPLE_RATE
 
 # Classes that hold or host other plugins, or are abstract: not effects a sheet can name.
 _NOT_EFFECTS = {

@@ -17,9 +17,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from .. import __version__, timebase
-    from ..backends import BACKENDS
-    from ..pipeline import DEFAULT_MODEL_DIR, Pipeline
+    from sa3core import __version__, timebase
+    from sa3core.backends import BACKENDS
+    from sa3core.pipeline import DEFAULT_MODEL_DIR, Pipeline
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import timebase
-from ..audio import load_audio
-from ..errors import Sa3Error
-from ..registry import Registry
+from sa3core import timebase
+from sa3core.audio import load_audio
+from sa3core.errors import Sa3Error
+from sa3core.registry import Registry
+
 from . import embed, metrics, music
 
 REPORT_FORMAT = 1
@@ -234,7 +235,7 @@ class EvalContext:
     @property
     def pipeline(self):
         if self._pipeline is None:
-            from ..pipeline import Pipeline
+            from sa3core.pipeline import Pipeline
 
             if self.settings.random_model:
                 self._pipeline = Pipeline.random(self.settings.random_model, seed=0, text_encoder="hash")
@@ -327,7 +328,7 @@ def autoencoder_section(ctx: EvalContext) -> dict:
     search = ctx.settings.codec_search
     if search and getattr(backend, "autoencoder", None) is None:
         raise Sa3Error("--codec-search needs the torch backend (it differentiates through the decoder)")
-    from ..codec_search import search_latents
+    from sa3core.codec_search import search_latents
 
     cases = ctx.cases if ctx.settings.corpus else [None] * len(ctx.clips)
     items, judged, searched = [], [], []
@@ -451,7 +452,7 @@ def inpainting_section(ctx: EvalContext) -> dict:
     """Regenerate the middle 30 % of real clips: preserved audio bit-exact, border jumps."""
     s = ctx.settings
     items = []
-    from ..pipeline import Region
+    from sa3core.pipeline import Region
 
     for index, clip in ctx.bar(list(enumerate(ctx.clips[: s.inpaint_items])), "inpainting"):
         total = clip.audio.shape[1]

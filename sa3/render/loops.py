@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import Sa3Error
-from ..timebase import SAMPLE_RATE, seconds_to_samples
+from sa3core.errors import Sa3Error
+from sa3core.timebase import SAMPLE_RATE, seconds_to_samples
+
 from .chain import process
 
 TAILS = ("cut", "keep", "fold")

@@ -29,9 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import timebase
-from ..musical import pitch_class
-from .metrics import mel_filterbank, stft_magnitude
+from sa3core import timebase
+from sa3core.dsp import CHROMA_FFT, CHROMA_HIGH_HZ, CHROMA_HOP, CHROMA_LOW_HZ, mel_filterbank
+from sa3core.musical import pitch_class
+
+from .metrics import stft_magnitude
 
 PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 # Krumhansl & Kessler (1982) probe-tone ratings, index 0 = tonic.
@@ -39,7 +41,7 @@ KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66,
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 KRUMHANSL = {"major": KK_MAJOR, "minor": KK_MINOR}
 # Mean tonic-aligned chroma (this module's) of the 396 major/minor loops, pieces and chord/note
-# one-shots of the default corpus's train split (`python -m sa3core.eval.music fit data/corpus`),
+# one-shots of the default corpus's train split (`python -m sa3.eval.music fit data/corpus`),
 # scaled to a maximum of 1. Index 0 = tonic.
 CORPUS_MAJOR = np.array([1.000, 0.229, 0.423, 0.169, 0.703, 0.379, 0.241, 0.872, 0.180, 0.377, 0.169, 0.541])
 CORPUS_MINOR = np.array([1.000, 0.226, 0.453, 0.690, 0.200, 0.347, 0.209, 0.946, 0.385, 0.207, 0.471, 0.284])
@@ -47,8 +49,6 @@ MODES = {"major": CORPUS_MAJOR, "minor": CORPUS_MINOR}
 # Corpus / prompt modes that a major-minor key estimator can judge, and the profile they use.
 MODE_FAMILY = {"major": "major", "minor": "minor", "harmonic minor": "minor", "aeolian": "minor", "ionian": "major"}
 
-CHROMA_FFT, CHROMA_HOP = 8192, 2048
-CHROMA_LOW_HZ, CHROMA_HIGH_HZ = 55.0, 1000.0
 ONSET_HOP, ONSET_BANDS = 256, 40
 TEMPO_MIN_BPM, TEMPO_MAX_BPM = 40.0, 240.0
 TEMPO_PRIOR_BPM, TEMPO_PRIOR_OCTAVES = 120.0, 1.0
@@ -139,7 +139,7 @@ def labelled_keys(corpus: str, split: str) -> list[tuple[str, Key]]:
 
 def fit_key_profiles(corpus: str, split: str = "train", max_seconds: float = 10.0) -> dict[str, np.ndarray]:
     """Mean tonic-aligned chroma per mode over a corpus split (each clip's chroma sums to 1), max 1."""
-    from ..audio import load_audio
+    from sa3core.audio import load_audio
 
     sums = {"major": np.zeros(12), "minor": np.zeros(12)}
     for path, key in labelled_keys(corpus, split):
@@ -252,12 +252,12 @@ def estimate_meter(audio: np.ndarray, bpm: float | None = None) -> int | None:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """``python -m sa3core.eval.music fit CORPUS``: fit the profiles on ``train``, compare on ``test`` + ``valid``."""
+    """``python -m sa3.eval.music fit CORPUS``: fit the profiles on ``train``, compare on ``test`` + ``valid``."""
     import argparse
 
-    from ..audio import load_audio
+    from sa3core.audio import load_audio
 
-    parser = argparse.ArgumentParser(prog="python -m sa3core.eval.music")
+    parser = argparse.ArgumentParser(prog="python -m sa3.eval.music")
     parser.add_argument("command", choices=["fit"])
     parser.add_argument("corpus")
     args = parser.parse_args(argv)

@@ -33,13 +33,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from sa3core import timebase
-from sa3core.backends import BACKENDS
-from sa3core.errors import Sa3Error
-from sa3core.musical import MUSIC_DIM
-from sa3core.scale_lock import SemitoneLayout
-
+from . import timebase
+from .backends import BACKENDS
+from .errors import Sa3Error
 from .manifest import MANIFEST_NAME, Manifest, read_manifest
+from .musical import MUSIC_DIM
+from .scale_lock import SemitoneLayout
 
 
 def physical_cores() -> int:
@@ -144,7 +143,7 @@ class _Tokenizer:
         self.tokenizer.no_truncation()
 
     def __call__(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        from sa3core.text import MAX_TOKENS, _check_prompts
+        from .text import MAX_TOKENS, _check_prompts
 
         rows = []
         for prompt in _check_prompts(prompts):
@@ -219,7 +218,7 @@ class OnnxBackend:
             self.tokenizer = _Tokenizer(self.folder / "tokenizer.json")
             self.python_text_encoder = None
         else:  # the hash encoder has no weights: a table lookup, nothing for onnxruntime to run
-            from sa3core.text import TEXT_ENCODERS
+            from .text import TEXT_ENCODERS
 
             self.python_text_encoder = TEXT_ENCODERS.get(encoder)()
 
@@ -293,7 +292,7 @@ class OnnxBackend:
             return torch.from_numpy(self._chunked(run, array, frames, 1, per_frame))
         # The graph gives the head's spectra; the phases are refined here, as the torch backend does
         # (the same function), with the wider context that keeps chunked refinement exact.
-        from sa3core.models.same import MAX_LOG_MAGNITUDE, refine_phase, refined_decode_context
+        from .models.same import MAX_LOG_MAGNITUDE, refine_phase, refined_decode_context
 
         span, patch = int(self.manifest.same["head_patches"]), int(self.manifest.same["patch"])
 

@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..errors import Sa3Error
+from sa3core.errors import Sa3Error
 
 
 def register(subparsers) -> None:
@@ -48,7 +48,7 @@ def _check_writable(sheet, out_dir: Path) -> None:
     """Sa3Error unless every take can be written, checked before the model loads: no take's
     output is a folder, and new files can be made in each folder the takes go in (where one does
     not exist yet, in the nearest folder above it that does: render makes the rest)."""
-    from ..files import check_writable_folder
+    from sa3core.files import check_writable_folder
 
     folders = {out_dir}
     for job in sheet.jobs:
@@ -77,7 +77,7 @@ def run_render(args) -> int:
     from ..render.sheet import SheetError, load_sheet
 
     if not args.daemon:
-        from ..backends import BACKENDS
+        from sa3core.backends import BACKENDS
 
         BACKENDS.check(args.backend)
     try:

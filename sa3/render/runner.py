@@ -33,11 +33,12 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from .. import timebase
-from ..audio import FORMATS, load_audio, save_audio
-from ..errors import Sa3Error
-from ..files import publish
-from ..level import NEAR_SILENT_DBTP, is_near_silent
+from sa3core import timebase
+from sa3core.audio import FORMATS, load_audio, save_audio
+from sa3core.errors import Sa3Error
+from sa3core.files import publish
+from sa3core.level import NEAR_SILENT_DBTP, is_near_silent
+
 from .chain import build_chain
 from .loops import apply_with_tail, make_seamless
 from .loudness import integrated_loudness, normalise, true_peak_db
@@ -86,7 +87,7 @@ class InProcessRenderer:
     @property
     def pipeline(self):
         if self._pipeline is None:
-            from ..pipeline import Pipeline
+            from sa3core.pipeline import Pipeline
 
             self._pipeline = Pipeline.load(self.model, backend=self.backend)
         return self._pipeline
@@ -95,7 +96,7 @@ class InProcessRenderer:
         return self.pipeline.generate(prompt, samples, steps, cfg, seed, variations, progress, bpm, meter)
 
     def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
-        from ..pipeline import Region
+        from sa3core.pipeline import Region
 
         spans = [Region(start, end) for start, end in regions]
         return self.pipeline.inpaint(audio, prompt, spans, steps, cfg, seed, variations, progress, bpm, meter)
@@ -114,7 +115,7 @@ class InProcessRenderer:
 
 def model_identity(model: str | os.PathLike | None) -> str:
     """What a render depends on of the model: a hash of its folder's files (config and weights)."""
-    from ..pipeline import default_model_dir
+    from sa3core.pipeline import default_model_dir
 
     folder = Path(model) if model is not None else default_model_dir()
     if not (folder / "model.json").exists():

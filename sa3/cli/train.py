@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import Sa3Error
+from sa3core.errors import Sa3Error
 
 
 def register(subparsers) -> None:

@@ -11,7 +11,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..errors import Sa3Error
+from sa3core.config import from_attributes
+from sa3core.errors import Sa3Error
 
 
 def register(subparsers) -> None:
@@ -88,22 +89,8 @@ def run(args) -> int:
         value = getattr(args, name)
         if value and not Path(value).is_dir():
             raise Sa3Error(f"--{name} {value!r} is not a folder")
-    settings = EvalSettings(
-        model=args.model,
-        random_model=args.random_model,
-        corpus=args.corpus,
-        split=args.split,
-        folder=args.folder,
-        items=args.items,
-        steps=args.steps,
-        cfg=args.cfg,
-        seed=args.seed,
-        seeds=args.seeds,
-        inpaint_items=args.inpaint_items,
-        max_seconds=args.max_seconds,
-        opus_kbps=_bitrates(args.opus_kbps),
-        codec_search=args.codec_search,
-        skip=expand_skip(args.skip.split(",")),
+    settings = from_attributes(
+        EvalSettings, args, opus_kbps=_bitrates(args.opus_kbps), skip=expand_skip(args.skip.split(","))
     )
     if args.threads:
         import torch
@@ -115,7 +102,7 @@ def run(args) -> int:
     print(f"model {report['model']['name']} ({report['model']['sampler']}, {report['model']['steps']} steps)")
     print(format_table(report))
     if output is not None:
-        from ..checkpoint import atomic_write
+        from sa3core.checkpoint import atomic_write
 
         text = json.dumps(report, indent=2) + "\n"
         atomic_write(output, lambda tmp: Path(tmp).write_text(text))

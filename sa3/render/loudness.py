@@ -20,7 +20,7 @@ import pyloudnorm
 
 # True peak, the limiter's gain and the ceiling's constants are sa3core.level's, shared with the
 # pipeline's ceiling (imported here under the names this module has always had).
-from ..level import (  # noqa: F401
+from sa3core.level import (  # noqa: F401
     INTERPOLATOR_REACH,
     LIMITER_HOLD_SECONDS,
     LIMITER_RAMP_SECONDS,
@@ -31,7 +31,7 @@ from ..level import (  # noqa: F401
     smooth_gain,
     true_peak_db,
 )
-from ..timebase import SAMPLE_RATE, seconds_to_samples
+from sa3core.timebase import SAMPLE_RATE, seconds_to_samples
 
 BLOCK_SECONDS = 0.4  # BS.1770 gating block: shorter sounds are measured as one 400 ms block
 MAX_GAIN_DB = 40.0  # never lift near-silence by more than this

@@ -18,10 +18,11 @@ from typing import Any
 
 import soundfile as sf
 
-from .. import limits, timebase
-from ..audio import FORMATS, SUBTYPES
-from ..config import from_dict
-from ..errors import Sa3Error
+from sa3core import limits, timebase
+from sa3core.audio import FORMATS, SUBTYPES
+from sa3core.config import from_dict
+from sa3core.errors import Sa3Error
+
 from .chain import EffectError, build_effect
 from .loops import TAILS
 from .reading import READERS, RawJob, close_match, hint
@@ -337,7 +338,7 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
 def _check_source(
     spec: JobSpec, path: Path, problem, attempt, meter, mistyped: set[str]
 ) -> tuple[Path | None, str | None, list]:
-    from ..pipeline import Region
+    from sa3core.pipeline import Region
 
     if spec.mode not in MODES or "mode" in mistyped:
         return None, None, []  # reported already; what source a mode needs is unknown
