@@ -894,12 +894,25 @@ def schedule_references(out: Path, small, torch, official) -> None:
     )
 
 
-def generate_reference(out: Path, name: str, handle, torch, meta: dict, kwargs: dict, stored: dict, extra=None):
-    """One official generate call (and its latents), saved with the call that made it."""
+def generate_reference(
+    out: Path, name: str, handle, torch, meta: dict, kwargs: dict, stored: dict, extra=None, official=None
+):
+    """One official generate call (and its latents), saved with the call that made it.
+
+    With ``official`` (the request has padded frames: the length rounding left latents past the
+    valid ones) the call is also run under ``trained_padding_semantics``, stored as
+    ``audio.trained`` / ``latents.trained`` beside the CPU code's ``audio`` / ``latents``."""
     with torch.no_grad():
         audio = handle.generate(**kwargs)
         latents = handle.generate(**kwargs, return_latents=True)
     tensors = {"audio": audio, "latents": latents, **stored}
+    if official is not None:
+        with torch.no_grad(), trained_padding_semantics(official):
+            tensors["audio.trained"] = handle.generate(**kwargs)
+            tensors["latents.trained"] = handle.generate(**kwargs, return_latents=True)
+        diff = compare(audio, tensors["audio.trained"])
+        meta["checks"][f"{name} cpu vs trained"] = {"max_abs_diff": diff[0], "correlation": diff[1]}
+        print(f"  {name}: cpu vs trained semantics: max diff {diff[0]:.4f}, corr {diff[1]:.6f}")
     if extra:
         tensors.update(extra)
     shown = {k: v for k, v in kwargs.items() if k not in ("init_audio", "inpaint_audio")}
@@ -907,7 +920,8 @@ def generate_reference(out: Path, name: str, handle, torch, meta: dict, kwargs: 
         if key in kwargs:
             shown[key] = "input_audio.safetensors: audio (44100 Hz), as (44100, tensor [2, N])"
     meta["generate"][name] = shown
-    save(out / "reference" / f"generate_{name}.safetensors", tensors, {"call": shown}, torch)
+    semantics = {"semantics": {"audio": "official CPU code", "audio.trained": "patched varlen"}} if official else {}
+    save(out / "reference" / f"generate_{name}.safetensors", tensors, {"call": shown, **semantics}, torch)
     return audio
 
 
@@ -1085,7 +1099,8 @@ def main() -> None:
         "inpaint_mask_start_seconds": 0.05,
         "inpaint_mask_end_seconds": 0.15,
     }
-    inpainted = generate_reference(out, "small_inpaint", small, torch, meta, inpaint_call, {})
+    # 0.2 s rounds up to 68 latents of which 67 are valid: one padded frame, so both semantics.
+    inpainted = generate_reference(out, "small_inpaint", small, torch, meta, inpaint_call, {}, official=official)
     with torch.no_grad():
         region = slice(int(0.05 * SAMPLE_RATE), int(0.15 * SAMPLE_RATE))
         other = small.generate(**{**inpaint_call, "prompt": PROMPT_A})
@@ -1109,7 +1124,7 @@ def main() -> None:
         "init_audio": (SAMPLE_RATE, source),
         "init_noise_level": 0.9,
     }
-    t2 = generate_reference(out, "medium_a2a", medium, torch, meta, a2a_call, {})
+    t2 = generate_reference(out, "medium_a2a", medium, torch, meta, a2a_call, {}, official=official)
     with torch.no_grad():
         checks["medium_a2a prompt"] = assert_far(
             "medium a2a: prompt A vs B", t2, medium.generate(**{**a2a_call, "prompt": PROMPT_A})
