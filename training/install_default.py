@@ -92,9 +92,8 @@ def model_card(settings: dict, params: dict[str, int], facts: dict | None = None
     grid = "on" if settings.get("tempo_grid") else "off"
     return f"""# sa3 default model: `{settings["name"]}`
 
-The model `sa3 generate` uses when no `--model` is given, trained on 2 CPU cores by `scripts/train-default`
-on a corpus built from Debian packages whose licences allow training. How each setting was chosen,
-with every measurement: the lab notes in `docs/notes/`.
+What `sa3 generate` uses without `--model`, trained on a corpus built from Debian packages whose
+licences allow it. How each setting was chosen: `docs/notes/`.
 
 ## Parts
 | part | parameters |
@@ -108,33 +107,29 @@ Weights: float32 safetensors. Sampling: {settings["sampler"]}, {settings["steps"
 
 | setting | shipped | what it does | `sa3 generate` |
 |---|---|---|---|
-| tempo grid | {grid} | a known tempo is made on the latent frame grid, then warped to it | `--warp`, `--no-warp` |
+| tempo grid | {grid} | a known tempo is made on the frame grid, then warped to it | `--warp`, `--no-warp` |
 | phase refinement | {settings.get("phase_iterations", 0)} | Griffin-Lim iterations on the decoder's phases below 1 kHz | `--phase-iterations` |
-| scale lock | {settings.get("scale_lock_db", 0.0):g} dB | if the prompt names a key, notes outside its scale go down this much each step, the tonic up 0.29 of it | `--scale-lock` |
-| one-shot tail | {settings.get("one_shot_tail_seconds", 0.0):g} s | a prompt that reads as a one-shot ("kick hit") ends in this much digital silence | `--tail` |
+| scale lock | {settings.get("scale_lock_db", 0.0):g} dB | with a key in the prompt: out-of-scale notes down this much per step, the tonic up 0.29 of it | `--scale-lock` |
+| one-shot tail | {settings.get("one_shot_tail_seconds", 0.0):g} s | digital silence ending a one-shot prompt's take ("kick hit") | `--tail` |
 
-## Recipe (`scripts/train-default` runs it; configs in `configs/default/`)
+## Recipe (`scripts/train-default` runs it; `NAME` is `configs/default/NAME.yaml`)
 1. `sa3 data build -o data/corpus --hours 2 --max-seconds 30 --jobs 2 --seed 0`
-2. `sa3 train autoencoder` with four configs in turn: `autoencoder.yaml` (600 steps), `peaks.yaml` (900;
-   peak-frequency phases), `pitch.yaml` (300; 2048-sample windows, mel and flux losses), `semitones.yaml`
-   (500; the 60 measured semitone channels)
-3. `sa3 data encode data/corpus/manifest.jsonl -o data/latents --model runs/default/semitones/same.safetensors`
-4. side by side: `notes.yaml` (the decoder alone, 300 steps) and `sa3 train flow` with `flow.yaml` (2500 steps)
-5. both continued: `notes-long.yaml` (700 steps) and `flow-long.yaml` (8000 steps)
-6. `sa3 data build -o data/corpus4 --hours 4` (stage 1's 977 items and 983 more), encoded likewise,
-   then `flow-more.yaml` (4000 flow steps on its 1749 training clips): the shipped DiT
-7. to 9. distillation and adversarial post-training (`distill`, `adversarial`, `student`,
-   `student-adversarial`), not shipped: at 8 steps the student keeps the teacher's keys and tempi, but
-   its Fréchet distance is 43.9 against the teacher's 35.4 (74.3 after the adversarial stage)
+2. `sa3 train autoencoder` with `autoencoder` (600 steps), `peaks` (900), `pitch` (300), `semitones` (500)
+3. `sa3 data encode`: the corpus to `data/latents` with `semitones`' encoder
+4. side by side: `notes` (the decoder alone, 300 steps) and `sa3 train flow` with `flow` (2500 steps)
+5. both continued: `notes-long` (700 steps) and `flow-long` (8000 steps)
+6. `sa3 data build -o data/corpus4 --hours 4` (stage 1's 977 items and 983 more), encoded likewise, then
+   `flow-more` (4000 steps on its 1749 training clips): the shipped DiT
+7. to 9. students (`distill`, `adversarial`, `student`, `student-adversarial`), not shipped: Fréchet
+   distance 43.9 at 8 steps against the teacher's 35.4
 10. `python -m training.install_default runs/default/flow-more/model sa3core/assets/default --teacher-cfg 3
    --cfg-rescale 0.7 --tempo-grid --phase-iterations 8 --scale-lock-db 12 --one-shot-tail 0.1
-   --same runs/default/notes-long/same.safetensors`, then `sa3 eval` and
-   `python -m training.install_default --metrics` for the numbers below.
+   --same runs/default/notes-long/same.safetensors`, then `sa3 eval` and `--metrics` (Metrics).
 
 Built from commit `{facts["commit"]}`.
 
 ## Training time
-Minutes of wall clock on 2 shared CPU cores, per stage of `scripts/train-default`: {times}.
+Minutes of wall clock on 2 shared CPU cores, per stage: {times}.
 
 ## Data
 {facts["corpus"]}
@@ -142,23 +137,19 @@ Minutes of wall clock on 2 shared CPU cores, per stage of `scripts/train-default
 {_licences_section(facts["licences"])}
 
 ## Limits
-A 13-million-parameter model trained for about six and a half hours on 2 CPU cores: it knows the
-corpus's domain (General MIDI instruments, drum grooves, procedural and game sound effects) and
-nothing else; expect lo-fi results. Counts are over ten seeds of the test split (0-900):
+13 M parameters trained for about 6.5 hours on 2 CPU cores: it knows the corpus's domain (General MIDI
+instruments, drum grooves, procedural and game effects) and nothing else, and sounds lo-fi. Over ten
+seeds of the test split (0-900):
 - codec: short of Opus 24 kbps (Targets), most on recordings unlike the corpus and on distorted synth
-  loops and effects; the error is in the decoded magnitudes. `sa3 encode --search 30` reaches 0.244 on
-  the test split, for encoding only: generated audio does not gain from it.
-- key 71 % (128/180) with the scale lock, 47 % (85/180) without; the lock also turns down passing and
-  blue notes (`--scale-lock 0` keeps them). Tempo 70 % (169/240), near the estimator's 71 % on real clips.
-- one-shots: 55/90 end cleanly with the tail, 12/90 without; after some prompts the splice's 10 ms
-  fade, not the model, ends a ringing sound (`--tail 0.2` gives a longer decay).
-- inpainted borders are rougher than the original audio's (Metrics).
-- `--steps 8` halves the DiT's work but takes keys and tempi to 69 % (124/180, 165/240).
-- speed depends on the CPU: see Speed for this AVX2-only AMD EPYC (an earlier default took 7.18 s on
-  another), 1.98 s for stage 5's weights on an Intel Xeon with AVX-512 and bf16 (docs/benchmarks.md).
-
-No GPU was lent while this model was made; the same configs with the `small` presets are the
-starting point for a larger default.
+  loops and effects; `sa3 encode --search 30` gets 0.244 on the test split (encoding only).
+- keys: 47 % (85/180) without the scale lock, which also turns down passing and blue notes
+  (`--scale-lock 0` keeps them).
+- one-shots: 55/90 end cleanly with the tail, 12/90 without; the 10 ms splice fade may cut a ringing
+  sound short (`--tail 0.2` decays longer).
+- `--steps 8` halves the DiT's work; keys and tempi fall to 69 % (124/180, 165/240).
+- inpainted borders are rougher than the originals' (Inpainting).
+- speed varies by CPU: an earlier default took 7.18 s on another AVX2-only EPYC, stage 5's weights
+  1.98 s on an AVX-512 Xeon (docs/benchmarks.md).
 
 ## Metrics
 (not measured yet: run `sa3 eval` and `python -m training.install_default --metrics`)
@@ -200,9 +191,9 @@ def real_markdown(real: dict) -> list[str]:
     lines = [
         "### Autoencoder on real recordings it never saw",
         "",
-        f"Measured by `sa3 eval --folder data/real --items {s['items']} --skip generation -o eval-real.json` "
-        f"on the recordings `sa3 data build-real -o data/real` takes from Debian packages the corpus never uses "
-        f"(docs/eval.md): {len(real['clips'])} clips cut to {s['max_seconds']:g} s, every number in `eval-real.json`.",
+        f"`sa3 data build-real -o data/real` (Debian packages the corpus never uses; docs/eval.md), then "
+        f"`sa3 eval --folder data/real --items {s['items']} --skip generation -o eval-real.json`: "
+        f"{len(real['clips'])} clips cut to {s['max_seconds']:g} s.",
         "",
         "| clips | count | SAME log-mel L1 | Opus 24 kbps log-mel L1 | SAME MR-STFT | Opus 24 kbps MR-STFT |",
         "|---|---|---|---|---|---|",
@@ -229,6 +220,15 @@ def _codec_target_row(label: str, sections: dict) -> list[str]:
     return [f"| {label} | <= {_num(opus)} | {_num(ours)} | {'yes' if ours <= opus else 'no'} |"]
 
 
+def _seeds(reports: list[dict]) -> str:
+    """``seeds 0, 100, 200``; a longer evenly spaced run as ``10 seeds (0, 100, ..., 900)``."""
+    seeds = [r["settings"]["seed"] for r in reports]
+    steps = {b - a for a, b in zip(seeds, seeds[1:])}
+    if len(seeds) > 4 and len(steps) == 1:
+        return f"{len(seeds)} seeds ({seeds[0]}, {seeds[1]}, ..., {seeds[-1]})"
+    return "seeds " + ", ".join(map(str, seeds))
+
+
 def metrics_markdown(report: dict, more: list[dict] | None = None, real: dict | None = None) -> str:
     """The card's Metrics section from a ``sa3 eval`` report (every number comes from the report);
     ``more``: adherence-only reports at other seeds, pooled with it for the Targets table; ``real``:
@@ -241,13 +241,13 @@ def metrics_markdown(report: dict, more: list[dict] | None = None, real: dict | 
         "",
         f"Measured by `sa3 eval --corpus data/corpus --split {s['split']} --items {s['items']} "
         f"--inpaint-items {s['inpaint_items']} --seeds {s['seeds']} -o eval.json` on the corpus's held-out "
-        f"`{s['split']}` split ({len(report['clips'])} clips, cut to {s['max_seconds']:g} s); "
-        f"every number below is in `eval.json` next to the weights.",
+        f"`{s['split']}` split ({len(report['clips'])} clips cut to {s['max_seconds']:g} s); "
+        f"the numbers are in the `eval*.json` files beside the weights.",
         "",
     ]
     if "autoencoder" in sections:
         lines += [
-            "### Autoencoder against Opus (same clips; lower log-mel L1 / MR-STFT and higher SI-SDR are better)",
+            "### Autoencoder against Opus (lower L1 and MR-STFT, higher SI-SDR are better)",
             "",
         ]
         lines += ["| codec | bitrate | log-mel L1 | MR-STFT | SI-SDR dB |", "|---|---|---|---|---|"]
@@ -264,9 +264,8 @@ def metrics_markdown(report: dict, more: list[dict] | None = None, real: dict | 
         lines.append("")
         if "recon_key" in ae:
             lines += [
-                f"What the codec alone keeps of what prompts ask (estimators on the reconstructions of the "
-                f"labelled clips): key {_rate(ae['recon_key'])}, tempo within 4 % {_rate(ae['recon_tempo'])}; "
-                f"on the clips themselves see the adherence table's last column.",
+                f"Estimators on the labelled clips' reconstructions: key {_rate(ae['recon_key'])}, "
+                f"tempo within 4 % {_rate(ae['recon_tempo'])}.",
                 "",
             ]
     if real is not None:
@@ -274,10 +273,9 @@ def metrics_markdown(report: dict, more: list[dict] | None = None, real: dict | 
     if "adherence" in sections:
         gen, ceiling = sections["adherence"]["summary"], sections["adherence"].get("real", {}).get("summary", {})
         lines += [
-            "### Prompt adherence (one generation per test caption; the same estimators on the real clips give "
-            "their ceiling)",
+            "### Prompt adherence (one take per test caption; the real clips give the estimators' ceiling)",
             "",
-            "| measure | generated | real clips (estimator ceiling) |",
+            "| measure | generated | real clips (ceiling) |",
             "|---|---|---|",
         ]
         for label, key in (
@@ -298,7 +296,7 @@ def metrics_markdown(report: dict, more: list[dict] | None = None, real: dict | 
             "",
             f"- audio outside the region bit-exact: {_rate(inp['preserved_exact'])}",
             f"- border spectral-flux ratio, median {_num(inp['border_ratio_median'])} "
-            f"(max {_num(inp['border_ratio_max'])}; the original clips at the same borders: median "
+            f"(max {_num(inp['border_ratio_max'])}; the original clips there: median "
             f"{_num(inp['original_border_ratio_median'])}); borders over 10x flagged: {_rate(inp['jumps_flagged'])}",
             "",
         ]
@@ -308,7 +306,7 @@ def metrics_markdown(report: dict, more: list[dict] | None = None, real: dict | 
             "### Distribution and diversity",
             "",
             f"- Fréchet distance, generated vs real ({sections['frechet']['embedder']} embedding): "
-            f"{_num(fd['frechet'])}; two halves of the real clips against each other: "
+            f"{_num(fd['frechet'])}; between two halves of the real clips: "
             f"{_num(fd.get('frechet_real_halves'))}",
         ]
         if "diversity" in sections:
@@ -323,16 +321,16 @@ def metrics_markdown(report: dict, more: list[dict] | None = None, real: dict | 
     for label, path, field, goal, test in TARGETS:
         value = sections.get(path[0], {}).get("summary", {}).get(path[1])
         measured = _rate(value)
-        if more and value:  # judged on every seed together: one seed moves by several takes
+        if more and value:  # judged on every seed together (one seed moves by several takes; its own
+            # rate is in the adherence table)
             value = pooled([report, *more], *path)
-            seeds = ", ".join(str(r["settings"]["seed"]) for r in [report, *more])
-            measured = f"{measured} at seed {s['seed']}; {_rate(value)} over seeds {seeds}"
+            measured = f"{_rate(value)} over {_seeds([report, *more])}"
         rate = value.get(field) if value else None
         met = "n/a" if rate is None else ("yes" if test(rate) else "no")
         lines.append(f"| {label} | {goal} | {measured} | {met} |")
     lines += _codec_target_row("autoencoder log-mel L1 vs Opus 24 kbps", sections)
     if real is not None:
-        lines += _codec_target_row("the same on real recordings it never saw (`sa3 data build-real`)", real["sections"])
+        lines += _codec_target_row("the same on the real recordings", real["sections"])
     return "\n".join(lines) + "\n"
 
 
@@ -340,17 +338,14 @@ def speed_markdown(bench: dict) -> str:
     """The card's speed lines from a ``sa3 bench default_model`` result (issue 5's 5 s target)."""
     results, machine = bench["results"], bench["machine"]
     request, warm = results["request"], results["warm"]
-    met = "yes" if results["cli_wall_s"] < 5.0 else "no"
+    met = "met" if results["cli_wall_s"] < 5.0 else "not met"
     return (
         f"\n### Speed (`python -m bench.{bench['command'].replace('.py', '', 1)}`)\n\n"
-        f"{request['bars']} bars at {request['bpm']:g} bpm ({request['samples']} samples), {machine['cpu_model']}, "
-        f"{results['threads']} threads, load {machine['load_average'][0]:g}: a cold `sa3 generate` (fresh process: "
-        f"start-up, model load, text, {warm['steps']} steps, decode, file) takes {results['cli_wall_s']:.2f} s "
-        f"(median); on a loaded pipeline the request takes {warm['whole']['wall_s']:.3f} s (text "
-        f"{warm['text']['wall_s'] * 1e3:.0f} ms, one DiT step {warm['dit_step']['wall_s'] * 1e3:.0f} ms, "
-        f"decode {warm['decode']['wall_s'] * 1e3:.0f} ms).\n\n"
-        f"| target | goal | measured | met |\n|---|---|---|---|\n"
-        f"| 4 bars at 120 bpm end to end on 2 cores | < 5 s | {results['cli_wall_s']:.2f} s cold CLI | {met} |\n"
+        f"{request['bars']} bars at {request['bpm']:g} bpm, {machine['cpu_model']}, {results['threads']} threads, "
+        f"load {machine['load_average'][0]:g}: a cold `sa3 generate` (start-up to file) takes "
+        f"{results['cli_wall_s']:.2f} s (median; target < 5 s on 2 cores: {met}); on a loaded pipeline {warm['whole']['wall_s']:.3f} s "
+        f"(text {warm['text']['wall_s'] * 1e3:.0f} ms, one DiT step {warm['dit_step']['wall_s'] * 1e3:.0f} ms, "
+        f"decode {warm['decode']['wall_s'] * 1e3:.0f} ms).\n"
     )
 
 
