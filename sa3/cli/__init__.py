@@ -18,7 +18,7 @@ import threading
 from sa3core.errors import Sa3Error
 
 # Subcommand modules, in the order `sa3 --help` lists them.
-COMMANDS = ["generate", "codec", "serve", "render", "export", "train", "data", "eval", "bench", "info"]
+COMMANDS = ["generate", "codec", "serve", "render", "export", "train", "data", "eval", "bench", "model", "info"]
 # The module that registers each command (a module may register several).
 MODULE_OF = {
     **{name: name for name in COMMANDS if name != "codec"},

@@ -18,7 +18,9 @@ from sa3core.errors import Sa3Error
 def register(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="measure a model's quality (codec, adherence, inpainting, FD)")
     model = parser.add_mutually_exclusive_group()
-    model.add_argument("--model", help="model folder (default: the model shipped with sa3)")
+    model.add_argument(
+        "--model", help="model folder or released model name, e.g. small-music (default: the model shipped with sa3)"
+    )
     model.add_argument(
         "--random-model", metavar="PRESET", help="evaluate a randomly initialised model of a preset (smoke checks)"
     )
@@ -85,10 +87,16 @@ def run(args) -> int:
         raise Sa3Error(f"--codec-search {args.codec_search} must be 0 (off) or a number of steps, e.g. 30")
     if args.threads < 0:
         raise Sa3Error(f"--threads {args.threads} must be 0 (torch's choice) or more")
-    for name in ("corpus", "folder", "model"):
+    for name in ("corpus", "folder"):
         value = getattr(args, name)
         if value and not Path(value).is_dir():
             raise Sa3Error(f"--{name} {value!r} is not a folder")
+    if args.model:  # a folder, or a released model's name resolved from the Hugging Face cache
+        from sa3core.hub import resolve_model
+
+        args.model = str(resolve_model(args.model))
+        if not Path(args.model).is_dir():
+            raise Sa3Error(f"--model {args.model!r} is not a folder")
     settings = from_attributes(
         EvalSettings, args, opus_kbps=_bitrates(args.opus_kbps), skip=expand_skip(args.skip.split(","))
     )

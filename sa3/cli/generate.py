@@ -39,7 +39,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=1,
         help=f"how many takes, 1 to {limits.MAX_VARIATIONS}; files get -1, -2, ... suffixes (take k has seed + k - 1)",
     )
-    parser.add_argument("--model", help="model folder (default: the model shipped with sa3)")
+    parser.add_argument(
+        "--model", help="model folder or released model name, e.g. small-music (default: the model shipped with sa3)"
+    )
     parser.add_argument("--backend", default="torch", help="torch (default) or onnx")
     parser.add_argument("--daemon", metavar="ENDPOINT", help="render through a running `sa3 serve` daemon instead")
     parser.add_argument(
@@ -175,8 +177,10 @@ def _check_common(args) -> None:
             raise Sa3Error(f"--phase-iterations must be 0 or more (got {args.phase_iterations})")
         if args.daemon:
             raise Sa3Error("--phase-iterations needs in-process generation (a daemon uses its model's setting)")
-    if args.model is not None and not Path(args.model).exists():
-        raise Sa3Error(f"model {args.model!r} does not exist; give a model folder or leave --model out for the default")
+    if args.model is not None:  # a folder, or a released model's name resolved from the Hugging Face cache
+        from sa3core.hub import resolve_model
+
+        args.model = str(resolve_model(args.model))
 
 
 def _pipeline(args):

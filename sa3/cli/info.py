@@ -1,4 +1,4 @@
-"""``sa3 info [--model PATH]``: what sa3 runs on and which model it would use."""
+"""``sa3 info [--model PATH|NAME]``: what sa3 runs on and which model it would use."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import warnings
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("info", help="versions, threads and the model sa3 would use")
-    parser.add_argument("--model", help="model folder to describe (default: the shipped model)")
+    parser.add_argument("--model", help="model folder or released model name to describe (default: the shipped model)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=run)
 
@@ -19,11 +19,13 @@ def run(args) -> int:
 
     from sa3core import __version__, timebase
     from sa3core.backends import BACKENDS
+    from sa3core.hub import resolve_model
     from sa3core.pipeline import DEFAULT_MODEL_DIR, Pipeline
 
+    folder = resolve_model(args.model)  # a folder, or a released model's name resolved from the Hugging Face cache
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pipeline = Pipeline.load(args.model)
+        pipeline = Pipeline.load(folder)
     backend = pipeline.backend
     params = {
         "autoencoder": sum(p.numel() for p in backend.autoencoder.parameters()),
@@ -35,7 +37,7 @@ def run(args) -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "backends": BACKENDS.names(),
-        "model": str(args.model or DEFAULT_MODEL_DIR),
+        "model": str(folder or DEFAULT_MODEL_DIR),
         "model_name": pipeline.settings.name,
         "text_encoder": pipeline.settings.text_encoder,
         "sampler": f"{pipeline.settings.sampler}, {pipeline.settings.steps} steps, cfg {pipeline.settings.cfg:g}",

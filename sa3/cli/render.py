@@ -25,7 +25,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--daemon", metavar="ENDPOINT", help="render through a running `sa3 serve` daemon")
     parser.add_argument("--backend", default="torch", help="torch (default) or onnx")
-    parser.add_argument("--model", help="model folder (default: the model shipped with sa3)")
+    parser.add_argument(
+        "--model", help="model folder or released model name, e.g. small-music (default: the model shipped with sa3)"
+    )
     parser.add_argument("--force", action="store_true", help="render every job again, even finished ones")
     parser.add_argument("--jobs-only", nargs="+", metavar="NAME", help="render only the jobs with these names")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -37,11 +39,12 @@ def _renderer(args):
         from ..render.daemon import DaemonRenderer
 
         return DaemonRenderer(args.daemon)
+    from sa3core.hub import resolve_model
+
     from ..render.runner import InProcessRenderer
 
-    if args.model is not None and not Path(args.model).exists():
-        raise Sa3Error(f"model {args.model!r} does not exist; give a model folder or leave --model out for the default")
-    return InProcessRenderer(args.model, backend=args.backend)
+    folder = resolve_model(args.model)  # a folder, or a released model's name resolved from the Hugging Face cache
+    return InProcessRenderer(None if folder is None else str(folder), backend=args.backend)
 
 
 def _check_writable(sheet, out_dir: Path) -> None:

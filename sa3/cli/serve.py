@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     )
     serve.add_argument(
         "--model",
-        help="model folder (default: the shipped model); random:tiny[:hash] is a random model for tests",
+        help="model folder or released model name, e.g. small-music (default: the shipped model); "
+        "random:tiny[:hash] is a random model for tests",
     )
     serve.add_argument(
         "--backend", default="torch", choices=["torch", "onnx"], help="inference backend (default torch)"
@@ -58,15 +59,18 @@ def register(subparsers) -> None:
 
 
 def _load_pipeline(model: str | None, backend: str):
-    from sa3core.pipeline import Pipeline
+    from sa3core.hub import resolve_model
 
     match = RANDOM_MODEL.fullmatch(model or "")
+    folder = None if match else resolve_model(model)  # a released model's name: its folder in the HF cache
+    from sa3core.pipeline import Pipeline
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if match:
             pipeline = Pipeline.random(match.group(1), seed=0, text_encoder=match.group(2) or "hash", backend=backend)
         else:
-            pipeline = Pipeline.load(model, backend=backend)
+            pipeline = Pipeline.load(folder, backend=backend)
     for warning in caught:
         print(f"sa3 serve: warning: {warning.message}", file=sys.stderr)
     return pipeline
