@@ -4,8 +4,9 @@
     noise  -> sampler (velocity_fn = DiT step, CFG) -+-> latents -> decoder -> crop -> splice
 
 The pipeline knows no model family (:mod:`sa3core.families`): it asks the loaded family for a
-plan per request (its extra condition rows, frames to hold, a steering hook, a finishing step)
-and applies what every family shares. Lengths are exact: a request for N samples returns N
+plan per request (its extra condition rows, frames to hold, a steering hook, a finishing step,
+and its :class:`~sa3core.families.Sampling`: latent shape and padding, random draws, sampler,
+guidance, decode) and applies what every family shares. Lengths are exact: a request for N samples returns N
 samples, at the rate asked for (the model runs at 44.1 kHz; other rates are resampled to).
 Inpainting keeps every sample outside its regions bit-exact, at the input's own rate (only the
 new audio is resampled, and spliced in with short equal-power crossfades that lie inside the
@@ -16,6 +17,8 @@ Levels (:mod:`sa3core.level`): no new audio has a true peak above -1 dBTP (:data
 at the rate it is returned at. A generated take above it is turned down as a whole; inpainted
 and continued audio is first matched in RMS to the kept audio next to it, then held under the
 ceiling by a look-ahead gain on the new audio alone (the input's own samples are never touched).
+A family whose plan says ``levels=False`` (the released checkpoints: the official audio) gets its
+new audio as the model made it, spliced in with the same crossfades.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 from . import level, timebase
 from .audio import resample_to_length
 from .errors import Sa3Error
-from .families import ModelFamily, Plan, family_named, family_of_folder
+from .families import ModelFamily, Plan, Sampling, family_named, family_of_folder
 from .splicing import Region, check_audio, check_regions, place_new_audio, splice
 
 __all__ = [
@@ -157,10 +160,12 @@ class Pipeline:
         bpm: float | None = None,
         meter: str | None = None,
         sample_rate: int = timebase.SAMPLE_RATE,
+        negative_prompt: str | None = None,
         **steering,
     ) -> np.ndarray:
         """Text to audio: float32 [variations, 2, samples] at ``sample_rate`` (``samples`` counts
         at that rate; the model makes the same length at 44.1 kHz, which is resampled).
+        ``negative_prompt``: what guidance steers away from (used when ``cfg`` is not 1).
 
         ``bpm`` / ``meter`` (e.g. "6/8"): the take's tempo and meter, with a downbeat at sample 0
         (what a family does with them: sa3's conditions its model on them, :mod:`sa3core.musical`).
@@ -172,19 +177,20 @@ class Pipeline:
         rate = check_rate(sample_rate)
         length = self._check_length(model_samples(samples, rate))  # at 44.1 kHz
         plan = self._plan("generate", prompt, length, bpm, meter, steering)
-        frames = timebase.samples_to_frames(plan.made)
-        keep = torch.zeros(variations, 1, frames)
-        source = torch.zeros(variations, timebase.LATENT_CHANNELS, frames)
+        run = self._sampling(plan)
+        keep = torch.zeros(variations, 1, run.frames)
+        source = torch.zeros(variations, run.channels, run.frames)
         if plan.held:
             source[..., -plan.held :] = plan.held_latents
             keep[..., -plan.held :] = 1.0
-        latents = self._sample(plan, prompt, frames, source, keep, steps, cfg, seed, variations, progress)
-        audio = self.backend.decode_latents(latents)[:, :, : plan.made].cpu().numpy().astype(np.float32)
+        latents = self._sample(
+            plan, prompt, run.frames, source, keep, steps, cfg, seed, variations, progress, negative_prompt, run
+        )
+        audio = run.decode(latents)
         if plan.finish is not None:
             audio = plan.finish(audio)
-        return level.limit_peaks(
-            _to_rate(audio, timebase.SAMPLE_RATE, rate, samples)
-        )  # at the rate returned: resampling moves peaks
+        audio = _to_rate(audio, timebase.SAMPLE_RATE, rate, samples)
+        return level.limit_peaks(audio) if plan.levels else audio  # at the rate returned: resampling moves peaks
 
     def inpaint(
         self,
@@ -199,30 +205,34 @@ class Pipeline:
         bpm: float | None = None,
         meter: str | None = None,
         sample_rate: int = timebase.SAMPLE_RATE,
+        negative_prompt: str | None = None,
         **steering,
     ) -> np.ndarray:
         """Regenerate ``regions`` of ``audio`` [2, n] at ``sample_rate`` (regions in samples at that
         rate): float32 [variations, 2, n] at that rate, every sample outside the regions the
         input's own, bit-exact. Only the new audio is resampled from the model's 44.1 kHz; in each
         region it is matched in RMS to the kept audio around it, crossfaded in and held under the
-        ceiling (:func:`place_new_audio`). ``bpm`` / ``meter``: the song's, with a downbeat at
-        sample 0 of ``audio``; ``steering`` as in :meth:`generate`."""
+        ceiling (:func:`place_new_audio`; crossfaded only where the family's plan says
+        ``levels=False``). ``bpm`` / ``meter``: the song's, with a downbeat at sample 0 of
+        ``audio``; ``steering`` and ``negative_prompt`` as in :meth:`generate`."""
         rate = check_rate(sample_rate)
         audio = check_audio(audio)
         given = audio.shape[1]
         total = self._check_length(model_samples(given, rate), "input audio")
         regions = check_regions(regions, given, rate)
         source = _to_rate(audio, rate, timebase.SAMPLE_RATE, total)
-        frames = timebase.samples_to_frames(total)
-        keep = torch.ones(1, 1, frames)
-        for region in regions:
-            # Every frame that touches the region (at 44.1 kHz, rounded outwards) is regenerated.
-            first = region.start * timebase.SAMPLE_RATE // rate // timebase.SAMPLES_PER_FRAME
-            last = timebase.samples_to_frames(min(total, -(-region.end * timebase.SAMPLE_RATE // rate)))
-            keep[..., first:last] = 0.0
+        # Each region at 44.1 kHz, rounded outwards; the family says which frames that makes new.
+        spans = [
+            (r.start * timebase.SAMPLE_RATE // rate, min(total, -(-r.end * timebase.SAMPLE_RATE // rate)))
+            for r in regions
+        ]
         plan = self._plan("inpaint", prompt, total, bpm, meter, steering)
-        generated = self._edit(plan, source, keep, total, prompt, steps, cfg, seed, variations, progress)
+        generated = self._edit(
+            plan, source, spans, total, prompt, steps, cfg, seed, variations, progress, negative_prompt
+        )
         generated = _to_rate(generated, timebase.SAMPLE_RATE, rate, given)
+        if not plan.levels:
+            return np.stack([splice(audio, take, regions, rate) for take in generated])
         return np.stack([place_new_audio(audio, take, regions, rate) for take in generated])
 
     def continue_(
@@ -238,12 +248,14 @@ class Pipeline:
         bpm: float | None = None,
         meter: str | None = None,
         sample_rate: int = timebase.SAMPLE_RATE,
+        negative_prompt: str | None = None,
         **steering,
     ) -> np.ndarray:
         """Extend ``audio`` [2, n] at ``sample_rate`` by ``samples`` new samples at that rate:
         returns [variations, 2, n + samples], whose first n samples are the input's own,
         bit-exact. The new audio is matched in RMS to the input's last seconds and held under the
-        ceiling (:func:`place_new_audio`). ``bpm``, ``meter`` and ``steering`` as in :meth:`inpaint`."""
+        ceiling (:func:`place_new_audio`; cut in as it is where the family's plan says
+        ``levels=False``). ``bpm``, ``meter``, ``steering`` and ``negative_prompt`` as in :meth:`inpaint`."""
         rate = check_rate(sample_rate)
         audio = check_audio(audio)
         given = audio.shape[1]
@@ -254,12 +266,15 @@ class Pipeline:
         frames = timebase.samples_to_frames(total)
         padded = np.zeros((2, timebase.frames_to_samples(frames)), dtype=np.float32)
         padded[:, :model_given] = _to_rate(audio, rate, timebase.SAMPLE_RATE, model_given)
-        keep = torch.zeros(1, 1, frames)
-        keep[..., : model_given // timebase.SAMPLES_PER_FRAME] = 1.0  # frames wholly inside the input
         plan = self._plan("continue", prompt, total, bpm, meter, steering)
-        generated = self._edit(plan, padded, keep, total, prompt, steps, cfg, seed, variations, progress)
+        generated = self._edit(
+            plan, padded, [(model_given, total)], total, prompt, steps, cfg, seed, variations, progress,
+            negative_prompt,
+        )  # fmt: skip
         generated = _to_rate(generated, timebase.SAMPLE_RATE, rate, given + samples)
         original = np.concatenate([audio, np.zeros((timebase.CHANNELS, samples), dtype=np.float32)], axis=1)
+        if not plan.levels:  # the input's own samples, then the new audio as made
+            return np.stack([np.concatenate([audio, take[:, given:]], axis=1) for take in generated])
         new = [Region(given, given + samples)]
         return np.stack([place_new_audio(original, take, new, rate, crossfade=False) for take in generated])
 
@@ -302,60 +317,39 @@ class Pipeline:
         return steps, cfg
 
     # ------------------------------------------------------------------ sampling
-    def _edit(self, plan, audio, keep, total, prompt, steps, cfg, seed, variations, progress) -> np.ndarray:
-        """Encode ``audio``, regenerate the frames where ``keep`` [1, 1, frames] is 0, decode:
-        float32 [variations, 2, total] (before any splicing)."""
-        frames = keep.shape[-1]
-        source = self.backend.encode_audio(torch.from_numpy(audio)[None]).cpu()
+    def _sampling(self, plan: Plan) -> Sampling:
+        return plan.sampling if plan.sampling is not None else Sampling(self.backend, self.settings, plan.made)
+
+    def _edit(
+        self, plan, audio, spans, total, prompt, steps, cfg, seed, variations, progress, negative_prompt=None
+    ) -> np.ndarray:
+        """Encode ``audio`` [2, n], regenerate the frames the family's sampling makes new for
+        ``spans`` (samples at 44.1 kHz), decode: float32 [variations, 2, total] (before any splicing)."""
+        run = self._sampling(plan)
+        noise = self._noise(run, seed, variations)  # the request's first draw, before the encoder's
+        source = run.encode(audio)
+        keep = run.keep_frames(spans, total)
         latents = self._sample(
-            plan, prompt, frames, source.expand(variations, -1, -1), keep.expand(variations, -1, -1),
-            steps, cfg, seed, variations, progress,
+            plan, prompt, run.frames, source.expand(variations, -1, -1), keep.expand(variations, -1, -1),
+            steps, cfg, seed, variations, progress, negative_prompt, run, noise,
         )  # fmt: skip
-        return self.backend.decode_latents(latents)[:, :, :total].cpu().numpy()
+        return run.decode(latents)
 
-    def _sample(self, plan, prompt, frames, source, keep, steps, cfg, seed, variations, progress) -> torch.Tensor:
-        from .samplers import SAMPLERS, cfg_velocity, length_shift
-
+    @staticmethod
+    def _noise(run: Sampling, seed: int, variations: int) -> torch.Tensor:
         if variations < 1:
             raise Sa3Error(f"variations must be at least 1 (got {variations})")
+        return run.noise(seed, variations)
+
+    def _sample(
+        self, plan, prompt, frames, source, keep, steps, cfg, seed, variations, progress,
+        negative_prompt=None, run=None, noise=None,
+    ) -> torch.Tensor:  # fmt: skip
+        """Latents [variations, channels, frames] by the plan's sampling (``run``; made here when None),
+        from ``noise`` (drawn here when None)."""
+        run = self._sampling(plan) if run is None else run
+        if run.frames != frames:
+            raise ValueError(f"{frames} frames asked for, the sampling makes {run.frames}")
+        noise = self._noise(run, seed, variations) if noise is None else noise
         steps, cfg = self._steps_cfg(steps, cfg)
-        rescale = self.settings.cfg_rescale
-        seconds = torch.full((variations,), timebase.samples_to_seconds(frames * timebase.SAMPLES_PER_FRAME))
-        guided = cfg != 1.0
-        prompts = [prompt] * variations + ([""] * variations if guided else [])
-        tokens, mask = self.backend.encode_text(prompts)
-        rows = plan.condition(variations, guided) if plan.condition is not None else None
-        cond = self.backend.condition(tokens, mask, seconds.repeat(2 if guided else 1), rows)
-        frame_mask = torch.ones(variations, frames, dtype=torch.bool)
-        source = source * keep  # the model sees only what it must keep
-
-        def velocity_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            v = guided_velocity(x, t)
-            return v if plan.steer is None else plan.steer(v, x, t, 1.0 - keep)
-
-        def guided_velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if not guided:
-                return self.backend.velocity(x, t, cond, source, keep, frame_mask)
-            both = self.backend.velocity(
-                torch.cat([x, x]),
-                torch.cat([t, t]),
-                cond,
-                torch.cat([source, source]),
-                torch.cat([keep, keep]),
-                torch.cat([frame_mask, frame_mask]),
-            )
-            v_cond, v_uncond = both.chunk(2)
-            return cfg_velocity(v_cond, v_uncond, cfg, rescale, x, t)
-
-        # One generator per variation: each take's starting noise depends on its seed alone.
-        noise = torch.stack(
-            [
-                torch.randn(timebase.LATENT_CHANNELS, frames, generator=torch.Generator().manual_seed(seed + k))
-                for k in range(variations)
-            ]
-        )
-        sampler = SAMPLERS.get(self.settings.sampler)()
-        generator = torch.Generator().manual_seed(seed + 1_000_003)  # fresh noise for ping-pong re-noising
-        return sampler.sample(
-            velocity_fn, noise, steps, shift=length_shift(frames), generator=generator, progress=progress
-        )
+        return run.sample(plan, prompt, noise, source, keep, steps, cfg, progress, negative_prompt)

@@ -40,6 +40,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help=f"how many takes, 1 to {limits.MAX_VARIATIONS}; files get -1, -2, ... suffixes (take k has seed + k - 1)",
     )
     parser.add_argument(
+        "--negative-prompt",
+        metavar="TEXT",
+        help="what guidance steers away from (used when --cfg is not 1, as for base models; default: none)",
+    )
+    parser.add_argument(
         "--model", help="model folder or released model name, e.g. small-music (default: the model shipped with sa3)"
     )
     parser.add_argument("--backend", default="torch", help="torch (default) or onnx")
@@ -160,6 +165,10 @@ def _outputs(args) -> list[Path]:
 def _check_common(args) -> None:
     # The limits the daemon enforces too (sa3core.limits): a request works the same either way.
     limits.check_prompt(args.prompt, "the prompt")
+    if args.negative_prompt is not None:
+        limits.check_prompt(args.negative_prompt, "--negative-prompt")
+        if args.daemon:
+            raise Sa3Error("--negative-prompt needs in-process generation; drop it or --daemon")
     limits.check_seed(args.seed, "--seed")
     limits.check_variations(args.variations, "--variations")
     limits.check_steps(args.steps, "--steps")
@@ -307,6 +316,7 @@ def run_generate(args) -> int:
         takes = pipeline.generate(
             args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar,
             tempo_grid=args.warp, scale_lock_db=args.scale_lock, tail_seconds=args.tail, sample_rate=rate,
+            negative_prompt=args.negative_prompt,
             **_music(args),
         )  # fmt: skip
         return takes, pipeline.recipe(
@@ -371,7 +381,8 @@ def run_inpaint(args) -> int:
     def in_process(pipeline, bar):
         takes = pipeline.inpaint(
             audio, args.prompt, regions, args.steps, args.cfg, args.seed, args.variations, progress=bar,
-            scale_lock_db=args.scale_lock, sample_rate=rate, **_music(args),
+            scale_lock_db=args.scale_lock, sample_rate=rate, negative_prompt=args.negative_prompt,
+            **_music(args),
         )  # fmt: skip
         return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, scale_lock_db=args.scale_lock)
 
@@ -405,7 +416,8 @@ def run_continue(args) -> int:
     def in_process(pipeline, bar):
         takes = pipeline.continue_(
             audio, args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar,
-            scale_lock_db=args.scale_lock, sample_rate=rate, **_music(args),
+            scale_lock_db=args.scale_lock, sample_rate=rate, negative_prompt=args.negative_prompt,
+            **_music(args),
         )  # fmt: skip
         return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, scale_lock_db=args.scale_lock)
 

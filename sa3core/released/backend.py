@@ -1,0 +1,123 @@
+"""The torch backend of a released Stable Audio 3 folder: its text encoder, conditioners, DiT and SAME.
+
+:func:`load` reads the folder (:mod:`sa3core.released.checkpoint`: weights memory-mapped, loading
+strict) and returns a :class:`ReleasedTorchBackend`, which runs the parts; the released family
+(:mod:`sa3core.families.released`) decides what to run when.
+
+Precision, as the official code runs on a CPU unless said otherwise:
+- the T5Gemma text encoder runs in bf16 (``text_dtype``), as transformers 5.x runs the official
+  one on every device; float32 text moves the fixture's audio by 2.3e-3, above the parity
+  tolerance (tests/fixtures/released/README.md);
+- the DiT runs in float32, or with bf16 matmuls under autocast from bf16 copies of its linear
+  weights when ``bf16`` is on (the default where the CPU multiplies bf16 natively, as sa3's own
+  torch backend decides; ``bf16=False`` is ``--fp32``);
+- the conditioners and the SAME autoencoder run in float32.
+Weights stored in another float dtype (the fixtures store bf16) are converted once; float32
+files (the released ones) stay the file's memory map.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..backends import bf16_inference_copy, cpu_has_bf16
+from .checkpoint import ReleasedFolder, load_conditioners, load_dit, open_released
+from .conditioners import assemble
+from .dit import ReleasedCondition
+from .same import ReleasedAutoencoder
+from .text import ReleasedTextEncoder, load_text_encoder
+
+
+class ReleasedTorchBackend:
+    """Runs a released checkpoint's parts; ``latent_channels`` is the DiT's ``io_channels``.
+
+    Shapes: prompts -> context [B, S, cond_token_dim] (prompt tokens, then the seconds token) and
+    global [B, global_cond_dim]; latents [B, latent_channels, frames]; audio [B, 2, frames * 4096].
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        folder: ReleasedFolder,
+        text_encoder: ReleasedTextEncoder,
+        device: str = "cpu",
+        bf16: bool | None = None,
+    ) -> None:
+        self.folder = folder
+        self.device = torch.device(device)
+        self.bf16 = (self.device.type == "cpu" and cpu_has_bf16()) if bf16 is None else bool(bf16)
+        self.dit = load_dit(folder).float().to(self.device)
+        self.conditioners = load_conditioners(folder).float().to(self.device)
+        self.autoencoder = ReleasedAutoencoder.from_state_dict(folder.config.autoencoder, folder.parts["autoencoder"])
+        self.autoencoder = self.autoencoder.to(self.device)
+        self.text_encoder = text_encoder
+        self._dit_run = bf16_inference_copy(self.dit) if self.bf16 else self.dit
+        self.diffusion = folder.config.model.diffusion
+        self.chunked = folder.config.model.pretransform.chunked
+        self.latent_channels = self.dit.config.io_channels
+
+    # ------------------------------------------------------------------ text and conditions
+    @torch.inference_mode()
+    def encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (the encoder's last hidden state float32 [B, L, 768], mask bool [B, L])."""
+        hidden, mask = self.text_encoder.encode(prompts)
+        return hidden.to(self.device), mask.to(self.device)
+
+    @torch.inference_mode()
+    def context(self, prompts: list[str], seconds: torch.Tensor, negative: bool = False):
+        """Prompts and seconds [B] -> (context, global), as the official conditioner and wrapper
+        assemble them. ``negative``: a negative prompt's context, whose padded prompt positions are
+        zeros instead of the learned padding (the official DiT's rule for negative conditioning)."""
+        hidden, mask = self.encode_text(prompts)
+        tokens = self.conditioners["prompt"](hidden, mask)
+        if negative:
+            tokens = torch.where(mask[..., None], tokens, 0.0)
+        outputs = {"prompt": tokens, "seconds_total": self.conditioners["seconds_total"](seconds.to(self.device))}
+        return assemble(outputs, self.diffusion)
+
+    @torch.inference_mode()
+    def condition(self, context: torch.Tensor, global_cond: torch.Tensor) -> ReleasedCondition:
+        with self._autocast():
+            return self._dit_run.encode_condition(context.to(self.device), global_cond.to(self.device))
+
+    # ------------------------------------------------------------------ the DiT
+    @torch.inference_mode()
+    def velocity(self, x, t, cond: ReleasedCondition, local: torch.Tensor | None, frame_mask: torch.Tensor):
+        """v float32 [B, C, T]; ``local`` concat(mask, mask * latents) [B, C + 1, T] or None (zeros)."""
+        with self._autocast():
+            v = self._dit_run(x.to(self.device), t.to(self.device), cond, local, frame_mask.to(self.device))
+        return v.float()
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    # ------------------------------------------------------------------ the autoencoder
+    @torch.inference_mode()
+    def encode_audio(self, audio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """audio [B, 2, S] -> latents [B, C, ceil(S / 4096)]; SAME-L draws its token noise from ``generator``."""
+        return self.autoencoder.encode(audio.to(self.device), generator, chunked=self.chunked).float()
+
+    @torch.inference_mode()
+    def decode_latents(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """latents [B, C, F] -> audio [B, 2, F * 4096] (not clipped), its noise drawn from ``generator``.
+
+        The latents are made contiguous first: the decoder's noise lands on elements in memory
+        order, and the official sampler hands its decoder contiguous latents."""
+        return self.autoencoder.decode(latents.to(self.device).contiguous(), generator, chunked=self.chunked).float()
+
+    def semitone_layout(self):
+        """Released latents hold no measured semitone channels (sa3's scale lock has no handle)."""
+        return None
+
+
+def load(
+    path: str | Path, device: str = "cpu", bf16: bool | None = None, text_dtype: torch.dtype = torch.bfloat16
+) -> ReleasedTorchBackend:
+    """A released DiT folder (model_config.json, model.safetensors, the text encoder's folder) as a backend."""
+    folder = open_released(path)
+    prompt = next(spec for spec in folder.config.model.conditioning.configs if spec.type == "t5gemma")
+    text = load_text_encoder(folder.text_encoder_dir(), prompt.config.max_length, dtype=text_dtype)
+    return ReleasedTorchBackend(folder, text, device=device, bf16=bf16)
