@@ -5,8 +5,9 @@ Hugging Face cache (docs/models.md).
 huggingface_hub and the user's own token (``HF_TOKEN``, or ``hf auth login``), into the cache every
 Hugging Face tool shares; ``--model NAME`` then finds it there without the network. A pull that
 fails (gated repo without access, no token, no network, an unknown repo or revision, a full disk,
-Ctrl-C) prints one line, exits 2 (130 for Ctrl-C) and leaves the cache as it found it: every file,
-link and folder the pull made is removed and the refs it moved are put back.
+Ctrl-C) prints one line, exits 2 (130 for Ctrl-C, at once: the download runs in a child process that
+is killed) and leaves the cache as it found it: every file, link and folder the pull made is
+removed and the refs it moved are put back.
 """
 
 from __future__ import annotations
@@ -40,8 +41,7 @@ def register(subparsers) -> None:
 
 
 def run_pull(args) -> int:
-    from huggingface_hub import HfApi, constants, get_token, snapshot_download
-    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub import HfApi, constants, get_token
 
     from sa3core import hub
 
@@ -60,12 +60,7 @@ def run_pull(args) -> int:
         _check_space(model, info, cache)
         if first:
             _show_licences(model)
-        if args.quiet:
-            with disable_progress_bars():
-                folder = snapshot_download(model.repo_id, revision=revision, allow_patterns=model.allow_patterns)
-        else:
-            folder = snapshot_download(model.repo_id, revision=revision, allow_patterns=model.allow_patterns)
-        folder = Path(folder)
+        folder = _download(model, revision, args.quiet)
         missing = hub.missing_files(model, folder)
         if missing:
             raise Sa3Error(
@@ -91,6 +86,54 @@ def run_pull(args) -> int:
     use = model.name if revision == "main" else f"{model.name}@{revision}"
     print(f"use it with --model {use}")
     return 0
+
+
+def _download(model, revision: str, quiet: bool) -> Path:
+    """huggingface_hub's ``snapshot_download`` of the files sa3 needs, in a child process: its
+    download threads cannot be stopped, and on Ctrl-C it would first finish every file (gigabytes);
+    a child is killed at once, so the caller can take back what it wrote. The progress bar is the
+    child's, on the same terminal. Raises Sa3Error with the child's one line when the download fails."""
+    import subprocess
+
+    request = json.dumps({"name": model.name, "revision": revision, "quiet": quiet})
+    child = subprocess.Popen([sys.executable, "-m", __name__, request], stdout=subprocess.PIPE, text=True)
+    try:
+        answer, _ = child.communicate()
+    except BaseException:  # Ctrl-C: the child ignores it and is killed here
+        child.kill()
+        child.wait()
+        raise
+    lines = answer.strip().splitlines()
+    result = json.loads(lines[-1]) if child.returncode == 0 and lines else {}
+    if "folder" in result:
+        return Path(result["folder"])
+    raise Sa3Error(result.get("error") or f"the download of {model.name} failed (the error is above)")
+
+
+def _download_child(request: str) -> None:
+    """The child of :func:`_download`: one JSON line on stdout, ``{"folder": ...}`` or ``{"error": LINE}``
+    (an error nobody foresaw ends it with a traceback on stderr and a non-zero status)."""
+    import signal
+
+    from huggingface_hub import get_token, snapshot_download
+    from huggingface_hub.utils import disable_progress_bars
+
+    from sa3core import hub
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C, by killing this process
+    asked = json.loads(request)
+    model, revision = hub.released(asked["name"]), asked["revision"]
+    try:
+        if asked["quiet"]:
+            disable_progress_bars()
+        folder = snapshot_download(model.repo_id, revision=revision, allow_patterns=model.allow_patterns)
+    except Exception as err:
+        message = _pull_error(err, model, revision, get_token(), hub.cache_dir())
+        if message is None:
+            raise
+        print(json.dumps({"error": message}))
+        return
+    print(json.dumps({"folder": folder}))
 
 
 def _first_pull(model, cache: Path) -> bool:
@@ -354,3 +397,7 @@ def _size(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:,.1f} TB"
+
+
+if __name__ == "__main__":  # the download child of `sa3 model pull` (see _download)
+    _download_child(sys.argv[1])

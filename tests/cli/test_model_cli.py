@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -124,6 +126,7 @@ class FakeHub:
 
     def __init__(self, repos: dict[str, dict], granted: tuple[str, ...] = ()) -> None:
         self.repos, self.granted, self.requests = repos, granted, []
+        self.trickling = threading.Event()  # set when a slow download has begun
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -156,6 +159,24 @@ class FakeHub:
         handler.end_headers()
         if not head:
             handler.wfile.write(body)
+
+    def trickle(self, handler, data: bytes, commit: str) -> None:
+        """Send the headers and the first bytes, then the rest at a byte a tenth of a second."""
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.send_header("X-Repo-Commit", commit)
+        handler.send_header("ETag", f'"{sha(data)}"')
+        handler.end_headers()
+        handler.wfile.write(data[:4])
+        handler.wfile.flush()
+        self.trickling.set()
+        try:
+            for i in range(4, len(data)):
+                time.sleep(0.1)
+                handler.wfile.write(data[i : i + 1])
+                handler.wfile.flush()
+        except OSError:  # the client went away
+            pass
 
     def send_json(self, handler, data, head: bool = False) -> None:
         self.send(handler, 200, json.dumps(data).encode(), head, Content_Type="application/json")
@@ -228,6 +249,8 @@ class FakeHub:
             if name not in repo["files"] or name in repo.get("missing", ()):
                 return self.send(handler, 404, b"{}", head, X_Error_Code="EntryNotFound", X_Repo_Commit=repo["commit"])
             data = repo["files"][name]
+            if not head and name in repo.get("slow", ()):  # a long download: headers, a trickle, then hang on
+                return self.trickle(handler, data, repo["commit"])
             return self.send(
                 handler,
                 200,
@@ -528,3 +551,32 @@ def test_a_failed_update_keeps_the_installed_copy(tmp_path, hub):
     code = "from sa3core.hub import resolve_model; print(resolve_model('same-s'))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.stdout.strip() == str(old)
+
+
+def test_ctrl_c_during_a_pull_leaves_nothing(tmp_path, hub):
+    """SIGINT while the weights are downloading: exit 130 at once (not when the download would have
+    finished), and neither the partial blob nor the files already fetched, the ref or the tree
+    listing stay in the cache."""
+    weights = b"w" * 600  # a minute at the trickle's rate
+    files = {**SAME_S_FILES, "model.safetensors": weights}
+    server = hub({"stabilityai/SAME-S": {"files": files, "commit": COMMIT, "slow": {"model.safetensors"}}})
+    process = subprocess.Popen(
+        [*SA3, "model", "pull", "same-s", "--quiet"],
+        env=hf_env(tmp_path, HF_ENDPOINT=server.endpoint),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.trickling.wait(60), "the download never started"
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        _, stderr = process.communicate(timeout=60)
+        assert time.monotonic() - interrupted < 20
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "sa3: interrupted"
+    assert tree(tmp_path) == {}
