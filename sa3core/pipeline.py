@@ -278,6 +278,47 @@ class Pipeline:
         new = [Region(given, given + samples)]
         return np.stack([place_new_audio(original, take, new, rate, crossfade=False) for take in generated])
 
+    def transform(
+        self,
+        audio: np.ndarray,
+        prompt: str,
+        init_noise_level: float = 0.9,
+        steps: int | None = None,
+        cfg: float | None = None,
+        seed: int = 0,
+        variations: int = 1,
+        progress: Progress | None = None,
+        bpm: float | None = None,
+        meter: str | None = None,
+        sample_rate: int = timebase.SAMPLE_RATE,
+        negative_prompt: str | None = None,
+        **steering,
+    ) -> np.ndarray:
+        """Audio-to-audio: ``audio`` [2, n] at ``sample_rate`` made again after the prompt, from its
+        latents mixed with noise at ``init_noise_level`` (0 < level <= 1: near 0 keeps the input,
+        1 keeps only its length). float32 [variations, 2, n] at that rate, all of it new (held under
+        the ceiling unless the family's plan says ``levels=False``). The other arguments as in
+        :meth:`inpaint`."""
+        rate = check_rate(sample_rate)
+        audio = check_audio(audio)
+        noise_level = init_noise_level
+        if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or not 0 < noise_level <= 1:
+            raise Sa3Error(f"init noise level must be a number above 0 and at most 1 (got {noise_level!r})")
+        given = audio.shape[1]
+        total = self._check_length(model_samples(given, rate), "input audio")
+        source = _to_rate(audio, rate, timebase.SAMPLE_RATE, total)
+        plan = self._plan("transform", prompt, total, bpm, meter, steering)
+        run = self._sampling(plan)
+        noise = self._noise(run, seed, variations)  # the request's first draw, before the encoder's
+        latents = run.encode(source).expand(variations, -1, -1)
+        keep = torch.zeros(variations, 1, run.frames)  # nothing held: the DiT sees no source
+        steps, cfg = self._steps_cfg(steps, cfg)
+        latents = run.sample(
+            plan, prompt, noise, latents, keep, steps, cfg, progress, negative_prompt, float(init_noise_level)
+        )
+        new = _to_rate(run.decode(latents), timebase.SAMPLE_RATE, rate, given)
+        return level.limit_peaks(new) if plan.levels else new
+
     def recipe(
         self,
         prompt: str,

@@ -42,14 +42,22 @@ def length_shift(frames: int) -> float:
     return math.exp(math.log(SHIFT_MIN) + position * (math.log(SHIFT_MAX) - math.log(SHIFT_MIN)))
 
 
-def timesteps(steps: int, shift: float = 1.0) -> torch.Tensor:
-    """float32 [steps + 1] from exactly 1 down to exactly 0: uniform, then ``s t / (1 + (s - 1) t)``."""
+def timesteps(steps: int, shift: float = 1.0, start: float = 1.0) -> torch.Tensor:
+    """float32 [steps + 1] from exactly ``start`` down to exactly 0: uniform, then ``s t / (1 + (s - 1) t)``.
+
+    ``start`` < 1 (audio-to-audio) runs the part of the same warped schedule below ``start``, its
+    steps spread uniformly before the warp."""
     if steps < 1:
         raise Sa3Error(f"steps must be at least 1 (got {steps})")
     if not math.isfinite(shift) or shift <= 0:
         raise Sa3Error(f"timestep shift {shift!r} must be a positive number")
-    t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    return (shift * t / (1.0 + (shift - 1.0) * t)).to(torch.float32)
+    if not 0.0 < start <= 1.0:
+        raise Sa3Error(f"the starting noise level must be in (0, 1] (got {start!r})")
+    first = 1.0 if start == 1.0 else start / (shift - (shift - 1.0) * start)  # the warp's inverse
+    t = torch.linspace(first, 0.0, steps + 1, dtype=torch.float64)
+    t = (shift * t / (1.0 + (shift - 1.0) * t)).to(torch.float32)
+    t[0] = start
+    return t
 
 
 def cfg_velocity(
@@ -99,15 +107,17 @@ class Sampler:
         generator: torch.Generator | None = None,
         progress: Progress | None = None,
         shift: float | None = None,
+        start: float = 1.0,
     ) -> torch.Tensor:
         """x0 float32, shaped like ``noise`` [B, C, T].
 
-        ``shift`` None means ``length_shift(noise.shape[-1])``. ``generator`` feeds any fresh
+        ``shift`` None means ``length_shift(noise.shape[-1])``. ``start``: the time ``noise`` is
+        at (below 1: a mix of data and noise, for audio-to-audio). ``generator`` feeds any fresh
         noise (ping-pong); the same generator state gives bit-identical results.
         ``progress(step, steps)`` is called after each step (1-based); an exception raised in
         it aborts sampling and propagates (the pipeline uses that for cancellation).
         """
-        schedule = timesteps(steps, length_shift(noise.shape[-1]) if shift is None else shift)
+        schedule = timesteps(steps, length_shift(noise.shape[-1]) if shift is None else shift, start)
         x = noise.to(torch.float32)
         self.reset()
         batch = x.shape[0]

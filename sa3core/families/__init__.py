@@ -26,7 +26,7 @@ from .. import timebase
 from ..errors import Sa3Error
 from ..registry import Registry
 
-MODES = ("generate", "inpaint", "continue")
+MODES = ("generate", "inpaint", "continue", "transform")
 PINGPONG_SEED_OFFSET = 1_000_003  # the standard sampling's ping-pong noise: its own generator, seed + this
 
 
@@ -63,7 +63,7 @@ class Sampling:
     sa3's standard way, which a family replaces where its models were made otherwise.
 
     The pipeline calls, in this order: :meth:`noise` (the request's first random draw),
-    :meth:`encode` (edits only), :meth:`keep_frames` (edits), :meth:`sample`, :meth:`decode`.
+    :meth:`encode` (edits and transforms), :meth:`keep_frames` (edits), :meth:`sample`, :meth:`decode`.
     ``channels`` and ``frames`` are the latents' shape [B, channels, frames]; ``frames`` may
     exceed the request's frames (the released family pads every request).
 
@@ -114,9 +114,11 @@ class Sampling:
         cfg: float,
         progress: Callable[[int, int], None] | None = None,
         negative_prompt: str | None = None,
+        init_noise_level: float | None = None,
     ) -> torch.Tensor:
         """Latents float32 [B, channels, frames] from ``noise``; ``source`` [B, channels, frames]
-        holds the latents to keep where ``keep`` [B, 1, frames] is 1."""
+        holds the latents to keep where ``keep`` [B, 1, frames] is 1. ``init_noise_level`` σ
+        (audio-to-audio): start at time σ from ``source * (1 - σ) + noise * σ``."""
         from ..samplers import SAMPLERS, cfg_velocity, length_shift
 
         variations, frames = noise.shape[0], noise.shape[-1]
@@ -128,6 +130,8 @@ class Sampling:
         rows = plan.condition(variations, guided) if plan.condition is not None else None
         cond = backend.condition(tokens, mask, seconds.repeat(2 if guided else 1), rows)
         frame_mask = torch.ones(variations, frames, dtype=torch.bool)
+        start = 1.0 if init_noise_level is None else float(init_noise_level)
+        x = noise if init_noise_level is None else source * (1.0 - start) + noise * start
         source = source * keep  # the model sees only what it must keep
 
         def velocity_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -150,7 +154,7 @@ class Sampling:
 
         sampler = SAMPLERS.get(self.settings.sampler)()
         return sampler.sample(
-            velocity_fn, noise, steps, shift=length_shift(frames), generator=self.generator, progress=progress
+            velocity_fn, x, steps, shift=length_shift(frames), generator=self.generator, progress=progress, start=start
         )
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:

@@ -27,6 +27,8 @@ the CPU at float32 the same seed gives the same audio (tests/released/test_pipel
 - **Edits**: a sample mask (1 keep) over the padded length, zero in each region and after the
   request, read at the first sample of each frame; the DiT's local input is
   ``concat(mask, latents * mask)``. Outside the regions the pipeline keeps the input bit-exact.
+  Audio-to-audio starts at ``init_noise_level`` σ from ``latents * (1 - σ) + noise * σ``, its
+  local input zero; the input is encoded after the starting noise is drawn.
 - **Levels**: the official audio as made (``Plan.levels`` False): no -1 dBTP ceiling, no RMS
   matching of edits.
 
@@ -115,7 +117,9 @@ class ReleasedSampling(Sampling):
         keep[total:] = 0.0  # after the request: new, as in training
         return keep[:: timebase.SAMPLES_PER_FRAME][None, None]  # each frame's first sample (1, 1, frames)
 
-    def sample(self, plan, prompt, noise, source, keep, steps, cfg, progress=None, negative_prompt=None):
+    def sample(
+        self, plan, prompt, noise, source, keep, steps, cfg, progress=None, negative_prompt=None, init_noise_level=None
+    ):
         from ..released.dit import ReleasedCondition
         from ..released.sampling import apg_velocity, sample
 
@@ -132,6 +136,8 @@ class ReleasedSampling(Sampling):
             both = ReleasedCondition.cat([cond, backend.condition(negative, global_cond)])
         frame_mask = (torch.arange(self.frames) < self.valid).expand(variations, -1)
         local = torch.cat([keep, source * keep], dim=1) if bool(keep.any()) else None  # None: all zeros
+        start = 1.0 if init_noise_level is None else float(init_noise_level)
+        x = noise if init_noise_level is None else source * (1 - start) + noise * start  # audio-to-audio
 
         def velocity_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if not guided:
@@ -141,7 +147,7 @@ class ReleasedSampling(Sampling):
             v_cond, v_uncond = both_v.chunk(2)
             return apg_velocity(x, t, v_cond, v_uncond, cfg, frame_mask, self.settings.apg)
 
-        return sample(self.settings.sampler, velocity_fn, noise, steps, self.generator, progress=progress)
+        return sample(self.settings.sampler, velocity_fn, x, steps, self.generator, start, progress)
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         audio = self.backend.decode_latents(latents, self.generator).cpu()
@@ -163,7 +169,7 @@ class ReleasedFamily(ModelFamily):
 
         if backend != "torch":
             raise Sa3Error(f"a released Stable Audio 3 model runs on the torch backend only, not {backend!r}")
-        unknown = set(backend_options) - {"bf16", "device"}
+        unknown = set(backend_options) - {"bf16", "device", "text_dtype"}
         if unknown:  # sa3's own options (phase_iterations) mean nothing to these models
             raise Sa3Error(f"a released Stable Audio 3 model takes no {sorted(unknown)[0].replace('_', ' ')} option")
         config = read_config(folder)
