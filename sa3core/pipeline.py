@@ -310,7 +310,7 @@ class Pipeline:
         plan = self._plan("transform", prompt, total, bpm, meter, steering)
         run = self._sampling(plan)
         noise = self._noise(run, seed, variations)  # the request's first draw, before the encoder's
-        latents = run.encode(source).expand(variations, -1, -1)
+        latents = run.encode(source).repeat(variations, 1, 1)  # contiguous: the layout the sampler then keeps
         keep = torch.zeros(variations, 1, run.frames)  # nothing held: the DiT sees no source
         steps, cfg = self._steps_cfg(steps, cfg)
         latents = run.sample(

@@ -220,3 +220,28 @@ def test_released_folders_are_recognised_and_bad_requests_refused(tmp_path, pipe
         Pipeline.load(FIXTURES / "small", phase_iterations=4)
     with pytest.raises(Sa3Error, match="init noise level"):
         pipelines("small").transform(np.zeros((2, 4410), np.float32), "x", 1.5)
+
+
+def test_sa3_transform_command_gives_the_official_audio_to_audio(tmp_path, input_audio):
+    from sa3core.audio import read_audio, save_audio
+
+    tensors, call = reference("medium_a2a")
+    source = tmp_path / "in.wav"
+    save_audio(source, input_audio[:, : int(call["duration"] * RATE)], RATE, "float")
+    out = tmp_path / "out.wav"
+    result = run_sa3(
+        "transform", source, call["prompt"], "--init-noise-level", call["init_noise_level"], "--model",
+        FIXTURES / "medium", "--seed", call["seed"], "--steps", call["steps"], "--fp32", "--bit-depth", "float",
+        "-o", out, "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert_parity(read_audio(out)[0], official_audio(tensors)[0])
+
+
+def test_transform_at_level_one_is_generate_when_the_encoder_draws_nothing(pipelines, input_audio):
+    """SAME-S draws no encoder noise, so at level 1 the input leaves nothing behind."""
+    pipeline = pipelines("small")
+    source = input_audio[:, :4410]
+    transformed = pipeline.transform(source, "rain on a tin roof at night", 1.0, steps=2, seed=4)
+    generated = pipeline.generate("rain on a tin roof at night", 4410, steps=2, seed=4)
+    np.testing.assert_allclose(transformed, generated, rtol=0, atol=1e-5)
