@@ -24,13 +24,14 @@ MODULE_OF = {
     **{name: name for name in COMMANDS if name != "codec"},
     "inpaint": "generate",
     "continue": "generate",
+    "transform": "generate",
     "encode": "codec",
     "decode": "codec",
     "keys": "serve",
 }
 # One request, one file, exit: what a producer waits on at the prompt. Their outputs are written
 # atomically and closed before the command returns, and they leave no worker threads behind.
-FAST_EXIT = frozenset({"generate", "inpaint", "continue", "encode", "decode"})
+FAST_EXIT = frozenset({"generate", "inpaint", "continue", "transform", "encode", "decode"})
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
