@@ -72,6 +72,7 @@ class ReleasedSettings:
     align_frames: int = 2  # the padded length is a multiple of this many frames
     apg: float = 1.0  # the share of guidance's orthogonal update (official apg_scale)
     cfg_rescale: float = 0.0  # recorded in takes' comments; released guidance does not rescale
+    text_encoder: str = "t5gemma"  # what `sa3 info` shows: the T5Gemma folder the prompt conditioner names
 
 
 def padded_frames(samples: int, settings: ReleasedSettings) -> int:

@@ -245,3 +245,10 @@ def test_transform_at_level_one_is_generate_when_the_encoder_draws_nothing(pipel
     transformed = pipeline.transform(source, "rain on a tin roof at night", 1.0, steps=2, seed=4)
     generated = pipeline.generate("rain on a tin roof at night", 4410, steps=2, seed=4)
     np.testing.assert_allclose(transformed, generated, rtol=0, atol=1e-5)
+
+
+def test_sa3_info_describes_a_released_folder():
+    result = run_sa3("info", "--model", FIXTURES / "small-base", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["text_encoder"] == "t5gemma" and info["sampler"] == "euler, 50 steps, cfg 7"
