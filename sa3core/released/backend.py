@@ -86,10 +86,11 @@ class ReleasedTorchBackend:
     # ------------------------------------------------------------------ the DiT
     @torch.inference_mode()
     def velocity(self, x, t, cond: ReleasedCondition, local: torch.Tensor | None, frame_mask: torch.Tensor):
-        """v float32 [B, C, T]; ``local`` concat(mask, mask * latents) [B, C + 1, T] or None (zeros)."""
+        """v float32 [B, C, T] on x's device; ``local`` concat(mask, mask * latents) [B, C + 1, T] or None (zeros)."""
+        local = None if local is None else local.to(self.device)
         with self._autocast():
             v = self._dit_run(x.to(self.device), t.to(self.device), cond, local, frame_mask.to(self.device))
-        return v.float()
+        return v.float().to(x.device)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)

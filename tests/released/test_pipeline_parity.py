@@ -252,3 +252,16 @@ def test_sa3_info_describes_a_released_folder():
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["text_encoder"] == "t5gemma" and info["sampler"] == "euler, 50 steps, cfg 7"
+
+
+def test_a_same_folder_alone_is_refused_in_one_line(tmp_path):
+    from tests.released.released_folder import autoencoder_config
+
+    folder = tmp_path / "SAME-S"
+    folder.mkdir()
+    config = {"model_type": "autoencoder", "sample_rate": RATE, "model": autoencoder_config()}
+    (folder / "model_config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(Sa3Error, match="SAME autoencoder alone") as caught:
+        Pipeline.load(folder)
+    assert "\n" not in str(caught.value)
