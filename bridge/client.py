@@ -138,6 +138,9 @@ def job_message(
     meter: str | None = None,
     scale_lock_db: float | None = None,
     tail_seconds: float | None = None,
+    init_noise_level: float | None = None,
+    negative_prompt: str | None = None,
+    model: str | None = None,
     sample_rate: int | None = None,
     steps: int | None = None,
     cfg: float | None = None,
@@ -159,6 +162,9 @@ def job_message(
         meter=meter,
         scale_lock_db=scale_lock_db,
         tail_seconds=tail_seconds,
+        init_noise_level=init_noise_level,
+        negative_prompt=negative_prompt,
+        model=model,
         sample_rate=sample_rate,
         steps=steps,
         cfg=cfg,
@@ -613,6 +619,11 @@ class Client(_Base):
         """Extend ``audio`` by ``samples`` / ``seconds`` / ``bars`` of new audio."""
         return self.run("continue", prompt, progress, timeout, audio=audio, **fields)
 
+    def transform(self, audio: np.ndarray, prompt: str, *, progress=None, timeout=None, **fields) -> Result:
+        """``audio`` made again after ``prompt``, the same length (protocol 1.4); ``init_noise_level``
+        0 < level <= 1 (the daemon's default 0.9 when left out)."""
+        return self.run("transform", prompt, progress, timeout, audio=audio, **fields)
+
 
 class AsyncClient(_Base):
     """asyncio client (zmq.asyncio) with the same calls as :class:`Client`, awaited. A cancelled
@@ -717,6 +728,9 @@ class AsyncClient(_Base):
     async def continue_(self, audio, prompt: str, *, progress=None, timeout=None, **fields) -> Result:
         return await self.run("continue", prompt, progress, timeout, audio=audio, **fields)
 
+    async def transform(self, audio, prompt: str, *, progress=None, timeout=None, **fields) -> Result:
+        return await self.run("transform", prompt, progress, timeout, audio=audio, **fields)
+
 
 # ---------------------------------------------------------------------------- for `sa3 generate --daemon`
 def curve_from_env() -> CurveKeys | None:
@@ -725,10 +739,19 @@ def curve_from_env() -> CurveKeys | None:
     return CurveKeys.from_dir(folder, os.environ.get("SA3_CURVE_CLIENT", "client")) if folder else None
 
 
+# Request fields a daemon of an older minor ignores in silence: (minor that added it, what it is, the flag).
+NEWER_FIELDS = {
+    "scale_lock_db": (1, "no scale lock", "drop --scale-lock to use its model's setting"),
+    "tail_seconds": (2, "no per-request tail", "drop --tail to use its model's setting"),
+    "negative_prompt": (4, "no negative prompts", "drop --negative-prompt"),
+    "init_noise_level": (4, "no transform jobs", "run transform without --daemon"),
+}
+
+
 def generate_via_daemon(
     endpoint: str, mode: str, prompt: str, args, samples: int | None = None, audio=None, regions=None
 ) -> np.ndarray:
-    """What ``sa3 generate|inpaint|continue --daemon`` runs: float32 [variations, 2, n] at 44.1 kHz.
+    """What ``sa3 generate|inpaint|continue|transform --daemon`` runs: float32 [variations, 2, n] at 44.1 kHz.
 
     ``samples`` (generate: the clip; continue: the new part) and ``regions`` (sa3core Region
     objects) are at 44.1 kHz, as is ``audio`` [2, n]. Ctrl-C cancels the job on the daemon, then
@@ -757,6 +780,10 @@ def generate_via_daemon(
         fields["scale_lock_db"] = args.scale_lock
     if getattr(args, "tail", None) is not None:
         fields["tail_seconds"] = args.tail
+    if getattr(args, "negative_prompt", None) is not None:
+        fields["negative_prompt"] = args.negative_prompt
+    if mode == "transform":
+        fields["init_noise_level"] = args.init_noise_level
     try:
         with Client(endpoint, curve=curve_from_env(), silence=3.0, retries=0) as client:
             # no daemon there: say so in seconds, not after a long job's patience
@@ -765,16 +792,12 @@ def generate_via_daemon(
             if not getattr(args, "quiet", False):  # its total from the start: the steps asked for, or the model's
                 total = args.steps or capabilities.get("default_steps") or 1
                 bar = tqdm(total=total, desc=f"{mode} (daemon)", unit="step", leave=False)
-            if "scale_lock_db" in fields and P.minor(daemon_version) < 1:
-                raise Sa3Error(
-                    f"the daemon speaks protocol {daemon_version}, which has no scale lock (added in 1.1); "
-                    "update it, or drop --scale-lock to use its model's setting"
-                )
-            if "tail_seconds" in fields and P.minor(daemon_version) < 2:
-                raise Sa3Error(
-                    f"the daemon speaks protocol {daemon_version}, which has no per-request tail (added in 1.2); "
-                    "update it, or drop --tail to use its model's setting"
-                )
+            for name, (added, lacks, instead) in NEWER_FIELDS.items():
+                if name in fields and P.minor(daemon_version) < added:
+                    raise Sa3Error(
+                        f"the daemon speaks protocol {daemon_version}, which has {lacks} (added in 1.{added}); "
+                        f"update it, or {instead}"
+                    )
             client.silence, client.retries = 10.0, 2
             return client.run(mode, prompt, progress, audio=audio, **fields).audio
     finally:

@@ -157,6 +157,7 @@ class Daemon:
             "generate": self._on_job,
             "inpaint": self._on_job,
             "continue": self._on_job,
+            "transform": self._on_job,
             "cancel": self._on_cancel,
             "fetch": self._on_fetch,
             "status": self._on_status,

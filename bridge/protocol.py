@@ -20,7 +20,7 @@ from sa3core import limits as request_limits
 from sa3core import timebase
 from sa3core.errors import Sa3Error
 
-PROTOCOL_VERSION = "1.3"
+PROTOCOL_VERSION = "1.4"
 DEFAULT_PORT = 5557
 DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 
@@ -31,6 +31,7 @@ MESSAGE_TYPES = {
     "generate": "client",
     "inpaint": "client",
     "continue": "client",
+    "transform": "client",
     "queued": "daemon",
     "progress": "daemon",
     "result": "daemon",
@@ -42,7 +43,7 @@ MESSAGE_TYPES = {
     "error": "daemon",
     "shutdown": "daemon",
 }
-JOB_MODES = ("generate", "inpaint", "continue")
+JOB_MODES = ("generate", "inpaint", "continue", "transform")
 REQUEST_TYPES = tuple(name for name, direction in MESSAGE_TYPES.items() if direction != "daemon")
 
 # code -> short meaning, as docs/protocol.md section 5.
@@ -69,6 +70,7 @@ MAX_REQUEST_ID_CHARS = 128
 MAX_SEED = request_limits.MAX_SEED
 MAX_CFG = request_limits.MAX_CFG
 MAX_SCALE_LOCK_DB = request_limits.MAX_SCALE_LOCK_DB  # dB per sampler step (added in 1.1)
+DEFAULT_INIT_NOISE_LEVEL = 0.9  # transform's noise level when a request leaves it out (added in 1.4)
 JOB_ID_HEX = 32
 DAEMON_ID_HEX = 16  # every daemon header's daemon_id: made once per daemon start (added in 1.3)
 HEARTBEAT_SECONDS = 2.0  # a client waiting on a job sends a heartbeat at least this often (1.3)
@@ -284,7 +286,7 @@ def audio_info(header: dict[str, Any], limits: Limits) -> AudioInfo:
 # ---------------------------------------------------------------------------- job requests
 @dataclass
 class JobRequest:
-    """A checked ``generate`` / ``inpaint`` / ``continue`` request.
+    """A checked ``generate`` / ``inpaint`` / ``continue`` / ``transform`` request.
 
     Lengths come in two units: ``model_samples`` at 44.1 kHz (what the pipeline generates: the
     whole clip for generate, the new part for continue) and ``reply_samples`` at ``sample_rate``
@@ -309,6 +311,9 @@ class JobRequest:
     meter: str | None = None  # "4/4", "6/8", ... (with bpm)
     scale_lock_db: float | None = None  # None: the model's setting (added in 1.1)
     tail_seconds: float | None = None  # generate only; None: the model's one-shot tail (added in 1.2)
+    init_noise_level: float = DEFAULT_INIT_NOISE_LEVEL  # transform only, 0 < level <= 1 (added in 1.4)
+    negative_prompt: str | None = None  # what guidance steers away from (added in 1.4)
+    model: str | None = None  # a model the daemon serves, by name; None: its default (added in 1.4)
 
 
 def _length(header: dict[str, Any], rate: int) -> tuple[int, int]:
@@ -377,12 +382,20 @@ def parse_job(header: dict[str, Any], frames: list[bytes], limits: Limits) -> Jo
     """Check a job request's header and audio frames (the frames after the header)."""
     mode = header["type"]
     wants_audio = mode != "generate"
+    given_length = mode in ("generate", "continue")  # inpaint and transform keep the input's length
     if len(frames) != int(wants_audio):
         raise ProtocolError("bad_frames", f"{mode} takes {int(wants_audio)} audio frame(s), got {len(frames)}")
     prompt = get_field(header, "prompt", str)
     if len(prompt) > limits.max_prompt_chars:
         raise ProtocolError("bad_field", f"prompt has {len(prompt)} characters; the limit is {limits.max_prompt_chars}")
     job = JobRequest(mode=mode, prompt=prompt, sample_rate=timebase.SAMPLE_RATE, request_id=request_id_of(header))
+    job.negative_prompt = get_field(header, "negative_prompt", str, None)
+    if job.negative_prompt is not None and len(job.negative_prompt) > limits.max_prompt_chars:
+        raise ProtocolError(
+            "bad_field",
+            f"negative_prompt has {len(job.negative_prompt)} characters; the limit is {limits.max_prompt_chars}",
+        )
+    job.model = get_field(header, "model", str, None)
     if wants_audio:
         info = audio_info(header, limits)
         job.audio = unpack_audio(frames[0], info)
@@ -411,7 +424,7 @@ def parse_job(header: dict[str, Any], frames: list[bytes], limits: Limits) -> Jo
         except Exception as err:
             raise ProtocolError("bad_field", f"field 'meter': {err}") from None
     total_seconds = 0.0
-    if mode != "inpaint":
+    if given_length:
         job.model_samples, job.reply_samples = _length(header, job.sample_rate)
         total_seconds += job.model_samples / timebase.SAMPLE_RATE
     job.tail_seconds = get_field(header, "tail_seconds", float, None)
@@ -426,6 +439,17 @@ def parse_job(header: dict[str, Any], frames: list[bytes], limits: Limits) -> Jo
             )
     if mode == "inpaint":
         job.regions = _regions(header, info, limits)
+    level = get_field(header, "init_noise_level", float, None)
+    if level is not None:
+        if mode != "transform":
+            raise ProtocolError("bad_field", f"field 'init_noise_level' applies to transform jobs, not {mode}")
+        if not 0.0 < level <= 1.0:
+            raise ProtocolError(
+                "bad_field",
+                f"field 'init_noise_level' is {level!r}; use a number above 0 and at most 1 "
+                "(near 0 keeps the input, 1 keeps only its length)",
+            )
+        job.init_noise_level = level
     if job.audio is not None:
         total_seconds += job.audio.shape[1] / job.audio_rate
     if total_seconds > limits.max_seconds + 1e-9:

@@ -52,6 +52,7 @@ def render(pipeline, request: P.JobRequest, progress) -> np.ndarray:
         meter=r.meter,
         scale_lock_db=r.scale_lock_db,
         sample_rate=r.sample_rate,
+        negative_prompt=r.negative_prompt,
     )
     rate = r.sample_rate
     if r.mode == "generate":
@@ -63,4 +64,6 @@ def render(pipeline, request: P.JobRequest, progress) -> np.ndarray:
     if r.mode == "inpaint":
         regions = rate_regions(r.regions, r.audio_rate, rate, host.shape[1])
         return pipeline.inpaint(host, r.prompt, regions, **common)
+    if r.mode == "transform":
+        return pipeline.transform(host, r.prompt, r.init_noise_level, **common)
     return pipeline.continue_(host, r.prompt, r.reply_samples, **common)

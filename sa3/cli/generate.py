@@ -181,9 +181,7 @@ def _check_common(args) -> None:
     # The limits the daemon enforces too (sa3core.limits): a request works the same either way.
     limits.check_prompt(args.prompt, "the prompt")
     if args.negative_prompt is not None:
-        limits.check_prompt(args.negative_prompt, "--negative-prompt")
-        if args.daemon:
-            raise Sa3Error("--negative-prompt needs in-process generation; drop it or --daemon")
+        limits.check_prompt(args.negative_prompt, "--negative-prompt")  # --daemon: protocol 1.4
     limits.check_seed(args.seed, "--seed")
     limits.check_variations(args.variations, "--variations")
     limits.check_steps(args.steps, "--steps")
@@ -458,8 +456,6 @@ def run_transform(args) -> int:
     level = args.init_noise_level
     if not 0 < level <= 1:
         raise Sa3Error(f"--init-noise-level must be above 0 and at most 1 (got {level:g})")
-    if args.daemon:
-        raise Sa3Error("transform runs in-process only for now; drop --daemon")
     audio, rate = _source(args)
     outputs = _outputs(args)
 
@@ -471,5 +467,13 @@ def run_transform(args) -> int:
         )  # fmt: skip
         return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, scale_lock_db=args.scale_lock)
 
-    request = {"comment": {"init_noise_level": level}, "settle": lambda takes: takes}
+    request = {"audio": audio, "comment": {"init_noise_level": level}, "settle": lambda takes: takes}
+    if rate != timebase.SAMPLE_RATE and args.daemon:  # the daemon works at 44.1 kHz: the takes come back to rate
+
+        def settle(takes):
+            from sa3core.level import limit_peaks
+
+            return limit_peaks(resample_to_length(takes, timebase.SAMPLE_RATE, rate, audio.shape[1]))
+
+        request.update(audio=_to_model_rate(audio, rate), settle=settle)
     return _render(args, started, outputs, "transforming", "transform", in_process, rate, **request)

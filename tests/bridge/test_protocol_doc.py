@@ -72,6 +72,7 @@ def test_daemon_handles_exactly_the_request_types():
         "generate",
         "inpaint",
         "continue",
+        "transform",
         "cancel",
         "fetch",
         "status",

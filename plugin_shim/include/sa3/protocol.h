@@ -2,7 +2,7 @@
 // constant must equal the version that page states (tests/bridge checks they agree).
 #pragma once
 
-#define SA3_PROTOCOL_VERSION "1.3"
+#define SA3_PROTOCOL_VERSION "1.4"
 
 #include <cstdint>
 #include <memory>
