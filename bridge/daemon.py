@@ -102,9 +102,10 @@ class Job:
     """One request on its way through the queue. The worker writes state/step/result; the socket
     thread reads them only after the matching event, so no field is read half-written."""
 
-    def __init__(self, request: P.JobRequest, owner: bytes, encoding: str) -> None:
+    def __init__(self, request: P.JobRequest, owner: bytes, encoding: str, model: str = "") -> None:
         self.id = secrets.token_hex(P.JOB_ID_HEX // 2)
         self.request = request
+        self.model = model  # the name of the daemon's model that runs it
         self.request_id = request.request_id
         self.owner = owner
         self.encoding = encoding
@@ -131,13 +132,18 @@ class Job:
 
 # ---------------------------------------------------------------------------- the daemon
 class Daemon:
-    def __init__(self, pipeline, config: DaemonConfig | None = None) -> None:
-        self.pipeline = pipeline
+    """``Daemon(pipeline, config)`` serves one model; ``models`` (name -> Pipeline, in order, added
+    in protocol 1.4) serves several, the first being the default (``pipeline`` is then ignored and
+    may be None). A job names one in its ``model`` field; each has its own ``max_seconds``."""
+
+    def __init__(self, pipeline, config: DaemonConfig | None = None, models: dict | None = None) -> None:
+        self.models = dict(models) if models else {pipeline.settings.name: pipeline}
+        self.default_model = next(iter(self.models))
+        self.pipeline = self.models[self.default_model]
         self.config = config = config or DaemonConfig()
         self.keys = config.check()
-        model_max = pipeline.settings.max_seconds
-        max_seconds = model_max if config.max_seconds is None else min(config.max_seconds, model_max)
-        self.limits = P.Limits(max_seconds=max_seconds)
+        self.model_limits = {name: self._limits_for(model) for name, model in self.models.items()}
+        self.limits = self.model_limits[self.default_model]
         self.endpoint = config.bind
         self.daemon_id = secrets.token_hex(P.DAEMON_ID_HEX // 2)
         self._jobs: dict[str, Job] = {}
@@ -165,13 +171,33 @@ class Daemon:
         }
         assert set(self._handlers) == set(P.REQUEST_TYPES)
 
+    def _limits_for(self, pipeline) -> P.Limits:
+        model_max = pipeline.settings.max_seconds
+        cap = self.config.max_seconds
+        return P.Limits(max_seconds=model_max if cap is None else min(cap, model_max))
+
+    def _model_of(self, header: dict[str, Any]) -> str:
+        """The name of the model a job asks for (its ``model`` field, added in 1.4), else the default."""
+        name = P.get_field(header, "model", str, None)
+        if name is None:
+            return self.default_model
+        if name not in self.models:
+            shown = name if len(name) <= 80 else name[:77] + "..."
+            raise P.ProtocolError(
+                "bad_field",
+                f"field 'model' is {shown!r}, which this daemon does not serve; use one of "
+                f"{', '.join(self.models)} (capabilities lists them) or leave it out for {self.default_model}",
+            )
+        return name
+
     # ------------------------------------------------------------------ lifecycle
     def _open(self) -> None:
         self.context = zmq.Context()
         self.auth = None
         router = self.context.socket(zmq.ROUTER)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise (and are dropped) instead of vanishing
-        router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame_bytes + 1024)
+        largest = max(limits.max_frame_bytes for limits in self.model_limits.values())
+        router.setsockopt(zmq.MAXMSGSIZE, largest + 1024)
         router.setsockopt(zmq.LINGER, 0)
         if self.keys is not None:
             from zmq.auth.thread import ThreadAuthenticator
@@ -210,7 +236,7 @@ class Daemon:
         worker.start()
         print(
             f"sa3 serve: listening on {self.endpoint} (protocol {P.PROTOCOL_VERSION}, model "
-            f"{self.pipeline.settings.name}, queue {self.config.queue}, max {self.limits.max_seconds:g} s"
+            f"{self.pipeline.settings.name}{self._more_models()}, queue {self.config.queue}, max {self.limits.max_seconds:g} s"
             f"{', CURVE' if self.keys else ''})",
             file=sys.stderr,
             flush=True,
@@ -247,6 +273,10 @@ class Daemon:
                     break
         self._finish(worker)
         return 0
+
+    def _more_models(self) -> str:
+        others = list(self.models)[1:]
+        return f" (default; also {', '.join(others)})" if others else ""
 
     def request_stop(self) -> None:
         """What SIGINT/SIGTERM do: the first stops taking jobs, a second cancels the running one."""
@@ -391,14 +421,28 @@ class Daemon:
             "result_ttl": self.config.result_ttl,
             "default_steps": settings.steps,
             "default_cfg": settings.cfg,
+            "models": [self._describe(name) for name in self.models],  # added in 1.4
         }
         self._reply(identity, capabilities, encoding, request_id)
+
+    def _describe(self, name: str) -> dict[str, Any]:
+        """One served model as ``capabilities`` lists it (docs/protocol.md 4.1)."""
+        pipeline = self.models[name]
+        return {
+            "name": name,
+            "family": pipeline.family.name,
+            "default_steps": pipeline.settings.steps,
+            "default_cfg": pipeline.settings.cfg,
+            "max_seconds": self.model_limits[name].max_seconds,
+            "steering": sorted(pipeline.family.hooks),
+        }
 
     def _on_job(self, identity, header, frames, encoding, request_id) -> None:
         if self._stopping:
             raise P.ProtocolError("shutting_down", "the daemon is shutting down and takes no new jobs")
-        request = P.parse_job(header, frames, self.limits)
-        job = Job(request, identity, encoding)
+        model = self._model_of(header)
+        request = P.parse_job(header, frames, self.model_limits[model])
+        job = Job(request, identity, encoding, model)
         with self._cond:
             if len(self._waiting) >= self.config.queue:
                 raise P.ProtocolError(
@@ -592,7 +636,8 @@ class Daemon:
         try:
             if job.cancel.is_set():
                 raise _Cancelled
-            audio = render(self.pipeline, job.request, progress)
+            pipeline = self.models[job.model]
+            audio = render(pipeline, job.request, progress)
             if job.cancel.is_set():
                 raise _Cancelled  # cancelled while decoding: honour it, the client asked
             job.frames = [P.pack_audio(take) for take in audio]
@@ -602,8 +647,9 @@ class Daemon:
                 "audio": P.AudioInfo(job.request.sample_rate, audio.shape[1], audio.shape[2]).as_header(),
                 "variations": audio.shape[0],
                 "seed": job.request.seed,
-                "steps": job.request.steps if job.request.steps is not None else self.pipeline.settings.steps,
-                "cfg": job.request.cfg if job.request.cfg is not None else self.pipeline.settings.cfg,
+                "model": job.model,  # added in 1.4
+                "steps": job.request.steps if job.request.steps is not None else pipeline.settings.steps,
+                "cfg": job.request.cfg if job.request.cfg is not None else pipeline.settings.cfg,
                 "seconds_elapsed": time.perf_counter() - started,
             }
             state = "done"

@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 import warnings
+from pathlib import Path
 
 from sa3core.config import from_attributes
 from sa3core.errors import Sa3Error
@@ -28,8 +29,10 @@ def register(subparsers) -> None:
     )
     serve.add_argument(
         "--model",
+        action="append",
         help="model folder or released model name, e.g. small-music (default: the shipped model); "
-        "random:tiny[:hash] is a random model for tests",
+        "random:tiny[:hash] is a random model for tests. Give it again to serve several: the first is "
+        "the default, a job names another by its name (a folder's name for a folder); all load at start",
     )
     serve.add_argument(
         "--backend", default="torch", choices=["torch", "onnx"], help="inference backend (default torch)"
@@ -76,6 +79,43 @@ def _load_pipeline(model: str | None, backend: str):
     return pipeline
 
 
+def model_name(model: str | None, pipeline) -> str:
+    """What jobs call a served model: a folder's name for a folder, else the name as typed
+    (``small-music``, ``random:tiny``); the model's own name when no --model was given."""
+    if model is None:
+        return pipeline.settings.name
+    path = Path(model).expanduser()
+    return path.resolve().name if path.exists() else model
+
+
+def load_models(models: list[str] | None, backend: str) -> dict:
+    """Every --model, loaded now, in order (the first is the default): name -> Pipeline.
+
+    All load at start, not on a job's first use: a name or folder that does not work fails here,
+    with one line, before the daemon says it listens, not in the middle of a session; capabilities
+    can tell each model's family and defaults; and no job waits behind another model's loading
+    (seconds to minutes). Memory: the models asked for, each once; a model not asked for never loads."""
+    given = list(models or [None])
+    names: dict[str, str | None] = {}
+    for model in given:  # every one checked before anything loads: a typo costs no time
+        if model is not None and not RANDOM_MODEL.fullmatch(model):
+            from sa3core.hub import resolve_model
+
+            resolve_model(model)
+        name = "" if model is None else model_name(model, None)
+        if name in names:
+            raise Sa3Error(
+                f"--model {model!r} is served as {name!r}, which another --model already is; give each model once "
+                "(two folders of the same name: rename one)"
+            )
+        names[name] = model
+    pipelines = {}
+    for model in names.values():
+        pipeline = _load_pipeline(model, backend)
+        pipelines[model_name(model, pipeline)] = pipeline
+    return pipelines
+
+
 def run_serve(args) -> int:
     from bridge.daemon import Daemon, DaemonConfig
 
@@ -90,7 +130,8 @@ def run_serve(args) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="sa3 serve: %(message)s", stream=sys.stderr
     )
-    daemon = Daemon(_load_pipeline(args.model, args.backend), config)
+    models = load_models(args.model, args.backend)
+    daemon = Daemon(None, config, models=models)
     return daemon.serve()
 
 
