@@ -69,6 +69,21 @@ def _check_writable(sheet, out_dir: Path) -> None:
         check_writable_folder(existing)
 
 
+def _check_models(sheet, renderer) -> None:
+    """Sa3Error unless every job's ``model`` resolves (in-process: a folder, or a released name in
+    the Hugging Face cache; --daemon: a name the daemon serves), before anything renders."""
+    problems = []
+    for job in sheet.jobs:
+        try:
+            renderer.for_job(job)
+        except Sa3Error as err:
+            problems.append(f"{sheet.path}:{job.line}: job {job.index + 1} ({job.name}): model: {err}")
+    if problems:
+        for issue in problems:
+            print(f"sa3: error: {issue}", file=sys.stderr)
+        raise Sa3Error(f"{len(problems)} job model(s) cannot be used; fix them and run again (nothing was rendered)")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     from tqdm import tqdm
 
@@ -108,6 +123,7 @@ def run_render(args) -> int:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.showwarning = _show_warning
         renderer = _renderer(args)
+        _check_models(sheet, renderer)
         results = render_sheet(sheet, out_dir, renderer, force=args.force, show_progress=not args.quiet)
     print(summary_table(results))
     print(f"report: {out_dir / REPORT_NAME}")

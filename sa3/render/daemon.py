@@ -8,7 +8,10 @@ error before any job starts.
 
 from __future__ import annotations
 
+import copy
+
 from sa3core import timebase
+from sa3core.errors import Sa3Error
 
 
 class DaemonRenderer:
@@ -20,17 +23,36 @@ class DaemonRenderer:
         self.capabilities = self.client.hello("sa3 render")
         # The daemon reports a model name, not a hash of its weights: renders are matched by name.
         self.identity = f"daemon:{self.capabilities.get('model', 'unknown')}"
+        self.model: str | None = None  # the daemon's model the jobs name (protocol 1.4); None: its default
+        self.defaults = self.capabilities
+
+    def for_job(self, job) -> DaemonRenderer:
+        """This renderer for the job's ``model``, a name the daemon serves (``capabilities``
+        ``models``, protocol 1.4); a one-line Sa3Error naming the ones it serves otherwise."""
+        name = job.spec.model
+        if name is None:
+            return self
+        served = {entry.get("name"): entry for entry in self.capabilities.get("models", [])}
+        if name not in served:
+            serves = ", ".join(map(str, served)) or "one model, unnamed (a daemon before protocol 1.4)"
+            raise Sa3Error(
+                f"model {name!r} is not served by the daemon at {self.endpoint} (it serves: {serves}); "
+                f"start it with `sa3 serve --model {name}` (several --model options serve several)"
+            )
+        view = copy.copy(self)
+        view.model, view.identity, view.defaults = name, f"daemon:{name}", served[name]
+        return view
 
     def recipe(self, job) -> dict:
         """Steps and guidance of the job's takes: the sheet's, else the daemon model's defaults."""
-        spec, told = job.spec, self.capabilities
+        spec, told = job.spec, self.defaults
         return {
             "steps": spec.steps if spec.steps is not None else told.get("default_steps"),
             "cfg": spec.cfg if spec.cfg is not None else told.get("default_cfg"),
         }
 
     def _run(self, mode: str, prompt: str, progress=None, **fields):
-        fields = {k: v for k, v in fields.items() if v is not None}
+        fields = {k: v for k, v in {**fields, "model": self.model}.items() if v is not None}
         return self.client.run(mode, prompt, progress, sample_rate=timebase.SAMPLE_RATE, **fields).audio
 
     def generate(self, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):

@@ -83,6 +83,19 @@ class InProcessRenderer:
     def __init__(self, model: str | None = None, backend: str = "torch", pipeline=None) -> None:
         self.model, self.backend, self._pipeline = model, backend, pipeline
         self.identity = model_identity(model) if pipeline is None else f"pipeline:{pipeline.settings.name}"
+        self._models: dict[str, InProcessRenderer] = {}  # the sheet's per-job models, each loaded on first use
+
+    def for_job(self, job: Job) -> InProcessRenderer:
+        """The renderer of the job's own ``model`` (a folder or a released name), else this one.
+        Resolving it loads nothing; a name not in the Hugging Face cache is a one-line Sa3Error.
+        Each model a sheet names stays loaded once used (memory: the models the sheet names)."""
+        if job.model is None:
+            return self
+        if job.model not in self._models:
+            from sa3core.hub import resolve_model
+
+            self._models[job.model] = InProcessRenderer(str(resolve_model(job.model)), self.backend)
+        return self._models[job.model]
 
     @property
     def pipeline(self):
@@ -114,12 +127,20 @@ class InProcessRenderer:
 
 
 def model_identity(model: str | os.PathLike | None) -> str:
-    """What a render depends on of the model: a hash of its folder's files (config and weights)."""
+    """What a render depends on of the model. An sa3 folder: a hash of its files (config and
+    weights, a few MB). A released folder (``model_config.json``): a hash of its small files
+    (configs, tokenizer) and of each weights file's name, size and modification time, not of its
+    contents: those are GBs, read on every run otherwise (a weights file replaced in place with the
+    same size and time would go unnoticed; a pull or copy changes the time)."""
     from sa3core.pipeline import default_model_dir
 
     folder = Path(model) if model is not None else default_model_dir()
+    if (folder / "model_config.json").is_file() and not (folder / "model.json").exists():
+        return f"{folder.name}:{_released_identity(folder)}"
     if not (folder / "model.json").exists():
-        raise Sa3Error(f"model {str(folder)!r} is not an sa3 model folder (no model.json)")
+        raise Sa3Error(
+            f"model {str(folder)!r} is neither an sa3 model folder (model.json) nor a released one (model_config.json)"
+        )
     digest = hashlib.sha256()
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix in (".json", ".safetensors", ".onnx"):
@@ -128,6 +149,19 @@ def model_identity(model: str | os.PathLike | None) -> str:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     digest.update(block)
     return f"{folder.name}:{digest.hexdigest()[:16]}"
+
+
+def _released_identity(folder: Path) -> str:
+    """Configs and tokenizer files by content, ``*.safetensors`` by name, size and mtime (see model_identity)."""
+    digest = hashlib.sha256(b"released-v1")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        stat = path.stat()  # follows the Hugging Face cache's symlinks to the blobs
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        if path.suffix == ".safetensors":
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+        else:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------- manifest
@@ -140,6 +174,7 @@ def take_hash(job: Job, seed: int, output: str, identity: str) -> str:
     spec = dataclasses.asdict(job.spec)
     spec.pop("name")  # renaming a job does not change its audio
     spec.pop("source")  # the source's content counts, not where it lies
+    spec.pop("model")  # the model's identity counts (below), not how the sheet names it
     payload = {
         "format": RENDER_FORMAT,
         "spec": spec,
@@ -370,6 +405,11 @@ def render_job(
     variations (a take's audio depends on the batch it was sampled in), and only the missing ones
     are written."""
     outputs = _outputs(job, out_dir)
+    if hasattr(renderer, "for_job"):
+        try:
+            renderer = renderer.for_job(job)  # the job's own model, if it names one
+        except Sa3Error as err:
+            return [OutputResult(job.name, key, "failed", error=_error_line(err)) for _, key, _ in outputs]
     digests = [take_hash(job, seed, key, renderer.identity) for seed, key, _ in outputs]
     finished = [not force and _finished(job, manifest, path, key, d) for (_, key, path), d in zip(outputs, digests)]
     results: dict[int, OutputResult] = {}

@@ -59,6 +59,9 @@ class JobSpec:
     root_note: Any = None  # acid root note: MIDI number or name like C4
     output: str = ""  # file under the output folder; {name}, {seed}, {take} fill in; default {name}.wav
     bit_depth: Any = "24"  # 16 | 24 | float (a number or text)
+    model: str | None = (
+        None  # a released model's name (small-music) or a folder, relative to the sheet; default: --model
+    )
 
 
 @dataclass
@@ -85,6 +88,7 @@ class Job:
     overhang: int  # extra samples rendered for a seamless loop
     root_note: int | None
     beats: int | None  # quarter notes, for the acid chunk; None without a tempo
+    model: str | None = None  # the job's model: a folder (found from the sheet's) or a name as written; None: --model
 
 
 @dataclass
@@ -286,6 +290,15 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
     attempt("cfg", limits.check_cfg, spec.cfg)
     attempt("prompt", limits.check_prompt, spec.prompt)
 
+    model = None
+    if spec.model is not None:
+        if not spec.model.strip():
+            problem("model", "model is empty; name a released model (e.g. small-music) or a model folder, or drop it")
+        else:  # a folder next to the sheet wins; anything else is a name the renderer resolves (or its daemon serves)
+            folder = Path(spec.model).expanduser()
+            folder = folder if folder.is_absolute() else path.parent / folder
+            model = str(folder) if folder.exists() else spec.model
+
     # Source and regions.
     source, source_sha, regions = _check_source(spec, path, problem, attempt, meter, mistyped)
 
@@ -332,6 +345,7 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
         overhang,
         root_note,
         beats,
+        model,
     )
 
 
