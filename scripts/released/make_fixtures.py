@@ -51,6 +51,8 @@ import types
 import warnings
 from pathlib import Path
 
+from official_defaults import write_defaults  # this script's folder is on sys.path
+
 HIDDEN = 768  # T5Gemma b-b-ul2 width; the official conditioner hard-codes it for this model name
 MAX_LENGTH = 256
 SAMPLE_RATE = 44100
@@ -1161,6 +1163,7 @@ def main() -> None:
     )
 
     write_json(out / "manifest.json", meta)
+    write_defaults(official_dir, out / "official_defaults.json")  # the constructors' signatures, as data
     print("done")
 
 

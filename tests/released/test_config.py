@@ -3,9 +3,9 @@ keys and types, unsupported values, wrong types and missing keys are one-line er
 
 from __future__ import annotations
 
-import ast
 import copy
-import os
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -98,7 +98,9 @@ def test_not_a_mapping():
 
 
 # ----------------------------------------------------------------------------- the official defaults
-OFFICIAL = Path(os.environ.get("SA3_OFFICIAL_DIR", "/work/official")) / "stable_audio_3" / "models"
+# The official constructors' parameters and literal defaults, recorded as data from the official
+# code by scripts/released/official_defaults.py (tests/fixtures/released/README.md: provenance).
+OFFICIAL_DEFAULTS = Path(__file__).resolve().parents[1] / "fixtures" / "released" / "official_defaults.json"
 # Which official constructors each dataclass stands for.
 CONSTRUCTORS = {
     released_config.ReleasedDiTConfig: [
@@ -115,28 +117,42 @@ CONSTRUCTORS = {
 
 
 def official_defaults(file: str, cls: str) -> dict:
-    """The constructor's parameters -> literal defaults (None when it has none), read with ast."""
-    tree = ast.parse((OFFICIAL / file).read_text())
-    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls)
-    init = next(n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
-    args = init.args.args[1:] + init.args.kwonlyargs
-    defaults = [None] * (len(init.args.args) - 1 - len(init.args.defaults)) + init.args.defaults
-    defaults += init.args.kw_defaults
-    return {a.arg: (ast.literal_eval(d) if d is not None else None) for a, d in zip(args, defaults)}
+    """The official constructor's parameters -> literal defaults (None when it has none)."""
+    return json.loads(OFFICIAL_DEFAULTS.read_text())[f"{file}:{cls}"]
 
 
-@pytest.mark.skipif(not OFFICIAL.is_dir(), reason="the official implementation is not here (SA3_OFFICIAL_DIR)")
+def assert_fields_are_official(dataclass, constructors) -> None:
+    """Every field of ``dataclass`` is a parameter of its official constructors (later ones win)
+    with the official default, where both have one."""
+    params: dict = {}
+    for file, cls in constructors:
+        params.update(official_defaults(file, cls))
+    for field in dataclasses.fields(dataclass):
+        assert field.name in params, f"{dataclass.__name__}.{field.name} is not an official parameter"
+        default = params[field.name]
+        if field.default is not dataclasses.MISSING and default is not None:
+            default = tuple(default) if isinstance(default, list) else default
+            assert field.default == default, f"{dataclass.__name__}.{field.name}"
+
+
 def test_every_field_is_an_official_parameter_with_its_default():
-    import dataclasses
-
     for dataclass, constructors in CONSTRUCTORS.items():
-        params: dict = {}
-        for file, cls in constructors:
-            params.update(official_defaults(file, cls))
-        for field in dataclasses.fields(dataclass):
-            assert field.name in params, f"{dataclass.__name__}.{field.name} is not an official parameter"
-            if field.default is not dataclasses.MISSING and params[field.name] is not None:
-                assert field.default == params[field.name], f"{dataclass.__name__}.{field.name}"
+        assert_fields_are_official(dataclass, constructors)
+
+
+def test_the_official_field_check_can_fail():
+    @dataclasses.dataclass
+    class Renamed:
+        num_heads: int = 8
+        dim_head: int = 64
+
+    @dataclasses.dataclass
+    class OtherDefault:
+        dim_heads: int = 63
+
+    for wrong in (Renamed, OtherDefault):
+        with pytest.raises(AssertionError):
+            assert_fields_are_official(wrong, [("transformer.py", "Attention")])
 
 
 def test_dit_config_defaults_stay_refusable():
