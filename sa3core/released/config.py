@@ -21,16 +21,13 @@ An unknown key, a missing required key, a wrong type or an unknown ``type`` is a
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import typing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from .. import timebase
 from ..errors import Sa3Error
 from ..registry import Registry
-
-T = TypeVar("T")
+from .strict import build
 
 WHERE = "model_config.json"
 DIT_MODEL_TYPES = ("diffusion_cond", "diffusion_cond_inpaint")
@@ -465,59 +462,6 @@ def _autoencoder_config(data: Any, where: str) -> Any:
     from .same_config import ReleasedAutoencoderConfig  # written beside the SAME model
 
     return ReleasedAutoencoderConfig.from_dict(data, where)
-
-
-# ----------------------------------------------------------------------------- strict building
-def build(cls: type[T], data: Any, where: str) -> T:
-    """Build dataclass ``cls`` from a JSON mapping. Unknown keys, missing required keys and wrong
-    types are one-line :class:`Sa3Error`\\ s that name the key; nested dataclasses recurse."""
-    if not isinstance(data, dict):
-        raise Sa3Error(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(fields))}"
-            raise Sa3Error(f"unknown key {key!r} in {where}{hint}")
-    for name, spec in fields.items():
-        if name not in data and spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
-            raise Sa3Error(f"{where} is missing the key {name!r}")
-    hints = typing.get_type_hints(cls)
-    return cls(**{name: _value(value, hints[name], f"{where}.{name}") for name, value in data.items()})
-
-
-_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text", dict: "a mapping"}
-
-
-def _value(value: Any, hint: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, where)
-    args = typing.get_args(hint)
-    if type(None) in args:  # X | None
-        if value is None:
-            return None
-        (hint,) = [a for a in args if a is not type(None)]
-        args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise Sa3Error(f"{where} must be a list, got {value!r}")
-        return tuple(_value(item, args[0], f"{where}[{i}]") for i, item in enumerate(value))
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise Sa3Error(f"{where} must be a mapping, got {value!r}")
-        return dict(value)
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }[hint]
-    if not ok:
-        raise Sa3Error(f"{where} must be {_KINDS[hint]}, got {value!r}")
-    return float(value) if hint is float else value
 
 
 def _registered(registry: Registry[type], name: Any, where: str) -> type:

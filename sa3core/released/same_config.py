@@ -22,15 +22,12 @@ An unknown key, a wrong type, a missing required key or an unknown ``type`` is a
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import typing
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import Sa3Error
-
-T = TypeVar("T")
+from .strict import build
 
 
 @dataclass(frozen=True)
@@ -175,7 +172,7 @@ class ReleasedAutoencoderConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "autoencoder config") -> ReleasedAutoencoderConfig:
         """Build and check the config; any problem is a one-line :class:`Sa3Error` naming the key."""
-        config = _build(cls, data, where)
+        config = build(cls, data, where)
         config._check(where)
         return config
 
@@ -222,46 +219,3 @@ class ReleasedAutoencoderConfig:
         for key, got, wanted in agree:
             if got != wanted:
                 raise Sa3Error(f"{where}.{key} is {got} but the rest of the config implies {wanted}")
-
-
-def _build(cls: type[T], data: Any, where: str) -> T:
-    """Strictly build dataclass ``cls`` from ``data``: unknown/missing keys and wrong types name the key."""
-    if not isinstance(data, dict):
-        raise Sa3Error(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(fields))}"
-            raise Sa3Error(f"unknown key {key!r} in {where}{hint}")
-    for name, field in fields.items():
-        if name not in data and field.default is dataclasses.MISSING:
-            raise Sa3Error(f"{where} is missing the key {name!r}")
-    hints = typing.get_type_hints(cls)
-    return cls(**{name: _value(value, hints[name], f"{where}.{name}") for name, value in data.items()})
-
-
-def _value(value: Any, hint: Any, where: str) -> Any:
-    """Check one value against its field type (bool, int, float, str, tuple[int, ...], optional, dataclass)."""
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    args = typing.get_args(hint)
-    if type(None) in args:  # X | None
-        if value is None:
-            return None
-        (hint,) = [a for a in args if a is not type(None)]
-        args = typing.get_args(hint)
-    if typing.get_origin(hint) is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise Sa3Error(f"{where} must be a list of whole numbers, got {value!r}")
-        return tuple(_value(item, args[0], f"{where}[{i}]") for i, item in enumerate(value))
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }[hint]
-    if not ok:
-        kind = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[hint]
-        raise Sa3Error(f"{where} must be {kind}, got {value!r}")
-    return float(value) if hint is float else value
