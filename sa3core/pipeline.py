@@ -45,6 +45,7 @@ __all__ = [
     "check_regions",
     "default_model_dir",
     "limit_peaks",
+    "model_region",
     "model_samples",
     "place_new_audio",
     "splice",
@@ -87,6 +88,13 @@ def model_samples(samples: int, sample_rate: int) -> int:
     if sample_rate == timebase.SAMPLE_RATE:
         return int(samples)
     return timebase.seconds_to_samples(max(0, samples) / sample_rate)
+
+
+def model_region(region: Region, sample_rate: int, total: int) -> Region:
+    """``region`` (samples at ``sample_rate``) at the model's 44.1 kHz, rounded outwards: every model
+    sample it touches, within a ``total``-sample input."""
+    rate = timebase.SAMPLE_RATE
+    return Region(region.start * rate // sample_rate, min(total, -(-region.end * rate // sample_rate)))
 
 
 class Pipeline:
@@ -222,10 +230,7 @@ class Pipeline:
         regions = check_regions(regions, given, rate)
         source = _to_rate(audio, rate, timebase.SAMPLE_RATE, total)
         # Each region at 44.1 kHz, rounded outwards; the family says which frames that makes new.
-        spans = [
-            (r.start * timebase.SAMPLE_RATE // rate, min(total, -(-r.end * timebase.SAMPLE_RATE // rate)))
-            for r in regions
-        ]
+        spans = [(m.start, m.end) for m in (model_region(r, rate, total) for r in regions)]
         plan = self._plan("inpaint", prompt, total, bpm, meter, steering)
         generated = self._edit(
             plan, source, spans, total, prompt, steps, cfg, seed, variations, progress, negative_prompt

@@ -383,6 +383,21 @@ def _to_model_rate(audio, rate: int):
     return resample_to_length(audio, rate, timebase.SAMPLE_RATE, model_samples(audio.shape[1], rate))
 
 
+def _edit_in_process(args, rate: int, mode: str, audio, third):
+    """The in-process call of an edit: ``Pipeline.<mode>(audio, prompt, third, ...)`` with the
+    command's common options, and the take's recipe."""
+
+    def in_process(pipeline, bar):
+        takes = getattr(pipeline, mode)(
+            audio, args.prompt, third, args.steps, args.cfg, args.seed, args.variations, progress=bar,
+            scale_lock_db=args.scale_lock, sample_rate=rate, negative_prompt=args.negative_prompt,
+            **_music(args),
+        )  # fmt: skip
+        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, scale_lock_db=args.scale_lock)
+
+    return in_process
+
+
 def run_inpaint(args) -> int:
     started = time.perf_counter()
     _check_common(args)
@@ -391,30 +406,18 @@ def run_inpaint(args) -> int:
     outputs = _outputs(args)
     spans = {"regions": ",".join(f"{r.start / rate:.6g}:{r.end / rate:.6g}" for r in regions)}
 
-    def in_process(pipeline, bar):
-        takes = pipeline.inpaint(
-            audio, args.prompt, regions, args.steps, args.cfg, args.seed, args.variations, progress=bar,
-            scale_lock_db=args.scale_lock, sample_rate=rate, negative_prompt=args.negative_prompt,
-            **_music(args),
-        )  # fmt: skip
-        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, scale_lock_db=args.scale_lock)
+    in_process = _edit_in_process(args, rate, "inpaint", audio, regions)
 
     request = {"audio": audio, "regions": regions, "comment": spans, "settle": lambda takes: takes}
     if rate != timebase.SAMPLE_RATE and args.daemon:
-        from sa3core.pipeline import Region, place_new_audio
+        from sa3core.pipeline import model_region, place_new_audio
 
         def settle(takes):  # kept audio: the input's own at its rate; new audio: resampled, matched, held
             takes = resample_to_length(takes, timebase.SAMPLE_RATE, rate, audio.shape[1])
             return np.stack([place_new_audio(audio, take, regions, rate) for take in takes])
 
         model_audio = _to_model_rate(audio, rate)
-        model_regions = [  # every model sample the region touches
-            Region(
-                r.start * timebase.SAMPLE_RATE // rate,
-                min(model_audio.shape[1], -(-r.end * timebase.SAMPLE_RATE // rate)),
-            )
-            for r in regions
-        ]
+        model_regions = [model_region(r, rate, model_audio.shape[1]) for r in regions]
         request.update(audio=model_audio, regions=model_regions, settle=settle)
     return _render(args, started, outputs, "inpainting", "inpaint", in_process, rate, **request)
 
@@ -426,13 +429,7 @@ def run_continue(args) -> int:
     samples = _length_samples(args, rate)
     outputs = _outputs(args)
 
-    def in_process(pipeline, bar):
-        takes = pipeline.continue_(
-            audio, args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar,
-            scale_lock_db=args.scale_lock, sample_rate=rate, negative_prompt=args.negative_prompt,
-            **_music(args),
-        )  # fmt: skip
-        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, scale_lock_db=args.scale_lock)
+    in_process = _edit_in_process(args, rate, "continue_", audio, samples)
 
     request = {"samples": samples, "audio": audio, "settle": lambda takes: takes}
     if rate != timebase.SAMPLE_RATE and args.daemon:
@@ -459,13 +456,7 @@ def run_transform(args) -> int:
     audio, rate = _source(args)
     outputs = _outputs(args)
 
-    def in_process(pipeline, bar):
-        takes = pipeline.transform(
-            audio, args.prompt, level, args.steps, args.cfg, args.seed, args.variations, progress=bar,
-            scale_lock_db=args.scale_lock, sample_rate=rate, negative_prompt=args.negative_prompt,
-            **_music(args),
-        )  # fmt: skip
-        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, scale_lock_db=args.scale_lock)
+    in_process = _edit_in_process(args, rate, "transform", audio, level)
 
     request = {"audio": audio, "comment": {"init_noise_level": level}, "settle": lambda takes: takes}
     if rate != timebase.SAMPLE_RATE and args.daemon:  # the daemon works at 44.1 kHz: the takes come back to rate
