@@ -38,7 +38,8 @@ sa3::Mode parseMode(const std::string& name) {
   if (name == "generate") return sa3::Mode::Generate;
   if (name == "inpaint") return sa3::Mode::Inpaint;
   if (name == "continue") return sa3::Mode::Continue;
-  throw py::value_error("mode '" + name + "' is not one of generate, inpaint, continue");
+  if (name == "transform") return sa3::Mode::Transform;
+  throw py::value_error("mode '" + name + "' is not one of generate, inpaint, continue, transform");
 }
 
 tb::Meter toMeter(std::pair<int, int> m) {
@@ -80,6 +81,34 @@ int stepsToCore(std::optional<int> steps) {
   return *steps;
 }
 
+/// The init noise level as the plugin's control takes it: kMinInitNoiseLevel to 1.
+double initNoiseLevelToCore(double level) {
+  if (!(level >= sa3::kMinInitNoiseLevel && level <= 1.0)) {
+    char text[128];
+    std::snprintf(text, sizeof text, "init noise level %g is outside %g-1; near 0 keeps the selection, 1 keeps its length",
+                  level, sa3::kMinInitNoiseLevel);
+    throw py::value_error(text);
+  }
+  return level;
+}
+
+/// Text that may be left out as Python sees it: None for "".
+std::optional<std::string> optionalText(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  return text;
+}
+
+py::dict modelDict(const sa3::ModelInfo& m) {
+  py::dict d;
+  d["name"] = m.name;
+  d["family"] = m.family;
+  d["default_steps"] = m.defaultSteps;
+  d["default_cfg"] = m.defaultCfg;
+  d["max_seconds"] = m.maxSeconds;
+  d["steering"] = m.steering;
+  return d;
+}
+
 /// The processor plus what a Python host needs around it (block timing).
 struct PyProcessor {
   explicit PyProcessor(const sa3::ProcessorConfig& config) : core(config) {}
@@ -94,6 +123,8 @@ void init_timebase(py::module_& m) {
   m.attr("MAX_SCALE_LOCK_DB") = sa3::kMaxScaleLockDb;
   m.attr("MAX_STEPS") = sa3::kMaxSteps;
   m.attr("TAKE_CEILING_DB") = sa3::kTakeCeilingDb;
+  m.attr("DEFAULT_INIT_NOISE_LEVEL") = sa3::kDefaultInitNoiseLevel;
+  m.attr("MIN_INIT_NOISE_LEVEL") = sa3::kMinInitNoiseLevel;
   m.def("quarters_per_bar", [](std::pair<int, int> meter) { return toMeter(meter).quartersPerBar(); });
   m.def(
       "bars_to_samples",
@@ -221,7 +252,8 @@ void init_processor(py::module_& m) {
           "Sampler steps, 1 to MAX_STEPS; None = the model's default (the request leaves it out).")
       .def_property_readonly(
           "model_default_steps", [](const PyProcessor& p) { return optionalSteps(p.core.modelDefaultSteps()); },
-          "The daemon model's default steps (its `capabilities` reply); None until the daemon answered.")
+          "Default steps of the model the next render runs on (the chosen one, else the daemon's default), from "
+          "the daemon's `capabilities` reply; None until it answered, or for a model it does not serve.")
       .def_property(
           "scale_lock_db", [](const PyProcessor& p) { return scaleLockFromCore(p.core.scaleLockDb()); },
           [](PyProcessor& p, std::optional<double> db) { p.core.setScaleLockDb(scaleLockToCore(db)); },
@@ -233,6 +265,30 @@ void init_processor(py::module_& m) {
       .def_property(
           "endpoint", [](const PyProcessor& p) { return p.core.endpoint(); },
           [](PyProcessor& p, const std::string& e) { p.core.setEndpoint(e); })
+      .def_property(
+          "negative_prompt", [](const PyProcessor& p) { return p.core.negativePrompt(); },
+          [](PyProcessor& p, const std::string& s) { p.core.setNegativePrompt(s); },
+          "What guidance steers away from; sent with every job when not empty (protocol 1.4).")
+      .def_property(
+          "init_noise_level", [](const PyProcessor& p) { return p.core.initNoiseLevel(); },
+          [](PyProcessor& p, double level) { p.core.setInitNoiseLevel(initNoiseLevelToCore(level)); },
+          "Transform's init noise level, MIN_INIT_NOISE_LEVEL to 1 (default DEFAULT_INIT_NOISE_LEVEL).")
+      .def_property(
+          "model", [](const PyProcessor& p) { return optionalText(p.core.model()); },
+          [](PyProcessor& p, std::optional<std::string> name) { p.core.setModel(name.value_or("")); },
+          "The model jobs run on, by the name in `models`; None (or \"\") = the daemon's default, its first.")
+      .def_property_readonly(
+          "models",
+          [](const PyProcessor& p) {
+            py::list out;
+            for (const auto& m : p.core.models()) out.append(modelDict(m));
+            return out;
+          },
+          "The models the daemon serves, the default first, from its `capabilities` reply: dicts with name, "
+          "family, default_steps, default_cfg, max_seconds, steering. [] until it answers (and before 1.4).")
+      .def_property_readonly(
+          "daemon_version", [](const PyProcessor& p) { return optionalText(p.core.daemonVersion()); },
+          "The daemon's protocol version from its `capabilities` reply; None until it answers.")
       .def("request_render", [](PyProcessor& p) { p.core.requestRender(); })
       .def("cancel_render", [](PyProcessor& p) { p.core.cancelRender(); })
       .def("resolve_region",
@@ -265,6 +321,11 @@ void init_processor(py::module_& m) {
                                  d["steps"] = t.steps;
                                  d["scale_lock_db"] = scaleLockFromCore(t.scaleLockDb);
                                  d["mode"] = std::string(sa3::modeName(t.mode));
+                                 d["model"] = optionalText(t.model);
+                                 d["negative_prompt"] = t.negativePrompt;
+                                 d["init_noise_level"] =
+                                     t.mode == sa3::Mode::Transform ? std::optional<double>(t.initNoiseLevel)
+                                                                    : std::nullopt;
                                  d["sample_rate"] = t.sampleRate;
                                  d["start"] = t.start;
                                  d["length"] = t.length;

@@ -9,6 +9,8 @@ PROTOCOL_VERSION: str
 MAX_SCALE_LOCK_DB: float
 MAX_STEPS: int
 TAKE_CEILING_DB: float
+DEFAULT_INIT_NOISE_LEVEL: float
+MIN_INIT_NOISE_LEVEL: float
 
 def quarters_per_bar(meter: tuple[int, int]) -> float: ...
 def bars_to_samples(bars: float, bpm: float, meter: tuple[int, int], sample_rate: float) -> int: ...
@@ -47,7 +49,7 @@ class Processor:
     ) -> None: ...
     @property
     def last_block_seconds(self) -> float: ...
-    mode: str
+    mode: str  # generate, inpaint, continue or transform
     bpm: float
     meter: tuple[int, int]
     region_bars: tuple[float, float]
@@ -55,10 +57,17 @@ class Processor:
     seed: int
     steps: int | None  # None: the model's default (see model_default_steps); else 1 to MAX_STEPS
     @property
-    def model_default_steps(self) -> int | None: ...  # from the daemon's capabilities; None until then
+    def model_default_steps(self) -> int | None: ...  # the chosen model's, from the daemon's capabilities
     scale_lock_db: float | None  # None: the model's setting; 0: off; up to MAX_SCALE_LOCK_DB
     prompt: str
     endpoint: str
+    negative_prompt: str  # "": none (not sent)
+    init_noise_level: float  # transform: MIN_INIT_NOISE_LEVEL to 1
+    model: str | None  # None: the daemon's default (its first model)
+    @property
+    def models(self) -> list[dict]: ...  # name, family, default_steps, default_cfg, max_seconds, steering
+    @property
+    def daemon_version(self) -> str | None: ...
     def request_render(self) -> None: ...
     def cancel_render(self) -> None: ...
     def resolve_region(self) -> dict: ...

@@ -20,8 +20,21 @@ const char* modeName(Mode mode) noexcept {
       return "inpaint";
     case Mode::Continue:
       return "continue";
+    case Mode::Transform:
+      return "transform";
   }
   return "inpaint";
+}
+
+int protocolMinor(const std::string& version) noexcept {
+  const auto dot = version.find('.');
+  if (dot == std::string::npos || dot + 1 >= version.size()) return -1;
+  int minor = 0;
+  for (size_t i = dot + 1; i < version.size(); ++i) {
+    if (version[i] < '0' || version[i] > '9' || minor > 100000) return -1;
+    minor = minor * 10 + (version[i] - '0');
+  }
+  return minor;
 }
 
 namespace {
@@ -73,6 +86,39 @@ int64_t getInt(const msgpack::object& map, const char* key, int64_t fallback) {
   if (v->type == msgpack::type::POSITIVE_INTEGER) return static_cast<int64_t>(v->via.u64);
   if (v->type == msgpack::type::NEGATIVE_INTEGER) return v->via.i64;
   return fallback;
+}
+
+double getDouble(const msgpack::object& map, const char* key, double fallback) {
+  const auto* v = lookup(map, key);
+  if (v == nullptr) return fallback;
+  if (v->type == msgpack::type::FLOAT64 || v->type == msgpack::type::FLOAT32) return v->via.f64;
+  if (v->type == msgpack::type::POSITIVE_INTEGER) return static_cast<double>(v->via.u64);
+  if (v->type == msgpack::type::NEGATIVE_INTEGER) return static_cast<double>(v->via.i64);
+  return fallback;
+}
+
+/// `capabilities.models` (added in 1.4): entries without a text `name` are skipped, as receivers
+/// skip what they cannot read; unknown fields are ignored.
+std::vector<ModelInfo> getModels(const msgpack::object& header) {
+  std::vector<ModelInfo> models;
+  const auto* list = lookup(header, "models");
+  if (list == nullptr || list->type != msgpack::type::ARRAY) return models;
+  for (uint32_t i = 0; i < list->via.array.size; ++i) {
+    const msgpack::object& entry = list->via.array.ptr[i];
+    ModelInfo model;
+    model.name = getString(entry, "name");
+    if (model.name.empty()) continue;
+    model.family = getString(entry, "family");
+    model.defaultSteps = static_cast<int>(getInt(entry, "default_steps", 0));
+    model.defaultCfg = getDouble(entry, "default_cfg", 0.0);
+    model.maxSeconds = getDouble(entry, "max_seconds", 0.0);
+    if (const auto* steering = lookup(entry, "steering"); steering != nullptr && steering->type == msgpack::type::ARRAY)
+      for (uint32_t k = 0; k < steering->via.array.size; ++k)
+        if (steering->via.array.ptr[k].type == msgpack::type::STR)
+          model.steering.emplace_back(steering->via.array.ptr[k].via.str.ptr, steering->via.array.ptr[k].via.str.size);
+    models.push_back(std::move(model));
+  }
+  return models;
 }
 
 void splitPlanar(const zmq::message_t& frame, int channels, int64_t samples, std::vector<float>& left,
@@ -158,6 +204,9 @@ int64_t DaemonClient::submit(const RenderRequest& request) {
   h.field("v", std::string(SA3_PROTOCOL_VERSION));
   h.field("request_id", requestId);
   h.field("prompt", request.prompt);
+  if (!request.negativePrompt.empty()) h.field("negative_prompt", request.negativePrompt);  // added in 1.4
+  if (!request.model.empty()) h.field("model", request.model);                              // added in 1.4
+  if (request.mode == Mode::Transform) h.field("init_noise_level", request.initNoiseLevel);  // added in 1.4
   h.field("sample_rate", request.sampleRate);
   h.field("seed", static_cast<uint64_t>(request.seed));
   if (request.steps > 0) h.field("steps", request.steps);
@@ -168,7 +217,8 @@ int64_t DaemonClient::submit(const RenderRequest& request) {
     h.field("meter", std::to_string(request.meterNumerator) + "/" + std::to_string(request.meterDenominator));
   }
   const bool hasAudio = request.mode != Mode::Generate;
-  if (request.mode != Mode::Inpaint) h.field("samples", request.newSamples);
+  // generate and continue say how much new audio; inpaint and transform keep the input's length
+  if (request.mode == Mode::Generate || request.mode == Mode::Continue) h.field("samples", request.newSamples);
   if (hasAudio) {
     h.pk.pack(std::string("audio"));
     h.pk.pack_map(3);
@@ -238,6 +288,8 @@ bool DaemonClient::receive(int timeoutMs, DaemonEvent& event) {
     if (type == "capabilities") {
       event.kind = DaemonEvent::Kind::Capabilities;
       event.defaultSteps = static_cast<int>(getInt(header, "default_steps", 0));
+      event.version = getString(header, "v");
+      event.models = getModels(header);  // added in 1.4
     }
     if (type == "heartbeat") event.kind = DaemonEvent::Kind::Heartbeat;
     if (type == "queued") event.kind = DaemonEvent::Kind::Queued;
@@ -256,6 +308,7 @@ bool DaemonClient::receive(int timeoutMs, DaemonEvent& event) {
     if (type == "result") {
       event.kind = DaemonEvent::Kind::Result;
       event.stepsUsed = static_cast<int>(getInt(header, "steps", 0));
+      event.model = getString(header, "model");  // added in 1.4
       const auto* audio = lookup(header, "audio");
       if (audio != nullptr && frames.size() >= 2) {
         event.sampleRate = static_cast<int>(getInt(*audio, "sample_rate", 0));

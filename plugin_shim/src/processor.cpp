@@ -240,6 +240,100 @@ std::string Processor::endpoint() const {
   return endpoint_;
 }
 
+void Processor::setNegativePrompt(const std::string& negativePrompt) {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  negativePrompt_ = negativePrompt;
+}
+
+std::string Processor::negativePrompt() const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  return negativePrompt_;
+}
+
+// ---- the daemon's models ---------------------------------------------------------------------
+void Processor::setModel(const std::string& name) {
+  {
+    std::lock_guard<std::mutex> lock(textMutex_);
+    if (name == model_) return;
+    model_ = name;
+  }
+  modelsSerial_.fetch_add(1);  // the menu shows the choice
+}
+
+std::string Processor::model() const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  return model_;
+}
+
+std::vector<ModelInfo> Processor::models() const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  return daemonModels_;
+}
+
+std::string Processor::daemonVersion() const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  return daemonVersion_;
+}
+
+int Processor::modelDefaultSteps() const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  if (model_.empty()) return daemonDefaultSteps_;  // the top-level fields describe the default model
+  for (const auto& m : daemonModels_)
+    if (m.name == model_) return m.defaultSteps;
+  return 0;  // a model the daemon does not serve: not known
+}
+
+void Processor::takeCapabilities(const DaemonEvent& event) {
+  {
+    std::lock_guard<std::mutex> lock(textMutex_);
+    daemonKnown_ = true;
+    daemonVersion_ = event.version;
+    daemonDefaultSteps_ = event.defaultSteps;
+    daemonModels_ = event.models;
+  }
+  modelsSerial_.fetch_add(1);
+}
+
+void Processor::forgetDaemon() {
+  {
+    std::lock_guard<std::mutex> lock(textMutex_);
+    daemonKnown_ = false;
+    daemonVersion_.clear();
+    daemonDefaultSteps_ = 0;
+    daemonModels_.clear();
+  }
+  modelsSerial_.fetch_add(1);
+}
+
+std::string Processor::checkAgainstDaemon(const RenderRequest& request, std::string& modelName) const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  modelName = request.model;
+  // Not heard from yet: send as chosen; the daemon itself refuses a model it does not serve
+  // (bad_field, naming the ones it does), and its capabilities reply fills the menu.
+  if (!daemonKnown_) return {};
+  const int minor = protocolMinor(daemonVersion_);
+  if (minor >= 0 && minor < 4) {  // a 1.3 daemon ignores model and negative_prompt: do not pretend
+    const std::string speaks = "the daemon at " + endpoint_ + " speaks protocol " + daemonVersion_ + ", which has ";
+    const std::string update = " (added in 1.4); update sa3 there or ";
+    if (request.mode == Mode::Transform) return speaks + "no transform mode" + update + "choose another mode";
+    if (!request.negativePrompt.empty()) return speaks + "no negative prompt" + update + "clear the negative prompt";
+    if (!modelName.empty()) return speaks + "no model menu" + update + "set the model to the daemon's default";
+    return {};
+  }
+  if (daemonModels_.empty()) return {};
+  if (modelName.empty()) {
+    modelName = daemonModels_.front().name;  // every job names its model: the take records it
+    return {};
+  }
+  std::string served;
+  for (const auto& m : daemonModels_) {
+    if (m.name == modelName) return {};
+    served += (served.empty() ? "" : ", ") + m.name;
+  }
+  return "the daemon at " + endpoint_ + " does not serve model '" + modelName + "'; choose one of " + served +
+         " in the model menu";
+}
+
 std::string Processor::statusText() const {
   std::lock_guard<std::mutex> lock(textMutex_);
   return statusText_;
@@ -265,7 +359,7 @@ ResolvedRegion Processor::resolveRegion() const noexcept {
   const bool hostLoop = host.looping && std::isfinite(host.loopStart) && std::isfinite(host.loopEnd) &&
                         host.loopEnd > host.loopStart && host.loopStart >= 0.0;
   out.fromHostLoop = hostLoop;
-  if (mode() == Mode::Inpaint) {
+  if (mode() == Mode::Inpaint || mode() == Mode::Transform) {  // the selection itself
     if (hostLoop) {
       out.region = {tb::ppqToSamples(host.loopStart, out.bpm, rate), tb::ppqToSamples(host.loopEnd, out.bpm, rate)};
     } else {
@@ -317,6 +411,8 @@ std::string Processor::buildJob(Job& job) const {
   RenderRequest& req = job.request;
   req.mode = mode();
   req.prompt = prompt();
+  req.negativePrompt = negativePrompt();
+  req.model = model();  // "" : the daemon's default, named when the job is sent
   req.seed = static_cast<uint32_t>(seed_.load() & 0xffffffffu);
   req.steps = std::max(0, steps_.load());
   req.scaleLockDb = scaleLockDb_.load();
@@ -347,6 +443,19 @@ std::string Processor::buildJob(Job& job) const {
     // Nothing before the start (bar 1): continuing nothing is generating.
     if (region.start == 0 || !copyContext(windowStart, region.start, req.left, req.right)) req.mode = Mode::Generate;
     req.newSamples = region.length();
+  } else if (req.mode == Mode::Transform) {
+    req.initNoiseLevel = initNoiseLevel_.load();
+    if (!(req.initNoiseLevel >= kMinInitNoiseLevel && req.initNoiseLevel <= 1.0)) {
+      char text[112];
+      std::snprintf(text, sizeof text, "init noise level %g is outside %g-1; set it in that range", req.initNoiseLevel,
+                    kMinInitNoiseLevel);
+      return text;
+    }
+    // The selection alone, no context: every sample of the reply is new and the take is all of it.
+    if (!copyContext(region.start, region.end, req.left, req.right)) return "no captured audio; play the selection once";
+    // Told the tempo, the model puts a downbeat at the clip's first sample: true only when the
+    // selection starts on a bar line, so elsewhere it is not told (it keeps a tempo the prompt names).
+    if (windowFrom(region.start) != region.start) req.bpm = 0.0;
   } else {
     req.newSamples = region.length();
   }
@@ -354,8 +463,10 @@ std::string Processor::buildJob(Job& job) const {
 
   Take& d = job.description;
   d.prompt = req.prompt;
+  d.negativePrompt = req.negativePrompt;
+  d.initNoiseLevel = req.mode == Mode::Transform ? req.initNoiseLevel : 0.0;
   d.seed = req.seed;
-  d.steps = req.steps > 0 ? req.steps : modelDefaultSteps_.load();  // the result's `steps` overrides
+  d.steps = req.steps > 0 ? req.steps : modelDefaultSteps();  // the result's `steps` overrides
   d.scaleLockDb = req.scaleLockDb;
   d.mode = mode();
   d.bpm = resolved.bpm;
@@ -366,21 +477,26 @@ std::string Processor::buildJob(Job& job) const {
 }
 
 void Processor::finishJob(Job& job, DaemonEvent& result) {
-  const int64_t length =
-      job.request.mode == Mode::Inpaint ? job.request.regionEnd - job.request.regionStart : job.request.newSamples;
+  const Mode mode = job.request.mode;
+  int64_t length = job.request.newSamples;
+  if (mode == Mode::Inpaint) length = job.request.regionEnd - job.request.regionStart;
+  if (mode == Mode::Transform) length = job.windowSamples;
   const auto total = static_cast<int64_t>(result.left.size());
   // Inpaint replies span the whole input clip; continue replies are the input then the new
-  // audio; generate replies are the new audio. The take keeps the region only.
+  // audio; generate replies are the new audio; transform replies are the selection made again,
+  // exactly its length. The take keeps the region only.
   int64_t offset = 0;
-  if (job.request.mode == Mode::Inpaint) offset = job.request.regionStart;
-  if (job.request.mode == Mode::Continue) offset = total - length;
-  if (result.sampleRate != job.request.sampleRate || offset < 0 || offset + length > total) {
+  if (mode == Mode::Inpaint) offset = job.request.regionStart;
+  if (mode == Mode::Continue) offset = total - length;
+  if (result.sampleRate != job.request.sampleRate || offset < 0 || offset + length > total ||
+      (mode == Mode::Transform && total != length)) {
     setStatus(Status::Error, "the daemon's reply has " + std::to_string(total) + " samples at " +
                                  std::to_string(result.sampleRate) + " Hz, not the region asked for; render again");
     return;
   }
   auto take = std::make_shared<Take>(job.description);
   if (result.stepsUsed > 0) take->steps = result.stepsUsed;  // what reproduces it
+  if (!result.model.empty()) take->model = result.model;     // the daemon says which model made it
   take->left.assign(result.left.begin() + offset, result.left.begin() + offset + length);
   take->right.assign(result.right.begin() + offset, result.right.begin() + offset + length);
   const double rate = sampleRate_.load();
@@ -429,7 +545,18 @@ void Processor::workerLoop() {
   setStatus(Status::Offline, waitingText(" (start `sa3 serve`)"));
   client->sendHello();
 
-  auto submit = [&] {
+  // Sends the job (again); false, with the job dropped and a status line, when the daemon there
+  // cannot run it as asked (a model it does not serve, a 1.4 feature on an older daemon).
+  auto submit = [&]() -> bool {
+    std::string model;
+    const std::string problem = checkAgainstDaemon(job->request, model);
+    if (!problem.empty()) {
+      setStatus(Status::Error, problem);
+      job.reset();
+      return false;
+    }
+    job->request.model = model;
+    job->description.model = model;
     job->requestId = client->submit(job->request);
     job->submitted = true;
     job->jobId.clear();
@@ -437,6 +564,7 @@ void Processor::workerLoop() {
     job->lastHeard = Clock::now();
     progress_.store(0.0f);
     setStatus(Status::Rendering, std::string("rendering (") + modeName(job->request.mode) + ")");
+    return true;
   };
 
   while (!quit_.load()) {
@@ -444,6 +572,7 @@ void Processor::workerLoop() {
       seenEndpoint = endpointSerial_.load();
       endpoint = this->endpoint();
       client = std::make_unique<DaemonClient>(endpoint);
+      forgetDaemon();  // another daemon may serve other models, or speak an older protocol
       client->sendHello();
       if (job) {
         job->submitted = false;
@@ -491,14 +620,17 @@ void Processor::workerLoop() {
     DaemonEvent event;
     if (client->receive(20, event)) {
       lastHeard = Clock::now();
-      if (event.kind == DaemonEvent::Kind::Capabilities && event.defaultSteps > 0)
-        modelDefaultSteps_.store(event.defaultSteps);
+      if (event.kind == DaemonEvent::Kind::Capabilities) takeCapabilities(event);
+      // Another instance at the endpoint (protocol 1.3's daemon_id) may serve other models: forget
+      // what the last one said until its own capabilities reply (asked for below) arrives.
+      const bool newInstance = !event.daemonId.empty() && !daemonId.empty() && event.daemonId != daemonId;
+      if (newInstance && event.kind != DaemonEvent::Kind::Capabilities) forgetDaemon();
+      if (!event.daemonId.empty()) daemonId = event.daemonId;
       // Protocol 1.3: every header names the daemon instance. Another instance than the one the
       // job went to answering (a heartbeat, a capabilities, anything) means the daemon was
       // restarted, perhaps too quickly for the plugin to see it offline, and the job is gone. The
       // one exception is the job's own `queued`: a request sent just after a restart, before the
       // plugin heard from the new instance, is accepted by it.
-      if (!event.daemonId.empty()) daemonId = event.daemonId;
       const bool acceptsJob = job && event.kind == DaemonEvent::Kind::Queued && event.requestId == job->requestId;
       bool restarted = false;
       if (job && job->submitted && !job->daemonId.empty() && !event.daemonId.empty() &&
@@ -506,16 +638,15 @@ void Processor::workerLoop() {
         restarted = true;
         if (!job->resubmitted) {
           job->resubmitted = true;
-          submit();
-          setStatus(Status::Rendering, "the daemon restarted and lost the render; rendering again");
+          if (submit()) setStatus(Status::Rendering, "the daemon restarted and lost the render; rendering again");
         } else {
           setStatus(Status::Error, "the daemon restarted again and lost the render a second time; render again");
           job.reset();
         }
       }
-      if (!online || restarted) {
+      if ((!online || restarted || newInstance) && event.kind != DaemonEvent::Kind::Capabilities) {
         // Ask again what the daemon serves: the hello sent while it was away was dropped (the
-        // socket queues nothing for a missing peer), and a restarted daemon may serve another model.
+        // socket queues nothing for a missing peer), and a restarted daemon may serve other models.
         client->sendHello();
       }
       if (!online) {
@@ -560,6 +691,8 @@ void Processor::workerLoop() {
               submit();
             } else {
               setStatus(Status::Error, "daemon: " + event.message);
+              // A model it no longer serves (restarted with others): ask again, so the menu shows what it has.
+              if (event.code == "bad_field") client->sendHello();
               job.reset();
             }
             break;
@@ -610,6 +743,9 @@ TakeInfo Processor::takeInfo(size_t index) const {
   info.steps = t.steps;
   info.scaleLockDb = t.scaleLockDb;
   info.mode = t.mode;
+  info.model = t.model;
+  info.negativePrompt = t.negativePrompt;
+  info.initNoiseLevel = t.initNoiseLevel;
   info.sampleRate = t.sampleRate;
   info.start = t.start;
   info.length = t.length();

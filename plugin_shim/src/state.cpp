@@ -2,8 +2,11 @@
 //   "SA3S" u32 version | settings | prompt | next take id | active index | takes (with audio)
 // Readers refuse unknown versions and any blob that is short, long or out of range.
 // Version 2 adds the scale lock (f64 dB, -1 = the model's setting) after `steps`, in the
-// settings and in each take; version 1 blobs (saved before it existed) still load, as the
-// model's setting.
+// settings and in each take. Version 3 (protocol 1.4) allows mode 3 (transform) and adds
+//   settings, after the endpoint: negative prompt | model ("" = the daemon's default) | f64 init noise level
+//   each take, after its start:   model ("" = not named) | negative prompt | f64 init noise level (0: not a transform)
+// Older blobs still load: the scale lock as the model's setting, no negative prompt, the
+// daemon's default model, the default init noise level.
 #include <cstring>
 #include <limits>
 
@@ -14,7 +17,7 @@ namespace sa3 {
 namespace {
 
 constexpr char kMagic[4] = {'S', 'A', '3', 'S'};
-constexpr uint32_t kStateVersion = 2;
+constexpr uint32_t kStateVersion = 3;
 constexpr uint32_t kOldestStateVersion = 1;
 
 class Writer {
@@ -88,6 +91,9 @@ std::vector<uint8_t> Processor::getStateInformation() const {
   w.put<double>(scaleLockDb_.load());
   w.putString(prompt());
   w.putString(endpoint());
+  w.putString(negativePrompt());
+  w.putString(model());
+  w.put<double>(initNoiseLevel_.load());
   std::lock_guard<std::mutex> lock(takesMutex_);
   w.put<uint64_t>(nextTakeId_);
   w.put<int32_t>(activeIndex_);
@@ -104,6 +110,9 @@ std::vector<uint8_t> Processor::getStateInformation() const {
     w.put<int32_t>(t->meter.denominator);
     w.put<double>(t->sampleRate);
     w.put<int64_t>(t->start);
+    w.putString(t->model);
+    w.putString(t->negativePrompt);
+    w.put<double>(t->initNoiseLevel);
     w.put<uint64_t>(t->left.size());
     w.putFloats(t->left);
     w.putFloats(t->right);
@@ -118,15 +127,22 @@ bool Processor::setStateInformation(const void* data, size_t size) {
   if (!r.get(version) || version < kOldestStateVersion || version > kStateVersion) return false;
   // A field a version lacks reads as its default; a present one must be readable.
   const auto getScaleLock = [&](double& db) { return version < 2 || (r.get(db) && (db >= 0.0 || db == -1.0)); };
+  const auto getText = [&](std::string& s) { return version < 3 || r.getString(s); };
+  // 0 stands for "not a transform" in a take only (allowZero); the settings hold a usable level
+  const auto getNoiseLevel = [&](double& level, bool allowZero) {
+    return version < 3 || (r.get(level) && ((level > 0.0 && level <= 1.0) || (allowZero && level == 0.0)));
+  };
+  const int32_t lastMode = version < 3 ? 2 : 3;  // transform arrived with version 3
   int32_t mode = 0, numerator = 0, denominator = 0, steps = 0, active = -1;
-  double bpm = 0, startBar = 0, endBar = 0, bars = 0, scaleLockDb = -1.0;
+  double bpm = 0, startBar = 0, endBar = 0, bars = 0, scaleLockDb = -1.0, initNoiseLevel = kDefaultInitNoiseLevel;
   uint64_t seed = 0, nextId = 0, count = 0;
-  std::string prompt, endpoint;
+  std::string prompt, endpoint, negativePrompt, model;
   if (!r.get(mode) || !r.get(bpm) || !r.get(numerator) || !r.get(denominator) || !r.get(startBar) || !r.get(endBar) ||
       !r.get(bars) || !r.get(seed) || !r.get(steps) || !getScaleLock(scaleLockDb) || !r.getString(prompt) ||
-      !r.getString(endpoint) || !r.get(nextId) || !r.get(active) || !r.get(count))
+      !r.getString(endpoint) || !getText(negativePrompt) || !getText(model) || !getNoiseLevel(initNoiseLevel, false) ||
+      !r.get(nextId) || !r.get(active) || !r.get(count))
     return false;
-  if (mode < 0 || mode > 2 || count > (1u << 20)) return false;
+  if (mode < 0 || mode > lastMode || count > (1u << 20)) return false;
   std::vector<std::shared_ptr<const Take>> takes;
   const double rate = sampleRate_.load();
   for (uint64_t i = 0; i < count; ++i) {
@@ -135,10 +151,11 @@ bool Processor::setStateInformation(const void* data, size_t size) {
     uint64_t length = 0;
     if (!r.get(t.id) || !r.getString(t.prompt) || !r.get(t.seed) || !r.get(t.steps) || !getScaleLock(t.scaleLockDb) ||
         !r.get(takeMode) || !r.get(t.bpm) || !r.get(t.meter.numerator) || !r.get(t.meter.denominator) ||
-        !r.get(t.sampleRate) || !r.get(t.start) || !r.get(length) || !r.getFloats(t.left, length) ||
+        !r.get(t.sampleRate) || !r.get(t.start) || !getText(t.model) || !getText(t.negativePrompt) ||
+        !getNoiseLevel(t.initNoiseLevel, true) || !r.get(length) || !r.getFloats(t.left, length) ||
         !r.getFloats(t.right, length))
       return false;
-    if (takeMode < 0 || takeMode > 2 || !(t.sampleRate > 0.0) || t.start < 0) return false;
+    if (takeMode < 0 || takeMode > lastMode || !(t.sampleRate > 0.0) || t.start < 0) return false;
     t.mode = static_cast<Mode>(takeMode);
     // A project reopened at another rate plays its takes resampled to the host rate.
     takes.push_back(
@@ -154,7 +171,10 @@ bool Processor::setStateInformation(const void* data, size_t size) {
   seed_.store(seed);
   steps_.store(steps);
   scaleLockDb_.store(scaleLockDb);
+  initNoiseLevel_.store(initNoiseLevel);
   setPrompt(prompt);
+  setNegativePrompt(negativePrompt);
+  setModel(model);
   if (!endpoint.empty()) setEndpoint(endpoint);
   std::vector<std::shared_ptr<const Take>> old;
   {

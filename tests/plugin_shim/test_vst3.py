@@ -39,18 +39,20 @@ class _Cursor:
 
 
 def core_state(preset: bytes) -> dict:
-    """Decode the core state (plugin_shim/src/state.cpp, version 2) inside .vstpreset bytes."""
+    """Decode the core state (plugin_shim/src/state.cpp, version 3) inside .vstpreset bytes."""
     c = _Cursor(preset, preset.index(b"SA3S") + 4)
-    assert c.take("I") == 2
+    assert c.take("I") == 3
     state = {"mode": c.take("i"), "bpm": c.take("d"), "meter": c.take("ii"), "region": c.take("dd")}
     state |= {"bars": c.take("d"), "seed": c.take("Q"), "steps": c.take("i"), "scale_lock_db": c.take("d")}
     state |= {"prompt": c.string()}
-    state |= {"endpoint": c.string(), "next_id": c.take("Q"), "active": c.take("i"), "takes": []}
+    state |= {"endpoint": c.string(), "negative_prompt": c.string(), "model": c.string()}
+    state |= {"init_noise_level": c.take("d"), "next_id": c.take("Q"), "active": c.take("i"), "takes": []}
     for _ in range(c.take("Q")):
         take = {"id": c.take("Q"), "prompt": c.string(), "seed": c.take("Q"), "steps": c.take("i")}
         take |= {"scale_lock_db": c.take("d")}
         take |= {"mode": c.take("i"), "bpm": c.take("d"), "meter": c.take("ii"), "rate": c.take("d")}
-        take |= {"start": c.take("q"), "length": c.take("Q")}
+        take |= {"start": c.take("q"), "model": c.string(), "negative_prompt": c.string()}
+        take |= {"init_noise_level": c.take("d"), "length": c.take("Q")}
         c.at += 8 * take["length"]  # left then right float32
         state["takes"].append(take)
     return state

@@ -9,12 +9,14 @@
 //    timeline (sample t of the song goes to index t), preallocated in prepareToPlay.
 //  - On requestRender(), a worker thread resolves the region (the host's loop range when
 //    looping, else the bars set on the plugin; N bars from a bar line for generate/continue),
-//    copies the captured context, sends the request to the sa3 daemon (docs/protocol.md) and
-//    turns the reply into a Take.
+//    copies the captured context (inpaint, continue) or the selection itself (transform), sends
+//    the request to the sa3 daemon (docs/protocol.md) on the chosen model and turns the reply
+//    into a Take.
 //  - Plays the active take sample-accurately at its timeline position, replacing the input
 //    inside its region; the input passes through untouched everywhere else, while stopped,
 //    and until a result is ready.
-//  - Keeps every take (prompt, seed, steps, scale lock, region, mode, audio) in the saved state.
+//  - Keeps every take (prompt, negative prompt, model, seed, steps, scale lock, init noise level,
+//    region, mode, audio) in the saved state.
 //
 // AUDIO-THREAD CONTRACT
 //  processBlock(), reset(), requestRender(), cancelRender() and the numeric setters never
@@ -39,6 +41,7 @@
 #include <vector>
 
 #include "sa3/position.h"
+#include "sa3/protocol.h"
 #include "sa3/take.h"
 #include "sa3/timebase.h"
 
@@ -78,13 +81,14 @@ struct TakeInfo {
   int steps = 0;              // as the daemon ran it (0: not known)
   double scaleLockDb = -1.0;  // < 0: the model's setting
   Mode mode = Mode::Inpaint;
+  std::string model;            // "" : made by a daemon before 1.4, which names no model
+  std::string negativePrompt;   // "" : none
+  double initNoiseLevel = 0.0;  // transform takes only; 0 for the other modes
   double sampleRate = 0;
   int64_t start = 0, length = 0;
   double bpm = 0;
   timebase::Meter meter;
 };
-
-struct DaemonEvent;
 
 class Processor {
  public:
@@ -123,6 +127,9 @@ class Processor {
   /// prompt names are turned down (0 = off, up to kMaxScaleLockDb in sa3/protocol.h). Any
   /// negative value or NaN means the model's own setting: the request leaves the field out.
   void setScaleLockDb(double db) noexcept { scaleLockDb_.store(db >= 0.0 ? db : -1.0); }
+  /// Transform's init noise level for the next renders (kMinInitNoiseLevel to 1 in sa3/take.h;
+  /// a render with a value outside that stops with a status line).
+  void setInitNoiseLevel(double level) noexcept { initNoiseLevel_.store(level); }
   Mode mode() const noexcept { return static_cast<Mode>(mode_.load()); }
   double bpm() const noexcept { return bpm_.load(); }
   timebase::Meter meter() const noexcept;
@@ -131,9 +138,8 @@ class Processor {
   double bars() const noexcept { return bars_.load(); }
   uint64_t seed() const noexcept { return seed_.load(); }
   int steps() const noexcept { return steps_.load(); }  // 0: the model's default
-  /// The daemon model's default steps, from its `capabilities` reply; 0 until one arrives.
-  int modelDefaultSteps() const noexcept { return modelDefaultSteps_.load(); }
   double scaleLockDb() const noexcept { return scaleLockDb_.load(); }  // -1: the model's setting
+  double initNoiseLevel() const noexcept { return initNoiseLevel_.load(); }
 
   /// The text prompt (message thread; not a numeric parameter, saved in the state).
   void setPrompt(const std::string& prompt);
@@ -141,6 +147,26 @@ class Processor {
   /// The daemon's endpoint (message thread; saved in the state). The worker reconnects to it.
   void setEndpoint(const std::string& endpoint);
   std::string endpoint() const;
+  /// What guidance steers away from (message thread; saved in the state). Sent with every job
+  /// when not empty (protocol 1.4); the daemon uses it when the model guides (cfg not 1).
+  void setNegativePrompt(const std::string& negativePrompt);
+  std::string negativePrompt() const;
+
+  // ---- the daemon's models (message thread) ---------------------------------------------
+  /// The model every job runs on, by the name the daemon lists; "" (the default) means the
+  /// daemon's default, the first it lists, which the job then names. Saved in the state. A
+  /// name the daemon does not serve stops the render with a status line that says so.
+  void setModel(const std::string& name);
+  std::string model() const;
+  /// The models the daemon serves, the default first, from its last `capabilities` reply (empty
+  /// until it answers, and from a daemon before 1.4). modelsSerial() changes whenever they do.
+  std::vector<ModelInfo> models() const;
+  uint64_t modelsSerial() const noexcept { return modelsSerial_.load(); }
+  /// The daemon's protocol version from its `capabilities` reply; "" until it answers.
+  std::string daemonVersion() const;
+  /// Default steps of the model the next render runs on (the chosen one, else the daemon's
+  /// default), from the `capabilities` reply; 0 until it arrives.
+  int modelDefaultSteps() const;
 
   // ---- rendering ------------------------------------------------------------------------
   /// Asks the worker to render with the current settings and host position (any thread,
@@ -182,6 +208,11 @@ class Processor {
 
   void workerLoop();
   std::string buildJob(Job& job) const;  // "" or why the render cannot start
+  // "" when the daemon can run `request` as asked, else why not; `modelName`: the model the job names
+  // (request.model, or the daemon's default for "")
+  std::string checkAgainstDaemon(const RenderRequest& request, std::string& modelName) const;
+  void takeCapabilities(const DaemonEvent& event);
+  void forgetDaemon();  // another endpoint: nothing is known about the daemon there
   void finishJob(Job& job, DaemonEvent& result);
   void waitForAudioThreadToLeaveBlock() const;
   void setStatus(Status status, const std::string& text);
@@ -196,8 +227,8 @@ class Processor {
   std::atomic<double> startBar_{1.0}, endBar_{5.0}, bars_{4.0};
   std::atomic<uint64_t> seed_{0};
   std::atomic<int> steps_{0};  // 0: the model's default
-  std::atomic<int> modelDefaultSteps_{0};
   std::atomic<double> scaleLockDb_{-1.0};  // < 0: the model's setting
+  std::atomic<double> initNoiseLevel_{kDefaultInitNoiseLevel};
 
   // host position seen by the last processBlock (written by the audio thread only)
   std::unique_ptr<HostSnapshot> host_;
@@ -217,10 +248,17 @@ class Processor {
   std::atomic<const Take*> active_{nullptr};  // what the audio thread plays
   std::atomic<uint64_t> audioEpoch_{0};       // odd while inside processBlock
 
-  // prompt and status text (message/worker threads)
+  // prompt, model choice, what the daemon said and status text (message/worker threads)
   mutable std::mutex textMutex_;
   std::string prompt_ = "warm analog synth pad";
+  std::string negativePrompt_;
+  std::string model_;  // "" : the daemon's default
   std::string endpoint_;
+  bool daemonKnown_ = false;  // a `capabilities` reply arrived from the daemon at endpoint_
+  std::string daemonVersion_;
+  int daemonDefaultSteps_ = 0;        // the top-level `default_steps` (the default model's)
+  std::vector<ModelInfo> daemonModels_;  // empty before 1.4
+  std::atomic<uint64_t> modelsSerial_{0};
   std::atomic<uint64_t> endpointSerial_{0};
   std::string statusText_ = "offline";
 

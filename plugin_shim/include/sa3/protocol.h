@@ -25,17 +25,30 @@ constexpr double kMaxScaleLockDb = 48.0;
 /// Most sampler `steps` a job may ask for (the daemon's `max_steps`; it answers bad_field above).
 constexpr int kMaxSteps = 100;
 
+/// One model a daemon serves, as its `capabilities` reply lists it (`models`, added in 1.4).
+struct ModelInfo {
+  std::string name;    // what a job's `model` field says
+  std::string family;  // "sa3" or "released"
+  int defaultSteps = 0;
+  double defaultCfg = 0.0;
+  double maxSeconds = 0.0;
+  std::vector<std::string> steering;  // the family's own request options (scale_lock_db, ...)
+};
+
 /// One job for the daemon, with audio at the host rate (the daemon replies at that rate).
 struct RenderRequest {
   Mode mode = Mode::Inpaint;
   std::string prompt;
+  std::string negativePrompt;  // added in 1.4; "" = none (not sent)
+  std::string model;           // added in 1.4; "" = not sent (a daemon before 1.4 serves one model)
+  double initNoiseLevel = kDefaultInitNoiseLevel;  // transform only (added in 1.4), 0 < level <= 1
   uint32_t seed = 0;
   int steps = 0;  // 0 = the model's default
   // dB per sampler step by which notes outside a key the prompt names are turned down
   // (0 = off, at most kMaxScaleLockDb); < 0: the model's setting (not sent)
   double scaleLockDb = -1.0;
   int sampleRate = 44100;
-  std::vector<float> left, right;          // the input clip (inpaint and continue), planar
+  std::vector<float> left, right;          // the input clip (inpaint, continue, transform), planar
   int64_t regionStart = 0, regionEnd = 0;  // inpaint: the span of the clip to regenerate
   int64_t newSamples = 0;                  // generate and continue: new audio to make
   double bpm = 0.0;                        // the song's tempo (0 = not sent); sample 0 of the clip is a downbeat
@@ -54,7 +67,10 @@ struct DaemonEvent {
   std::string code, message;  // error
   int step = 0, total = 0;    // progress
   int defaultSteps = 0;       // capabilities: the model's steps when a request sends none (0: not said)
+  std::string version;        // capabilities: the daemon's protocol version ("1.4")
+  std::vector<ModelInfo> models;  // capabilities: every model served, the default first (empty before 1.4)
   int stepsUsed = 0;          // result: the steps the job ran (0: not said)
+  std::string model;          // result: the model that made it (added in 1.4; "" before)
   int sampleRate = 0;         // result
   std::vector<float> left, right;
 };
@@ -75,7 +91,7 @@ class DaemonClient {
   const std::string& problem() const { return problem_; }
   void sendHello();
   void sendHeartbeat();
-  /// Sends a generate/inpaint/continue request; returns its request_id.
+  /// Sends a generate/inpaint/continue/transform request; returns its request_id.
   int64_t submit(const RenderRequest& request);
   void cancel(const std::string& jobId);
   /// Takes a job over after a reconnect; returns the request_id its answers carry.
@@ -96,7 +112,10 @@ class DaemonClient {
   int64_t nextRequestId_ = 1;
 };
 
-/// Name of a mode on the wire: "generate", "inpaint", "continue".
+/// Name of a mode on the wire: "generate", "inpaint", "continue", "transform".
 const char* modeName(Mode mode) noexcept;
+
+/// The minor of a "MAJOR.MINOR" version ("1.4" -> 4); -1 when it is not one.
+int protocolMinor(const std::string& version) noexcept;
 
 }  // namespace sa3

@@ -14,7 +14,14 @@ enum class Mode : int {
   Generate = 0,  // new audio for N bars, no context
   Inpaint = 1,   // regenerate the region, the captured audio around it is context
   Continue = 2,  // N bars that follow the captured audio before the region start
+  Transform = 3,  // the region made again after the prompt, from its own audio (protocol 1.4)
 };
+
+/// Transform's init noise level (protocol 1.4, 0 < level <= 1): how much noise is mixed into the
+/// selection's latents before sampling (near 0 keeps the input, 1 keeps only its length). The
+/// plugin's control runs from kMinInitNoiseLevel to 1.
+constexpr double kDefaultInitNoiseLevel = 0.9;
+constexpr double kMinInitNoiseLevel = 0.01;
 
 /// One rendered result. Immutable once published to the audio thread.
 struct Take {
@@ -24,6 +31,9 @@ struct Take {
   int steps = 0;  // the sampler steps it ran (0: the model's default, number not known)
   double scaleLockDb = -1.0;  // as asked of the daemon; < 0: the model's setting
   Mode mode = Mode::Inpaint;
+  std::string model;           // the daemon model that made it ("" : a daemon before 1.4, which names none)
+  std::string negativePrompt;  // "" : none
+  double initNoiseLevel = 0.0;  // transform takes: the level asked for; 0 for the other modes
   double bpm = timebase::kDefaultBpm;
   timebase::Meter meter;
   double sampleRate = timebase::kModelSampleRate;  // rate of `left`/`right` and of `start`
