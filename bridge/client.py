@@ -745,6 +745,7 @@ NEWER_FIELDS = {
     "tail_seconds": (2, "no per-request tail", "drop --tail to use its model's setting"),
     "negative_prompt": (4, "no negative prompts", "drop --negative-prompt"),
     "init_noise_level": (4, "no transform jobs", "run transform without --daemon"),
+    "model": (4, "one model per daemon", "drop --model to use the model it serves"),
 }
 
 
@@ -784,6 +785,8 @@ def generate_via_daemon(
         fields["negative_prompt"] = args.negative_prompt
     if mode == "transform":
         fields["init_noise_level"] = args.init_noise_level
+    if getattr(args, "model", None) is not None:  # a model the daemon serves, by name
+        fields["model"] = args.model
     try:
         with Client(endpoint, curve=curve_from_env(), silence=3.0, retries=0) as client:
             # no daemon there: say so in seconds, not after a long job's patience

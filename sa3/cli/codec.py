@@ -7,10 +7,14 @@ and weights: decoding with another model warns, since its latent space differs),
 ``search_steps`` (``--search``: analysis-by-synthesis steps, sa3core.codec_search; 0 = the plain
 encoder).
 
-Model resolution (both commands): ``--model`` is a ``.safetensors`` of kind "same" or a model
-folder holding ``same.safetensors``; without it the shipped default model's autoencoder.
-Decoding refines the decoder's phases as the folder's ``model.json`` says (``phase_iterations``)
-unless ``--phase-iterations`` is given.
+Model resolution (both commands): ``--model`` is a ``.safetensors`` of kind "same", an sa3 model
+folder holding ``same.safetensors``, or a released Stable Audio 3 model: a folder in the released
+layout or a released name from the Hugging Face cache (``same-s``, ``same-l``, or a DiT repo such
+as ``small-music``, whose autoencoder is used); without it the shipped default model's autoencoder.
+sa3's decoder refines its phases as the folder's ``model.json`` says (``phase_iterations``) unless
+``--phase-iterations`` is given. The released autoencoders run as the official code does: windows
+of 128 latents overlapping by 32 for long audio, and noise drawn while decoding (SAME-L also while
+encoding), from ``--seed`` (default 0), so the same command gives the same file.
 """
 
 from __future__ import annotations
@@ -29,13 +33,19 @@ from sa3core.files import check_output_file
 from sa3core.timebase import LATENT_CHANNELS, SAMPLE_RATE, frames_to_samples
 
 LATENT_FORMAT = 1
+MODEL_HELP = (
+    "SAME .safetensors, a model folder, or a released model: same-s, same-l, small-music, ... "
+    "(its autoencoder; default: the shipped model)"
+)
+SEED_HELP = "seed of the noise a released autoencoder draws (default 0); sa3's own draws none"
 
 
 def register(subparsers) -> None:
     encode = subparsers.add_parser("encode", help="encode an audio file to SAME latents (.safetensors)")
     encode.add_argument("input", help="audio file (WAV, FLAC, AIFF, OGG; any rate, mono or stereo)")
     encode.add_argument("-o", "--output", required=True, help="latent file to write (.safetensors)")
-    encode.add_argument("--model", help="SAME .safetensors or a model folder (default: the shipped model)")
+    encode.add_argument("--model", help=MODEL_HELP)
+    encode.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     encode.add_argument(
         "--search",
         type=int,
@@ -54,7 +64,8 @@ def register(subparsers) -> None:
     decode.add_argument("latents", help="latent file written by `sa3 encode`")
     decode.add_argument("-o", "--output", required=True, help="audio file to write (.wav, .flac, .aiff, .ogg)")
     decode.add_argument("--samples", type=int, help="output length in samples (default: the encoded source's)")
-    decode.add_argument("--model", help="SAME .safetensors or a model folder (default: the shipped model)")
+    decode.add_argument("--model", help=MODEL_HELP)
+    decode.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     decode.add_argument("--bit-depth", choices=["16", "24", "float"], default="24", help="sample format (default 24)")
     decode.add_argument(
         "--phase-iterations",
@@ -65,38 +76,63 @@ def register(subparsers) -> None:
     decode.set_defaults(func=run_decode)
 
 
-def resolve_model(path: str | None):
-    """The SAME model to use (see module doc), in eval mode."""
+class Codec:
+    """An autoencoder as the two commands use it: audio [2, S] <-> latents [256, F], with the
+    identity written into latent files. sa3's own SAME, or a released one (``released``)."""
+
+    def __init__(self, model, identity: str, released: bool, phase_iterations: int = 0) -> None:
+        self.model, self.identity, self.released = model, identity, released
+        self.phase_iterations = phase_iterations
+        self.channels = model.config.latent_dim if released else LATENT_CHANNELS
+
+    def encode(self, audio: torch.Tensor, seed: int) -> torch.Tensor:
+        if self.released:
+            generator = torch.Generator().manual_seed(seed)
+            return self.model.encode(audio[None], generator)[0].float().contiguous()
+        return self.model.encode(audio[None])[0].contiguous()
+
+    def decode(self, latents: torch.Tensor, seed: int, iterations: int | None) -> torch.Tensor:
+        if self.released:
+            if iterations:
+                raise Sa3Error("--phase-iterations is for sa3's own autoencoder; a released SAME decodes phases itself")
+            generator = torch.Generator().manual_seed(seed)
+            return self.model.decode(latents[None].contiguous(), generator)[0].float()
+        iterations = self.phase_iterations if iterations is None else iterations
+        return self.model.decode(latents[None], phase_iterations=iterations)[0]
+
+
+def resolve_model(path: str | None) -> Codec:
+    """The autoencoder ``--model`` names (see the module doc), in eval mode."""
+    from sa3core.hub import resolve_model as resolve
     from sa3core.models import same  # noqa: F401  (registers the "same" model kind)
-
-    if path:
-        model_path = Path(path)
-        if model_path.is_dir():
-            model_path = model_path / "same.safetensors"
-        if not model_path.exists():
-            raise Sa3Error(
-                f"model {path!r} not found; give a SAME .safetensors file or a folder holding same.safetensors"
-            )
-        return load_model(model_path, expect_kind="same")[0]
     from sa3core.pipeline import default_model_dir
+    from sa3core.released.checkpoint import CONFIG_FILE, load_autoencoder
 
-    return load_model(default_model_dir() / "same.safetensors", expect_kind="same")[0]
+    if path is not None and not path.strip():
+        raise Sa3Error("--model is empty; give a SAME .safetensors, a model folder or a released name (same-s)")
+    folder = resolve(path) if path else default_model_dir()
+    if folder.is_dir() and (folder / CONFIG_FILE).is_file():
+        return Codec(*load_autoencoder(folder), released=True)
+    model_path = folder / "same.safetensors" if folder.is_dir() else folder
+    if not model_path.exists():
+        raise Sa3Error(
+            f"model {path!r} holds no autoencoder; give a SAME .safetensors, a folder holding same.safetensors, "
+            "or a released model (same-s, same-l, or a folder with model_config.json)"
+        )
+    model = load_model(model_path, expect_kind="same")[0]
+    return Codec(model, same.model_identity(model), released=False, phase_iterations=model_phase_iterations(folder))
 
 
-def model_phase_iterations(path: str | None) -> int:
-    """The ``phase_iterations`` the model folder ``path`` (or the shipped one) says; 0 for a file."""
+def model_phase_iterations(folder: Path) -> int:
+    """The ``phase_iterations`` the model folder says; 0 for a file."""
     from sa3core.families.sa3 import read_settings
-    from sa3core.pipeline import default_model_dir
 
-    folder = Path(path) if path else default_model_dir()
-    if not (folder / "model.json").is_file():
+    if not folder.is_dir() or not (folder / "model.json").is_file():
         return 0
     return read_settings(folder).phase_iterations
 
 
 def run_encode(args) -> int:
-    from sa3core.models.same import model_identity
-
     output = Path(args.output)
     if output.suffix.lower() != ".safetensors":
         raise Sa3Error(f"latent output {args.output!r} must end in .safetensors")
@@ -104,16 +140,18 @@ def run_encode(args) -> int:
     if args.search < 0:
         raise Sa3Error(f"--search {args.search} must be 0 (off) or a number of steps, e.g. 30")
     audio = load_audio(args.input)  # float32 [2, samples] at 44.1 kHz
-    model = resolve_model(args.model)
+    codec = resolve_model(args.model)
     if args.search:
-        latents = _searched(model, torch.from_numpy(audio)[None], args.search, args.quiet)[0].contiguous()
+        if codec.released:
+            raise Sa3Error("--search works with sa3's own autoencoder; drop it for a released SAME")
+        latents = _searched(codec.model, torch.from_numpy(audio)[None], args.search, args.quiet)[0].contiguous()
     else:
-        latents = model.encode(torch.from_numpy(audio)[None])[0].contiguous()  # (256, frames)
+        latents = codec.encode(torch.from_numpy(audio), args.seed)  # (256, frames)
     metadata = {
         "sa3_latents": str(LATENT_FORMAT),
         "samples": str(audio.shape[1]),
         "sample_rate": str(SAMPLE_RATE),
-        "autoencoder": model_identity(model),
+        "autoencoder": codec.identity,
         "source": Path(args.input).name,
         "search_steps": str(args.search),
     }
@@ -153,16 +191,14 @@ def read_latents(path: str) -> tuple[torch.Tensor, dict[str, str]]:
         raise Sa3Error(f"{path!r} is not a latent file written by `sa3 encode`: {err}") from None
     if metadata.get("sa3_latents") != str(LATENT_FORMAT) or latents is None:
         raise Sa3Error(f"{path!r} is not an sa3 latent file (format {LATENT_FORMAT}); make one with `sa3 encode`")
-    if latents.ndim != 2 or latents.shape[0] != LATENT_CHANNELS or latents.shape[1] < 1:
-        raise Sa3Error(f"{path!r} holds latents of shape {tuple(latents.shape)}, not [{LATENT_CHANNELS}, frames]")
+    if latents.ndim != 2 or latents.shape[1] < 1:
+        raise Sa3Error(f"{path!r} holds latents of shape {tuple(latents.shape)}, not [channels, frames]")
     if not torch.isfinite(latents).all():
         raise Sa3Error(f"{path!r} holds NaN or infinite latents")
     return latents.float(), metadata
 
 
 def run_decode(args) -> int:
-    from sa3core.models.same import model_identity
-
     output = check_output_path(args.output, args.overwrite)
     latents, metadata = read_latents(args.latents)
     available = frames_to_samples(latents.shape[1])
@@ -171,16 +207,20 @@ def run_decode(args) -> int:
         raise Sa3Error(
             f"--samples {samples} is outside 1..{available}, the length {latents.shape[1]} latent frames hold"
         )
-    model = resolve_model(args.model)
-    iterations = args.phase_iterations if args.phase_iterations is not None else model_phase_iterations(args.model)
-    if iterations < 0:
-        raise Sa3Error(f"--phase-iterations {iterations} must be 0 or more")
-    if metadata.get("autoencoder") not in (None, model_identity(model)):
+    if args.phase_iterations is not None and args.phase_iterations < 0:
+        raise Sa3Error(f"--phase-iterations {args.phase_iterations} must be 0 or more")
+    codec = resolve_model(args.model)
+    if latents.shape[0] != codec.channels:
+        raise Sa3Error(
+            f"{args.latents!r} holds {latents.shape[0]} latent channels; this autoencoder takes {codec.channels}: "
+            "decode with the model that encoded it"
+        )
+    if metadata.get("autoencoder") not in (None, codec.identity):
         print(
             "sa3: warning: these latents were made by a different autoencoder; the audio will not match the source",
             file=sys.stderr,
         )
-    audio = model.decode(latents[None], phase_iterations=iterations)[0, :, :samples]  # (2, samples)
+    audio = codec.decode(latents, args.seed, args.phase_iterations)[:, :samples]  # (2, samples)
     save_audio(output, audio.numpy(), bit_depth=args.bit_depth, overwrite=args.overwrite)
     print(f"wrote {output} ({samples} samples, {samples / SAMPLE_RATE:.3f} s)")
     return 0

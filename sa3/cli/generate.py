@@ -45,7 +45,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="what guidance steers away from (used when --cfg is not 1, as for base models; default: none)",
     )
     parser.add_argument(
-        "--model", help="model folder or released model name, e.g. small-music (default: the model shipped with sa3)"
+        "--model",
+        help="model folder or released model name, e.g. small-music (default: the model shipped with sa3); "
+        "with --daemon, the name of a model the daemon serves (default: its first)",
     )
     parser.add_argument("--backend", default="torch", help="torch (default) or onnx")
     parser.add_argument("--daemon", metavar="ENDPOINT", help="render through a running `sa3 serve` daemon instead")
@@ -199,7 +201,10 @@ def _check_common(args) -> None:
             raise Sa3Error(f"--phase-iterations must be 0 or more (got {args.phase_iterations})")
         if args.daemon:
             raise Sa3Error("--phase-iterations needs in-process generation (a daemon uses its model's setting)")
-    if args.model is not None:  # a folder, or a released model's name resolved from the Hugging Face cache
+    if args.model is not None and args.daemon:  # the name of a model the daemon serves (protocol 1.4)
+        if not args.model.strip():
+            raise Sa3Error("--model is empty; name a model the daemon serves (`sa3 serve` lists them at start)")
+    elif args.model is not None:  # a folder, or a released model's name resolved from the Hugging Face cache
         from sa3core.hub import resolve_model
 
         args.model = str(resolve_model(args.model))

@@ -167,3 +167,29 @@ def load_conditioners(folder: ReleasedFolder) -> nn.ModuleDict:
     return load_strict(
         conditioners, folder.parts["conditioners"], f"{str(folder.weights_path)!r} ({CONDITIONER_PREFIX}*)"
     )
+
+
+def load_autoencoder(path: str | os.PathLike):
+    """The SAME autoencoder of a released folder, float32, memory-mapped: a SAME repo's, or the
+    pretransform of a DiT repo (whose DiT and text encoder are not loaded). Returns
+    ``(autoencoder, identity)``; ``identity`` is :func:`autoencoder_identity`."""
+    from .same import ReleasedAutoencoder
+
+    folder = open_released(path)
+    tensors = folder.parts["autoencoder"]
+    autoencoder = ReleasedAutoencoder.from_state_dict(folder.config.autoencoder, tensors)
+    return autoencoder, autoencoder_identity(folder.config.autoencoder, tensors)
+
+
+def autoencoder_identity(config, tensors: dict[str, torch.Tensor]) -> str:
+    """A short hash of an autoencoder's config and weights (names, shapes and float64 sums of the
+    values): latents mean something only to the autoencoder that made them, whichever repo holds it
+    (a SAME repo and a DiT repo with the same SAME give the same identity)."""
+    import dataclasses
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode())
+    for key in sorted(tensors):
+        tensor = tensors[key]
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.double().sum().item():.9e}".encode())
+    return digest.hexdigest()[:16]

@@ -63,6 +63,27 @@ def test_an_unknown_model_is_a_bad_field_that_names_the_served_ones(two_models):
     assert "'medium'" in err.value.message and "random:tiny, small" in err.value.message
 
 
+def test_the_cli_picks_a_daemon_model_by_name(two_models, tmp_path):
+    """`sa3 generate --daemon E --model NAME` runs on that served model: the file holds the audio a
+    client's job on it returns (at 24 bits); a name it does not serve is one line naming the served."""
+    import soundfile
+
+    out = tmp_path / "small.wav"
+    args = ["generate", "dusty breakbeat", "--seconds", "0.3", "--steps", "2", "--seed", "2", "--quiet"]
+    result = run_sa3(*args, "--daemon", two_models.endpoint, "--model", "small", "-o", out, "--bit-depth", "float")
+    assert result.returncode == 0, result.stderr
+    with Client(two_models.endpoint) as client:
+        small = client.generate("dusty breakbeat", seconds=0.3, steps=2, seed=2, model="small")
+        tiny = client.generate("dusty breakbeat", seconds=0.3, steps=2, seed=2)
+    written = soundfile.read(out, dtype="float32")[0].T
+    np.testing.assert_allclose(written, small.audio[0], atol=1e-6)
+    assert np.abs(written - tiny.audio[0]).max() > 0.01  # the default model would be another take
+    bad = run_sa3(*args, "--daemon", two_models.endpoint, "--model", "medium", "-o", tmp_path / "m.wav")
+    assert bad.returncode == 2 and not (tmp_path / "m.wav").exists()
+    last = bad.stderr.strip().splitlines()[-1]
+    assert "'medium'" in last and "random:tiny, small" in last
+
+
 def test_a_model_field_that_is_not_text_is_a_bad_field(two_models):
     from bridge import protocol as P
 

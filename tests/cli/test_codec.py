@@ -133,3 +133,100 @@ def test_encode_search_decodes_closer_to_the_source(tmp_path, small_model):
     assert scores[5] < scores[0]
     done = sa3("encode", source, "-o", tmp_path / "bad.safetensors", "--model", small_model, "--search", -2)
     assert done.returncode == 2 and "--search -2" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- released autoencoders (SAME-S / SAME-L in the released layout) -------------------------------
+RELEASED = Path(__file__).resolve().parents[1] / "fixtures" / "released"
+
+
+def _same_repo(folder: Path, dit_folder: Path) -> Path:
+    """A SAME repo (the autoencoder alone, keys without prefix) cut from a DiT fixture folder."""
+    import json
+
+    from safetensors.torch import load_file
+
+    config = json.loads((dit_folder / "model_config.json").read_text())
+    folder.mkdir()
+    same = {"model_type": "autoencoder", "sample_rate": 44100, "model": config["model"]["pretransform"]["config"]}
+    (folder / "model_config.json").write_text(json.dumps(same))
+    prefix = "pretransform.model."
+    tensors = {
+        k[len(prefix) :]: v for k, v in load_file(dit_folder / "model.safetensors").items() if k.startswith(prefix)
+    }
+    save_file(tensors, folder / "model.safetensors")
+    return folder
+
+
+def _reference(name: str) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(RELEASED / "reference" / f"{name}.safetensors")
+
+
+def test_released_same_encodes_and_decodes_as_the_official_code(tmp_path):
+    """`--model` a released folder: `sa3 encode` gives the official SAME-S encoder's latents, and
+    `sa3 decode --seed 23` the official decoder's audio for the seed it drew its noise from
+    (tests/fixtures/released: encode of input_audio[:, :8192], decode of 2 frames after manual_seed(23))."""
+    same = _reference("same_s")
+    audio = _reference("input_audio")["audio"].float()[:, :8192]
+    source = tmp_path / "in.wav"
+    sf.write(source, audio.T.numpy(), 44_100, subtype="FLOAT")
+    latents = tmp_path / "in.safetensors"
+    done = sa3("encode", source, "-o", latents, "--model", RELEASED / "small")
+    assert done.returncode == 0, done.stderr
+    with safe_open(str(latents), framework="pt") as handle:
+        encoded = handle.get_tensor("latents")
+    torch.testing.assert_close(encoded, same["encode.latents"][0], rtol=0, atol=1e-4)
+
+    frames = tmp_path / "z.safetensors"
+    z = same["decode.latents"].float()[0].contiguous()
+    save_file({"latents": z}, frames, metadata={"sa3_latents": "1", "samples": "8192"})
+    out = tmp_path / "out.wav"
+    done = sa3("decode", frames, "-o", out, "--model", RELEASED / "small", "--seed", "23", "--bit-depth", "float")
+    assert done.returncode == 0, done.stderr
+    decoded = torch.from_numpy(sf.read(out, dtype="float32")[0].T.copy())
+    expected = same["decode.audio"][0].clamp(-1, 1)
+    assert decoded.shape == (2, 8192)
+    assert (decoded - expected).abs().max() < 2e-3
+    other = tmp_path / "other.wav"
+    sa3("decode", frames, "-o", other, "--model", RELEASED / "small", "--seed", "24", "--bit-depth", "float")
+    moved = torch.from_numpy(sf.read(other, dtype="float32")[0].T.copy())
+    assert not torch.equal(moved, decoded)  # the seed is the decoder's noise: another seed, another file
+
+
+def test_a_same_repo_and_its_dit_repo_are_the_same_autoencoder(tmp_path):
+    """A SAME repo (no prefix) and the DiT repo holding the same SAME write the same latents and the
+    same identity, so decoding with either raises no warning; another SAME warns."""
+    repo = _same_repo(tmp_path / "same-s", RELEASED / "small")
+    source = _wav(tmp_path / "in.wav", 20_000)
+    results = {}
+    for name, model in (("repo", repo), ("dit", RELEASED / "small")):
+        done = sa3("encode", source, "-o", tmp_path / f"{name}.safetensors", "--model", model)
+        assert done.returncode == 0, done.stderr
+        with safe_open(str(tmp_path / f"{name}.safetensors"), framework="pt") as handle:
+            results[name] = (handle.get_tensor("latents"), handle.metadata()["autoencoder"])
+    torch.testing.assert_close(results["repo"][0], results["dit"][0], rtol=0, atol=0)
+    assert results["repo"][1] == results["dit"][1]
+    same = sa3("decode", tmp_path / "repo.safetensors", "-o", tmp_path / "a.wav", "--model", RELEASED / "small")
+    assert same.returncode == 0 and "different autoencoder" not in same.stderr
+    assert sf.info(tmp_path / "a.wav").frames == 20_000
+    other = sa3("decode", tmp_path / "repo.safetensors", "-o", tmp_path / "b.wav", "--model", RELEASED / "medium")
+    assert other.returncode == 0 and "different autoencoder" in other.stderr
+
+
+def test_released_autoencoder_errors_are_one_line(tmp_path, monkeypatch):
+    source = _wav(tmp_path / "in.wav", 9_000)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    missing = sa3("encode", source, "-o", tmp_path / "x.safetensors", "--model", "same-l")
+    assert missing.returncode == 2 and "sa3 model pull same-l" in missing.stderr.strip().splitlines()[-1]
+    search = sa3("encode", source, "-o", tmp_path / "x.safetensors", "--model", RELEASED / "small", "--search", "3")
+    assert search.returncode == 2 and "--search" in search.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "x.safetensors").exists()
+    sa3("encode", source, "-o", tmp_path / "z.safetensors", "--model", RELEASED / "small")
+    phases = sa3("decode", tmp_path / "z.safetensors", "-o", tmp_path / "o.wav", "--model", RELEASED / "small",
+                 "--phase-iterations", "4")  # fmt: skip
+    assert phases.returncode == 2 and "--phase-iterations" in phases.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "o.wav").exists()
+    for bad in ("", str(tmp_path / "nothing-here")):
+        done = sa3("encode", source, "-o", tmp_path / "y.safetensors", "--model", bad)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
