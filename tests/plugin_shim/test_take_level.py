@@ -22,9 +22,11 @@ LOUD_PEAK = 4.0  # +12 dBFS
 
 
 class LoudDaemon:
-    """A ROUTER on loopback answering every job with a sine at LOUD_PEAK (protocol 1.2 headers)."""
+    """A ROUTER on loopback answering every job with a sine at LOUD_PEAK (protocol 1.2 headers, or
+    `version`'s: a transform needs a daemon that says 1.4, and the plugin still trusts no level)."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: str = "1.2") -> None:
+        self.version = version
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.context = zmq.Context()
         self.router = self.context.socket(zmq.ROUTER)
@@ -34,7 +36,7 @@ class LoudDaemon:
         self.thread.start()
 
     def send(self, identity: bytes, header: dict, *frames: bytes) -> None:
-        self.router.send_multipart([identity, msgpack.packb({"v": "1.2", **header}), *frames])
+        self.router.send_multipart([identity, msgpack.packb({"v": self.version, **header}), *frames])
 
     def serve(self) -> None:
         while not self.stop.is_set():
@@ -47,9 +49,9 @@ class LoudDaemon:
                 self.send(identity, {"type": "capabilities", "default_steps": 8})
             elif kind == "heartbeat":
                 self.send(identity, {"type": "heartbeat", "queue_length": 0, "running": None})
-            elif kind in ("generate", "inpaint", "continue"):
+            elif kind in ("generate", "inpaint", "continue", "transform"):
                 rate = header["sample_rate"]
-                samples = header["audio"]["samples"] if kind == "inpaint" else header["samples"]
+                samples = header["audio"]["samples"] if kind in ("inpaint", "transform") else header["samples"]
                 if kind == "continue":
                     samples += header["audio"]["samples"]
                 t = np.arange(samples) / rate
@@ -69,13 +71,13 @@ class LoudDaemon:
 
 
 @pytest.fixture
-def loud_daemon():
-    d = LoudDaemon()
+def loud_daemon(mode):
+    d = LoudDaemon("1.4" if mode == "transform" else "1.2")
     yield d
     d.close()
 
 
-@pytest.mark.parametrize("mode", ["inpaint", "generate"])
+@pytest.mark.parametrize("mode", ["inpaint", "generate", "transform"])
 def test_a_loud_take_is_turned_down_to_the_ceiling_before_it_plays(shim, loud_daemon, mode):
     rate, loop = 48000, (4.0, 8.0)
     ceiling = 10 ** (-1 / 20)  # -1 dBFS, docs/plugin.md

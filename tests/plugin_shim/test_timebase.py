@@ -156,3 +156,13 @@ def test_bar_line_at_or_before(shim):
         bar = round(line / shim.bars_to_samples(1, 97.3, (7, 8), 44100)) + 1
         assert line <= sample < shim.bar_start_sample(bar + 1, 97.3, (7, 8), 44100)
         assert line == shim.bar_start_sample(bar, 97.3, (7, 8), 44100)
+    # A bar line is its own: also one rounded down, whose ppq reads a hair under the bar (bar 2 of
+    # 7/8 at 137 bpm and 96 kHz is sample 147,153, from 147,153.28; it used to give bar 1).
+    assert shim.bar_line_at_or_before(147_153, 137.0, (7, 8), 96000) == 147_153
+    for rate, bpm, meter in [(96000, 137.0, (7, 8)), (44100, 97.3, (7, 8)), (48000, 133.0, (5, 4))]:
+        for bar in range(1, 300):
+            line = shim.bar_start_sample(bar, bpm, meter, rate)
+            assert shim.bar_line_at_or_before(line, bpm, meter, rate) == line
+            assert shim.bar_line_at_or_before(line - 1, bpm, meter, rate) == (
+                shim.bar_start_sample(bar - 1, bpm, meter, rate) if bar > 1 else 0
+            )

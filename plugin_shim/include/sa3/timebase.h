@@ -93,9 +93,13 @@ inline int64_t barStartSample(double bar, double bpm, Meter meter, double sample
 
 /// Host sample of the last bar line at or before `sample` (bar 1 starts at sample 0).
 inline int64_t barLineAtOrBefore(int64_t sample, double bpm, Meter meter, double sampleRate) noexcept {
-  const double bar = std::floor(samplesToPpq(sample, bpm, sampleRate) / meter.quartersPerBar()) + 1.0;
-  int64_t line = barStartSample(bar < 1.0 ? 1.0 : bar, bpm, meter, sampleRate);
-  while (line > sample && bar > 1.0) line = barStartSample(bar - 1.0, bpm, meter, sampleRate);  // rounding
+  double bar = std::floor(samplesToPpq(sample, bpm, sampleRate) / meter.quartersPerBar()) + 1.0;
+  if (bar < 1.0) bar = 1.0;
+  // Bar lines are rounded to whole samples, so the estimate can be a bar late or (at a bar line
+  // rounded down, whose ppq reads a hair under the bar) a bar early: step to the right one.
+  while (bar > 1.0 && barStartSample(bar, bpm, meter, sampleRate) > sample) bar -= 1.0;
+  while (barStartSample(bar + 1.0, bpm, meter, sampleRate) <= sample) bar += 1.0;
+  const int64_t line = barStartSample(bar, bpm, meter, sampleRate);
   return line > sample ? 0 : line;
 }
 
