@@ -145,6 +145,26 @@ def test_cli_writes_report(tiny_model_dir, corpus, tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr and again.stderr.count("\n") == 1
 
 
+def test_cli_evaluates_a_released_model(corpus, tmp_path):
+    """`sa3 eval --model` on a released-layout folder (the small parity fixture): its own sampler and
+    steps are reported, its takes have the exact lengths asked for, inpainting keeps the rest bit-exact."""
+    from ..conftest import REPO
+
+    report_path = tmp_path / "released.json"
+    result = run_sa3(
+        "eval", "--model", REPO / "tests" / "fixtures" / "released" / "small", "--folder", corpus / "audio" / "loop",
+        "--items", "2", "--inpaint-items", "1", "--max-seconds", "1", "--threads", "2",
+        "--skip", "opus,frechet,diversity", "-o", report_path, "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["model"] == {"name": "small", "sampler": "pingpong", "steps": 8}
+    assert set(report["sections"]) == {"autoencoder", "adherence", "inpainting"}
+    summary = report["sections"]
+    assert summary["adherence"]["summary"]["exact_length"]["rate"] == 1.0
+    assert summary["inpainting"]["summary"]["preserved_exact"]["rate"] == 1.0
+
+
 def test_cli_missing_corpus_is_one_line(tmp_path):
     result = run_sa3("eval", "--corpus", tmp_path / "nope")
     assert result.returncode == 2 and "is not a folder" in result.stderr and result.stderr.count("\n") == 1
