@@ -1,11 +1,16 @@
-"""``sa3 serve``: the ZeroMQ inference daemon (docs/protocol.md is its specification).
+"""``sa3 serve``: the server process and its ZeroMQ front end (docs/protocol.md is its specification).
 
-Two threads. The **socket thread** (the caller of :meth:`Daemon.serve`) owns the ROUTER socket
-and is the only thread that touches it: it decodes and checks every message, answers hello,
-status, heartbeat, cancel and fetch at once, and puts jobs on a bounded queue. The **worker
-thread** runs one job at a time on the model; it never touches the ROUTER. It reports
-progress and endings as events on a ``queue.Queue`` and wakes the socket thread through an
-inproc PAIR socket, so the socket loop never waits for the model.
+The jobs themselves run in the :class:`~bridge.engine.Engine` (its own worker thread), which
+every front end shares: this ZeroMQ side and, with ``--http``, the HTTP contract of existing DAW
+front ends (bridge/http/, docs/http.md). This module owns the process: signals, housekeeping,
+shutdown, and the main loop.
+
+The **socket thread** (the caller of :meth:`Daemon.serve`) owns the ROUTER socket and is the only
+thread that touches it: it decodes and checks every message, answers hello, status, heartbeat,
+cancel and fetch at once, and submits jobs to the engine. The engine reports progress and endings
+as events; one raised on the socket thread is handled at once, one from another thread (the
+worker, an HTTP request thread) goes on a queue and wakes the socket loop through a socket pair,
+so the socket loop never waits for the model.
 
 Replies to a client that has gone are dropped (ROUTER_MANDATORY + non-blocking sends), and a
 queued or running job whose owner the daemon has neither heard from nor reached for
@@ -17,16 +22,15 @@ per start, so a client can tell a restarted daemon (which has lost its jobs) fro
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import logging
 import queue
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -35,21 +39,20 @@ from sa3core import timebase
 from sa3core.errors import Sa3Error
 
 from . import protocol as P
+from .engine import Engine, Job
 from .keys import ServerKeys
-from .render import render
 
 log = logging.getLogger("sa3.serve")
 
 POLL_MS = 100  # how often the socket loop looks at signals and expired results when idle
 CLIENT_MEMORY_SECONDS = 600.0  # clients heard from this recently are told about a shutdown
-MAX_RESULT_BYTES = 2 * 1024**3  # finished results kept for fetch, oldest dropped first
 SHUTDOWN_POLICIES = ("finish", "cancel")
-_wake_ids = itertools.count()
+NO_BIND = "none"  # --bind none: no ZeroMQ endpoint (the HTTP front end alone)
 
 
 @dataclass
 class DaemonConfig:
-    bind: str = P.DEFAULT_ENDPOINT
+    bind: str = P.DEFAULT_ENDPOINT  # NO_BIND: serve no ZeroMQ endpoint
     max_seconds: float | None = None  # None: the model's own limit
     queue: int = 16  # waiting jobs (the running one not counted)
     result_ttl: float = 600.0  # seconds a finished job stays fetchable
@@ -66,8 +69,13 @@ class DaemonConfig:
             raise Sa3Error(f"--result-ttl {self.result_ttl} must be 0 or more seconds")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise Sa3Error(f"--max-seconds {self.max_seconds} must be more than zero")
-        check_bind(self.bind, self.curve_keys)
+        if self.bind != NO_BIND:
+            check_bind(self.bind, self.curve_keys)
         return ServerKeys.from_dir(self.curve_keys) if self.curve_keys else None
+
+    def engine(self, models: dict) -> Engine:
+        """The job engine these settings describe, for ``models`` (name -> Pipeline, default first)."""
+        return Engine(models, queue=self.queue, result_ttl=self.result_ttl, max_seconds=self.max_seconds)
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -77,7 +85,11 @@ def is_loopback(endpoint: str) -> bool:
         raise Sa3Error(f"endpoint {endpoint!r} is not a ZeroMQ endpoint; write it like tcp://127.0.0.1:5557")
     if scheme != "tcp":
         return True
-    host = rest.rsplit(":", 1)[0].strip("[]")
+    return is_loopback_host(rest.rsplit(":", 1)[0].strip("[]"))
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses; False for '*', names and other addresses."""
     if host == "localhost":
         return True
     try:
@@ -94,70 +106,45 @@ def check_bind(endpoint: str, curve_keys: str | None) -> None:
         )
 
 
-class _Cancelled(Exception):
-    """Raised from the progress callback to stop the sampler of a cancelled job."""
+@dataclass
+class ZmqClient:
+    """What the ZeroMQ side keeps about a job it submitted: where its messages go."""
+
+    owner: bytes  # the identity that submitted it or last fetched it
+    encoding: str
+    request_id: Any
+    watchers: list = field(default_factory=list)  # cancels to answer: identity, encoding, request_id, step
 
 
-class Job:
-    """One request on its way through the queue. The worker writes state/step/result; the socket
-    thread reads them only after the matching event, so no field is read half-written."""
-
-    def __init__(self, request: P.JobRequest, owner: bytes, encoding: str, model: str = "") -> None:
-        self.id = secrets.token_hex(P.JOB_ID_HEX // 2)
-        self.request = request
-        self.model = model  # the name of the daemon's model that runs it
-        self.request_id = request.request_id
-        self.owner = owner
-        self.encoding = encoding
-        self.state = "queued"  # queued -> running -> done | failed | cancelled
-        self.step = 0
-        self.total = 0
-        self.cancel = threading.Event()
-        self.cancel_reason = "cancel"
-        self.watchers: list[tuple[bytes, str, Any, int]] = []  # cancels to answer: identity, encoding, request_id, step
-        self.result_header: dict[str, Any] = {}
-        self.frames: list[bytes] = []
-        self.error: tuple[str, str] = ("internal", "")
-        self.seconds_elapsed = 0.0
-        self.finished_at: float | None = None
-
-    @property
-    def ended(self) -> bool:
-        return self.state in ("done", "failed", "cancelled")
-
-    @property
-    def nbytes(self) -> int:
-        return sum(len(frame) for frame in self.frames)
+def _pack_frames(job: Job, audio) -> list[bytes]:
+    """The engine's pack for ZeroMQ jobs: one planar float32 frame per take."""
+    return [P.pack_audio(take) for take in audio]
 
 
 # ---------------------------------------------------------------------------- the daemon
 class Daemon:
-    """``Daemon(pipeline, config)`` serves one model; ``models`` (name -> Pipeline, in order, added
-    in protocol 1.4) serves several, the first being the default (``pipeline`` is then ignored and
-    may be None). A job names one in its ``model`` field; each has its own ``max_seconds``."""
+    """``Daemon(engine, config, http=None)``: serves ``engine``'s models over ZeroMQ at
+    ``config.bind`` (none with ``bind="none"``) and, when given, the HTTP front end ``http``
+    (a :class:`bridge.http.HttpServer`), until SIGINT/SIGTERM or :meth:`request_stop`."""
 
-    def __init__(self, pipeline, config: DaemonConfig | None = None, models: dict | None = None) -> None:
-        self.models = dict(models) if models else {pipeline.settings.name: pipeline}
-        self.default_model = next(iter(self.models))
-        self.pipeline = self.models[self.default_model]
+    def __init__(self, engine: Engine, config: DaemonConfig | None = None, http=None) -> None:
+        self.engine = engine
+        self.models = engine.models
+        self.default_model = engine.default_model
+        self.pipeline = engine.pipeline
+        self.model_limits = engine.model_limits
+        self.limits = engine.limits
         self.config = config = config or DaemonConfig()
         self.keys = config.check()
-        self.model_limits = {name: self._limits_for(model) for name, model in self.models.items()}
-        self.limits = self.model_limits[self.default_model]
+        self.http = http
         self.endpoint = config.bind
         self.daemon_id = secrets.token_hex(P.DAEMON_ID_HEX // 2)
-        self._jobs: dict[str, Job] = {}
-        self._waiting: deque[Job] = deque()
-        self._running: Job | None = None
-        self._cond = threading.Condition()
         self._events: queue.Queue = queue.Queue()
-        self._stop_worker = False
         self._stopping = False
         self._signals = 0
         self._clients: dict[bytes, float] = {}  # identity -> when it was last heard from or reached
-        self._jobs_done = 0
-        self._started = time.monotonic()
-        self._wake_address = f"inproc://sa3-wake-{next(_wake_ids)}"
+        self._socket_thread: int | None = None
+        self.router = None
         self._handlers = {
             "hello": self._on_hello,
             "generate": self._on_job,
@@ -170,30 +157,23 @@ class Daemon:
             "heartbeat": self._on_heartbeat,
         }
         assert set(self._handlers) == set(P.REQUEST_TYPES)
-
-    def _limits_for(self, pipeline) -> P.Limits:
-        model_max = pipeline.settings.max_seconds
-        cap = self.config.max_seconds
-        return P.Limits(max_seconds=model_max if cap is None else min(cap, model_max))
+        engine.listen(self._on_engine_event)
 
     def _model_of(self, header: dict[str, Any]) -> str:
         """The name of the model a job asks for (its ``model`` field, added in 1.4), else the default."""
-        name = P.get_field(header, "model", str, None)
-        if name is None:
-            return self.default_model
-        if name not in self.models:
-            shown = name if len(name) <= 80 else name[:77] + "..."
-            raise P.ProtocolError(
-                "bad_field",
-                f"field 'model' is {shown!r}, which this daemon does not serve; use one of "
-                f"{', '.join(self.models)} (capabilities lists them) or leave it out for {self.default_model}",
-            )
-        return name
+        return self.engine.model_named(P.get_field(header, "model", str, None))
 
     # ------------------------------------------------------------------ lifecycle
     def _open(self) -> None:
+        # A socket pair wakes the socket loop from other threads: unlike a ZeroMQ socket, it may be
+        # written from any thread, and zmq.Poller polls it beside the ROUTER.
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._wake_out.setblocking(False)
+        self.context = self.auth = None
+        if self.config.bind == NO_BIND:
+            return
         self.context = zmq.Context()
-        self.auth = None
         router = self.context.socket(zmq.ROUTER)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable replies raise (and are dropped) instead of vanishing
         largest = max(limits.max_frame_bytes for limits in self.model_limits.values())
@@ -218,40 +198,48 @@ class Daemon:
             ) from None
         self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.router = router
-        self.wake = self.context.socket(zmq.PAIR)
-        self.wake.bind(self._wake_address)
 
     def _close_context(self) -> None:
         if self.auth is not None:
             self.auth.stop()
-        self.context.term()
+        if self.context is not None:
+            self.context.term()
 
     def serve(self, install_signals: bool = True) -> int:
         """Bind, serve until SIGINT/SIGTERM (or :meth:`request_stop`), shut down; returns 0."""
         self._open()
+        if self.http is not None:
+            try:
+                self.http.start()  # binds now: a port in use fails before anything says it listens
+            except BaseException:
+                self._close_sockets()
+                raise
         if install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: self.request_stop())
-        worker = threading.Thread(target=self._work, name="sa3-worker", daemon=True)
-        worker.start()
-        print(
-            f"sa3 serve: listening on {self.endpoint} (protocol {P.PROTOCOL_VERSION}, model "
-            f"{self.pipeline.settings.name}{self._more_models()}, queue {self.config.queue}, max {self.limits.max_seconds:g} s"
-            f"{', CURVE' if self.keys else ''})",
-            file=sys.stderr,
-            flush=True,
-        )
+        self._socket_thread = threading.get_ident()
+        self.engine.start()
+        if self.router is not None:
+            print(
+                f"sa3 serve: listening on {self.endpoint} (protocol {P.PROTOCOL_VERSION}, model "
+                f"{self.pipeline.settings.name}{self._more_models()}, queue {self.config.queue}, "
+                f"max {self.limits.max_seconds:g} s{', CURVE' if self.keys else ''})",
+                file=sys.stderr,
+                flush=True,
+            )
+        if self.http is not None:
+            print(f"sa3 serve: {self.http.describe()}", file=sys.stderr, flush=True)
         poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
-        poller.register(self.wake, zmq.POLLIN)
+        if self.router is not None:
+            poller.register(self.router, zmq.POLLIN)
+        poller.register(self._wake_in.fileno(), zmq.POLLIN)  # a plain socket: poll() reports it by its fd
         last_housekeeping = 0.0
         while True:
             ready = dict(poller.poll(POLL_MS))
-            if self.wake in ready:
-                while self.wake.poll(0):
-                    self.wake.recv()
+            if self._wake_in.fileno() in ready:
+                self._drain_wake()
             self._drain_events()
-            if self.router in ready:
+            if self.router is not None and self.router in ready:
                 for _ in range(256):  # bounded burst, so events and signals get a turn
                     try:
                         frames = self.router.recv_multipart(zmq.NOBLOCK)
@@ -260,19 +248,23 @@ class Daemon:
                     self._handle(frames[0], frames[1:])
             if self._signals and not self._stopping:
                 self._begin_stop()
-            if self._signals > 1 and self._running is not None:
-                self._cancel_running("shutdown")
+            if self._signals > 1:
+                self.engine.cancel_running("shutdown")
             if time.monotonic() - last_housekeeping > 1.0:
                 self._housekeeping()
                 last_housekeeping = time.monotonic()
-            if self._stopping:
-                with self._cond:
-                    idle = self._running is None and not self._waiting
-                if idle:
-                    self._drain_events()
-                    break
-        self._finish(worker)
+            if self._stopping and self.engine.idle:
+                self._drain_events()
+                break
+        self._finish()
         return 0
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_in.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
 
     def _more_models(self) -> str:
         others = list(self.models)[1:]
@@ -286,38 +278,32 @@ class Daemon:
         self._stopping = True
         policy = "cancel" if self.config.on_shutdown == "cancel" else "finish"
         print(f"sa3 serve: stopping (running job: {policy})", file=sys.stderr, flush=True)
-        with self._cond:
-            waiting = list(self._waiting)
-            self._waiting.clear()
-        for job in waiting:
-            self._end_cancelled(job, "shutdown")
-        if policy == "cancel":
-            self._cancel_running("shutdown")
+        self.engine.stop_taking(cancel_running=policy == "cancel")  # waiting jobs end now, as events
 
-    def _cancel_running(self, reason: str) -> None:
-        with self._cond:
-            job = self._running
-        if job is not None and not job.cancel.is_set():
-            job.cancel_reason = reason
-            job.cancel.set()
-
-    def _finish(self, worker: threading.Thread) -> None:
+    def _finish(self) -> None:
         header = {
             "type": "shutdown",
             "reason": "signal",
             "running_job": "cancel" if self.config.on_shutdown == "cancel" or self._signals > 1 else "finish",
         }
-        for identity in list(self._clients):
-            self._send(identity, header)
-        with self._cond:
-            self._stop_worker = True
-            self._cond.notify_all()
-        worker.join(timeout=5)
-        self.router.setsockopt(zmq.LINGER, 1000)  # let the last messages leave
-        self.router.close()
-        self.wake.close(linger=0)
-        self._close_context()
+        if self.router is not None:
+            for identity in list(self._clients):
+                self._send(identity, header)
+        self.engine.close()
+        if self.http is not None:
+            self.http.linger()  # HTTP clients poll: let them collect what finished during the stop
+            self.http.close()
+        self._close_sockets(linger=True)
         print("sa3 serve: stopped", file=sys.stderr, flush=True)
+
+    def _close_sockets(self, linger: bool = False) -> None:
+        if self.router is not None:
+            if linger:
+                self.router.setsockopt(zmq.LINGER, 1000)  # let the last messages leave
+            self.router.close()
+        self._close_context()
+        self._wake_in.close()
+        self._wake_out.close()
 
     # ------------------------------------------------------------------ sending
     def _send(self, identity: bytes, header: dict[str, Any], frames=(), encoding: str = "msgpack") -> bool:
@@ -343,27 +329,42 @@ class Daemon:
 
     def _job_message(self, job: Job, header: dict[str, Any], to: bytes | None = None, frames=()) -> None:
         header = {**header, "job_id": job.id}
-        if job.request_id is not None:
-            header["request_id"] = job.request_id
-        self._send(job.owner if to is None else to, header, frames, job.encoding)
-
-    def _position(self, job: Job) -> int:
-        with self._cond:
-            if job.state != "queued":
-                return 0
-            ahead = next((i for i, waiting in enumerate(self._waiting) if waiting is job), 0)
-            return ahead + (self._running is not None)
+        client: ZmqClient = job.client
+        if client.request_id is not None:
+            header["request_id"] = client.request_id
+        self._send(client.owner if to is None else to, header, frames, client.encoding)
 
     def _send_queued(self, job: Job, to: bytes | None = None) -> None:
-        self._job_message(job, {"type": "queued", "position": self._position(job), "mode": job.request.mode}, to)
+        position = self.engine.position(job)
+        self._job_message(job, {"type": "queued", "position": position, "mode": job.request.mode}, to)
+
+    def _send_positions(self) -> None:
+        """Tell every waiting ZeroMQ job its place (after the queue moved)."""
+        for waiting in self.engine.waiting():
+            if waiting.front == "zmq":
+                self._send_queued(waiting)
 
     @staticmethod
     def _cancelled(job: Job) -> dict[str, Any]:
         return {"type": "cancelled", "reason": job.cancel_reason, "step": job.step, "total": job.total}
 
+    def _result_header(self, job: Job) -> dict[str, Any]:
+        variations, channels, samples = job.shape
+        return {
+            "type": "result",
+            "mode": job.request.mode,
+            "audio": P.AudioInfo(job.request.sample_rate, channels, samples).as_header(),
+            "variations": variations,
+            "seed": job.request.seed,
+            "model": job.model,  # added in 1.4
+            "steps": job.steps_used,
+            "cfg": job.cfg_used,
+            "seconds_elapsed": job.seconds_elapsed,
+        }
+
     def _send_ending(self, job: Job, to: bytes | None = None) -> None:
         if job.state == "done":
-            self._job_message(job, job.result_header, to, job.frames)
+            self._job_message(job, self._result_header(job), to, job.result)
         elif job.state == "cancelled":
             self._job_message(job, self._cancelled(job), to)
         else:
@@ -442,61 +443,44 @@ class Daemon:
             raise P.ProtocolError("shutting_down", "the daemon is shutting down and takes no new jobs")
         model = self._model_of(header)
         request = P.parse_job(header, frames, self.model_limits[model])
-        job = Job(request, identity, encoding, model)
-        with self._cond:
-            if len(self._waiting) >= self.config.queue:
-                raise P.ProtocolError(
-                    "queue_full", f"the queue is full ({self.config.queue} jobs waiting); try again shortly"
-                )
-            self._jobs[job.id] = job
-            self._waiting.append(job)
-            self._cond.notify()
-        log.info("job %s queued: %s", job.id, request.mode)
+        client = ZmqClient(identity, encoding, request.request_id)
+        job = self.engine.submit(request, model, "zmq", _pack_frames, client)
         self._send_queued(job)
 
     def _find(self, header) -> Job:
         job_id = P.get_job_id(header)
-        job = self._jobs.get(job_id)
+        job = self.engine.job(job_id, "zmq")
         if job is None:
             raise P.ProtocolError("unknown_job", f"no job {job_id!r} here (never queued, or its result expired)")
         return job
 
     def _on_cancel(self, identity, header, frames, encoding, request_id) -> None:
         job = self._find(header)
-        with self._cond:
-            queued = job.state == "queued"
-            if queued:
-                self._waiting.remove(job)
-        if queued:
-            self._end_cancelled(job, "cancel")
+        step = job.step
+        if self.engine.cancel(job, "cancel"):  # it was waiting: it has ended (and its owner been told)
             self._reply(identity, {**self._cancelled(job), "job_id": job.id}, encoding, request_id)
-            for waiting in list(self._waiting):
-                self._send_queued(waiting)
-        elif job.ended:
-            raise P.ProtocolError("job_finished", f"job {job.id!r} has already ended ({job.state})")
+            self._send_positions()
         else:
-            job.watchers.append((identity, encoding, request_id, job.step))  # answered when the job has stopped
-            job.cancel_reason = "cancel"
-            job.cancel.set()  # the worker stops at the job's next sampler step
-
-    def _end_cancelled(self, job: Job, reason: str) -> None:
-        job.state, job.cancel_reason, job.finished_at = "cancelled", reason, time.monotonic()
-        self._send_ending(job)
+            # Running: answered when it has stopped. Its ended event reaches this thread only after
+            # this handler returns, so the watcher is in place before it is read.
+            job.client.watchers.append((identity, encoding, request_id, step))
 
     def _on_fetch(self, identity, header, frames, encoding, request_id) -> None:
         job = self._find(header)
-        job.owner, job.encoding = identity, encoding
+        job.client.owner, job.client.encoding = identity, encoding
         if request_id is not None:
-            job.request_id = request_id
+            job.client.request_id = request_id
         if job.ended:
             self._send_ending(job)
         else:
             self._send_queued(job)
 
+    def _server_state(self) -> tuple[str | None, int]:
+        running = self.engine.running
+        return (running.id if running is not None else None), len(self.engine.waiting())
+
     def _on_status(self, identity, header, frames, encoding, request_id) -> None:
-        with self._cond:
-            running = self._running.id if self._running is not None else None
-            waiting = len(self._waiting)
+        running, waiting = self._server_state()
         reply = {
             "type": "status",
             "state": "stopping" if self._stopping else "serving",
@@ -504,164 +488,94 @@ class Daemon:
             "queue_length": waiting,
             "queue_limit": self.config.queue,
             "running": running,
-            "jobs_done": self._jobs_done,
-            "uptime": time.monotonic() - self._started,
+            "jobs_done": self.engine.jobs_done,
+            "uptime": time.monotonic() - self.engine.started,
         }
         if header.get("job_id") is not None:
             job = self._find(header)
             reply["job"] = {
                 "job_id": job.id,
                 "state": job.state,
-                "position": self._position(job),
+                "position": self.engine.position(job),
                 "step": job.step,
                 "total": job.total,
             }
         self._reply(identity, reply, encoding, request_id)
 
     def _on_heartbeat(self, identity, header, frames, encoding, request_id) -> None:
-        with self._cond:
-            running = self._running.id if self._running is not None else None
-            waiting = len(self._waiting)
-        self._reply(
-            identity,
-            {"type": "heartbeat", "time": time.time(), "queue_length": waiting, "running": running},
-            encoding,
-            request_id,
-        )
+        running, waiting = self._server_state()
+        reply = {"type": "heartbeat", "time": time.time(), "queue_length": waiting, "running": running}
+        self._reply(identity, reply, encoding, request_id)
 
-    # ------------------------------------------------------------------ events from the worker
+    # ------------------------------------------------------------------ events from the engine
+    def _on_engine_event(self, event: str, job: Job, *details) -> None:
+        """The engine's listener: handled at once on the socket thread, else queued for it."""
+        if threading.get_ident() == self._socket_thread:
+            self._handle_event(event, job, *details)
+            return
+        self._events.put((event, job, *details))
+        try:
+            self._wake_out.send(b"\0")
+        except (BlockingIOError, InterruptedError, OSError):
+            pass  # the socket loop has wake-ups pending already (or is closing) and drains the queue
+
     def _drain_events(self) -> None:
         while True:
             try:
-                kind, job, *rest = self._events.get_nowait()
+                event = self._events.get_nowait()
             except queue.Empty:
                 return
-            if kind == "started":
-                for waiting in list(self._waiting):
-                    self._send_queued(waiting)  # everyone moved up one place
-            elif kind == "progress":
-                step, total = rest
-                self._job_message(job, {"type": "progress", "step": step, "total": total, "stage": "sampling"})
-            elif kind == "ended":
-                self._jobs_done += 1
-                log.info("job %s %s in %.2f s", job.id, job.state, job.seconds_elapsed)
-                self._send_ending(job)
-                for identity, encoding, request_id, step in job.watchers:
-                    if job.state == "cancelled":
-                        reply = {**self._cancelled(job), "job_id": job.id, "requested_at_step": step}
-                    else:
-                        reply = {
-                            "type": "error",
-                            "code": "job_finished",
-                            "message": f"job {job.id} ended before the cancel",
-                            "job_id": job.id,
-                        }
-                    self._reply(identity, reply, encoding, request_id)
+            self._handle_event(*event)
+
+    def _handle_event(self, event: str, job: Job, *details) -> None:
+        if self.router is None:
+            return
+        if event == "started":
+            self._send_positions()  # everyone moved up one place
+        elif event == "progress" and job.front == "zmq" and job.request.progress:
+            step, total = details
+            self._job_message(job, {"type": "progress", "step": step, "total": total, "stage": "sampling"})
+        elif event == "ended" and job.front == "zmq":
+            self._send_ending(job)
+            for identity, encoding, request_id, step in job.client.watchers:
+                if job.state == "cancelled":
+                    reply = {**self._cancelled(job), "job_id": job.id, "requested_at_step": step}
+                else:
+                    reply = {
+                        "type": "error",
+                        "code": "job_finished",
+                        "message": f"job {job.id} ended before the cancel",
+                        "job_id": job.id,
+                    }
+                self._reply(identity, reply, encoding, request_id)
+        elif event == "ended" and job.started_at is None and not self._stopping:
+            self._send_positions()  # another front end's job left the queue: those behind it moved up
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
-        ended = sorted((job for job in self._jobs.values() if job.ended), key=lambda job: job.finished_at)
-        kept = sum(job.nbytes for job in ended)
-        for job in ended:
-            if now - job.finished_at > self.config.result_ttl or kept > MAX_RESULT_BYTES:
-                kept -= job.nbytes
-                del self._jobs[job.id]
+        self.engine.housekeeping(now)
         self._cancel_abandoned(now)
+        if self.http is not None:
+            self.http.housekeeping(now)
         for identity, seen in list(self._clients.items()):
             if now - seen > CLIENT_MEMORY_SECONDS:
                 del self._clients[identity]
 
     def _cancel_abandoned(self, now: float) -> None:
-        """Cancel queued and running jobs whose owner has been neither heard from nor reached for
-        ``ABANDON_SECONDS`` (a killed client): reason ``abandoned``, so the queue moves on."""
+        """Cancel queued and running ZeroMQ jobs whose owner has been neither heard from nor reached
+        for ``ABANDON_SECONDS`` (a killed client): reason ``abandoned``, so the queue moves on."""
 
         def abandoned(job: Job) -> bool:
-            return now - self._clients.get(job.owner, float("-inf")) > P.ABANDON_SECONDS
+            return job.front == "zmq" and now - self._clients.get(job.client.owner, float("-inf")) > P.ABANDON_SECONDS
 
-        with self._cond:
-            dropped = [job for job in self._waiting if abandoned(job)]
-            for job in dropped:
-                self._waiting.remove(job)
-            running = self._running
-        for job in dropped:
-            log.info("job %s abandoned by its client (queued); cancelled", job.id)
-            self._end_cancelled(job, "abandoned")
+        dropped = [job for job in self.engine.waiting() if abandoned(job)]
+        for job in dropped + [self.engine.running]:
+            if job is None or job.cancel.is_set() or not abandoned(job):
+                continue
+            log.info("job %s abandoned by its client (%s); cancelling", job.id, job.state)
+            try:
+                self.engine.cancel(job, "abandoned")
+            except P.ProtocolError:
+                pass  # it ended meanwhile
         if dropped:
-            for waiting in list(self._waiting):
-                self._send_queued(waiting)  # everyone behind moved up
-        if running is not None and not running.cancel.is_set() and abandoned(running):
-            log.info("job %s abandoned by its client (running); cancelling", running.id)
-            running.cancel_reason = "abandoned"
-            running.cancel.set()  # the worker stops at the job's next sampler step
-
-    # ------------------------------------------------------------------ the worker thread
-    def _post(self, wake: zmq.Socket, event: tuple) -> None:
-        self._events.put(event)
-        try:
-            wake.send(b"", zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # the socket thread has wake-ups pending already and will drain the queue
-
-    def _work(self) -> None:
-        wake = self.context.socket(zmq.PAIR)
-        wake.connect(self._wake_address)
-        try:
-            while True:
-                with self._cond:
-                    while not self._waiting and not self._stop_worker:
-                        self._cond.wait()
-                    if not self._waiting:
-                        return
-                    job = self._waiting.popleft()
-                    job.state = "running"
-                    self._running = job
-                self._post(wake, ("started", job))
-                self._run(job, wake)
-                self._post(wake, ("ended", job))
-                with self._cond:
-                    self._running = None
-        finally:
-            wake.close(linger=0)
-
-    def _run(self, job: Job, wake: zmq.Socket) -> None:
-        def progress(step: int, total: int) -> None:
-            job.step, job.total = step, total
-            if job.cancel.is_set():
-                raise _Cancelled
-            if job.request.progress:
-                self._post(wake, ("progress", job, step, total))
-
-        started = time.perf_counter()
-        state = "failed"
-        try:
-            if job.cancel.is_set():
-                raise _Cancelled
-            pipeline = self.models[job.model]
-            audio = render(pipeline, job.request, progress)
-            if job.cancel.is_set():
-                raise _Cancelled  # cancelled while decoding: honour it, the client asked
-            job.frames = [P.pack_audio(take) for take in audio]
-            job.result_header = {
-                "type": "result",
-                "mode": job.request.mode,
-                "audio": P.AudioInfo(job.request.sample_rate, audio.shape[1], audio.shape[2]).as_header(),
-                "variations": audio.shape[0],
-                "seed": job.request.seed,
-                "model": job.model,  # added in 1.4
-                "steps": job.request.steps if job.request.steps is not None else pipeline.settings.steps,
-                "cfg": job.request.cfg if job.request.cfg is not None else pipeline.settings.cfg,
-                "seconds_elapsed": time.perf_counter() - started,
-            }
-            state = "done"
-        except _Cancelled:
-            state = "cancelled"
-        except Sa3Error as err:
-            job.error = ("invalid_request", str(err))
-        except Exception as err:  # a model failure ends this job, not the daemon
-            log.exception("job %s failed", job.id)
-            first_line = (str(err).splitlines() or [""])[0][:200]
-            job.error = ("internal", f"{type(err).__name__}: {first_line}")
-        job.seconds_elapsed = time.perf_counter() - started
-        job.request.audio = None  # the input is not needed once the job ended; only the result is kept
-        job.finished_at = time.monotonic()
-        job.state = state  # last: the socket thread treats a job as ended once this is set
+            self._send_positions()  # everyone behind moved up

@@ -131,7 +131,7 @@ def run_serve(args) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="sa3 serve: %(message)s", stream=sys.stderr
     )
     models = load_models(args.model, args.backend)
-    daemon = Daemon(None, config, models=models)
+    daemon = Daemon(config.engine(models), config)
     return daemon.serve()
 
 
