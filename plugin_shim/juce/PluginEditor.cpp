@@ -12,12 +12,16 @@ constexpr int kIncDecButtonWidth = 30;
 constexpr int kIncDecWidth = kTextBoxWidth + 2 * kIncDecButtonWidth;
 constexpr int kLabelWidth = 44, kWideLabelWidth = 76;
 constexpr int kModeWidth = 110, kModelStepsWidth = 130, kRenderWidth = 100;
+constexpr int kModelMenuWidth = 220, kNoiseSliderMinWidth = 160;
 constexpr int kEditorWidth = 540;
-constexpr int kRows = 6;  // prompt; mode, bars, seed; steps, scale lock; daemon; render, takes; status
+// prompt; negative prompt; mode, bars, seed; model, noise level; steps, scale lock; daemon; render, takes; status
+constexpr int kRows = 8;
 constexpr int kEditorHeight = 2 * kMargin + kRows * kRowHeight + (kRows - 1) * kGap;
 constexpr int kInnerWidth = kEditorWidth - 2 * kMargin;
 static_assert(kLabelWidth + kModeWidth + 2 * (kGap + kLabelWidth + kIncDecWidth) <= kInnerWidth,
               "mode, bars and seed must fit one row");
+static_assert(kLabelWidth + kModelMenuWidth + kGap + kLabelWidth + kNoiseSliderMinWidth <= kInnerWidth,
+              "the model menu and the noise level must fit one row");
 static_assert(kLabelWidth + kIncDecWidth + kModelStepsWidth + kGap + kWideLabelWidth + kIncDecWidth <= kInnerWidth,
               "steps and scale lock must fit one row");
 
@@ -29,7 +33,17 @@ Sa3AudioProcessorEditor::Sa3AudioProcessorEditor(Sa3AudioProcessor& p) : AudioPr
   prompt_.onTextChange = [this] { processor_.core().setPrompt(prompt_.getText().toStdString()); };
   addAndMakeVisible(prompt_);
 
-  mode_.addItemList({"generate", "inpaint", "continue"}, 1);
+  // What guidance steers away from (protocol 1.4): sent only when not empty; saved in the project.
+  negativeLabel_.setText("Avoid", juce::dontSendNotification);
+  negativePrompt_.setText(p.core().negativePrompt(), juce::dontSendNotification);
+  negativePrompt_.setTextToShowWhenEmpty("negative prompt (optional): what to steer away from", juce::Colours::grey);
+  negativePrompt_.onTextChange = [this] {
+    processor_.core().setNegativePrompt(negativePrompt_.getText().toStdString());
+  };
+  addAndMakeVisible(negativeLabel_);
+  addAndMakeVisible(negativePrompt_);
+
+  mode_.addItemList({"generate", "inpaint", "continue", "transform"}, 1);
   modeAttachment_ = std::make_unique<ComboAttachment>(p.parameters(), "mode", mode_);
   modeLabel_.setText("Mode", juce::dontSendNotification);
   addAndMakeVisible(mode_);
@@ -53,6 +67,26 @@ Sa3AudioProcessorEditor::Sa3AudioProcessorEditor(Sa3AudioProcessor& p) : AudioPr
   scaleLockLabel_.setText("Scale lock", juce::dontSendNotification);
   modelSteps_.setColour(juce::Label::textColourId, juce::Colours::grey);
   for (auto* label : {&barsLabel_, &seedLabel_, &stepsLabel_, &modelSteps_, &scaleLockLabel_}) addAndMakeVisible(label);
+
+  // The daemon's models (its capabilities reply); the choice is saved in the project, not a parameter.
+  modelLabel_.setText("Model", juce::dontSendNotification);
+  model_.setTextWhenNothingSelected("daemon's default");
+  model_.onChange = [this] {
+    const int index = model_.getSelectedId() - 1;
+    if (index >= 0 && index < static_cast<int>(menuModels_.size()))
+      processor_.core().setModel(menuModels_[static_cast<size_t>(index)]);
+  };
+  addAndMakeVisible(modelLabel_);
+  addAndMakeVisible(model_);
+
+  // Transform's init noise level: near 0 keeps the selection, 1 keeps only its length.
+  noiseLabel_.setText("Noise", juce::dontSendNotification);
+  initNoiseLevel_.setSliderStyle(juce::Slider::LinearHorizontal);
+  initNoiseLevel_.setTextBoxStyle(juce::Slider::TextBoxRight, false, 50, kRowHeight - 4);
+  initNoiseLevel_.setTooltip("transform: how much of the selection is replaced by noise before it is made again");
+  noiseAttachment_ = std::make_unique<SliderAttachment>(p.parameters(), "init_noise_level", initNoiseLevel_);
+  addAndMakeVisible(noiseLabel_);
+  addAndMakeVisible(initNoiseLevel_);
 
   // The daemon's address: saved in the project; new instances start from SA3_ENDPOINT (or
   // tcp://127.0.0.1:5557). Applied on return or when the field loses focus, not per keystroke.
@@ -94,6 +128,10 @@ void Sa3AudioProcessorEditor::resized() {
   prompt_.setBounds(nextRow(true));
 
   auto row = nextRow();
+  negativeLabel_.setBounds(row.removeFromLeft(kLabelWidth));
+  negativePrompt_.setBounds(row);
+
+  row = nextRow();
   modeLabel_.setBounds(row.removeFromLeft(kLabelWidth));
   mode_.setBounds(row.removeFromLeft(kModeWidth));
   row.removeFromLeft(kGap);
@@ -102,6 +140,13 @@ void Sa3AudioProcessorEditor::resized() {
   row.removeFromLeft(kGap);
   seedLabel_.setBounds(row.removeFromLeft(kLabelWidth));
   seed_.setBounds(row.removeFromLeft(kIncDecWidth));
+
+  row = nextRow();
+  modelLabel_.setBounds(row.removeFromLeft(kLabelWidth));
+  model_.setBounds(row.removeFromLeft(kModelMenuWidth));
+  row.removeFromLeft(kGap);
+  noiseLabel_.setBounds(row.removeFromLeft(kLabelWidth));
+  initNoiseLevel_.setBounds(row);
 
   row = nextRow();
   stepsLabel_.setBounds(row.removeFromLeft(kLabelWidth));
@@ -133,6 +178,36 @@ void Sa3AudioProcessorEditor::applyEndpoint() {
   processor_.core().setEndpoint(text.toStdString());
 }
 
+void Sa3AudioProcessorEditor::refreshModelMenu() {
+  auto& core = processor_.core();
+  const auto models = core.models();
+  const std::string chosen = core.model();
+  model_.clear(juce::dontSendNotification);
+  menuModels_.clear();
+  int selected = 0;
+  if (models.empty()) {  // not heard from the daemon yet, or one before 1.4: it runs its own model
+    menuModels_.push_back("");
+    model_.addItem("daemon's default", 1);
+    if (chosen.empty()) selected = 1;
+  }
+  for (const auto& m : models) {
+    menuModels_.push_back(m.name);
+    const int id = static_cast<int>(menuModels_.size());
+    model_.addItem(juce::String(m.name) + " (" + juce::String(m.family) + ", " + juce::String(m.defaultSteps) + " steps)",
+                   id);
+    if (m.name == chosen || (chosen.empty() && id == 1)) selected = id;  // none chosen: the daemon's first
+  }
+  if (selected == 0) {
+    // Saved with the project but not (or not yet known to be) served here: shown as such; a render
+    // on a model the daemon does not serve says so in the status line.
+    menuModels_.push_back(chosen);
+    model_.addItem(juce::String(chosen) + (models.empty() ? "" : " (not served by this daemon)"),
+                   static_cast<int>(menuModels_.size()));
+    selected = static_cast<int>(menuModels_.size());
+  }
+  model_.setSelectedId(selected, juce::dontSendNotification);
+}
+
 void Sa3AudioProcessorEditor::timerCallback() {
   auto& core = processor_.core();
   juce::String text = core.statusText();
@@ -141,6 +216,13 @@ void Sa3AudioProcessorEditor::timerCallback() {
   // A project (state) loaded while the editor is open brings its own endpoint.
   if (!endpoint_.hasKeyboardFocus(true) && endpoint_.getText() != juce::String(core.endpoint()))
     endpoint_.setText(core.endpoint(), juce::dontSendNotification);
+  if (!negativePrompt_.hasKeyboardFocus(true) && negativePrompt_.getText() != juce::String(core.negativePrompt()))
+    negativePrompt_.setText(core.negativePrompt(), juce::dontSendNotification);
+  if (core.modelsSerial() != shownModelsSerial_) {
+    shownModelsSerial_ = core.modelsSerial();
+    refreshModelMenu();
+  }
+  initNoiseLevel_.setEnabled(core.mode() == sa3::Mode::Transform);  // the other modes send no noise level
   const int modelSteps = core.modelDefaultSteps();
   if (modelSteps != shownModelSteps_) {
     shownModelSteps_ = modelSteps;
@@ -155,7 +237,9 @@ void Sa3AudioProcessorEditor::timerCallback() {
     for (size_t i = 0; i < count; ++i) {
       const auto info = core.takeInfo(i);
       takes_.addItem("take " + juce::String(static_cast<juce::int64>(info.id)) + ": " + juce::String(info.prompt) +
-                         " (seed " + juce::String(static_cast<juce::int64>(info.seed)) + ")",
+                         " (" + juce::String(sa3::modeName(info.mode)) + ", seed " +
+                         juce::String(static_cast<juce::int64>(info.seed)) +
+                         (info.model.empty() ? juce::String() : ", " + juce::String(info.model)) + ")",
                      static_cast<int>(i) + 2);
     }
   }

@@ -1,5 +1,5 @@
-// Minimal editor: prompt, mode, bars, seed, steps, scale lock, daemon endpoint, render, takes and
-// status. Message thread only.
+// Minimal editor: prompt, negative prompt, mode, bars, seed, model menu, init noise level, steps,
+// scale lock, daemon endpoint, render, takes and status. Message thread only.
 #pragma once
 
 #include <juce_audio_processors/juce_audio_processors.h>
@@ -14,19 +14,24 @@ class Sa3AudioProcessorEditor : public juce::AudioProcessorEditor, private juce:
   void resized() override;
 
  private:
-  void timerCallback() override;  // status, take list, endpoint and the model's steps, 10 times a second
+  void timerCallback() override;  // status, take list, endpoint, model menu and the model's steps, 10 times a second
   void applyEndpoint();           // the endpoint field's text to the core (return key or focus lost)
+  void refreshModelMenu();        // the daemon's models and the choice, as the core has them
   using SliderAttachment = juce::AudioProcessorValueTreeState::SliderAttachment;
   using ComboAttachment = juce::AudioProcessorValueTreeState::ComboBoxAttachment;
 
   Sa3AudioProcessor& processor_;
-  juce::TextEditor prompt_, endpoint_;
-  juce::ComboBox mode_, takes_;
-  juce::Slider bars_, seed_, steps_, scaleLock_;
-  juce::Label modeLabel_, barsLabel_, seedLabel_, stepsLabel_, modelSteps_, scaleLockLabel_, endpointLabel_, status_;
+  juce::TextEditor prompt_, negativePrompt_, endpoint_;
+  juce::ComboBox mode_, model_, takes_;
+  juce::Slider bars_, seed_, steps_, scaleLock_, initNoiseLevel_;
+  juce::Label negativeLabel_, modeLabel_, barsLabel_, seedLabel_, modelLabel_, noiseLabel_, stepsLabel_, modelSteps_,
+      scaleLockLabel_, endpointLabel_, status_;
   juce::TextButton render_{"Render"};
   std::unique_ptr<ComboAttachment> modeAttachment_;
-  std::unique_ptr<SliderAttachment> barsAttachment_, seedAttachment_, stepsAttachment_, scaleLockAttachment_;
+  std::unique_ptr<SliderAttachment> barsAttachment_, seedAttachment_, stepsAttachment_, scaleLockAttachment_,
+      noiseAttachment_;
+  std::vector<std::string> menuModels_;  // the model name behind each menu item (item id = index + 1; "" = default)
+  uint64_t shownModelsSerial_ = static_cast<uint64_t>(-1);
   size_t shownTakes_ = static_cast<size_t>(-1);
   int shownModelSteps_ = -1;
 };

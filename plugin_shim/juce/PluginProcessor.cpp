@@ -68,6 +68,7 @@ Sa3AudioProcessor::Sa3AudioProcessor()
   seed_ = parameters_.getRawParameterValue("seed");
   steps_ = parameters_.getRawParameterValue("steps");
   scaleLock_ = parameters_.getRawParameterValue("scale_lock");
+  initNoiseLevel_ = parameters_.getRawParameterValue("init_noise_level");
   render_ = parameters_.getRawParameterValue("render");
   pushParametersToCore();
 }
@@ -88,8 +89,9 @@ juce::AudioProcessorValueTreeState::ParameterLayout Sa3AudioProcessor::createLay
   layout.add(std::make_unique<AudioParameterFloat>(id("region_end"), "Region end",
                                                    NormalisableRange<float>(1.0f, 1000.0f, 0.25f), 5.0f,
                                                    AudioParameterFloatAttributes().withLabel("bar")));
-  layout.add(
-      std::make_unique<AudioParameterChoice>(id("mode"), "Mode", StringArray{"generate", "inpaint", "continue"}, 1));
+  // Transform came last (protocol 1.4) so the other modes keep their indices in saved states.
+  layout.add(std::make_unique<AudioParameterChoice>(id("mode"), "Mode",
+                                                    StringArray{"generate", "inpaint", "continue", "transform"}, 1));
   layout.add(std::make_unique<AudioParameterInt>(id("bars"), "Bars", 1, 64, 4));
   layout.add(std::make_unique<AudioParameterInt>(id("seed"), "Seed", 0, 99999, 0));
   layout.add(std::make_unique<AudioParameterInt>(
@@ -101,6 +103,12 @@ juce::AudioProcessorValueTreeState::ParameterLayout Sa3AudioProcessor::createLay
                                                  AudioParameterIntAttributes()
                                                      .withStringFromValueFunction(scaleLockText)
                                                      .withValueFromStringFunction(scaleLockFromText)));
+  // Transform's init noise level (protocol 1.4): near 0 keeps the selection, 1 keeps only its length.
+  // Version 2 of the parameter list: hosts that order parameters by it (AU) keep the older ones.
+  layout.add(std::make_unique<AudioParameterFloat>(
+      ParameterID{"init_noise_level", 2}, "Init noise level",
+      NormalisableRange<float>(static_cast<float>(sa3::kMinInitNoiseLevel), 1.0f, 0.01f),
+      static_cast<float>(sa3::kDefaultInitNoiseLevel)));
   layout.add(std::make_unique<AudioParameterBool>(id("render"), "Render", false));
   return layout;
 }
@@ -110,12 +118,13 @@ void Sa3AudioProcessor::pushParametersToCore() noexcept {
   const int denominatorIndex = juce::jlimit(0, 5, static_cast<int>(meterDenominator_->load()));
   core_.setMeter(static_cast<int>(meterNumerator_->load()), kDenominators[denominatorIndex]);
   core_.setRegionBars(regionStart_->load(), regionEnd_->load());
-  core_.setMode(static_cast<sa3::Mode>(juce::jlimit(0, 2, static_cast<int>(mode_->load()))));
+  core_.setMode(static_cast<sa3::Mode>(juce::jlimit(0, 3, static_cast<int>(mode_->load()))));
   core_.setBars(bars_->load());
   core_.setSeed(static_cast<uint64_t>(seed_->load()));
   core_.setSteps(static_cast<int>(steps_->load()));
   const int scaleLock = juce::roundToInt(scaleLock_->load());
   core_.setScaleLockDb(scaleLock <= kScaleLockModel ? -1.0 : static_cast<double>(scaleLock));
+  core_.setInitNoiseLevel(initNoiseLevel_->load());
 }
 
 void Sa3AudioProcessor::pullParametersFromCore() {
@@ -137,6 +146,7 @@ void Sa3AudioProcessor::pullParametersFromCore() {
   const double scaleLock = core_.scaleLockDb();  // whole dB here; a finer value from elsewhere rounds
   set("scale_lock", scaleLock < 0.0 ? static_cast<float>(kScaleLockModel)
                                     : static_cast<float>(juce::jlimit(0.0, sa3::kMaxScaleLockDb, scaleLock)));
+  set("init_noise_level", static_cast<float>(core_.initNoiseLevel()));
 }
 
 void Sa3AudioProcessor::prepareToPlay(double sampleRate, int samplesPerBlock) {

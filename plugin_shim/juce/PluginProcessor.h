@@ -1,6 +1,7 @@
 // The sa3 plugin for DAWs: juce::AudioProcessor around sa3::Processor (plugin_shim/include).
 // Every numeric setting is an automatable parameter so hosts without a playhead or UI can
-// drive it; the prompt and the daemon endpoint travel in the state.
+// drive it; the prompt, the negative prompt, the model choice and the daemon endpoint travel in
+// the state (the models a daemon serves are known only at run time, so the model is no parameter).
 #pragma once
 
 #include <juce_audio_processors/juce_audio_processors.h>
@@ -61,6 +62,7 @@ class Sa3AudioProcessor : public juce::AudioProcessor {
   std::atomic<float>* seed_ = nullptr;
   std::atomic<float>* steps_ = nullptr;
   std::atomic<float>* scaleLock_ = nullptr;  // whole dB; -1 = the model's setting (Model)
+  std::atomic<float>* initNoiseLevel_ = nullptr;  // transform: kMinInitNoiseLevel to 1
   std::atomic<float>* render_ = nullptr;
   bool renderWasOn_ = false;
 

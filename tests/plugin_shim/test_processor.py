@@ -123,11 +123,11 @@ def test_scale_lock_is_the_models_until_set_and_checks_its_range(shim):
 SCALE_LOCK_AT = 4 + 4 + 4 + 8 + 4 + 4 + 8 + 8 + 8 + 8 + 4  # version 2: the settings' scale lock
 
 
-def version_1_state(prompt: str, take_audio: np.ndarray) -> bytes:
+def version_1_state(prompt: str, take_audio: np.ndarray, mode: int = 2) -> bytes:
     def string(text: str) -> bytes:
         return struct.pack("<Q", len(text.encode())) + text.encode()
 
-    settings = struct.pack("<IidiidddQi", 1, 2, 97.5, 7, 8, 3.0, 7.5, 6.0, 4242, 12)  # version, mode...steps
+    settings = struct.pack("<IidiidddQi", 1, mode, 97.5, 7, 8, 3.0, 7.5, 6.0, 4242, 12)  # version, mode...steps
     state = b"SA3S" + settings + string(prompt) + string("tcp://127.0.0.1:6001")
     state += struct.pack("<QiQ", 8, 0, 1)  # next take id, active take, one take
     state += struct.pack("<Q", 7) + string("old take") + struct.pack("<Qi", 99, 4)  # id, prompt, seed, steps
@@ -140,8 +140,10 @@ def test_a_state_saved_before_the_scale_lock_loads_as_the_models_setting(shim):
     old = version_1_state("dusty breakbeat", audio)
     p = shim.Processor(endpoint=OFFLINE)
     p.scale_lock_db = 6.0  # what was set before the project opened does not leak into it
+    p.model, p.negative_prompt, p.init_noise_level = "small", "hiss", 0.3  # nor do the 1.4 settings
     assert p.set_state(old)
     assert p.scale_lock_db is None
+    assert (p.model, p.negative_prompt, p.init_noise_level) == (None, "", 0.9)
     assert settings(p) == SAVED_SETTINGS
     assert (p.prompt, p.endpoint, p.active_take) == ("dusty breakbeat", "tcp://127.0.0.1:6001", 0)
     take = p.takes[0]
@@ -153,11 +155,33 @@ def test_a_state_saved_before_the_scale_lock_loads_as_the_models_setting(shim):
         None,
     )
     assert (take["mode"], take["start"], take["length"], take["sample_rate"]) == ("inpaint", 96000, 4800, 48000.0)
+    assert (take["model"], take["negative_prompt"], take["init_noise_level"]) == (None, "", None)
     assert np.array_equal(p.take_audio(0), audio)
+    assert not p.set_state(version_1_state("x", audio, mode=3))  # no transform mode before version 3
     # Saved again, it is a current state that keeps the model's setting.
     q = shim.Processor(endpoint=OFFLINE)
     assert q.set_state(p.get_state())
     assert q.scale_lock_db is None and q.takes == p.takes
+
+
+def test_state_round_trip_of_the_1_4_settings(shim):
+    p = shim.Processor(endpoint=OFFLINE)
+    assert (p.model, p.negative_prompt, p.init_noise_level) == (None, "", shim.DEFAULT_INIT_NOISE_LEVEL)
+    p.mode, p.model, p.negative_prompt, p.init_noise_level = "transform", "small", "hiss, hum ✓", 0.25
+    state = p.get_state()
+    q = shim.Processor(endpoint=OFFLINE)
+    assert q.set_state(state)
+    assert (q.mode, q.model, q.negative_prompt, q.init_noise_level) == ("transform", "small", "hiss, hum ✓", 0.25)
+    assert q.get_state() == state
+    # The noise level follows the model's name in the blob; one the daemon would refuse is no state.
+    level_at = state.index(b"small") + len(b"small")
+    assert struct.unpack_from("<d", state, level_at)[0] == 0.25
+    for level in (0.0, -0.5, 1.5, math.nan):
+        r = shim.Processor(endpoint=OFFLINE)
+        assert not r.set_state(state[:level_at] + struct.pack("<d", level) + state[level_at + 8 :])
+        assert r.model is None
+    p.model = None  # back to the daemon's default, saved as such
+    assert q.set_state(p.get_state()) and q.model is None
 
 
 def test_steps_are_the_models_default_until_set(shim):

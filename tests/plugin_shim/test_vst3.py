@@ -99,7 +99,8 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     monkeypatch.setenv("SA3_ENDPOINT", daemon.endpoint)  # the default endpoint of new instances
     plugin = pedalboard.load_plugin(vst3_path)
     # pedalboard names parameters from their names plus units.
-    names = "follow_host tempo_bpm meter_numerator region_start_bar region_end_bar scale_lock render".split()
+    names = "follow_host tempo_bpm meter_numerator region_start_bar region_end_bar scale_lock init_noise_level render"
+    names = names.split()
     for name in names:
         assert name in plugin.parameters, sorted(plugin.parameters)
     plugin.follow_host = False
@@ -108,6 +109,7 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     plugin.parameters["region_start_bar"].raw_value = (2.0 - 1.0) / 999.0
     plugin.parameters["region_end_bar"].raw_value = (4.0 - 1.0) / 999.0
     plugin.meter_numerator = 3  # over the default denominator 4: 3/4
+    assert plugin.parameters["mode"].valid_values == ["generate", "inpaint", "continue", "transform"]
     plugin.mode = "inpaint"
     # Steps start at the model's default (the request leaves them out), not a number of the plugin's.
     assert plugin.steps == "Model" and core_state(plugin.preset_data)["steps"] == 0
@@ -119,6 +121,8 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
 
     state = core_state(plugin.preset_data)
     assert state["endpoint"] == daemon.endpoint and state["takes"] == []
+    # protocol 1.4: the daemon's default model, no negative prompt, transform's default noise level
+    assert (state["model"], state["negative_prompt"], state["init_noise_level"]) == ("", "", pytest.approx(0.9))
     plugin.preset_data = with_prompt(plugin.preset_data, "tape hiss and rain")
     state = core_state(plugin.preset_data)
     assert state["prompt"] == "tape hiss and rain"
@@ -161,3 +165,21 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     assert not reopened.follow_host
     assert reopened.scale_lock == "24 dB" and core_state(reopened.preset_data)["scale_lock_db"] == 24.0
     assert np.array_equal(reopened.process(audio, rate, buffer_size=1024), wet)
+
+    # Transform the same selection (protocol 1.4): the take is exactly its length, at the level set.
+    plugin.mode = "transform"
+    plugin.parameters["init_noise_level"].raw_value = (0.5 - 0.01) / (1.0 - 0.01)
+    plugin.render = True
+    plugin.process(audio, rate, buffer_size=512)
+    plugin.render = False
+    deadline = time.monotonic() + 120
+    while len(core_state(plugin.preset_data)["takes"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    state = core_state(plugin.preset_data)
+    assert len(state["takes"]) == 2, "no transform take arrived from the daemon"
+    made = state["takes"][1]
+    assert (made["mode"], made["start"], made["length"], made["model"]) == (3, start, end - start, "random:tiny")
+    assert made["init_noise_level"] == pytest.approx(0.5, abs=1e-6) and state["mode"] == 3
+    transformed = plugin.process(audio, rate, buffer_size=512)
+    assert np.array_equal(transformed[:, :start], audio[:, :start])
+    assert not np.allclose(transformed[:, start:end], wet[:, start:end], atol=1e-3)
