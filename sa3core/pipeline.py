@@ -19,12 +19,20 @@ and continued audio is first matched in RMS to the kept audio next to it, then h
 ceiling by a look-ahead gain on the new audio alone (the input's own samples are never touched).
 A family whose plan says ``levels=False`` (the released checkpoints: the official audio) gets its
 new audio as the model made it, spliced in with the same crossfades.
+
+LoRA (:mod:`sa3core.lora`, every family that has adaptable modules): ``Pipeline.load(folder,
+loras=[(path, strength), ...])`` applies the files in that order, merged into the weights (fixed
+strengths, no cost per step); with ``merge_loras=False`` they stay apart and a request can run
+with other strengths, one per file in [-2, 2]: ``with pipeline.lora_strengths([0.5, 1.0]):
+pipeline.generate(...)``. Strength 0 gives the base model bit for bit. A take's recipe lists the
+files (name, sha256, type, rank) and the strengths it was made with.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +42,7 @@ from . import level, timebase
 from .audio import resample_to_length
 from .errors import Sa3Error
 from .families import ModelFamily, Plan, Sampling, family_named, family_of_folder
+from .lora import LoraStack
 from .splicing import Region, check_audio, check_regions, place_new_audio, splice
 
 __all__ = [
@@ -106,19 +115,60 @@ class Pipeline:
         self.backend = backend
         self.settings = settings
         self.family = family if family is not None else family_named("sa3")
+        self.loras: LoraStack | None = None  # the LoRA files applied, in order (use_loras)
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | Path | None = None, backend: str = "torch", **backend_options) -> Pipeline:
+    def load(
+        cls,
+        path: str | Path | None = None,
+        backend: str = "torch",
+        loras: Sequence[str | Path | tuple[str | Path, float]] = (),
+        merge_loras: bool = True,
+        **backend_options,
+    ) -> Pipeline:
         """Load a model folder in the format of a family that recognises it (sa3's own:
         ``model.json``, ``same.safetensors``, ``dit.safetensors``).
 
-        ``path=None`` uses the shipped default model (:func:`default_model_dir`).
+        ``path=None`` uses the shipped default model (:func:`default_model_dir`). ``loras``: LoRA
+        files (strength 1) or (file, strength) pairs, applied in order (:meth:`use_loras`; the
+        files are read and checked before the model loads).
         """
+        stack = LoraStack.read(loras) if loras else None
         folder = default_model_dir() if path is None else Path(path)
         family = family_of_folder(folder)
         model_backend, settings = family.load(folder, backend, **backend_options)
-        return cls(model_backend, settings, family)
+        pipeline = cls(model_backend, settings, family)
+        if stack is not None:
+            pipeline.use_loras(stack, merge=merge_loras)
+        return pipeline
+
+    def use_loras(
+        self, loras: LoraStack | Sequence[str | Path | tuple[str | Path, float]], merge: bool = True
+    ) -> LoraStack:
+        """Apply LoRA files to this model, in order, each at its strength (in [-2, 2]; 1 when a
+        bare path is given). ``merge``: write the adapted weights once (fastest; the strengths
+        are then fixed); False keeps them apart so :meth:`lora_strengths` can change them per
+        request. Once per pipeline; a file that does not fit the model is a one-line Sa3Error."""
+        if self.loras is not None:
+            raise Sa3Error("this model already has LoRA files applied; load it again to use others")
+        stack = loras if isinstance(loras, LoraStack) else LoraStack.read(loras)
+        self.family.attach_loras(self.backend, stack, merge)
+        self.loras = stack
+        return stack
+
+    @contextlib.contextmanager
+    def lora_strengths(self, strengths: Sequence[float] | None) -> Iterator[None]:
+        """Requests inside the block run with these LoRA strengths (one per file, in the order
+        given at load; None: the load strengths). Needs ``merge_loras=False`` unless they equal
+        the merged ones. One request at a time: the strengths are the model's state meanwhile."""
+        if strengths is None:
+            yield
+            return
+        if self.loras is None:
+            raise Sa3Error("LoRA strengths given, but this model has no LoRA files applied")
+        with self.loras.using(strengths):
+            yield
 
     @classmethod
     def from_parts(cls, autoencoder, dit, settings, **backend_options) -> Pipeline:
@@ -345,6 +395,8 @@ class Pipeline:
             "cfg": cfg,
             "cfg_rescale": self.settings.cfg_rescale,
         }
+        if self.loras is not None:  # only then: recipes of takes without LoRA stay as they were
+            recipe["loras"] = self.loras.describe()
         mode = "generate" if samples is not None else "inpaint"
         plan = self.family.plan_recipe(self.backend, self.settings, mode, prompt, samples, steering)
         return recipe | plan

@@ -184,6 +184,11 @@ class ModelFamily:
         """What a take's comment records of the family's own settings for this request."""
         raise NotImplementedError
 
+    def attach_loras(self, backend, stack, merge: bool) -> None:
+        """Apply a :class:`sa3core.lora.LoraStack` to the backend's adaptable modules (merged into
+        the weights, or kept apart for per-request strengths); a family without LoRA says so."""
+        raise Sa3Error(f"this model ({self.name} family) takes no LoRA files")
+
     def check_steering(self, steering: dict[str, Any], mode: str) -> dict[str, Any]:
         """The steering options asked for (None = the model's default, dropped); a one-line
         Sa3Error for one this family has not got."""

@@ -193,6 +193,11 @@ class ReleasedFamily(ModelFamily):
         max_seconds = timebase.samples_to_seconds(config.sample_size)
         return ReleasedSettings(folder.name, objective, sampler, steps, cfg, max_seconds, align)
 
+    def attach_loras(self, backend, stack, merge: bool) -> None:
+        """The official LoRA files adapt the DiT and the conditioners (keys under ``model.`` and
+        ``conditioners.``, :data:`sa3core.released.backend.LORA_PREFIXES`)."""
+        backend.attach_loras(stack, merge)
+
     def plan_recipe(self, backend, settings, mode, prompt, samples, steering) -> dict[str, object]:
         self.check_steering(steering, mode)
         return {}

@@ -29,6 +29,12 @@ from .dit import ReleasedCondition
 from .same import ReleasedAutoencoder
 from .text import ReleasedTextEncoder, load_text_encoder
 
+# LoRA files name their layers relative to the official DiT wrapper (whose DiT is its `model`) and
+# to the official conditioner (whose ModuleDict is its `conditioners`): the checkpoint's keys
+# without their first `model.` / `conditioner.`. Under these prefixes sa3's module names are the
+# official ones (the parity tests load official files layer by layer, strictly).
+LORA_PREFIXES = {"dit": "model.", "conditioners": "conditioners."}
+
 
 class ReleasedTorchBackend:
     """Runs a released checkpoint's parts; ``latent_channels`` is the DiT's ``io_channels``.
@@ -58,6 +64,14 @@ class ReleasedTorchBackend:
         self.diffusion = folder.config.model.diffusion
         self.chunked = folder.config.model.pretransform.chunked
         self.latent_channels = self.dit.config.io_channels
+
+    # ------------------------------------------------------------------ LoRA
+    def attach_loras(self, stack, merge: bool) -> None:
+        """Apply a :class:`sa3core.lora.LoraStack` to the float32 DiT and the conditioners (the
+        official LoRA targets; the text encoder and SAME are not adapted), then remake the bf16
+        copy the DiT runs as, so it carries the adapters too."""
+        stack.attach({LORA_PREFIXES["dit"]: self.dit, LORA_PREFIXES["conditioners"]: self.conditioners}, merge)
+        self._dit_run = bf16_inference_copy(self.dit) if self.bf16 else self.dit
 
     # ------------------------------------------------------------------ text and conditions
     @torch.inference_mode()
