@@ -49,6 +49,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="model folder or released model name, e.g. small-music (default: the model shipped with sa3); "
         "with --daemon, the name of a model the daemon serves (default: its first)",
     )
+    parser.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="FILE[:STRENGTH]",
+        help="a LoRA adapter (.safetensors in the official format) at a strength from -2 to 2 (default 1); "
+        "repeatable, applied in the order given",
+    )
     parser.add_argument("--backend", default="torch", help="torch (default) or onnx")
     parser.add_argument("--daemon", metavar="ENDPOINT", help="render through a running `sa3 serve` daemon instead")
     parser.add_argument(
@@ -201,6 +209,7 @@ def _check_common(args) -> None:
             raise Sa3Error(f"--phase-iterations must be 0 or more (got {args.phase_iterations})")
         if args.daemon:
             raise Sa3Error("--phase-iterations needs in-process generation (a daemon uses its model's setting)")
+    args.loras = _loras(args)
     if args.model is not None and args.daemon:  # the name of a model the daemon serves (protocol 1.4)
         if not args.model.strip():
             raise Sa3Error("--model is empty; name a model the daemon serves (`sa3 serve` lists them at start)")
@@ -208,6 +217,21 @@ def _check_common(args) -> None:
         from sa3core.hub import resolve_model
 
         args.model = str(resolve_model(args.model))
+
+
+def _loras(args) -> list:
+    """``--lora`` specs as (path, strength), checked before any model loads (a missing file, a
+    strength outside -2..2, a file that is not a LoRA: one line each)."""
+    from sa3core.lora import parse_spec, read_lora
+
+    loras = [parse_spec(text) for text in args.lora]
+    if loras and args.daemon:
+        raise Sa3Error("--lora runs in-process; a daemon applies the adapters of its LoRA folder (drop --daemon)")
+    if loras and args.backend != "torch":
+        raise Sa3Error(f"--lora needs the torch backend, not {args.backend!r}")
+    for path, _ in loras:
+        read_lora(path)  # the format, the config and the tensors' shapes among themselves
+    return loras
 
 
 def _pipeline(args):
@@ -220,6 +244,8 @@ def _pipeline(args):
             options = {"bf16": not args.fp32}
         if args.phase_iterations is not None:
             options["phase_iterations"] = args.phase_iterations
+        if args.loras:
+            options["loras"] = args.loras
         pipeline = Pipeline.load(args.model, backend=args.backend, **options)
     for warning in caught:
         print(f"sa3: warning: {warning.message}", file=sys.stderr)

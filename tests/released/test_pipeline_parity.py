@@ -238,6 +238,34 @@ def test_sa3_transform_command_gives_the_official_audio_to_audio(tmp_path, input
     assert_parity(read_audio(out)[0], official_audio(tensors)[0])
 
 
+def test_sa3_inpaint_command_gives_the_official_audio_inside_the_region(tmp_path, input_audio):
+    """`sa3 inpaint --region` on a released folder: the official inpaint inside the region, the
+    file's own samples bit-exact outside it (float WAV in, float WAV out)."""
+    from sa3core.audio import read_audio, save_audio
+
+    tensors, call = reference("small_inpaint")
+    source = input_audio[:, : int(call["duration"] * RATE)]
+    path = tmp_path / "in.wav"
+    save_audio(path, source, RATE, "float")
+    start, end = call["inpaint_mask_start_seconds"], call["inpaint_mask_end_seconds"]
+    takes = {}
+    for prompt in (call["prompt"], "funky slap bass groove, 110 BPM"):
+        out = tmp_path / f"{len(takes)}.wav"
+        result = run_sa3(
+            "inpaint", path, prompt, "--region", f"{start}:{end}", "--model", FIXTURES / "small",
+            "--seed", call["seed"], "--steps", call["steps"], "--fp32", "--bit-depth", "float", "-o", out, "--quiet",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        takes[prompt] = read_audio(out)[0]
+    region = Region(int(start * RATE), int(end * RATE))
+    inside = slice(region.start + FADE, region.end - FADE)
+    ours, official = takes[call["prompt"]], official_audio(tensors)[0]
+    assert_parity(ours[:, inside], official[:, inside])
+    np.testing.assert_array_equal(ours[:, : region.start], source[:, : region.start])
+    np.testing.assert_array_equal(ours[:, region.end :], source[:, region.end :])
+    assert_far(takes["funky slap bass groove, 110 BPM"][:, inside], official[:, inside])
+
+
 def test_transform_at_level_one_is_generate_when_the_encoder_draws_nothing(pipelines, input_audio):
     """SAME-S draws no encoder noise, so at level 1 the input leaves nothing behind."""
     pipeline = pipelines("small")
