@@ -1,7 +1,8 @@
 """``sa3 serve`` (the inference daemon) and ``sa3 keys generate`` (CurveZMQ keys for remote use).
 
-The bind address and keys are checked before the model loads, so a refused remote bind costs
-no time. The protocol is docs/protocol.md.
+The bind addresses, keys and token are checked before the model loads, so a refused remote bind
+costs no time. The ZeroMQ protocol is docs/protocol.md; ``--http`` adds the HTTP contract of
+existing SA3 DAW front ends (docs/http.md) over the same job engine.
 """
 
 from __future__ import annotations
@@ -19,13 +20,31 @@ RANDOM_MODEL = re.compile(r"random:(\w+)(?::(\w+))?")  # for tests and benchmark
 
 
 def register(subparsers) -> None:
+    from bridge.http import DEFAULT_ADDRESS
     from bridge.protocol import DEFAULT_ENDPOINT
 
     serve = subparsers.add_parser("serve", help="run the inference daemon for the plugin, scripts and --daemon")
     serve.add_argument(
         "--bind",
         default=DEFAULT_ENDPOINT,
-        help=f"ZeroMQ endpoint (default {DEFAULT_ENDPOINT}; PORT * picks a free one)",
+        help=f"ZeroMQ endpoint (default {DEFAULT_ENDPOINT}; PORT * picks a free one; none: no ZeroMQ, with --http)",
+    )
+    serve.add_argument(
+        "--http",
+        nargs="?",
+        const=DEFAULT_ADDRESS,
+        metavar="[HOST:]PORT",
+        help=f"also serve the HTTP contract of gary4juce and the Ableton extension (docs/http.md); "
+        f"alone: {DEFAULT_ADDRESS} (and ::1); a host other machines reach needs --http-token-file",
+    )
+    serve.add_argument(
+        "--http-token-file",
+        metavar="FILE",
+        help="a file whose first line is a secret token (16+ characters) that HTTP clients on other machines "
+        "must send as 'Authorization: Bearer TOKEN'; required to serve HTTP off loopback",
+    )
+    serve.add_argument(
+        "--lora-dir", metavar="DIR", help="LoRA folder the HTTP side lists (*.safetensors with lora_config metadata)"
     )
     serve.add_argument(
         "--model",
@@ -117,10 +136,19 @@ def load_models(models: list[str] | None, backend: str) -> dict:
 
 
 def run_serve(args) -> int:
-    from bridge.daemon import Daemon, DaemonConfig
+    from bridge.daemon import NO_BIND, Daemon, DaemonConfig
+    from bridge.http.server import HttpConfig, HttpServer
 
     config = from_attributes(DaemonConfig, args)
     config.check()  # before the model loads: a refused bind costs no time
+    http_config = None
+    if args.http is not None:
+        http_config = from_attributes(HttpConfig, args)
+        http_config.check()
+    elif args.http_token_file or args.lora_dir:
+        raise Sa3Error("--http-token-file and --lora-dir belong to the HTTP side; add --http [HOST:]PORT")
+    if config.bind == NO_BIND and http_config is None:
+        raise Sa3Error("--bind none leaves nothing to serve; add --http [HOST:]PORT or bind a ZeroMQ endpoint")
     if args.threads is not None:
         if args.threads < 1:
             raise Sa3Error(f"--threads {args.threads} must be at least 1")
@@ -131,8 +159,9 @@ def run_serve(args) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="sa3 serve: %(message)s", stream=sys.stderr
     )
     models = load_models(args.model, args.backend)
-    daemon = Daemon(config.engine(models), config)
-    return daemon.serve()
+    engine = config.engine(models)
+    http = HttpServer(engine, http_config) if http_config is not None else None
+    return Daemon(engine, config, http).serve()
 
 
 def run_keys_generate(args) -> int:
