@@ -958,9 +958,9 @@ def main() -> None:
     )
 
     out = args.out
-    if out.exists():  # everything this script writes goes; the hand-written README stays
-        for entry in out.iterdir():
-            if entry.name != "README.md":
+    if out.exists():  # everything this script writes goes; the hand-written README stays, and
+        for entry in out.iterdir():  # lora/ (make_lora_fixtures.py's, made from small/: rerun it after this)
+            if entry.name not in ("README.md", "lora"):
                 entry.unlink() if entry.is_symlink() or not entry.is_dir() else shutil.rmtree(entry)
     (out / "reference").mkdir(parents=True)
     commit_file = official_dir / ".official-commit"
