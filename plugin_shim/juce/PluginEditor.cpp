@@ -95,9 +95,7 @@ Sa3AudioProcessorEditor::Sa3AudioProcessorEditor(Sa3AudioProcessor& p) : AudioPr
   endpoint_.setTextToShowWhenEmpty("tcp://127.0.0.1:5557", juce::Colours::grey);
   endpoint_.onReturnKey = [this] { applyEndpoint(); };
   endpoint_.onFocusLost = [this] { applyEndpoint(); };
-  endpoint_.onEscapeKey = [this] {
-    endpoint_.setText(processor_.core().endpoint(), juce::dontSendNotification);
-  };
+  endpoint_.onEscapeKey = [this] { endpoint_.setText(processor_.core().endpoint(), juce::dontSendNotification); };
   addAndMakeVisible(endpointLabel_);
   addAndMakeVisible(endpoint_);
 
@@ -193,8 +191,8 @@ void Sa3AudioProcessorEditor::refreshModelMenu() {
   for (const auto& m : models) {
     menuModels_.push_back(m.name);
     const int id = static_cast<int>(menuModels_.size());
-    model_.addItem(juce::String(m.name) + " (" + juce::String(m.family) + ", " + juce::String(m.defaultSteps) + " steps)",
-                   id);
+    model_.addItem(
+        juce::String(m.name) + " (" + juce::String(m.family) + ", " + juce::String(m.defaultSteps) + " steps)", id);
     if (m.name == chosen || (chosen.empty() && id == 1)) selected = id;  // none chosen: the daemon's first
   }
   if (selected == 0) {

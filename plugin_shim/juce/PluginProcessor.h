@@ -61,7 +61,7 @@ class Sa3AudioProcessor : public juce::AudioProcessor {
   std::atomic<float>* bars_ = nullptr;
   std::atomic<float>* seed_ = nullptr;
   std::atomic<float>* steps_ = nullptr;
-  std::atomic<float>* scaleLock_ = nullptr;  // whole dB; -1 = the model's setting (Model)
+  std::atomic<float>* scaleLock_ = nullptr;       // whole dB; -1 = the model's setting (Model)
   std::atomic<float>* initNoiseLevel_ = nullptr;  // transform: kMinInitNoiseLevel to 1
   std::atomic<float>* render_ = nullptr;
   bool renderWasOn_ = false;

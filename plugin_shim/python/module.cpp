@@ -85,8 +85,9 @@ int stepsToCore(std::optional<int> steps) {
 double initNoiseLevelToCore(double level) {
   if (!(level >= sa3::kMinInitNoiseLevel && level <= 1.0)) {
     char text[128];
-    std::snprintf(text, sizeof text, "init noise level %g is outside %g-1; near 0 keeps the selection, 1 keeps its length",
-                  level, sa3::kMinInitNoiseLevel);
+    std::snprintf(text, sizeof text,
+                  "init noise level %g is outside %g-1; near 0 keeps the selection, 1 keeps its length", level,
+                  sa3::kMinInitNoiseLevel);
     throw py::value_error(text);
   }
   return level;
@@ -323,9 +324,9 @@ void init_processor(py::module_& m) {
                                  d["mode"] = std::string(sa3::modeName(t.mode));
                                  d["model"] = optionalText(t.model);
                                  d["negative_prompt"] = t.negativePrompt;
-                                 d["init_noise_level"] =
-                                     t.mode == sa3::Mode::Transform ? std::optional<double>(t.initNoiseLevel)
-                                                                    : std::nullopt;
+                                 d["init_noise_level"] = t.mode == sa3::Mode::Transform
+                                                             ? std::optional<double>(t.initNoiseLevel)
+                                                             : std::nullopt;
                                  d["sample_rate"] = t.sampleRate;
                                  d["start"] = t.start;
                                  d["length"] = t.length;

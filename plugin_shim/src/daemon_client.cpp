@@ -204,8 +204,8 @@ int64_t DaemonClient::submit(const RenderRequest& request) {
   h.field("v", std::string(SA3_PROTOCOL_VERSION));
   h.field("request_id", requestId);
   h.field("prompt", request.prompt);
-  if (!request.negativePrompt.empty()) h.field("negative_prompt", request.negativePrompt);  // added in 1.4
-  if (!request.model.empty()) h.field("model", request.model);                              // added in 1.4
+  if (!request.negativePrompt.empty()) h.field("negative_prompt", request.negativePrompt);   // added in 1.4
+  if (!request.model.empty()) h.field("model", request.model);                               // added in 1.4
   if (request.mode == Mode::Transform) h.field("init_noise_level", request.initNoiseLevel);  // added in 1.4
   h.field("sample_rate", request.sampleRate);
   h.field("seed", static_cast<uint64_t>(request.seed));

@@ -452,7 +452,8 @@ std::string Processor::buildJob(Job& job) const {
       return text;
     }
     // The selection alone, no context: every sample of the reply is new and the take is all of it.
-    if (!copyContext(region.start, region.end, req.left, req.right)) return "no captured audio; play the selection once";
+    if (!copyContext(region.start, region.end, req.left, req.right))
+      return "no captured audio; play the selection once";
     // Told the tempo, the model puts a downbeat at the clip's first sample: true only when the
     // selection starts on a bar line, so elsewhere it is not told (it keeps a tempo the prompt names).
     if (windowFrom(region.start) != region.start) req.bpm = 0.0;
@@ -536,7 +537,7 @@ void Processor::workerLoop() {
   bool online = false;
   uint64_t seenRender = renderSerial_.load(), seenCancel = cancelSerial_.load();
   std::unique_ptr<Job> job;
-  std::string daemonId;  // the instance that sent the last message (protocol 1.3; "" before)
+  std::string daemonId;          // the instance that sent the last message (protocol 1.3; "" before)
   std::vector<int64_t> orphans;  // request_ids of replaced renders the daemon has not acknowledged
   const auto waitingText = [&](const std::string& tail) {
     // An endpoint ZeroMQ refuses is the user's to fix: say so instead of waiting forever.

@@ -40,7 +40,12 @@ def test_a_transform_take_is_the_selection_made_again(shim, daemon, tiny_pipelin
     assert (shim.bar_line_at_or_before(start, bpm, meter, rate) == start) == on_bar_line
     take = p.takes[-1]
     assert (take["start"], take["length"], take["sample_rate"]) == (start, end - start, rate)  # exactly the selection
-    assert (take["mode"], take["init_noise_level"], take["model"], take["steps"]) == ("transform", 0.6, "random:tiny", 2)
+    assert (take["mode"], take["init_noise_level"], take["model"], take["steps"]) == (
+        "transform",
+        0.6,
+        "random:tiny",
+        2,
+    )
     made = p.take_audio(len(p.takes) - 1)
     assert made.shape == (2, end - start) and np.abs(made).max() <= CEILING
 

@@ -162,13 +162,14 @@ def test_a_transform_off_the_bar_line_is_not_told_the_tempo(shim, stand_in):
     assert header["audio"]["samples"] == 48_000
 
 
-@pytest.mark.parametrize("stand_in", [{"short_by": 1}], indirect=True)
+@pytest.mark.parametrize("stand_in", [{"short_by": 1}, {"short_by": -1}], indirect=True)
 def test_a_transform_reply_of_another_length_is_refused(shim, stand_in):
     p, _, _ = ready(shim, stand_in.endpoint, "transform")
     render(p, stand_in.jobs)
     assert p.status == "error" and p.takes == []
     assert p.status_text == (
-        f"the daemon's reply has 71999 samples at {RATE} Hz, not the region asked for; render again"
+        f"the daemon's reply has {72_000 - stand_in.short_by} samples at {RATE} Hz, not the region asked for; "
+        "render again"
     )
 
 

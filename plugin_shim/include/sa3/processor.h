@@ -137,7 +137,7 @@ class Processor {
   double regionEndBar() const noexcept { return endBar_.load(); }
   double bars() const noexcept { return bars_.load(); }
   uint64_t seed() const noexcept { return seed_.load(); }
-  int steps() const noexcept { return steps_.load(); }  // 0: the model's default
+  int steps() const noexcept { return steps_.load(); }                 // 0: the model's default
   double scaleLockDb() const noexcept { return scaleLockDb_.load(); }  // -1: the model's setting
   double initNoiseLevel() const noexcept { return initNoiseLevel_.load(); }
 
@@ -226,7 +226,7 @@ class Processor {
   std::atomic<int> meterNumerator_{4}, meterDenominator_{4};
   std::atomic<double> startBar_{1.0}, endBar_{5.0}, bars_{4.0};
   std::atomic<uint64_t> seed_{0};
-  std::atomic<int> steps_{0};  // 0: the model's default
+  std::atomic<int> steps_{0};              // 0: the model's default
   std::atomic<double> scaleLockDb_{-1.0};  // < 0: the model's setting
   std::atomic<double> initNoiseLevel_{kDefaultInitNoiseLevel};
 
@@ -256,7 +256,7 @@ class Processor {
   std::string endpoint_;
   bool daemonKnown_ = false;  // a `capabilities` reply arrived from the daemon at endpoint_
   std::string daemonVersion_;
-  int daemonDefaultSteps_ = 0;        // the top-level `default_steps` (the default model's)
+  int daemonDefaultSteps_ = 0;           // the top-level `default_steps` (the default model's)
   std::vector<ModelInfo> daemonModels_;  // empty before 1.4
   std::atomic<uint64_t> modelsSerial_{0};
   std::atomic<uint64_t> endpointSerial_{0};

@@ -39,8 +39,8 @@ struct ModelInfo {
 struct RenderRequest {
   Mode mode = Mode::Inpaint;
   std::string prompt;
-  std::string negativePrompt;  // added in 1.4; "" = none (not sent)
-  std::string model;           // added in 1.4; "" = not sent (a daemon before 1.4 serves one model)
+  std::string negativePrompt;                      // added in 1.4; "" = none (not sent)
+  std::string model;                               // added in 1.4; "" = not sent (a daemon before 1.4 serves one model)
   double initNoiseLevel = kDefaultInitNoiseLevel;  // transform only (added in 1.4), 0 < level <= 1
   uint32_t seed = 0;
   int steps = 0;  // 0 = the model's default
@@ -64,14 +64,14 @@ struct DaemonEvent {
   // The daemon's instance (added in 1.3, in every header; "" from older daemons): another value
   // than the one that queued a job means the daemon restarted and the job is gone.
   std::string daemonId;
-  std::string code, message;  // error
-  int step = 0, total = 0;    // progress
-  int defaultSteps = 0;       // capabilities: the model's steps when a request sends none (0: not said)
-  std::string version;        // capabilities: the daemon's protocol version ("1.4")
+  std::string code, message;      // error
+  int step = 0, total = 0;        // progress
+  int defaultSteps = 0;           // capabilities: the model's steps when a request sends none (0: not said)
+  std::string version;            // capabilities: the daemon's protocol version ("1.4")
   std::vector<ModelInfo> models;  // capabilities: every model served, the default first (empty before 1.4)
-  int stepsUsed = 0;          // result: the steps the job ran (0: not said)
-  std::string model;          // result: the model that made it (added in 1.4; "" before)
-  int sampleRate = 0;         // result
+  int stepsUsed = 0;              // result: the steps the job ran (0: not said)
+  std::string model;              // result: the model that made it (added in 1.4; "" before)
+  int sampleRate = 0;             // result
   std::vector<float> left, right;
 };
 

@@ -11,9 +11,9 @@ namespace sa3 {
 
 /// What the daemon is asked to do with the region.
 enum class Mode : int {
-  Generate = 0,  // new audio for N bars, no context
-  Inpaint = 1,   // regenerate the region, the captured audio around it is context
-  Continue = 2,  // N bars that follow the captured audio before the region start
+  Generate = 0,   // new audio for N bars, no context
+  Inpaint = 1,    // regenerate the region, the captured audio around it is context
+  Continue = 2,   // N bars that follow the captured audio before the region start
   Transform = 3,  // the region made again after the prompt, from its own audio (protocol 1.4)
 };
 
@@ -28,11 +28,11 @@ struct Take {
   uint64_t id = 0;  // unique within a plugin instance's state
   std::string prompt;
   uint64_t seed = 0;
-  int steps = 0;  // the sampler steps it ran (0: the model's default, number not known)
+  int steps = 0;              // the sampler steps it ran (0: the model's default, number not known)
   double scaleLockDb = -1.0;  // as asked of the daemon; < 0: the model's setting
   Mode mode = Mode::Inpaint;
-  std::string model;           // the daemon model that made it ("" : a daemon before 1.4, which names none)
-  std::string negativePrompt;  // "" : none
+  std::string model;            // the daemon model that made it ("" : a daemon before 1.4, which names none)
+  std::string negativePrompt;   // "" : none
   double initNoiseLevel = 0.0;  // transform takes: the level asked for; 0 for the other modes
   double bpm = timebase::kDefaultBpm;
   timebase::Meter meter;
