@@ -90,7 +90,7 @@ class LoraLibrary:
         """Read the folder again (``/reload``); returns the adapters, by name."""
         found: dict[str, Path] = {}
         if self.folder is not None:
-            for path in sorted(self.folder.glob("*.safetensors")):
+            for path in sorted(self.folder.glob("*.safetensors"), key=lambda p: (p.name.lower(), p.name)):
                 name = path.stem.lower()
                 if name in found:
                     log.warning("skipping %s: another LoRA is already called %r", path.name, name)
