@@ -24,6 +24,7 @@ for _name, _module in (
     ("memory", "memory"),
     ("backends", "backends"),
     ("daemon", "daemon_overhead"),
+    ("http_overhead", "http_overhead"),
     ("dit_speed", "dit_speed"),
     ("codec_speed", "codec_speed"),
     ("codec_search", "codec_search"),
