@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import REPO
 
-from .conftest import HttpServerProcess, call, poll_until_done, raw_health_probe
+from .conftest import HttpServerProcess, call, poll_until_done, raw_health_probe, read_wav, wav_base64
 
 LONG_JOB = {"prompt": "a very long evolving drone, 90 bpm", "duration": 240, "steps": 100, "seed": 5}
 
@@ -279,3 +279,43 @@ def test_a_few_hundred_requests_on_loopback(server):
     assert len(statuses) >= 320 and set(statuses) <= {200, 503}
     assert statuses.count(200) >= 300
     assert os.getpid() and raw_health_probe("127.0.0.1", server.port)[0]
+
+
+def test_a_300_second_float_upload_near_the_body_limit_is_taken(server):
+    """300 s of 48 kHz stereo float WAV: 115 MB, 154 MB (146 MiB) as base64, under the 256 MiB limit."""
+    rate = 48_000
+    audio = np.zeros((2, 300 * rate), np.float32)
+    audio[:, ::1000] = 0.25
+    body = json.dumps(
+        {"prompt": "a long transform", "steps": 1, "audio_data": wav_base64(audio, rate, "FLOAT")}
+    ).encode()
+    assert 140 * 1024**2 < len(body) < 256 * 1024**2
+    del audio
+    reply = call(server, "POST", "/transform", body, timeout=300)
+    assert reply.status == 200, reply.body[:300]
+    assert reply.json["target_samples"] == 300 * 44_100 and reply.json["input_duration"] == 300.0
+    assert call(server, "POST", f"/cancel/{reply.json['session_id']}").status == 200
+    done, _ = poll_until_done(server, reply.json["session_id"], timeout=300)
+    assert done["status"] == "failed" and done["error"] == "cancelled"
+
+
+def test_loops_at_any_tempo_and_meter_and_a_chosen_model():
+    server = HttpServerProcess("--model", "random:tiny", "--model", "random:tiny:hash", bind="none").wait_ready()
+    try:
+        health = call(server, "GET", "/health").json
+        assert health["model"] == "random:tiny" and [m["name"] for m in health["models"]] == [
+            "random:tiny",
+            "random:tiny:hash",
+        ]
+        body = {"prompt": "odd groove", "bars": 3, "bpm": 97.3, "meter": "7/8", "steps": 1, "model": "random:tiny:hash"}
+        answer = call(server, "POST", "/generate/loop", body).json
+        frames = round(3 * 7 * (60 / 97.3) * (4 / 8) * 44_100)  # 3 bars of seven eighth notes
+        assert answer["target_samples"] == frames and answer["meter"] == "7/8" and answer["model"] == "random:tiny:hash"
+        done, _ = poll_until_done(server, answer["session_id"])
+        assert done["meta"]["model"] == "random:tiny:hash" and done["meta"]["samples"] == frames
+        assert read_wav(done["audio_data"])[0].shape == (frames, 2)
+        plain = call(server, "POST", "/generate/loop", {"prompt": "beat, 140 bpm", "bars": 2, "steps": 1}).json
+        assert plain["model"] == "random:tiny" and plain["target_samples"] == round(2 * 4 * 60 / 140 * 44_100)
+        poll_until_done(server, plain["session_id"])
+    finally:
+        server.stop()
