@@ -199,10 +199,14 @@ class Engine:
     def forget(self, job: Job) -> None:
         """Drop an ended job's result now (an HTTP ``consume``)."""
         if job.ended:
-            self._jobs.pop(job.id, None)
+            with self._cond:
+                self._jobs.pop(job.id, None)
 
     def jobs(self, front: str | None = None) -> list[Job]:
-        return [job for job in list(self._jobs.values()) if front is None or job.front == front]
+        """The jobs held now (waiting, running, and ended ones still kept), of ``front`` when given."""
+        with self._cond:
+            held = list(self._jobs.values())
+        return [job for job in held if front is None or job.front == front]
 
     def cancel(self, job: Job, reason: str = "cancel") -> bool:
         """Cancel ``job``: True when it was waiting and has ended now, False when it is running
@@ -245,7 +249,8 @@ class Engine:
         for job in ended:
             if now - job.finished_at > self.result_ttl or kept > MAX_RESULT_BYTES:
                 kept -= job.nbytes
-                self._jobs.pop(job.id, None)
+                with self._cond:
+                    self._jobs.pop(job.id, None)
 
     # ------------------------------------------------------------------ events
     def _emit(self, event: str, job: Job, *details) -> None:
