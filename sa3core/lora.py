@@ -330,23 +330,35 @@ class _Adapter:
     """One file's adapter on one weight, float32 on the weight's device."""
 
     def __init__(self, config: LoraConfig, tensors: Mapping[str, torch.Tensor], base: torch.Tensor) -> None:
-        self.kind, self.scaling = config.kind, config.scaling
-        device = base.device
-        if self.kind.xs:  # official: SVD of the base on the CPU in float32, signs fixed, top `rank`
-            U, _, Vh = torch.linalg.svd(base.detach().reshape(base.shape[0], -1).cpu().float(), full_matrices=False)
-            where = U.abs().argmax(dim=0)
-            signs = U[where, torch.arange(U.shape[1])].sign()
-            signs[signs == 0] = 1
-            U, Vh = U * signs.unsqueeze(0), Vh * signs.unsqueeze(1)
-            self.U = U[:, : config.rank].contiguous().to(device)  # (out, r)
-            self.V = Vh[: config.rank].T.contiguous().to(device)  # (in, r)
-            self.M = tensors["M_xs"].to(device)
-            self.down, self.up = self.V.T.contiguous(), self.U @ self.M  # x -> (x V) (U M)^T
+        self.kind, self.scaling, self.rank, self.device = config.kind, config.scaling, config.rank, base.device
+        if self.kind.xs:
+            self.M = tensors["M_xs"].to(self.device)
+            self._base: torch.Tensor | None = base  # its SVD is taken when first needed (not at strength 0)
         else:
-            self.A, self.B = tensors["lora_A"].to(device), tensors["lora_B"].to(device)
-            self.down, self.up = self.A, self.B
-        self.row = None if self.kind.row is None else tensors[self.kind.row].to(device)
-        self.col = None if self.kind.col is None else tensors[self.kind.col].to(device)
+            self.A, self.B = tensors["lora_A"].to(self.device), tensors["lora_B"].to(self.device)
+        self.row = None if self.kind.row is None else tensors[self.kind.row].to(self.device)
+        self.col = None if self.kind.col is None else tensors[self.kind.col].to(self.device)
+
+    def _bases(self) -> None:
+        """-xs: U, V as the official code makes them: SVD of the base on the CPU in float32, each U
+        column's largest-magnitude entry made positive, the top ``rank`` kept."""
+        if self._base is None:
+            return
+        base = self._base.detach().reshape(self._base.shape[0], -1).cpu().float()
+        U, _, Vh = torch.linalg.svd(base, full_matrices=False)
+        signs = U[U.abs().argmax(dim=0), torch.arange(U.shape[1])].sign()
+        signs[signs == 0] = 1
+        U, Vh = U * signs.unsqueeze(0), Vh * signs.unsqueeze(1)
+        self.U = U[:, : self.rank].contiguous().to(self.device)  # (out, r)
+        self.V = Vh[: self.rank].T.contiguous().to(self.device)  # (in, r)
+        self._base = None
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(down [r, in*kernel], up [out, r]) with D = up @ down: (A, B), or (Vᵀ, U M_xs) for -xs."""
+        if not self.kind.xs:
+            return self.A, self.B
+        self._bases()
+        return self.V.T.contiguous(), self.U @ self.M
 
     @property
     def normalises(self) -> bool:
@@ -354,11 +366,14 @@ class _Adapter:
 
     def coefficient(self, strength: float) -> torch.Tensor:
         """alpha / rank * strength, as the official code multiplies them (a float32 scalar)."""
-        return self.scaling * torch.tensor(strength, dtype=torch.float32, device=self.down.device)
+        return self.scaling * torch.tensor(strength, dtype=torch.float32, device=self.device)
 
     def delta(self) -> torch.Tensor:
         """D [out, in*kernel] in the official product order."""
-        return self.U @ self.M @ self.V.T if self.kind.xs else self.B @ self.A
+        if not self.kind.xs:
+            return self.B @ self.A
+        self._bases()
+        return self.U @ self.M @ self.V.T
 
     def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
         """The adapted weight, computed as the official parametrization computes it."""
@@ -432,7 +447,7 @@ class _Layer:
                 if adapter.col is not None:
                     col = adapter.col / (w.norm(dim=0) + _EPS)
                     w = w * col.unsqueeze(0)
-            self.stages.append(_Stage(coef, adapter.down, adapter.up, row, col))
+            self.stages.append(_Stage(coef, *adapter.factors(), row, col))
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x [..., in] -> [..., out]: the base layer, then the stages (features on the last dim)."""
@@ -526,13 +541,13 @@ class LoraStack:
             for name, found in adapters.items():
                 module = modules[name]
                 layer = _Layer(module, found)
-                if merge:
+                if merge:  # the layer goes: nothing keeps the base weight alive
                     if any(self.strengths[i] != 0 for i, _ in found):
                         module.weight = nn.Parameter(layer.merged(self.strengths), requires_grad=False)
-                else:
-                    layer.prepare(self.strengths)
-                    module.__class__ = _ADAPTED[type(module)]
-                    module.lora = layer
+                    continue
+                layer.prepare(self.strengths)
+                module.__class__ = _ADAPTED[type(module)]
+                module.lora = layer
                 self._layers[name] = (module, layer)
         self.merged = merge
 
