@@ -13,4 +13,5 @@ STAGE_MODULES = {
     "flow": "training.flow",
     "distill": "training.distill",
     "adversarial": "training.adversarial",
+    "lora": "training.lora",
 }
