@@ -13,7 +13,7 @@ files are refused: sa3 never unpickles.
 
 **The math** (W the base weight as [out, in*kernel], c = alpha / rank, s the strength,
 D = B·A, or U·M_xs·Vᵀ for the ``-xs`` types, U and V the top-``rank`` singular vectors of the base
-weight with each U column's largest-magnitude entry positive, recomputed here at load):
+weight with each U column's largest-magnitude entry positive, recomputed when first used):
 ``lora``/``lora-xs`` give W + c·s·D; ``dora-rows(-xs)`` scale each row of V = W + c·s·D to unit
 norm (+1e-12) and then by ``magnitude``; ``dora-cols(-xs)`` the same per column; ``bora(-xs)``
 rows by ``magnitude_r``, then columns by ``magnitude_c``. Files stack in order, each adapting the
@@ -27,7 +27,7 @@ the strengths are fixed. ``merge=False`` keeps the base weights and the adapters
 adapted layer computes ``W x`` plus the low-rank terms on its input (DoRA's row and column
 scales are vectors, worked out once per strength setting), so strengths can change per request
 (:meth:`LoraStack.using`) at a small cost per step and no copy of the weights. The two agree to
-float rounding.
+float rounding. The layers that compute all this are :mod:`sa3core.modules.lora`.
 
 API (what the pipeline uses; :meth:`sa3core.pipeline.Pipeline.use_loras`):
 
@@ -54,48 +54,19 @@ from itertools import product
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from .errors import Sa3Error
+from .modules.lora import ADAPTED, ADAPTER_TYPES, AdaptedWeight, Adapter, AdapterType
 
 MAX_STRENGTH = 2.0
 CONFIG_KEY = "lora_config"
-_EPS = 1e-12  # added to every norm, as the official parametrization does
 _KEY = re.compile(r"(?P<layer>.+)\.parametrizations\.weight\.(?P<index>\d+)\.(?P<param>[A-Za-z_]+)")
 _PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl"}
 _PICKLE_MAGIC = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))  # pickle protocols 2-5
 _CONFIG_FIELDS = ("rank", "alpha", "adapter_type", "dropout", "include", "exclude")
-
-
-@dataclass(frozen=True)
-class AdapterType:
-    """One adapter type: ``xs`` (SVD bases and an ``M_xs`` core instead of ``lora_A``/``lora_B``)
-    and the magnitude that scales rows (``row``) and/or columns (``col``), None for none."""
-
-    name: str
-    xs: bool
-    row: str | None = None
-    col: str | None = None
-
-    @property
-    def params(self) -> tuple[str, ...]:
-        core = ("M_xs",) if self.xs else ("lora_A", "lora_B")
-        return core + tuple(p for p in (self.row, self.col) if p is not None)
-
-
-ADAPTER_TYPES: dict[str, AdapterType] = {
-    t.name: t
-    for xs in (False, True)
-    for t in (
-        AdapterType("lora-xs" if xs else "lora", xs),
-        AdapterType("dora-rows-xs" if xs else "dora-rows", xs, row="magnitude"),
-        AdapterType("dora-cols-xs" if xs else "dora-cols", xs, col="magnitude"),
-        AdapterType("bora-xs" if xs else "bora", xs, row="magnitude_r", col="magnitude_c"),
-    )
-}
 
 
 # ----------------------------------------------------------------------------- config and file
@@ -326,174 +297,6 @@ def parse_spec(text: str) -> tuple[Path, float]:
 
 
 # ----------------------------------------------------------------------------- adapter math
-class _Adapter:
-    """One file's adapter on one weight, float32 on the weight's device."""
-
-    def __init__(self, config: LoraConfig, tensors: Mapping[str, torch.Tensor], base: torch.Tensor) -> None:
-        self.kind, self.scaling, self.rank, self.device = config.kind, config.scaling, config.rank, base.device
-        if self.kind.xs:
-            self.M = tensors["M_xs"].to(self.device)
-            self._base: torch.Tensor | None = base  # its SVD is taken when first needed (not at strength 0)
-        else:
-            self.A, self.B = tensors["lora_A"].to(self.device), tensors["lora_B"].to(self.device)
-        self.row = None if self.kind.row is None else tensors[self.kind.row].to(self.device)
-        self.col = None if self.kind.col is None else tensors[self.kind.col].to(self.device)
-
-    def _bases(self) -> None:
-        """-xs: U, V as the official code makes them: SVD of the base on the CPU in float32, each U
-        column's largest-magnitude entry made positive, the top ``rank`` kept."""
-        if self._base is None:
-            return
-        base = self._base.detach().reshape(self._base.shape[0], -1).cpu().float()
-        U, _, Vh = torch.linalg.svd(base, full_matrices=False)
-        signs = U[U.abs().argmax(dim=0), torch.arange(U.shape[1])].sign()
-        signs[signs == 0] = 1
-        U, Vh = U * signs.unsqueeze(0), Vh * signs.unsqueeze(1)
-        self.U = U[:, : self.rank].contiguous().to(self.device)  # (out, r)
-        self.V = Vh[: self.rank].T.contiguous().to(self.device)  # (in, r)
-        self._base = None
-
-    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(down [r, in*kernel], up [out, r]) with D = up @ down: (A, B), or (Vᵀ, U M_xs) for -xs."""
-        if not self.kind.xs:
-            return self.A, self.B
-        self._bases()
-        return self.V.T.contiguous(), self.U @ self.M
-
-    @property
-    def normalises(self) -> bool:
-        return self.row is not None or self.col is not None
-
-    def coefficient(self, strength: float) -> torch.Tensor:
-        """alpha / rank * strength, as the official code multiplies them (a float32 scalar)."""
-        return self.scaling * torch.tensor(strength, dtype=torch.float32, device=self.device)
-
-    def delta(self) -> torch.Tensor:
-        """D [out, in*kernel] in the official product order."""
-        if not self.kind.xs:
-            return self.B @ self.A
-        self._bases()
-        return self.U @ self.M @ self.V.T
-
-    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
-        """The adapted weight, computed as the official parametrization computes it."""
-        coef = self.coefficient(strength)
-        if not self.normalises:
-            return weight + (coef * self.delta().view(weight.shape)).to(weight.dtype)
-        v = weight.view(weight.shape[0], -1).float() + coef * self.delta()  # (out, in*kernel)
-        if self.row is not None:
-            v = v / (v.norm(dim=1, keepdim=True) + _EPS) * self.row.unsqueeze(1)
-        if self.col is not None:
-            v = v / (v.norm(dim=0, keepdim=True) + _EPS) * self.col.unsqueeze(0)
-        return v.view(weight.shape).to(weight.dtype)
-
-
-@dataclass
-class _Stage:
-    """One adapter at one strength, as the unmerged forward runs it: ``y = row * (inner(col * x)
-    + coef * up(down(col * x)))``; row/col None when the type does not normalise that way."""
-
-    coef: torch.Tensor
-    down: torch.Tensor
-    up: torch.Tensor
-    row: torch.Tensor | None
-    col: torch.Tensor | None
-
-
-class _Layer:
-    """A Linear or Conv1d weight and the adapters that target it, in file order."""
-
-    def __init__(self, module: nn.Module, adapters: list[tuple[int, _Adapter]]) -> None:
-        self.base = module.weight  # float32; kept by the model itself
-        self.adapters = adapters
-        # Conv1d takes the low-rank path only as a 1x1 convolution; others get a weight per setting.
-        self.low_rank = isinstance(module, nn.Linear) or (
-            module.kernel_size == (1,)
-            and module.groups == 1
-            and module.stride == (1,)
-            and module.padding in ((0,), "valid")
-        )
-        self.stages: list[_Stage] = []
-        self.weight: torch.Tensor | None = None  # the adapted weight, where low_rank is False
-
-    def __deepcopy__(self, memo) -> _Layer:
-        return self  # shared by a module's copies (the bf16 inference copy), so strengths reach both
-
-    def merged(self, strengths: Sequence[float]) -> torch.Tensor:
-        weight = self.base
-        for index, adapter in self.adapters:
-            if strengths[index] != 0:
-                weight = adapter.apply(weight, strengths[index])
-        return weight
-
-    def prepare(self, strengths: Sequence[float]) -> None:
-        """Work out the per-setting values: the stages' coefficients and DoRA scales (or the weight)."""
-        active = [(a, strengths[i]) for i, a in self.adapters if strengths[i] != 0]
-        self.stages, self.weight = [], None
-        if not active:
-            return
-        if not self.low_rank:
-            self.weight = self.merged(strengths)
-            return
-        last = max((k for k, (a, _) in enumerate(active) if a.normalises), default=-1)
-        w = self.base.view(self.base.shape[0], -1).float() if last >= 0 else None
-        for k, (adapter, strength) in enumerate(active):
-            coef, row, col = adapter.coefficient(strength), None, None
-            if k <= last:  # its norms need the weight it adapts, made here once per setting
-                w = w + coef * adapter.delta()
-                if adapter.row is not None:
-                    row = adapter.row / (w.norm(dim=1) + _EPS)
-                    w = w * row.unsqueeze(1)
-                if adapter.col is not None:
-                    col = adapter.col / (w.norm(dim=0) + _EPS)
-                    w = w * col.unsqueeze(0)
-            self.stages.append(_Stage(coef, *adapter.factors(), row, col))
-
-    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x [..., in] -> [..., out]: the base layer, then the stages (features on the last dim)."""
-        if not self.stages:
-            return F.linear(x, weight, bias)
-        inputs, u = [], x
-        for stage in reversed(self.stages):  # stage k sees x scaled by the columns of k and after
-            u = u if stage.col is None else u * stage.col
-            inputs.append(u)
-        y = F.linear(u, weight)
-        dtype = y.dtype
-        for stage, u in zip(self.stages, reversed(inputs)):
-            y = y + stage.coef * F.linear(F.linear(u, stage.down), stage.up)
-            y = y if stage.row is None else y * stage.row
-        y = y.to(dtype)
-        return y if bias is None else y + bias
-
-
-class _AdaptedLinear(nn.Linear):
-    """An nn.Linear whose forward runs its LoRA stages (the class is swapped in place, as torch's
-    parametrize does, so the module keeps its name, parameters and state dict)."""
-
-    lora: _Layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lora.linear(x, self.weight, self.bias)
-
-
-class _AdaptedConv1d(nn.Conv1d):
-    """An nn.Conv1d whose forward runs its LoRA stages; x [B, in, T] -> [B, out, T]."""
-
-    lora: _Layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layer = self.lora
-        if layer.weight is not None:
-            return self._conv_forward(x, layer.weight.to(self.weight.dtype), self.bias)
-        if not layer.stages:
-            return self._conv_forward(x, self.weight, self.bias)
-        y = layer.linear(x.transpose(1, 2), self.weight[..., 0], self.bias)  # a 1x1 conv is a Linear over channels
-        return y.transpose(1, 2)
-
-
-_ADAPTED = {nn.Linear: _AdaptedLinear, nn.Conv1d: _AdaptedConv1d}
-
-
 # ----------------------------------------------------------------------------- the stack
 class LoraStack:
     """LoRA files applied in order, each with a strength (module docstring)."""
@@ -504,7 +307,7 @@ class LoraStack:
         self.files = list(files)
         self.strengths = tuple(check_strength(s, f"LoRA strength for {f.name!r}") for f, s in zip(files, strengths))
         self.merged: bool | None = None  # None until attached
-        self._layers: dict[str, tuple[nn.Module, _Layer]] = {}
+        self._layers: dict[str, tuple[nn.Module, AdaptedWeight]] = {}
 
     @classmethod
     def read(cls, loras: Iterable[str | os.PathLike | tuple[str | os.PathLike, float]]) -> LoraStack:
@@ -531,27 +334,27 @@ class LoraStack:
             prefix + name: module
             for prefix, root in roots.items()
             for name, module in root.named_modules()
-            if type(module) in _ADAPTED
+            if type(module) in ADAPTED
         }
-        adapters: dict[str, list[tuple[int, _Adapter]]] = {}
+        adapters: dict[str, list[tuple[int, Adapter]]] = {}
         with torch.no_grad():
             for index, lora in enumerate(self.files):
                 for name, adapter in self._fit(lora, modules):
                     adapters.setdefault(name, []).append((index, adapter))
             for name, found in adapters.items():
                 module = modules[name]
-                layer = _Layer(module, found)
+                layer = AdaptedWeight(module, found)
                 if merge:  # the layer goes: nothing keeps the base weight alive
                     if any(self.strengths[i] != 0 for i, _ in found):
                         module.weight = nn.Parameter(layer.merged(self.strengths), requires_grad=False)
                     continue
                 layer.prepare(self.strengths)
-                module.__class__ = _ADAPTED[type(module)]
+                module.__class__ = ADAPTED[type(module)]
                 module.lora = layer
                 self._layers[name] = (module, layer)
         self.merged = merge
 
-    def _fit(self, lora: LoraFile, modules: Mapping[str, nn.Module]) -> list[tuple[str, _Adapter]]:
+    def _fit(self, lora: LoraFile, modules: Mapping[str, nn.Module]) -> list[tuple[str, Adapter]]:
         where, config = repr(lora.name), lora.config
         selected = [name for name in modules if config.selects(name)]
         for name in lora.layers:
@@ -582,7 +385,7 @@ class LoraStack:
                         f"LoRA {where}: {name}.{param} has shape {tuple(tensor.shape)}, this model's layer needs "
                         f"{expected[param]}; the LoRA is for another base model"
                     )
-            fitted.append((name, _Adapter(config, lora.layers[name], weight)))
+            fitted.append((name, Adapter(config.kind, config.scaling, config.rank, lora.layers[name], weight)))
         return fitted
 
     def detach(self) -> None:
@@ -590,7 +393,7 @@ class LoraStack:
         if self.merged:
             raise Sa3Error("merged LoRAs are part of the weights; load the model again without them")
         for module, _ in self._layers.values():
-            module.__class__ = next(base for base, adapted in _ADAPTED.items() if adapted is type(module))
+            module.__class__ = next(base for base, adapted in ADAPTED.items() if adapted is type(module))
             del module.lora
         self._layers, self.merged = {}, None
 
