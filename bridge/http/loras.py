@@ -6,12 +6,14 @@ or loaded). Its name is the file's stem in lower case, as the clients send it. A
 ``NAME.prompts.json`` (``{"dice": {"bucket": ["prompt", ...]}}``), gives ``/prompts`` that
 adapter's own prompt ideas.
 
-Applying adapters to a job is not built yet (it waits for sa3's LoRA library, issue #29):
-:attr:`LoraLibrary.can_apply` is False, and a job that names an adapter with a strength other
-than 0 is refused with a line that says so. When the library lands, the seam is here and in the
-engine: resolve the names to files (:meth:`LoraLibrary.resolve` already does), carry
-``(path, strength, interval)`` on the :class:`~bridge.protocol.JobRequest`, and apply them in
-:func:`bridge.render.render` around the pipeline call.
+Applying adapters to a job is not wired yet: :attr:`LoraLibrary.can_apply` is False, and a job
+that names an adapter with a strength other than 0 is refused with a line that says so. sa3's
+LoRA library (issue #29, ``sa3core.lora``) is landing beside this; the seam for it: at start,
+attach the folder's adapters that fit each served model, kept apart for per-request strengths
+(``Pipeline.use_loras(stack, merge=False)``); carry the resolved ``(adapter, strength)`` pairs on
+the :class:`~bridge.protocol.JobRequest` (:meth:`LoraLibrary.resolve` already maps names to
+files); run the job inside ``with pipeline.lora_strengths([...])`` in :func:`bridge.render.render`
+(0 for the adapters a job does not name); set ``can_apply``; re-attach on ``/reload``.
 """
 
 from __future__ import annotations

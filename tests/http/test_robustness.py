@@ -208,7 +208,8 @@ def test_the_lora_folder_lists_adapters_and_their_prompt_pools(tmp_path):
 
 
 def test_admin_routes(server):
-    assert call(server, "GET", "/ready").json == {"success": True, "ready": True, "model": "sa3-default-tiny"}
+    model = call(server, "GET", "/health").json["model"]
+    assert call(server, "GET", "/ready").json == {"success": True, "ready": True, "model": model}
     assert call(server, "POST", "/load").json["status"] == "already_loaded"
     unload = call(server, "POST", "/unload")
     assert unload.status in (200, 409) and "success" in unload.json
