@@ -142,7 +142,9 @@ class LoraConfig:
             cores = [
                 (p, t) for params in layers.values() for p, t in params.items() if p in ("lora_A", "lora_B", "M_xs")
             ]
-            rank = (cores[0][1].shape[1] if cores[0][0] == "lora_B" else cores[0][1].shape[0]) if cores else 0
+            if not cores:
+                raise Sa3Error(f"{where} is not a LoRA file: it holds no lora_A, lora_B or M_xs tensor")
+            rank = cores[0][1].shape[1] if cores[0][0] == "lora_B" else cores[0][1].shape[0]
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise Sa3Error(f"{where}: rank {rank!r} is not a whole number of 1 or more")
         alpha = raw.get("alpha", rank)
@@ -296,7 +298,6 @@ def parse_spec(text: str) -> tuple[Path, float]:
     return Path(head), check_strength(strength, f"LoRA strength for {head!r}")
 
 
-# ----------------------------------------------------------------------------- adapter math
 # ----------------------------------------------------------------------------- the stack
 class LoraStack:
     """LoRA files applied in order, each with a strength (module docstring)."""
@@ -379,6 +380,7 @@ class LoraStack:
             expected = {"lora_A": (config.rank, in_features), "lora_B": (out_features, config.rank),
                         "M_xs": (config.rank, config.rank), config.kind.row: (out_features,),
                         config.kind.col: (in_features,)}  # fmt: skip
+            expected.pop(None, None)  # the magnitude a type has not
             for param, tensor in lora.layers[name].items():
                 if tuple(tensor.shape) != expected[param]:
                     raise Sa3Error(

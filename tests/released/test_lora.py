@@ -232,6 +232,24 @@ def test_include_ranges_expand_as_the_official_filters():
     assert not descending.selects("model.transformer.layers.0.self_attn.to_out")
 
 
+def test_keys_a_file_leaves_out_take_the_official_loaders_values(tmp_path):
+    """Legacy files: no rank (from the tensors), no alpha (= rank), type "dora" with 2-D magnitudes
+    ((1, in): columns; (out, 1): rows), squeezed to what the current types hold."""
+    for source, shape, kind in [
+        ("dora-cols", lambda m: m[None], "dora-cols"),
+        ("dora-rows", lambda m: m[:, None], "dora-rows"),
+    ]:
+        tensors = load_file(str(LORA / f"{source}.safetensors"))
+        legacy = {k: shape(v) if k.endswith("magnitude") else v for k, v in tensors.items()}
+        lora = read_lora(write_lora(tmp_path / f"{source}.safetensors", legacy, {"adapter_type": "dora"}))
+        assert (lora.config.adapter_type, lora.config.rank, lora.config.alpha) == (kind, 2, 2)
+        original = read_lora(LORA / f"{source}.safetensors")
+        assert all(torch.equal(original.layers[n]["magnitude"], lora.layers[n]["magnitude"]) for n in lora.layers)
+    assert read_lora(
+        write_lora(tmp_path / "plain.safetensors", load_file(str(LORA / "lora.safetensors")), {})
+    ).config == (LoraConfig(2, 2, "lora"))
+
+
 # ----------------------------------------------------------------------------- bad input
 def one_line(excinfo) -> str:
     message = str(excinfo.value)
