@@ -69,10 +69,13 @@ def readable_failure(message: str) -> str:
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """An answer other than 200: ``status``, the one-line ``message``, and for a 405 the methods allowed."""
+
+    def __init__(self, status: int, message: str, allow: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.allow = allow
 
 
 STATUS_TEXT = {
@@ -109,17 +112,18 @@ class App:
 
     # ------------------------------------------------------------------ WSGI
     def __call__(self, environ, start_response):
+        allow = None
         try:
             status, body = self.respond(environ)
         except HttpError as err:
-            status, body = err.status, _json({"success": False, "error": err.message})
+            status, body, allow = err.status, _json({"success": False, "error": err.message}), err.allow
         except Exception as err:  # a bug answers 500 and the server goes on
             log.exception("internal error on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             status = 500
             body = _json({"success": False, "error": f"internal error in sa3 ({type(err).__name__}); see its log"})
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        if status == 405:
-            headers.append(("Allow", ", ".join(self.routes.get(environ.get("PATH_INFO", ""), {"GET": None}))))
+        if allow is not None:
+            headers.append(("Allow", allow))
         start_response(STATUS_TEXT[status], headers)
         return [body]
 
@@ -131,13 +135,13 @@ class App:
             if path.startswith(prefix):
                 wanted = "GET" if handler == self.poll else "POST"
                 if method != wanted:
-                    raise HttpError(405, f"{path} takes {wanted}, not {method}")
+                    raise HttpError(405, f"{path} takes {wanted}, not {method}", allow=wanted)
                 return handler(path[len(prefix) :], query)
         route = self.routes.get(path)
         if route is None:
             raise HttpError(404, f"no endpoint {path!r} here; see docs/http.md for the ones sa3 serves")
         if method not in route:
-            raise HttpError(405, f"{path} takes {' or '.join(route)}, not {method}")
+            raise HttpError(405, f"{path} takes {' or '.join(route)}, not {method}", allow=", ".join(route))
         if method == "POST" and route[method] == self.submit:
             return self.submit(path, read_json(environ))
         return route[method](query)
