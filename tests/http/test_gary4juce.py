@@ -180,3 +180,15 @@ def test_continue_of_a_48k_source_keeps_it_at_44k_sample_for_sample(server):
     expected = np.clip(np.round(expected.T * 32768), -32768, 32767)
     np.testing.assert_array_equal(pcm[:kept], expected)
     assert done["meta"]["continue"]["mode"] == "latent_prefix"
+
+
+def test_localhost_may_be_ipv6_and_still_reaches_sa3(server):
+    """gary4juce sends jobs to `localhost`, which may resolve to ::1: sa3 listens there too."""
+    if "[::1]" not in server.stderr():
+        pytest.skip("this machine has no IPv6 loopback")
+
+    class V6:
+        host, port = "::1", server.port
+
+    reply = call(V6, "GET", "/loras", timeout=8)
+    assert reply.status == 200 and reply.json["success"] is True
