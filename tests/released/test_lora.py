@@ -211,6 +211,63 @@ def test_merged_strengths_are_fixed_and_recipes_name_the_files(stacked):
     assert "loras" not in Pipeline(stacked[True].backend, stacked[True].settings, stacked[True].family).recipe("x")
 
 
+# ----------------------------------------------------------------------------- any Conv1d, from the spec
+def spec_weight(weight: torch.Tensor, kind: str, strength: float, scaling: float, tensors: dict) -> torch.Tensor:
+    """docs/lora.md's table, written out independently of sa3core (float64)."""
+    w = weight.reshape(weight.shape[0], -1).double()
+    t = {k: v.double() for k, v in tensors.items()}
+    if kind.endswith("-xs"):
+        u, _, vh = torch.linalg.svd(w, full_matrices=False)
+        for j in range(u.shape[1]):  # each U column's largest-magnitude entry positive
+            if u[u[:, j].abs().argmax(), j] < 0:
+                u[:, j], vh[j] = -u[:, j], -vh[j]
+        r = t["M_xs"].shape[0]
+        delta = u[:, :r] @ t["M_xs"] @ vh[:r]
+    else:
+        delta = t["lora_B"] @ t["lora_A"]
+    v = w + scaling * strength * delta
+    rows = {"dora-rows": "magnitude", "bora": "magnitude_r"}.get(kind.removesuffix("-xs"))
+    cols = {"dora-cols": "magnitude", "bora": "magnitude_c"}.get(kind.removesuffix("-xs"))
+    if rows:
+        v = v / v.norm(dim=1, keepdim=True) * t[rows][:, None]
+    if cols:
+        v = v / v.norm(dim=0, keepdim=True) * t[cols][None, :]
+    return v.reshape(weight.shape).float()
+
+
+@pytest.mark.parametrize("kind", list(ADAPTER_TYPES))
+def test_any_conv1d_follows_the_spec_merged_and_kept_apart(kind, tmp_path):
+    """A kernel-3 Conv1d (kept apart: its adapted weight per setting) and a 1x1 one (kept apart:
+    the low-rank path), against the formulas of docs/lora.md."""
+    gen = torch.Generator().manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Conv1d(4, 6, 3, padding=1), torch.nn.Conv1d(6, 5, 1)).eval()
+    config = LoraConfig(2, 3.0, kind)
+    layers = {}
+    for name, module in (("net.0", net[0]), ("net.1", net[1])):
+        out_features, in_features = module.weight.shape[0], module.weight[0].numel()
+        shapes = {"lora_A": (2, in_features), "lora_B": (out_features, 2), "M_xs": (2, 2),
+                  config.kind.row: (out_features,), config.kind.col: (in_features,)}  # fmt: skip
+        layers[name] = {p: torch.rand(shapes[p], generator=gen) + 0.5 for p in config.kind.params}
+    lora = read_lora(save_lora(tmp_path / "conv.safetensors", layers, config))  # float16 values, as used
+    x = torch.randn(2, 4, 9, generator=gen)
+    expected = net[1]._conv_forward(
+        net[0]._conv_forward(x, spec_weight(net[0].weight, kind, -0.6, 1.5, lora.layers["net.0"]), net[0].bias),
+        spec_weight(net[1].weight, kind, -0.6, 1.5, lora.layers["net.1"]),
+        net[1].bias,
+    )
+    plain = net(x)
+    for merge in (True, False):
+        copy = torch.nn.Sequential(*[torch.nn.Conv1d(4, 6, 3, padding=1), torch.nn.Conv1d(6, 5, 1)])
+        copy.load_state_dict(net.state_dict())
+        stack = LoraStack.read([(tmp_path / "conv.safetensors", -0.6)])
+        stack.attach({"net.": copy}, merge)
+        with torch.no_grad():
+            torch.testing.assert_close(copy(x), expected, rtol=1e-4, atol=1e-5)
+            if not merge:
+                with stack.using([0.0]):
+                    assert torch.equal(copy(x), plain)
+
+
 # ----------------------------------------------------------------------------- the file
 @pytest.mark.parametrize("kind", list(ADAPTER_TYPES))
 def test_sa3_writes_what_it_reads(kind, tmp_path):
