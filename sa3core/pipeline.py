@@ -157,6 +157,15 @@ class Pipeline:
         self.loras = stack
         return stack
 
+    def drop_loras(self) -> None:
+        """Take the LoRA files off this model (applied with ``merge=False``; merged ones are part of
+        the weights: load the model again). A server swapping adapter sets between jobs calls this,
+        then :meth:`use_loras` with the next set. No files applied: nothing to do."""
+        if self.loras is None:
+            return
+        self.loras.detach()
+        self.loras = None
+
     @contextlib.contextmanager
     def lora_strengths(self, strengths: Sequence[float] | None) -> Iterator[None]:
         """Requests inside the block run with these LoRA strengths (one per file, in the order
