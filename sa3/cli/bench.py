@@ -29,6 +29,7 @@ for _name, _module in (
     ("codec_speed", "codec_speed"),
     ("codec_search", "codec_search"),
     ("train_throughput", "train_throughput"),
+    ("lora_train", "lora_train"),
     ("plugin_block", "plugin_block"),
     ("default_model", "default_model"),
     ("all", "run_all"),
