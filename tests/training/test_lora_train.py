@@ -301,3 +301,24 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
     a = load_file(str(tmp_path / "straight" / "straight.safetensors"))
     b = load_file(str(tmp_path / "killed" / "killed.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_train_what_one_does(data, tmp_path):
+    """torchrun with 2 processes (gloo) x batch 1 = one process x batch 2: the same items and draws
+    (OT off: it pairs within a process's micro-batch); the adapters agree to float16 storage."""
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps({**settings(data, tmp_path / "cache", steps=3), "ot": False}))
+    one = _cli("train", "lora", "--config", path, "--out", tmp_path / "one", "--batch-size", "2")
+    assert one.wait(timeout=300) == 0, one.stderr.read().decode()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sa3", "train",
+         "lora", "--config", str(path), "--out", str(tmp_path / "two"), "--batch-size", "1"],
+        cwd=REPO, env=env, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr.decode()[-2000:]
+    a = load_file(str(tmp_path / "one" / "one.safetensors"))
+    b = load_file(str(tmp_path / "two" / "two.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key].float() - b[key].float()).abs().max() <= 2e-3 * a[key].float().abs().max(), key
