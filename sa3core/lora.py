@@ -394,9 +394,10 @@ class LoraStack:
         """Give unmerged layers their plain forward back (merged weights cannot be taken back)."""
         if self.merged:
             raise Sa3Error("merged LoRAs are part of the weights; load the model again without them")
-        for module, _ in self._layers.values():
+        for module, layer in self._layers.values():
             module.__class__ = next(base for base, adapted in ADAPTED.items() if adapted is type(module))
             del module.lora
+            layer.stages, layer.weight = [], None  # copies made meanwhile (the bf16 DiT) run plain too
         self._layers, self.merged = {}, None
 
     def check_strengths(self, strengths: Sequence[float]) -> tuple[float, ...]:
