@@ -281,7 +281,8 @@ def encode_captions(
     encoder_id: str,
     load_encoder: Callable[[], Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]],
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """``{caption: (hidden float32 [L, width], mask bool [L])}``, the text encoder's output, cached.
+    """``{caption: (hidden [L, width], mask bool [L])}``, the text encoder's output, cached; hidden is
+    bfloat16 where that holds it exactly (a bf16 encoder's output: half the memory), else float32.
 
     ``load_encoder()`` is called at most once, when a caption is not cached, and returns
     ``encode(prompts) -> (hidden [B, L, width], mask [B, L])``."""
@@ -293,7 +294,7 @@ def encode_captions(
         if stored is None or "hidden" not in stored or "mask" not in stored:
             missing.append(caption)
         else:
-            found[caption] = (stored["hidden"].float(), stored["mask"].bool())
+            found[caption] = (stored["hidden"], stored["mask"].bool())
     if missing:
         encode = load_encoder()
         for start in range(0, len(missing), 8):
@@ -308,5 +309,5 @@ def encode_captions(
                     folder / f"{hashlib.sha256(caption.encode()).hexdigest()[:40]}.safetensors",
                     {"hidden": stored, "mask": mask[i].cpu().to(torch.uint8)},
                 )
-                found[caption] = (item, mask[i].cpu().bool())
+                found[caption] = (stored, mask[i].cpu().bool())
     return found

@@ -373,7 +373,7 @@ class LoraTrainer(Trainer):
             "valid": torch.arange(frames)[None, :] < torch.tensor([[item["extended"]] for item in items]),  # (B, T)
             "keep": keep,  # (B, 1, T)
             "drop": torch.tensor([item["drop"] for item in items]),  # (B,)
-            "hidden": torch.stack(hidden),  # (B, L, 768)
+            "hidden": torch.stack([h.float() for h in hidden]),  # (B, L, 768)
             "text_mask": torch.stack(text_mask),  # (B, L)
             "seconds": torch.tensor([float(item["seconds"]) for item in items]),  # (B,)
         }
