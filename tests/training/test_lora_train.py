@@ -322,3 +322,22 @@ def test_two_processes_train_what_one_does(data, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert (a[key].float() - b[key].float()).abs().max() <= 2e-3 * a[key].float().abs().max(), key
+
+
+def test_the_shipped_configs_parse_and_official_yaml_is_the_defaults(tmp_path):
+    """configs/lora/official.yaml writes out every default (what docs/lora.md's table lists)."""
+    written = load_config(str(REPO / "configs" / "lora" / "official.yaml"), str(tmp_path), False, {})
+    assert written == LoraTrainConfig()
+    smoke = load_config(str(SMOKE), str(tmp_path), False, {"data": "x"})
+    assert smoke.lora.lora_config() == LoraConfig(4, 4, "dora-rows") and smoke.loop.steps == 8
+
+
+def test_the_bench_quick_run_writes_its_json(tmp_path):
+    from bench import lora_train
+
+    out = tmp_path / "lora_train.json"
+    assert lora_train.main(["--quick", "--threads", "1", "--rank", "4", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert (
+        row["shape"] == "tiny" and row["seconds_per_step"] > 0 and row["frames_per_item"] == 21
+    )  # 2 s, cropped to whole frames
