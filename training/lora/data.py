@@ -1,6 +1,6 @@
 """A producer's folder of audio as LoRA training data: captions, pre-encoded latents, text conditions.
 
-**The folder.** Audio files (``.wav .flac .aif .aiff .ogg``, any rate, mono or stereo, at most
+**The folder.** Audio files (``.wav .flac .aif .aiff .ogg .mp3``, any rate, mono or stereo, at most
 380 s each; sub-folders are searched too; names starting with ``.`` are skipped) and, optionally,
 a caption table at its top, ``captions.csv`` or ``captions.jsonl`` (not both):
 
@@ -51,7 +51,7 @@ from sa3core.audio import load_audio
 from sa3core.checkpoint import atomic_write
 from sa3core.errors import Sa3Error
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".ogg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".ogg", ".mp3")
 CAPTION_TABLES = ("captions.csv", "captions.jsonl")
 SILENT_PEAK = 10 ** (-60 / 20)  # -60 dBFS: the official loader's silence threshold
 CACHE_FORMAT = "1"  # bump when what a cached file holds changes
