@@ -20,6 +20,7 @@ MAX_CFG = 20.0  # classifier-free guidance scale (1 = off)
 MAX_SCALE_LOCK_DB = 48.0  # dB per sampler step; the shipped model uses 12
 MAX_REGIONS = 64  # inpaint regions in one request
 MAX_PROMPT_CHARS = 2000
+MAX_LORAS = 8  # LoRA adapters stacked on one request
 
 
 def check_range(name: str, value: float, low: float, high: float) -> None:

@@ -9,6 +9,7 @@ error before any job starts.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 from sa3core import timebase
 from sa3core.errors import Sa3Error
@@ -51,20 +52,26 @@ class DaemonRenderer:
             "cfg": spec.cfg if spec.cfg is not None else told.get("default_cfg"),
         }
 
-    def _run(self, mode: str, prompt: str, progress=None, **fields):
+    def _run(self, mode: str, prompt: str, progress=None, loras=(), **fields):
         fields = {k: v for k, v in {**fields, "model": self.model}.items() if v is not None}
+        if loras:  # adapters of the daemon's LoRA folder, by name (protocol 1.5)
+            fields["loras"] = [(Path(ref).stem if Path(ref).suffix == ".safetensors" else ref, s) for ref, s in loras]
         return self.client.run(mode, prompt, progress, sample_rate=timebase.SAMPLE_RATE, **fields).audio
 
-    def generate(self, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
-        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations, **_tempo(bpm, meter))
+    def generate(self, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None, loras=()):
+        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations, loras=loras, **_tempo(bpm, meter))
         return self._run("generate", prompt, progress, samples=samples, **common)
 
-    def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
-        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations, **_tempo(bpm, meter))
+    def inpaint(
+        self, audio, prompt, regions, steps, cfg, seed, variations, progress=None, bpm=None, meter=None, loras=()
+    ):
+        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations, loras=loras, **_tempo(bpm, meter))
         return self._run("inpaint", prompt, progress, audio=audio, regions=regions, **common)
 
-    def continue_(self, audio, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
-        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations, **_tempo(bpm, meter))
+    def continue_(
+        self, audio, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None, loras=()
+    ):
+        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations, loras=loras, **_tempo(bpm, meter))
         return self._run("continue", prompt, progress, audio=audio, samples=samples, **common)
 
     def close(self) -> None:

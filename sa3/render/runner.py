@@ -15,6 +15,7 @@ renders only the seeds with takes left to make.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -105,17 +106,44 @@ class InProcessRenderer:
             self._pipeline = Pipeline.load(self.model, backend=self.backend)
         return self._pipeline
 
-    def generate(self, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
-        return self.pipeline.generate(prompt, samples, steps, cfg, seed, variations, progress, bpm, meter)
+    @contextlib.contextmanager
+    def _adapted(self, loras: list[tuple[str, float]]):
+        """The pipeline with the job's LoRA files at their strengths: the set stays attached
+        (unmerged) while the next jobs name the same files in the same order, and is swapped
+        when they name others; strengths are the job's."""
+        pipeline = self.pipeline
+        files = [Path(ref) for ref, _ in loras]
+        attached = [Path(f.path) for f in pipeline.loras.files] if pipeline.loras is not None else []
+        if files != attached:
+            pipeline.drop_loras()
+            if files:
+                for ref in files:
+                    if not ref.is_file():
+                        raise Sa3Error(
+                            f"no LoRA file {str(ref)!r}; give a path (relative to the sheet) to a .safetensors"
+                        )
+                pipeline.use_loras([(ref, 1.0) for ref in files], merge=False)
+        with pipeline.lora_strengths([strength for _, strength in loras] if loras else None):
+            yield pipeline
 
-    def inpaint(self, audio, prompt, regions, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
+    def generate(self, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None, loras=()):
+        with self._adapted(list(loras)) as pipeline:
+            return pipeline.generate(prompt, samples, steps, cfg, seed, variations, progress, bpm, meter)
+
+    def inpaint(
+        self, audio, prompt, regions, steps, cfg, seed, variations, progress=None, bpm=None, meter=None, loras=()
+    ):
         from sa3core.pipeline import Region
 
         spans = [Region(start, end) for start, end in regions]
-        return self.pipeline.inpaint(audio, prompt, spans, steps, cfg, seed, variations, progress, bpm, meter)
+        with self._adapted(list(loras)) as pipeline:
+            return pipeline.inpaint(audio, prompt, spans, steps, cfg, seed, variations, progress, bpm, meter)
 
-    def continue_(self, audio, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None):
-        return self.pipeline.continue_(audio, prompt, samples, steps, cfg, seed, variations, progress, bpm, meter)
+    def continue_(
+        self, audio, prompt, samples, steps, cfg, seed, variations, progress=None, bpm=None, meter=None, loras=()
+    ):
+        with self._adapted(list(loras)) as pipeline:
+            return pipeline.continue_(audio, prompt, samples, steps, cfg, seed, variations, progress, bpm, meter)
 
     def recipe(self, job: Job) -> dict[str, Any]:
         """What made the job's takes besides prompt, seed and tempo, the model's defaults filled in."""
@@ -123,7 +151,15 @@ class InProcessRenderer:
         samples = job.samples + job.overhang if spec.mode == "generate" else None
         recipe = self.pipeline.recipe(spec.prompt, spec.steps, spec.cfg, samples=samples)
         recipe.pop("model")  # the comment names the model by its identity
+        recipe.pop("loras", None)  # the job's own, below (the pipeline's may be the last job's)
+        if job.loras:
+            recipe["loras"] = lora_words(job.loras)
         return recipe
+
+
+def lora_words(loras: list[tuple[str, float]]) -> str:
+    """``name@strength,...`` for a take's comment."""
+    return ",".join(f"{Path(ref).stem}@{strength:g}" for ref, strength in loras)
 
 
 def model_identity(model: str | os.PathLike | None) -> str:
@@ -175,6 +211,7 @@ def take_hash(job: Job, seed: int, output: str, identity: str) -> str:
     spec.pop("name")  # renaming a job does not change its audio
     spec.pop("source")  # the source's content counts, not where it lies
     spec.pop("model")  # the model's identity counts (below), not how the sheet names it
+    spec.pop("loras")  # the adapters' contents count (below), not where they lie
     payload = {
         "format": RENDER_FORMAT,
         "spec": spec,
@@ -184,7 +221,17 @@ def take_hash(job: Job, seed: int, output: str, identity: str) -> str:
         "model": identity,
         "pedalboard": pedalboard.__version__,
     }
+    if job.loras:  # only then: hashes of takes without adapters stay as they were
+        payload["loras"] = [[_lora_identity(ref), strength] for ref, strength in job.loras]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _lora_identity(ref: str) -> str:
+    """A LoRA file by its content (a few MB at most); a daemon's adapter by its name."""
+    path = Path(ref)
+    if not path.is_file():
+        return f"name:{ref}"
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 class Manifest:
@@ -291,6 +338,8 @@ def _model_audio(job: Job, renderer, seed: int, variations: int, progress=None) 
     """[variations, 2, n] from the model for one base seed, with the loop overhang if any."""
     spec = job.spec
     common = dict(steps=spec.steps, cfg=spec.cfg, seed=seed, variations=variations, progress=progress)
+    if job.loras:  # renderers without LoRA support are never handed a job with adapters
+        common["loras"] = job.loras
     if spec.bpm is not None:  # the sheet's tempo: the model keeps its beat, downbeat at sample 0
         common.update(bpm=spec.bpm, meter=spec.meter)
     if spec.mode == "generate":

@@ -62,6 +62,9 @@ class JobSpec:
     model: str | None = (
         None  # a released model's name (small-music) or a folder, relative to the sheet; default: --model
     )
+    loras: list = field(
+        default_factory=list
+    )  # LoRA adapters in order: ["style.safetensors:0.7", {file: x, strength: 1}]
 
 
 @dataclass
@@ -89,6 +92,9 @@ class Job:
     root_note: int | None
     beats: int | None  # quarter notes, for the acid chunk; None without a tempo
     model: str | None = None  # the job's model: a folder (found from the sheet's) or a name as written; None: --model
+    loras: list[tuple[str, float]] = field(
+        default_factory=list
+    )  # (file found from the sheet's folder, or a name; strength)
 
 
 @dataclass
@@ -299,6 +305,8 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
             folder = folder if folder.is_absolute() else path.parent / folder
             model = str(folder) if folder.exists() else spec.model
 
+    loras = _check_loras(spec.loras, path, problem)
+
     # Source and regions.
     source, source_sha, regions = _check_source(spec, path, problem, attempt, meter, mistyped)
 
@@ -346,7 +354,44 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
         root_note,
         beats,
         model,
+        loras,
     )
+
+
+def _check_loras(items: Any, path: Path, problem) -> list[tuple[str, float]]:
+    """A job's ``loras``: each ``"FILE[:STRENGTH]"`` or ``{file: FILE, strength: S}`` (``name`` for
+    an adapter a daemon serves). A file next to the sheet (or an absolute path) is taken as that
+    file; anything else stays a name, which a daemon resolves in its LoRA folder."""
+    from sa3core.limits import MAX_LORAS
+    from sa3core.lora import check_strength, parse_spec
+
+    if not isinstance(items, list):
+        problem("loras", f"loras must be a list of adapters, e.g. [style.safetensors:0.7], not {items!r}")
+        return []
+    if len(items) > MAX_LORAS:
+        problem("loras", f"{len(items)} adapters is more than {MAX_LORAS}; merge some or split the job")
+        return []
+    loras = []
+    for i, item in enumerate(items):
+        try:
+            if isinstance(item, str) and item.strip():
+                ref, strength = parse_spec(item.strip())
+            elif (
+                isinstance(item, dict)
+                and set(item) <= {"file", "name", "strength"}
+                and len({"file", "name"} & set(item)) == 1
+            ):
+                ref = Path(str(item.get("file", item.get("name"))))
+                strength = check_strength(item.get("strength", 1.0), f"strength of {str(ref)!r}")
+            else:
+                problem("loras", f"adapter {item!r}: write FILE[:STRENGTH] or {{file: FILE, strength: S}}", i)
+                continue
+        except Sa3Error as err:
+            problem("loras", str(err), i)
+            continue
+        found = ref.expanduser() if ref.expanduser().is_absolute() else path.parent / ref
+        loras.append((str(found) if found.is_file() else str(ref), strength))
+    return loras
 
 
 def _check_source(
