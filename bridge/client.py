@@ -11,6 +11,12 @@ answer to its request, it reconnects with a new DEALER socket (a fresh identity)
 ``fetch`` and ``status`` for its job (or the request again, if the daemon never acknowledged it),
 up to ``retries`` times; then it raises :class:`DaemonUnreachable`.
 
+LoRA adapters (protocol 1.5): ``loras=[("dusty-tape", 0.7), "drums"]`` (a bare name is strength
+1) names adapters of the daemon's LoRA folder, in the order they apply (``hello()["loras"]`` lists
+them and the models each fits). A daemon older than 1.5 would ignore them and make the base
+model's audio, so a call with ``loras`` asks the daemon's version first (once) and refuses with
+one line when it is older.
+
 Restarts (protocol 1.3): the client remembers the ``daemon_id`` of the ``queued`` that accepted
 its job. A later message with another ``daemon_id``, or ``unknown_job`` for the job after a
 reconnect, means the daemon restarted and lost the job: the client sends the same request once
@@ -46,6 +52,8 @@ from . import protocol as P
 from .keys import CurveKeys
 
 ProgressFn = Callable[[int, int], None]
+
+LORAS_MINOR = 5  # the protocol minor that added per-job LoRA adapters
 
 TICK_SECONDS = 0.25  # longest wait between looks at the clock and at the handshake monitor
 INTERRUPT_SECONDS = 3.0  # how long Ctrl-C waits for the daemon to confirm the job's cancel
@@ -141,6 +149,7 @@ def job_message(
     init_noise_level: float | None = None,
     negative_prompt: str | None = None,
     model: str | None = None,
+    loras: Sequence[tuple[str, float] | str] | None = None,
     sample_rate: int | None = None,
     steps: int | None = None,
     cfg: float | None = None,
@@ -175,6 +184,8 @@ def job_message(
         regions_seconds=[[float(s), float(e)] for s, e in regions_seconds] if regions_seconds is not None else None,
     )
     header = {"type": mode, "v": P.PROTOCOL_VERSION, **{k: v for k, v in fields.items() if v is not None}}
+    if loras is not None:  # added in 1.5: [{name, strength}] in the order they apply
+        header["loras"] = [_lora_entry(entry) for entry in loras]
     frames = []
     if audio is not None:
         audio = np.asarray(audio, dtype=np.float32)
@@ -182,6 +193,14 @@ def job_message(
         header["audio"] = P.AudioInfo(audio_rate, audio.shape[0], audio.shape[1]).as_header()
         frames.append(P.pack_audio(audio))
     return header, frames
+
+
+def _lora_entry(entry) -> dict[str, Any]:
+    """``"name"`` or ``("name", strength)`` -> the wire's ``{name, strength}``."""
+    if isinstance(entry, str):
+        return {"name": entry, "strength": 1.0}
+    name, strength = entry
+    return {"name": str(name), "strength": float(strength)}
 
 
 def _span(region) -> tuple[int, int]:
@@ -416,6 +435,19 @@ class _Base:
         self._prefix = secrets.token_hex(4)
         self.socket = None
         self._handshakes: _Handshakes | None = None
+        self.daemon_version: str | None = None  # from the last capabilities (hello)
+
+    def _heard(self, capabilities: dict[str, Any]) -> dict[str, Any]:
+        self.daemon_version = str(capabilities.get("v", "1.0"))
+        return capabilities
+
+    def _refuse_loras(self) -> None:
+        """A 1.4 daemon ignores ``loras`` (its audio would be the base model's): refuse to send them."""
+        if P.minor(self.daemon_version) < LORAS_MINOR:
+            raise Sa3Error(
+                f"the daemon at {self.endpoint} speaks protocol {self.daemon_version}, which has no LoRA adapters "
+                f"(added in 1.{LORAS_MINOR}); update it, or leave loras out"
+            )
 
     def _new_socket(self, context) -> Any:
         socket = context.socket(zmq.DEALER)
@@ -564,7 +596,13 @@ class Client(_Base):
 
     # ------------------------------------------------------------------ requests
     def hello(self, client: str = "sa3 python client") -> dict[str, Any]:
-        return self._call({"type": "hello", "client": client}, "capabilities")
+        return self._heard(self._call({"type": "hello", "client": client}, "capabilities"))
+
+    def _check_fields(self, fields: dict[str, Any]) -> None:
+        if fields.get("loras"):
+            if self.daemon_version is None:
+                self.hello()
+            self._refuse_loras()
 
     def status(self, job_id: str | None = None) -> dict[str, Any]:
         return self._call({"type": "status", **({"job_id": job_id} if job_id else {})}, "status")
@@ -584,6 +622,7 @@ class Client(_Base):
 
         The daemon cancels a job whose client it neither hears from nor reaches for
         ``protocol.ABANDON_SECONDS``: call :meth:`wait` (or :meth:`status`) before that."""
+        self._check_fields(fields)
         request_id = self._request_id()
         header, frames = job_message(mode, prompt, **fields)
         header["request_id"] = request_id
@@ -600,6 +639,7 @@ class Client(_Base):
     def run(
         self, mode: str, prompt: str, progress: ProgressFn | None = None, timeout: float | None = None, **fields
     ) -> Result:
+        self._check_fields(fields)
         request_id = self._request_id()
         header, frames = job_message(mode, prompt, **fields)
         header["request_id"] = request_id
@@ -689,7 +729,13 @@ class AsyncClient(_Base):
         )
 
     async def hello(self, client: str = "sa3 python asyncio client") -> dict[str, Any]:
-        return await self._call({"type": "hello", "client": client}, "capabilities")
+        return self._heard(await self._call({"type": "hello", "client": client}, "capabilities"))
+
+    async def _check_fields(self, fields: dict[str, Any]) -> None:
+        if fields.get("loras"):
+            if self.daemon_version is None:
+                await self.hello()
+            self._refuse_loras()
 
     async def status(self, job_id: str | None = None) -> dict[str, Any]:
         return await self._call({"type": "status", **({"job_id": job_id} if job_id else {})}, "status")
@@ -700,6 +746,7 @@ class AsyncClient(_Base):
         return time.perf_counter() - started
 
     async def submit(self, mode: str, prompt: str, **fields) -> str:
+        await self._check_fields(fields)
         request_id = self._request_id()
         header, frames = job_message(mode, prompt, **fields)
         header["request_id"] = request_id
@@ -714,6 +761,7 @@ class AsyncClient(_Base):
         return await self._exchange({"type": "fetch", "job_id": job_id, "request_id": request_id}, [], tracker, timeout)
 
     async def run(self, mode: str, prompt: str, progress=None, timeout=None, **fields) -> Result:
+        await self._check_fields(fields)
         request_id = self._request_id()
         header, frames = job_message(mode, prompt, **fields)
         header["request_id"] = request_id
@@ -746,6 +794,7 @@ NEWER_FIELDS = {
     "negative_prompt": (4, "no negative prompts", "drop --negative-prompt"),
     "init_noise_level": (4, "no transform jobs", "run transform without --daemon"),
     "model": (4, "one model per daemon", "drop --model to use the model it serves"),
+    "loras": (LORAS_MINOR, "no LoRA adapters", "drop --lora"),
 }
 
 
@@ -787,6 +836,8 @@ def generate_via_daemon(
         fields["init_noise_level"] = args.init_noise_level
     if getattr(args, "model", None) is not None:  # a model the daemon serves, by name
         fields["model"] = args.model
+    if getattr(args, "loras", None):  # adapters of the daemon's LoRA folder, by name (protocol 1.5)
+        fields["loras"] = list(args.loras)
     try:
         with Client(endpoint, curve=curve_from_env(), silence=3.0, retries=0) as client:
             # no daemon there: say so in seconds, not after a long job's patience

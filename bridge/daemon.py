@@ -41,6 +41,7 @@ from sa3core.errors import Sa3Error
 from . import protocol as P
 from .engine import Engine, Job
 from .keys import ServerKeys
+from .loras import LoraFolder, check_folder
 
 log = logging.getLogger("sa3.serve")
 
@@ -58,6 +59,7 @@ class DaemonConfig:
     result_ttl: float = 600.0  # seconds a finished job stays fetchable
     on_shutdown: str = "finish"  # the running job on SIGINT/SIGTERM: "finish" or "cancel"
     curve_keys: str | None = None  # folder from `sa3 keys generate`; required off loopback
+    lora_dir: str | None = None  # the LoRA folder both front ends serve adapters from (None: none)
 
     def check(self) -> ServerKeys | None:
         """Refuse bad settings before any model loads; returns the CURVE keys, if any."""
@@ -71,11 +73,14 @@ class DaemonConfig:
             raise Sa3Error(f"--max-seconds {self.max_seconds} must be more than zero")
         if self.bind != NO_BIND:
             check_bind(self.bind, self.curve_keys)
+        check_folder(self.lora_dir)
         return ServerKeys.from_dir(self.curve_keys) if self.curve_keys else None
 
     def engine(self, models: dict) -> Engine:
-        """The job engine these settings describe, for ``models`` (name -> Pipeline, default first)."""
-        return Engine(models, queue=self.queue, result_ttl=self.result_ttl, max_seconds=self.max_seconds)
+        """The job engine these settings describe, for ``models`` (name -> Pipeline, default first),
+        with the adapters of ``lora_dir`` checked against them."""
+        loras = LoraFolder(self.lora_dir, models)
+        return Engine(models, queue=self.queue, result_ttl=self.result_ttl, max_seconds=self.max_seconds, loras=loras)
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -219,6 +224,8 @@ class Daemon:
                 signal.signal(sig, lambda *_: self.request_stop())
         self._socket_thread = threading.get_ident()
         self.engine.start()
+        if self.engine.loras.folder is not None:
+            print(f"sa3 serve: {self.engine.loras.summary()}", file=sys.stderr, flush=True)
         if self.router is not None:
             print(
                 f"sa3 serve: listening on {self.endpoint} (protocol {P.PROTOCOL_VERSION}, model "
@@ -357,6 +364,7 @@ class Daemon:
             "variations": variations,
             "seed": job.request.seed,
             "model": job.model,  # added in 1.4
+            "loras": [{"name": adapter.name, "strength": strength} for adapter, strength in job.loras],  # 1.5
             "steps": job.steps_used,
             "cfg": job.cfg_used,
             "seconds_elapsed": job.seconds_elapsed,
@@ -416,6 +424,7 @@ class Daemon:
             "max_steps": limits.max_steps,
             "max_regions": limits.max_regions,
             "max_prompt_chars": limits.max_prompt_chars,
+            "max_loras": limits.max_loras,  # added in 1.5
             "max_header_bytes": limits.max_header_bytes,
             "max_frame_bytes": limits.max_frame_bytes,
             "queue_limit": self.config.queue,
@@ -423,6 +432,7 @@ class Daemon:
             "default_steps": settings.steps,
             "default_cfg": settings.cfg,
             "models": [self._describe(name) for name in self.models],  # added in 1.4
+            "loras": [adapter.describe() for adapter in self.engine.loras.adapters],  # added in 1.5
         }
         self._reply(identity, capabilities, encoding, request_id)
 

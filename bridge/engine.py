@@ -14,10 +14,20 @@ while the engine's lock is held; a listener must not block. A front end that pol
 a job's fields instead: ``state`` is written last, so a reader that sees an ended state sees the
 result and error that go with it. Finished jobs are kept for ``result_ttl`` seconds (and at most
 :data:`MAX_RESULT_BYTES` of them, oldest dropped first) by :meth:`housekeeping`.
+
+**LoRA adapters** (the server's :class:`~bridge.loras.LoraFolder`): a job names adapters and
+strengths in order; :meth:`Engine.submit` resolves the names and refuses unknown ones
+(``bad_field``) and ones that do not fit the job's model (``invalid_request``) before the job
+waits. The worker keeps the last set it used attached to each model, apart from the weights
+(``Pipeline.use_loras(..., merge=False)``): a job with the same set in the same order only sets
+its strengths (``Pipeline.lora_strengths``), another set or order is swapped in first
+(``drop_loras`` then ``use_loras``), and a job without adapters runs with the attached set at
+strength 0, which is the base model bit for bit. An adapter at strength 0 is left out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
@@ -29,6 +39,7 @@ from typing import Any
 from sa3core.errors import Sa3Error
 
 from . import protocol as P
+from .loras import FolderLora, LoraFolder
 from .render import render
 
 log = logging.getLogger("sa3.serve")
@@ -66,6 +77,7 @@ class Job:
         self.cancel_reason = "cancel"
         self.result: list = []  # what pack returned: byte strings
         self.shape: tuple[int, int, int] = (0, 0, 0)  # the audio pack was given: (variations, channels, samples)
+        self.loras: list[tuple[FolderLora, float]] = []  # the request's adapters, resolved at submit
         self.steps_used = 0
         self.cfg_used = 0.0
         self.error: tuple[str, str] = ("internal", "")  # (protocol error code, message) of a failed job
@@ -89,7 +101,12 @@ class Engine:
     running one; finished jobs stay for ``result_ttl`` seconds."""
 
     def __init__(
-        self, models: dict, queue: int = 16, result_ttl: float = 600.0, max_seconds: float | None = None
+        self,
+        models: dict,
+        queue: int = 16,
+        result_ttl: float = 600.0,
+        max_seconds: float | None = None,
+        loras: LoraFolder | None = None,
     ) -> None:
         if not models:
             raise Sa3Error("the engine needs at least one model")
@@ -109,6 +126,12 @@ class Engine:
         self._stop_worker = False
         self._listeners: list[Listener] = []
         self._worker: threading.Thread | None = None
+        self.loras = loras if loras is not None else LoraFolder(None, self.models)
+        # Held while adapters are swapped on a model and while the folder is read again (which
+        # looks at the models' layers); the folder's generation makes a reread file be read again.
+        self._lora_lock = threading.Lock()
+        self._lora_generation = 0
+        self._attached: dict[str, tuple] = {}  # model -> (generation, paths) of the set attached
 
     @staticmethod
     def _limits_for(pipeline, cap: float | None) -> P.Limits:
@@ -133,6 +156,29 @@ class Engine:
                 f"{', '.join(self.models)} or leave it out for {self.default_model}",
             )
         return name
+
+    def resolve_loras(self, request: P.JobRequest, model: str) -> list[tuple[FolderLora, float]]:
+        """The folder's adapter for each of the request's names, with its strength; ProtocolError
+        ``bad_field`` for a name the folder has not, ``invalid_request`` for an adapter (at a
+        strength other than 0) that cannot run on ``model``."""
+        resolved = []
+        for name, strength in request.loras:
+            adapter = self.loras.find(name)
+            if adapter is None:
+                raise P.ProtocolError("bad_field", f"field 'loras': {self.loras.unknown(name)}")
+            problem = adapter.why_not(model) if strength != 0 else None
+            if problem is not None:
+                raise P.ProtocolError("invalid_request", problem)
+            resolved.append((adapter, strength))
+        return resolved
+
+    def rescan_loras(self) -> list[FolderLora]:
+        """Read the LoRA folder again and check every adapter against the models (HTTP ``/reload``);
+        the next job with adapters reads its files again."""
+        with self._lora_lock:
+            adapters = self.loras.scan()
+            self._lora_generation += 1
+        return adapters
 
     # ------------------------------------------------------------------ lifecycle
     def listen(self, listener: Listener) -> None:
@@ -180,6 +226,7 @@ class Engine:
         if self.stopping:
             raise P.ProtocolError("shutting_down", "the server is shutting down and takes no new jobs")
         job = Job(request, model, front, pack, client)
+        job.loras = self.resolve_loras(request, model)
         with self._cond:
             if len(self._waiting) >= self.queue_limit:
                 raise P.ProtocolError(
@@ -284,6 +331,25 @@ class Engine:
                 self._running = None
             self._emit("ended", job)
 
+    @contextlib.contextmanager
+    def _adapters(self, job: Job, pipeline):
+        """Run the block with exactly the job's adapters on its model (module docstring)."""
+        active = [(adapter.path, strength) for adapter, strength in job.loras if strength != 0]
+        if active:
+            with self._lora_lock:
+                key = (self._lora_generation, tuple(path for path, _ in active))
+                if self._attached.get(job.model) != key or pipeline.loras is None:
+                    self._attached.pop(job.model, None)
+                    pipeline.drop_loras()
+                    log.info("job %s: attaching LoRA %s", job.id, ", ".join(path.name for path, _ in active))
+                    pipeline.use_loras(active, merge=False)  # a file changed since the scan: Sa3Error, one line
+                    self._attached[job.model] = key
+            strengths = [strength for _, strength in active]
+        else:  # the base model: the attached set (if any) at strength 0 computes it bit for bit
+            strengths = None if pipeline.loras is None else [0.0] * len(pipeline.loras.files)
+        with pipeline.lora_strengths(strengths):
+            yield
+
     def _run(self, job: Job) -> None:
         def progress(step: int, total: int) -> None:
             job.step, job.total = step, total
@@ -297,7 +363,8 @@ class Engine:
             if job.cancel.is_set():
                 raise _Cancelled
             pipeline = self.models[job.model]
-            audio = render(pipeline, job.request, progress)
+            with self._adapters(job, pipeline):
+                audio = render(pipeline, job.request, progress)
             if job.cancel.is_set():
                 raise _Cancelled  # cancelled while decoding: honour it, the client asked
             job.stage = "encoding"

@@ -20,7 +20,7 @@ from sa3core import limits as request_limits
 from sa3core import timebase
 from sa3core.errors import Sa3Error
 
-PROTOCOL_VERSION = "1.4"
+PROTOCOL_VERSION = "1.5"
 DEFAULT_PORT = 5557
 DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 
@@ -70,6 +70,9 @@ MAX_REQUEST_ID_CHARS = 128
 MAX_SEED = request_limits.MAX_SEED
 MAX_CFG = request_limits.MAX_CFG
 MAX_SCALE_LOCK_DB = request_limits.MAX_SCALE_LOCK_DB  # dB per sampler step (added in 1.1)
+MAX_LORAS = 8  # LoRA adapters one job may name (added in 1.5)
+# sa3core.lora.MAX_STRENGTH, written again so the client does not import torch (a test ties them).
+MAX_LORA_STRENGTH = 2.0
 DEFAULT_INIT_NOISE_LEVEL = 0.9  # transform's noise level when a request leaves it out (added in 1.4)
 JOB_ID_HEX = 32
 DAEMON_ID_HEX = 16  # every daemon header's daemon_id: made once per daemon start (added in 1.3)
@@ -101,6 +104,7 @@ class Limits:
     max_regions: int = request_limits.MAX_REGIONS
     max_prompt_chars: int = request_limits.MAX_PROMPT_CHARS
     max_header_bytes: int = MAX_HEADER_BYTES
+    max_loras: int = MAX_LORAS  # added in 1.5
 
     @property
     def max_frame_bytes(self) -> int:
@@ -314,6 +318,9 @@ class JobRequest:
     init_noise_level: float = DEFAULT_INIT_NOISE_LEVEL  # transform only, 0 < level <= 1 (added in 1.4)
     negative_prompt: str | None = None  # what guidance steers away from (added in 1.4)
     model: str | None = None  # a model the daemon serves, by name; None: its default (added in 1.4)
+    # LoRA adapters of the server's folder, (name in lower case, strength in [-2, 2]), in the order
+    # they apply; [] runs the base model (added in 1.5). The engine resolves the names.
+    loras: list[tuple[str, float]] = field(default_factory=list)
 
 
 def _length(header: dict[str, Any], rate: int) -> tuple[int, int]:
@@ -342,6 +349,43 @@ def _length(header: dict[str, Any], rate: int) -> tuple[int, int]:
     except Exception as err:
         raise ProtocolError("bad_field", f"field 'meter': {err}") from None
     return timebase.bars_to_samples(bars, bpm, meter), timebase.bars_to_samples(bars, bpm, meter, rate)
+
+
+def parse_loras(value: Any, max_loras: int = MAX_LORAS, field_name: str = "loras") -> list[tuple[str, float]]:
+    """A job's ``loras`` (a list of ``{name, strength}`` maps, strength 1 when absent) ->
+    [(name in lower case, strength)], in order; ProtocolError ``bad_field`` naming what is wrong.
+    Whether the names exist and fit the job's model is the engine's check."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ProtocolError(
+            "bad_field", f"field {field_name!r} must be a list of {{name, strength}} maps ([] for none)"
+        )
+    if len(value) > max_loras:
+        raise ProtocolError("bad_field", f"field {field_name!r} names {len(value)} adapters; the limit is {max_loras}")
+    loras: list[tuple[str, float]] = []
+    for entry in value:
+        if not isinstance(entry, dict):
+            raise ProtocolError(
+                "bad_field", f"field {field_name!r} holds {_show(entry)}; each entry is a {{name, strength}} map"
+            )
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ProtocolError("bad_field", f"each entry of {field_name!r} needs a 'name' (text), got {_show(name)}")
+        name = name.strip().lower()
+        strength = entry.get("strength", 1.0)
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
+            raise ProtocolError(
+                "bad_field", f"LoRA {name!r}: strength must be a number from -2 to 2, got {_show(strength)}"
+            )
+        if abs(strength) > MAX_LORA_STRENGTH:
+            raise ProtocolError(
+                "bad_field", f"LoRA {name!r}: strength {strength:g} is outside -2..2; use -2 to 2 (1 = as trained)"
+            )
+        if any(name == seen for seen, _ in loras):
+            raise ProtocolError("bad_field", f"field {field_name!r} names {name!r} twice; give each adapter once")
+        loras.append((name, strength))
+    return loras
 
 
 def _regions(header: dict[str, Any], info: AudioInfo, limits: Limits) -> list[tuple[int, int]]:
@@ -396,6 +440,7 @@ def parse_job(header: dict[str, Any], frames: list[bytes], limits: Limits) -> Jo
             f"negative_prompt has {len(job.negative_prompt)} characters; the limit is {limits.max_prompt_chars}",
         )
     job.model = get_field(header, "model", str, None)
+    job.loras = parse_loras(header.get("loras"), limits.max_loras)
     if wants_audio:
         info = audio_info(header, limits)
         job.audio = unpack_audio(frames[0], info)

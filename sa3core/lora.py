@@ -429,3 +429,53 @@ class LoraStack:
             for _, layer in self._layers.values():
                 layer.prepare(strengths)
         self.strengths = strengths
+
+
+# ----------------------------------------------------------------------------- for servers and tools
+def default_lora_dir() -> Path | None:
+    """The LoRA folder tools use when none is named: ``$SA3_LORA_DIR`` (an Sa3Error when it is set
+    but not a folder: it was asked for), else ``$XDG_DATA_HOME/sa3/loras``, else
+    ``~/.local/share/sa3/loras``; those two only when they exist, None otherwise."""
+    named = os.environ.get("SA3_LORA_DIR")
+    if named:
+        folder = Path(named).expanduser()
+        if not folder.is_dir():
+            raise Sa3Error(f"SA3_LORA_DIR={named!r} is not a folder; create it, or unset SA3_LORA_DIR")
+        return folder
+    data = os.environ.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
+    folder = Path(data).expanduser() / "sa3" / "loras"
+    return folder if folder.is_dir() else None
+
+
+class _FitChecked(Exception):
+    """Raised by :class:`_FitCheck` once its files fit: nothing has been changed."""
+
+
+class _FitCheck(LoraStack):
+    """A stack whose attach only checks. It runs attach's checks on the modules the family hands
+    it (layers adapted by a set attached apart count as their plain selves) and then raises
+    :class:`_FitChecked`, so the family's attach path stops before it changes anything (the
+    released backend remakes its bf16 DiT copy after attaching)."""
+
+    def attach(self, roots: Mapping[str, nn.Module], merge: bool = True) -> None:
+        kinds = set(ADAPTED) | set(ADAPTED.values())
+        modules = {
+            prefix + name: module
+            for prefix, root in roots.items()
+            for name, module in root.named_modules()
+            if type(module) in kinds
+        }
+        for lora in self.files:
+            self._fit(lora, modules)
+        raise _FitChecked
+
+
+def check_fit(pipeline, lora: LoraFile) -> None:
+    """An Sa3Error with the line attaching ``lora`` to ``pipeline``'s model would raise (the layer
+    and both shapes, or a family that takes no LoRA) when it does not fit; the model is not
+    changed either way. For servers that list which of their models each adapter fits."""
+    try:
+        pipeline.family.attach_loras(pipeline.backend, _FitCheck([lora], [1.0]), merge=False)
+    except _FitChecked:
+        return
+    raise Sa3Error(f"this model ({pipeline.family.name} family) did not check LoRA {lora.name!r}")

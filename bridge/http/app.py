@@ -23,7 +23,7 @@ from sa3core.errors import Sa3Error
 from .. import protocol as P
 from ..daemon import is_loopback_host
 from . import prompts, requests, wav
-from .loras import LoraLibrary
+from .loras import listing, pools, prompt_pool
 
 log = logging.getLogger("sa3.serve")
 
@@ -91,13 +91,12 @@ STATUS_TEXT = {
 
 
 class App:
-    """``App(engine, library, token=None)``: the contract over ``engine``; ``library`` lists the
-    LoRA folder; ``token``, when set, is required (``Authorization: Bearer TOKEN``) from every
+    """``App(engine, token=None)``: the contract over ``engine`` (and its LoRA folder,
+    ``engine.loras``); ``token``, when set, is required (``Authorization: Bearer TOKEN``) from every
     client that is not on this machine."""
 
-    def __init__(self, engine, library: LoraLibrary, token: str | None = None) -> None:
+    def __init__(self, engine, token: str | None = None) -> None:
         self.engine = engine
-        self.library = library
         self.token = token
         self.routes = {
             "/health": {"GET": self.health},
@@ -170,8 +169,8 @@ class App:
                 "model_loaded": True,
                 "model_loading": False,
                 "model_error": None,
-                "loras": [adapter.as_json() for adapter in self.library.adapters],
-                "lora_support": self.library.can_apply,
+                "loras": [listing(adapter) for adapter in engine.loras.adapters],
+                "lora_support": True,
                 "sample_rate": timebase.SAMPLE_RATE,
                 "max_seconds": requests.limit_for(engine.limits),
                 "queue": {
@@ -217,22 +216,22 @@ class App:
         return 200, _json({"success": True, "status": "kept_loaded", "message": message})
 
     def reload(self, query) -> tuple[int, bytes]:
-        """Read the LoRA folder again (the models themselves stay as they are)."""
+        """Read the LoRA folder again and check each adapter against the models (which stay as they are)."""
         self._refuse_while_busy()
-        previous = self.library.names
-        adapters = self.library.scan()
-        return 200, _json({"success": True, "previous": previous, "loras": [a.as_json() for a in adapters]})
+        previous = self.engine.loras.names
+        adapters = self.engine.rescan_loras()
+        return 200, _json({"success": True, "previous": previous, "loras": [listing(a) for a in adapters]})
 
     def loras(self, query) -> tuple[int, bytes]:
-        folder = self.library.folder
+        folder = self.engine.loras.folder
         return 200, _json(
             {
                 "success": True,
-                "loras": [adapter.as_json() for adapter in self.library.adapters],
+                "loras": [listing(adapter) for adapter in self.engine.loras.adapters],
                 "default_lora": None,
                 "lora_dir": str(folder) if folder is not None else None,
                 "model_loaded": True,
-                "can_apply": self.library.can_apply,
+                "can_apply": True,
             }
         )
 
@@ -242,13 +241,14 @@ class App:
             for name in (piece.strip().lower() for piece in value.split(",")):
                 if name and name not in selected:
                     selected.append(name)
-        dice, source, missing = prompts.dice(selected, self.library.prompt_pool)
+        folder = self.engine.loras.folder
+        dice, source, missing = prompts.dice(selected, lambda name: prompt_pool(folder, name))
         return 200, _json(
             {
                 "success": True,
                 "loras": selected,
                 "missing_loras": missing,
-                "available_loras": self.library.pools(),
+                "available_loras": pools(folder),
                 "prompts": {"version": prompts.POOLS_VERSION, "dice": dice, "source": source},
             }
         )
@@ -257,13 +257,6 @@ class App:
     def submit(self, path: str, body: dict) -> tuple[int, bytes]:
         try:
             submission = requests.ENDPOINTS[path](body, self.engine)
-            if submission.loras:
-                self.library.resolve(submission.loras)  # unknown names first: that is the likelier slip
-                if any(lora.strength != 0 for lora in submission.loras) and not self.library.can_apply:
-                    raise Sa3Error(
-                        "this sa3 cannot apply LoRAs yet (its LoRA support is still being built); "
-                        'send "loras": [] or set every strength to 0'
-                    )
         except Sa3Error as err:
             raise HttpError(400, str(err)) from None
         session = HttpSession(
@@ -275,8 +268,8 @@ class App:
         )
         try:
             job = self.engine.submit(submission.request, submission.model, "http", self._pack, session)
-        except P.ProtocolError as err:
-            raise HttpError(503, err.message) from None
+        except P.ProtocolError as err:  # an adapter the folder has not or that does not fit: the request's fault
+            raise HttpError(400 if err.code in ("bad_field", "invalid_request") else 503, err.message) from None
         request = submission.request
         reply = {
             "success": True,

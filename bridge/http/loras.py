@@ -1,142 +1,82 @@
-"""LoRA adapters for the HTTP contract: the ones in ``sa3 serve --lora-dir DIR``, by name.
+"""LoRA adapters for the HTTP contract: the server's LoRA folder (:class:`bridge.loras.LoraFolder`,
+shared with the ZeroMQ side), the contract's ``loras`` field, and the folder's prompt ideas.
 
-An adapter is a ``*.safetensors`` file whose metadata carries a ``lora_config`` entry (a LoRA
-file describes itself; the header is read with ``safetensors.safe_open``, nothing is unpickled
-or loaded). Its name is the file's stem in lower case, as the clients send it. A file beside it,
-``NAME.prompts.json`` (``{"dice": {"bucket": ["prompt", ...]}}``), gives ``/prompts`` that
-adapter's own prompt ideas.
-
-Applying adapters to a job is not wired yet: :attr:`LoraLibrary.can_apply` is False, and a job
-that names an adapter with a strength other than 0 is refused with a line that says so. sa3's
-LoRA library (issue #29, ``sa3core.lora``) is landing beside this; the seam for it: at start,
-attach the folder's adapters that fit each served model, kept apart for per-request strengths
-(``Pipeline.use_loras(stack, merge=False)``); carry the resolved ``(adapter, strength)`` pairs on
-the :class:`~bridge.protocol.JobRequest` (:meth:`LoraLibrary.resolve` already maps names to
-files); run the job inside ``with pipeline.lora_strengths([...])`` in :func:`bridge.render.render`
-(0 for the adapters a job does not name); set ``can_apply``; re-attach on ``/reload``.
+A job's ``loras`` (or the older ``lora`` + ``lora_strength``) become the request's (name, strength)
+pairs; the engine resolves the names and runs the job with exactly those adapters, in order
+(bridge/engine.py). The contract's per-adapter ``interval_min``/``interval_max`` (a part of the
+noise schedule) and ``layer_filter`` have no counterpart in sa3's LoRA library (docs/lora.md: not
+implemented from the official inference UI), so a value other than the default is refused (400)
+rather than ignored. A file beside an adapter, ``NAME.prompts.json``
+(``{"dice": {"bucket": ["prompt", ...]}}``), gives ``/prompts`` that adapter's own prompt ideas.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from sa3core.errors import Sa3Error
 
-log = logging.getLogger("sa3.serve")
+from .. import protocol as P
+from ..loras import FolderLora
 
-LORA_CONFIG_KEY = "lora_config"
 PROMPTS_SUFFIX = ".prompts.json"
-MAX_LORAS = 16  # adapters one job may name
+MAX_LORAS = P.MAX_LORAS  # adapters one job may name, as on the ZeroMQ side
+DEFAULT_FILTERS = ("", "all")  # layer_filter values that select every layer: the only ones sa3 takes
 
 
-@dataclass(frozen=True)
-class Adapter:
-    index: int
-    name: str  # the file's stem, lower case
-    path: Path
-
-    def as_json(self) -> dict:
-        return {"index": self.index, "name": self.name, "path": str(self.path)}
+def listing(adapter: FolderLora) -> dict:
+    """An adapter as ``/loras`` and ``/health`` list it: the contract's index, name and path, and
+    sa3's rank, adapter type and the served models it fits."""
+    return {
+        "index": adapter.index,
+        "name": adapter.name,
+        "path": str(adapter.path),
+        "rank": adapter.rank,
+        "adapter_type": adapter.adapter_type,
+        "fits": list(adapter.fits),
+    }
 
 
 @dataclass(frozen=True)
 class LoraRequest:
-    """One entry of a job's ``loras``: a name (lower case), a strength, the part of the sampling
-    it acts in (0..1 of the schedule) and a layer filter, as the contract's clients send them."""
+    """One entry of a job's ``loras``: a name (lower case) and a strength (-2..2), as the
+    contract's clients send them."""
 
     name: str
     strength: float = 1.0
-    interval_min: float = 0.0
-    interval_max: float = 1.0
-    layer_filter: str = ""
 
     def as_json(self) -> dict:
-        return {
-            "name": self.name,
-            "strength": self.strength,
-            "interval": [self.interval_min, self.interval_max],
-            "layer_filter": self.layer_filter,
-        }
+        return {"name": self.name, "strength": self.strength, "interval": [0.0, 1.0], "layer_filter": ""}
 
 
-def is_adapter(path: Path) -> bool:
-    """True when ``path`` is a safetensors file whose metadata has a ``lora_config`` entry."""
-    from safetensors import safe_open
-
+def prompt_pool(folder: Path | None, name: str) -> dict[str, list] | None:
+    """The ``dice`` buckets of ``NAME.prompts.json`` in ``folder``, or None when there is none."""
+    if folder is None or not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    path = folder / f"{name}{PROMPTS_SUFFIX}"
     try:
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-    except Exception as err:  # not a safetensors file, truncated, unreadable: not an adapter
-        log.warning("skipping %s: not a readable safetensors file (%s)", path.name, type(err).__name__)
-        return False
-    return LORA_CONFIG_KEY in metadata
+        dice = json.loads(path.read_text(encoding="utf-8")).get("dice")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(dice, dict):
+        return None
+    return {bucket: items for bucket, items in dice.items() if isinstance(bucket, str) and isinstance(items, list)}
 
 
-class LoraLibrary:
-    """The adapters in ``folder`` (None: no folder, no adapters), read by :meth:`scan`."""
-
-    can_apply = False  # sa3 cannot apply LoRAs to a job yet (issue #29)
-
-    def __init__(self, folder: str | Path | None) -> None:
-        self.folder = Path(folder).expanduser() if folder is not None else None
-        if self.folder is not None and not self.folder.is_dir():
-            raise Sa3Error(f"--lora-dir {str(folder)!r} is not a folder; create it or point at the one with your LoRAs")
-        self.adapters: list[Adapter] = []
-        self.scan()
-
-    def scan(self) -> list[Adapter]:
-        """Read the folder again (``/reload``); returns the adapters, by name."""
-        found: dict[str, Path] = {}
-        if self.folder is not None:
-            for path in sorted(self.folder.glob("*.safetensors"), key=lambda p: (p.name.lower(), p.name)):
-                name = path.stem.lower()
-                if name in found:
-                    log.warning("skipping %s: another LoRA is already called %r", path.name, name)
-                elif is_adapter(path):
-                    found[name] = path
-        self.adapters = [Adapter(i, name, path) for i, (name, path) in enumerate(found.items())]
-        return self.adapters
-
-    @property
-    def names(self) -> list[str]:
-        return [adapter.name for adapter in self.adapters]
-
-    def resolve(self, requests: list[LoraRequest]) -> list[Adapter]:
-        """The adapter of each request; Sa3Error naming an unknown one and the ones there are."""
-        by_name = {adapter.name: adapter for adapter in self.adapters}
-        for request in requests:
-            if request.name not in by_name:
-                there = ", ".join(by_name) if by_name else "none (start sa3 serve with --lora-dir DIR)"
-                raise Sa3Error(f"unknown LoRA {request.name!r}; this server has: {there}")
-        return [by_name[request.name] for request in requests]
-
-    def prompt_pool(self, name: str) -> dict[str, list] | None:
-        """The ``dice`` buckets of ``NAME.prompts.json`` in the folder, or None when there is none."""
-        if self.folder is None or not name or "/" in name or "\\" in name or name.startswith("."):
-            return None
-        path = self.folder / f"{name}{PROMPTS_SUFFIX}"
-        try:
-            dice = json.loads(path.read_text(encoding="utf-8")).get("dice")
-        except (OSError, ValueError, AttributeError):
-            return None
-        if not isinstance(dice, dict):
-            return None
-        return {bucket: items for bucket, items in dice.items() if isinstance(bucket, str) and isinstance(items, list)}
-
-    def pools(self) -> list[str]:
-        """Names that have a prompt file in the folder."""
-        if self.folder is None:
-            return []
-        return sorted(p.name[: -len(PROMPTS_SUFFIX)].lower() for p in self.folder.glob(f"*{PROMPTS_SUFFIX}"))
+def pools(folder: Path | None) -> list[str]:
+    """Names that have a prompt file in ``folder``."""
+    if folder is None:
+        return []
+    return sorted(p.name[: -len(PROMPTS_SUFFIX)].lower() for p in folder.glob(f"*{PROMPTS_SUFFIX}"))
 
 
 def parse_requests(body: dict) -> list[LoraRequest]:
     """A job's ``loras`` (``[{name, strength, interval_min, interval_max, layer_filter}]``; ``[]`` or
-    absent: none), or the older single ``lora`` / ``lora_strength`` pair; Sa3Error naming what is wrong."""
+    absent: none), or the older single ``lora`` / ``lora_strength`` pair; Sa3Error naming what is
+    wrong (a strength outside -2..2, a name twice, an interval or layer filter sa3 cannot apply)."""
     entries = body.get("loras")
     if entries is None:
         single = body.get("lora")
@@ -158,15 +98,29 @@ def parse_requests(body: dict) -> list[LoraRequest]:
             raise Sa3Error("each entry of 'loras' needs a 'name' (text)")
         name = name.strip().lower()
         strength = _number(entry, "strength", 1.0, name)
+        if abs(strength) > P.MAX_LORA_STRENGTH:
+            raise Sa3Error(f"LoRA {name!r}: strength {strength:g} is outside -2..2; use -2 to 2 (1 = as trained)")
         low, high = _number(entry, "interval_min", 0.0, name), _number(entry, "interval_max", 1.0, name)
         if not 0.0 <= low <= high <= 1.0:
             raise Sa3Error(
                 f"LoRA {name!r}: interval_min {low:g} and interval_max {high:g} must satisfy 0 <= min <= max <= 1"
             )
+        if (low, high) != (0.0, 1.0):
+            raise Sa3Error(
+                f"LoRA {name!r}: interval_min {low:g} / interval_max {high:g}: sa3 applies an adapter for the whole "
+                "sampling, not part of it; send 0 and 1 (or leave them out)"
+            )
         layer_filter = entry.get("layer_filter") or ""
         if not isinstance(layer_filter, str):
             raise Sa3Error(f"LoRA {name!r}: 'layer_filter' must be text")
-        requests.append(LoraRequest(name, strength, low, high, layer_filter))
+        if layer_filter.strip().lower() not in DEFAULT_FILTERS:
+            raise Sa3Error(
+                f"LoRA {name!r}: layer_filter {layer_filter[:40]!r}: sa3 applies an adapter to every layer its file "
+                'adapts; send "" (or leave it out)'
+            )
+        if any(seen.name == name for seen in requests):
+            raise Sa3Error(f"field 'loras' names {name!r} twice; give each LoRA once")
+        requests.append(LoraRequest(name, strength))
     return requests
 
 

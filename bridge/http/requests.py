@@ -167,6 +167,7 @@ def _common(kind: str, body: dict, engine) -> tuple[P.JobRequest, str, list[Lora
         raise Sa3Error(f"field {shift_field!r} is {_show(body.get(shift_field))}; use one of {', '.join(SHIFTS)}")
     sampler_type = text(body, "sampler_type")
     loras = parse_requests(body)
+    request.loras = [(lora.name, lora.strength) for lora in loras]  # the engine resolves the names
     request.bpm, _ = bpm_of(body, prompt)
     if request.bpm is not None:
         request.meter = meter_of(body)

@@ -24,7 +24,6 @@ from sa3core.errors import Sa3Error
 from ..daemon import is_loopback_host
 from . import DEFAULT_ADDRESS
 from .app import App, HttpSession
-from .loras import LoraLibrary
 
 log = logging.getLogger("sa3.serve")
 
@@ -65,7 +64,6 @@ def parse_address(text: str) -> tuple[list[str], int, bool]:
 class HttpConfig:
     http: str = DEFAULT_ADDRESS  # [HOST:]PORT
     http_token_file: str | None = None  # required for a host other machines can reach
-    lora_dir: str | None = None  # LoRA adapters (*.safetensors with lora_config metadata)
 
     def check(self) -> str | None:
         """Refuse bad settings before any model loads; returns the token, if any."""
@@ -76,7 +74,6 @@ class HttpConfig:
                 f"refusing to serve HTTP on {self.http!r} without a token: other machines can reach it; "
                 "pass --http-token-file FILE (a secret of 16+ characters) or use --http 127.0.0.1:PORT"
             )
-        LoraLibrary(self.lora_dir)  # a missing folder fails now, not after the model loads
         return token
 
 
@@ -102,8 +99,7 @@ class HttpServer:
         self.engine = engine
         self.config = config
         self.token = config.check()
-        self.library = LoraLibrary(config.lora_dir)
-        self.app = App(engine, self.library, self.token)
+        self.app = App(engine, self.token)
         self.listening: list[tuple[str, int]] = []
         self._server = None
         self._thread: threading.Thread | None = None
@@ -171,7 +167,8 @@ class HttpServer:
         others = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.listening[1:])
         also = f"also {others}; " if others else ""
         lock = "token required from other machines" if self.token else "this machine only"
-        loras = f"{len(self.library.adapters)} LoRA(s) in --lora-dir" if self.library.folder else "no --lora-dir"
+        folder = self.engine.loras
+        loras = f"{len(folder.adapters)} LoRA(s) in {folder.folder}" if folder.folder else "no LoRA folder"
         return f"HTTP on {self.url} ({also}SA3 HTTP contract, docs/http.md; {lock}; {loras})"
 
     def housekeeping(self, now: float | None = None) -> None:

@@ -221,17 +221,43 @@ def _check_common(args) -> None:
 
 def _loras(args) -> list:
     """``--lora`` specs as (path, strength), checked before any model loads (a missing file, a
-    strength outside -2..2, a file that is not a LoRA: one line each)."""
+    strength outside -2..2, a file that is not a LoRA: one line each). With ``--daemon`` a spec is
+    ``NAME[:STRENGTH]``, an adapter of the daemon's LoRA folder by name: (name, strength)."""
+    if args.daemon:
+        return [_daemon_lora(text) for text in args.lora]
     from sa3core.lora import parse_spec, read_lora
 
     loras = [parse_spec(text) for text in args.lora]
-    if loras and args.daemon:
-        raise Sa3Error("--lora runs in-process; a daemon applies the adapters of its LoRA folder (drop --daemon)")
     if loras and args.backend != "torch":
         raise Sa3Error(f"--lora needs the torch backend, not {args.backend!r}")
     for path, _ in loras:
         read_lora(path)  # the format, the config and the tensors' shapes among themselves
     return loras
+
+
+def _daemon_lora(text: str) -> tuple[str, float]:
+    """``NAME[:STRENGTH]`` for ``--daemon``: a name in the daemon's LoRA folder (``NAME.safetensors``
+    is that name too), strength -2..2 (default 1); a path is one line saying what to send instead."""
+    from sa3core.limits import check_range
+
+    name, sep, tail = text.rpartition(":")
+    try:
+        strength = float(tail) if sep else None
+    except ValueError:
+        strength = None
+    if strength is None:
+        name, strength = text, 1.0
+    else:
+        check_range(f"--lora {text!r}: the strength", strength, -2.0, 2.0)
+    name = name.strip()
+    if name.lower().endswith(".safetensors"):
+        name = name[: -len(".safetensors")]
+    if not name or "/" in name or "\\" in name:
+        raise Sa3Error(
+            f"--lora {text!r}: with --daemon, name an adapter in the daemon's LoRA folder (NAME[:STRENGTH], "
+            "e.g. --lora dusty-tape:0.7; `sa3 serve` lists them), not a file"
+        )
+    return name, strength
 
 
 def _pipeline(args):
@@ -323,6 +349,7 @@ def _render(args, started: float, outputs: list[Path], label: str, mode: str, in
 
         result = settle(generate_via_daemon(args.daemon, mode, prompt=args.prompt, args=args, **request))
         recipe = {"daemon": args.daemon, "steps": args.steps, "cfg": args.cfg, "scale_lock_db": args.scale_lock}
+        recipe["loras"] = ",".join(f"{name}:{strength:g}" for name, strength in args.loras) or None
     else:
         pipeline = _pipeline(args)
         bar = _Bar(args.quiet, label, args.steps or pipeline.settings.steps)

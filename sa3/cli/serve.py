@@ -44,7 +44,10 @@ def register(subparsers) -> None:
         "must send as 'Authorization: Bearer TOKEN'; required to serve HTTP off loopback",
     )
     serve.add_argument(
-        "--lora-dir", metavar="DIR", help="LoRA folder the HTTP side lists (*.safetensors with lora_config metadata)"
+        "--lora-dir",
+        metavar="DIR",
+        help="LoRA folder jobs name adapters from, on both front ends (*.safetensors with lora_config metadata); "
+        "default: $SA3_LORA_DIR, else $XDG_DATA_HOME/sa3/loras or ~/.local/share/sa3/loras when it exists",
     )
     serve.add_argument(
         "--model",
@@ -69,6 +72,11 @@ def register(subparsers) -> None:
     )
     serve.add_argument("--curve-keys", metavar="DIR", help="CurveZMQ key folder; required to bind off loopback")
     serve.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    serve.add_argument(
+        "--fp32",
+        action="store_true",
+        help="float32 matmuls for every served torch model, even where bf16 is the default (the official numerics)",
+    )
     serve.add_argument("--verbose", action="store_true", help="log every job")
     serve.set_defaults(func=run_serve)
 
@@ -80,19 +88,21 @@ def register(subparsers) -> None:
     gen.set_defaults(func=run_keys_generate)
 
 
-def _load_pipeline(model: str | None, backend: str):
+def _load_pipeline(model: str | None, backend: str, fp32: bool = False):
     from sa3core.hub import resolve_model
 
     match = RANDOM_MODEL.fullmatch(model or "")
     folder = None if match else resolve_model(model)  # a released model's name: its folder in the HF cache
     from sa3core.pipeline import Pipeline
 
+    options = {"bf16": False} if fp32 else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if match:
-            pipeline = Pipeline.random(match.group(1), seed=0, text_encoder=match.group(2) or "hash", backend=backend)
+            text_encoder = match.group(2) or "hash"
+            pipeline = Pipeline.random(match.group(1), seed=0, text_encoder=text_encoder, backend=backend, **options)
         else:
-            pipeline = Pipeline.load(folder, backend=backend)
+            pipeline = Pipeline.load(folder, backend=backend, **options)
     for warning in caught:
         print(f"sa3 serve: warning: {warning.message}", file=sys.stderr)
     return pipeline
@@ -107,7 +117,7 @@ def model_name(model: str | None, pipeline) -> str:
     return path.resolve().name if path.exists() else model
 
 
-def load_models(models: list[str] | None, backend: str) -> dict:
+def load_models(models: list[str] | None, backend: str, fp32: bool = False) -> dict:
     """Every --model, loaded now, in order (the first is the default): name -> Pipeline.
 
     All load at start, not on a job's first use: a name or folder that does not work fails here,
@@ -130,7 +140,7 @@ def load_models(models: list[str] | None, backend: str) -> dict:
         names[name] = model
     pipelines = {}
     for model in names.values():
-        pipeline = _load_pipeline(model, backend)
+        pipeline = _load_pipeline(model, backend, fp32)
         pipelines[model_name(model, pipeline)] = pipeline
     return pipelines
 
@@ -138,15 +148,21 @@ def load_models(models: list[str] | None, backend: str) -> dict:
 def run_serve(args) -> int:
     from bridge.daemon import NO_BIND, Daemon, DaemonConfig
     from bridge.http.server import HttpConfig, HttpServer
+    from sa3core.lora import default_lora_dir
 
     config = from_attributes(DaemonConfig, args)
-    config.check()  # before the model loads: a refused bind costs no time
+    if config.lora_dir is None:
+        default = default_lora_dir()
+        config.lora_dir = str(default) if default is not None else None
+    config.check()  # before the model loads: a refused bind or a missing folder costs no time
     http_config = None
     if args.http is not None:
         http_config = from_attributes(HttpConfig, args)
         http_config.check()
-    elif args.http_token_file or args.lora_dir:
-        raise Sa3Error("--http-token-file and --lora-dir belong to the HTTP side; add --http [HOST:]PORT")
+    elif args.http_token_file:
+        raise Sa3Error("--http-token-file belongs to the HTTP side; add --http [HOST:]PORT")
+    if args.fp32 and args.backend != "torch":
+        raise Sa3Error(f"--fp32 sets the torch backend's matmuls; the {args.backend} backend has its own precision")
     if config.bind == NO_BIND and http_config is None:
         raise Sa3Error("--bind none leaves nothing to serve; add --http [HOST:]PORT or bind a ZeroMQ endpoint")
     if args.threads is not None:
@@ -158,7 +174,7 @@ def run_serve(args) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="sa3 serve: %(message)s", stream=sys.stderr
     )
-    models = load_models(args.model, args.backend)
+    models = load_models(args.model, args.backend, args.fp32)
     engine = config.engine(models)
     http = HttpServer(engine, http_config) if http_config is not None else None
     return Daemon(engine, config, http).serve()
