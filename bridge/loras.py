@@ -101,7 +101,7 @@ class LoraFolder:
 
         found: dict[str, Path] = {}
         if self.folder is not None:
-            for path in sorted(self.folder.glob("*.safetensors"), key=lambda p: (p.name.lower(), p.name)):
+            for path in sorted(self.folder.glob("*.safetensors"), key=lambda p: (p.stem.lower(), p.name)):
                 name = path.stem.lower()
                 if name in found:
                     log.warning("skipping %s: another LoRA is already called %r", path.name, name)

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -18,12 +19,25 @@ from tests.conftest import REPO, SA3
 STARTUP_SECONDS = 120  # importing torch and building the model on a busy 2-core machine
 
 
+def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a test's `sa3 serve` runs in: no default LoRA folder of this machine's
+    (SA3_LORA_DIR unset, XDG_DATA_HOME at a folder that holds none), so what it serves is what the
+    test says; a test that wants a folder passes --lora-dir."""
+    env = dict(os.environ if base is None else base, PYTHONWARNINGS="ignore::DeprecationWarning", PYTHONUNBUFFERED="1")
+    env.pop("SA3_LORA_DIR", None)
+    env["XDG_DATA_HOME"] = NO_DATA_HOME
+    return env
+
+
+NO_DATA_HOME = tempfile.mkdtemp(prefix="sa3-tests-data-")  # empty: no sa3/loras in it
+
+
 class DaemonProcess:
     """`python -m sa3 serve ...` on a free loopback port; stderr is collected line by line."""
 
     def __init__(self, *args: str, bind: str = "tcp://127.0.0.1:*", model: str = "random:tiny") -> None:
         command = [sys.executable, "-m", "sa3", "serve", "--bind", bind, "--model", model, "--verbose", *args]
-        env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning", PYTHONUNBUFFERED="1")
+        env = server_env()
         self.process = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -99,7 +113,7 @@ def free_endpoint() -> str:
 
 def start_sa3(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """The real `sa3` command in a subprocess that a test can signal (run_sa3 waits for its end)."""
-    env = dict(os.environ if env is None else env, PYTHONWARNINGS="ignore::DeprecationWarning")
+    env = server_env(env)
     return subprocess.Popen(
         [*SA3, *map(str, args)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

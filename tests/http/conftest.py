@@ -7,7 +7,6 @@ import base64
 import http.client
 import io
 import json
-import os
 import re
 import signal
 import socket
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.bridge.conftest import server_env
 from tests.conftest import REPO
 
 STARTUP_SECONDS = 180  # importing torch and loading the default model on a busy 2-core machine
@@ -31,7 +31,7 @@ class HttpServerProcess:
 
     def __init__(self, *args: str, http: str = "127.0.0.1:0", bind: str = "tcp://127.0.0.1:*") -> None:
         command = [sys.executable, "-m", "sa3", "serve", "--bind", bind, "--http", http, "--verbose", *args]
-        env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning", PYTHONUNBUFFERED="1")
+        env = server_env()
         self.process = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )

@@ -44,5 +44,7 @@ def test_off_loopback_needs_a_readable_token_of_sixteen_characters(tmp_path):
     (tmp_path / "token").write_text("x" * 24 + "\nsecond line ignored\n")
     assert HttpConfig("0.0.0.0:8006", str(tmp_path / "token")).check() == "x" * 24
     assert HttpConfig("8006").check() is None
-    with pytest.raises(Sa3Error, match="--lora-dir"):
-        HttpConfig("8006", lora_dir=str(tmp_path / "no-such-folder")).check()
+    from bridge.daemon import DaemonConfig
+
+    with pytest.raises(Sa3Error, match="--lora-dir .* is not a folder"):  # the folder is the server's, both sides
+        DaemonConfig(lora_dir=str(tmp_path / "no-such-folder")).check()

@@ -177,7 +177,9 @@ def _adapter(path, config: bool) -> None:
 
 
 def test_the_lora_folder_lists_adapters_and_their_prompt_pools(tmp_path):
-    _adapter(tmp_path / "Vinyl.safetensors", config=True)
+    """The folder's listing and prompt pools; a file that says it is a LoRA but is not one is listed
+    (fitting no model) and a job naming it is a 400 that says why, at strength 0 it is left out."""
+    _adapter(tmp_path / "Vinyl.safetensors", config=True)  # lora_config, but no adapter tensors
     _adapter(tmp_path / "plain.safetensors", config=False)  # no lora_config: not an adapter
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 64)
     (tmp_path / "vinyl.prompts.json").write_text(
@@ -186,7 +188,8 @@ def test_the_lora_folder_lists_adapters_and_their_prompt_pools(tmp_path):
     server = HttpServerProcess("--lora-dir", str(tmp_path), "--model", "random:tiny", bind="none").wait_ready()
     try:
         body = call(server, "GET", "/loras").json
-        assert [lora["name"] for lora in body["loras"]] == ["vinyl"] and body["can_apply"] is False
+        assert [lora["name"] for lora in body["loras"]] == ["vinyl"] and body["can_apply"] is True
+        assert body["loras"][0]["fits"] == [] and body["loras"][0]["rank"] is None
         assert call(server, "GET", "/health").json["loras"] == body["loras"]
         prompts = call(server, "GET", "/prompts?lora=VINYL").json
         assert prompts["missing_loras"] == [] and prompts["available_loras"] == ["vinyl"]
@@ -194,7 +197,8 @@ def test_the_lora_folder_lists_adapters_and_their_prompt_pools(tmp_path):
         assert prompts["prompts"]["dice"]["generic"]  # buckets the LoRA lacks stay generic
         job = {"prompt": "x, 100 bpm", "duration": 1, "steps": 1}
         refused = call(server, "POST", "/generate", {**job, "loras": [{"name": "Vinyl", "strength": 0.7}]})
-        assert refused.status == 400 and "cannot apply LoRAs yet" in refused.json["error"]
+        assert refused.status == 400 and "'vinyl' cannot be used" in refused.json["error"], refused.json
+        assert "not a LoRA file" in refused.json["error"]
         unknown = call(server, "POST", "/generate", {**job, "loras": [{"name": "tape", "strength": 0.7}]})
         assert unknown.status == 400 and "this server has: vinyl" in unknown.json["error"]
         off = call(server, "POST", "/generate", {**job, "loras": [{"name": "vinyl", "strength": 0}]})
