@@ -1110,6 +1110,26 @@ def main() -> None:
             "small inpaint: prompt, inside the region", inpainted[..., region], other[..., region]
         )
 
+    # A continuation as the official code expresses one: the source as inpaint audio (padded to the
+    # request), the region from its end to the end of the request.
+    kept = int(0.1 * SAMPLE_RATE)
+    continue_call = {
+        "prompt": PROMPT_A,
+        "duration": seconds_in,
+        "steps": 8,
+        "seed": 16,
+        "inpaint_audio": (SAMPLE_RATE, source[:, :kept]),
+        "inpaint_mask_start_seconds": kept / SAMPLE_RATE,
+        "inpaint_mask_end_seconds": seconds_in,
+    }
+    continued = generate_reference(out, "small_continue", small, torch, meta, continue_call, {}, official=official)
+    with torch.no_grad():
+        new_part = slice(kept, int(seconds_in * SAMPLE_RATE))
+        other = small.generate(**{**continue_call, "prompt": PROMPT_B})
+        checks["small_continue prompt (new part)"] = assert_far(
+            "small continue: prompt, the new part", continued[..., new_part], other[..., new_part]
+        )
+
     m = generate_reference(out, "medium_pingpong", medium, torch, meta, {**base_call, "seed": 14}, {})
     with torch.no_grad():
         checks["medium_pingpong prompt"] = assert_far(

@@ -148,6 +148,41 @@ def test_inpaint_gives_the_official_audio_inside_the_region(pipelines, input_aud
     assert_far(inpaint(prompt="funky slap bass groove, 110 BPM")[:, inside], official[:, inside])
 
 
+def test_continue_gives_the_official_continuation(pipelines, input_audio, tmp_path):
+    """`continue_` (and `sa3 continue`) = the official inpaint of [source, silence] from the source's
+    end: the new part is the official audio (past the splice), the source comes back bit-exact."""
+    from sa3core.audio import read_audio, save_audio
+
+    tensors, call = reference("small_continue")
+    kept, total = int(call["inpaint_mask_start_seconds"] * RATE), int(call["duration"] * RATE)
+    source = input_audio[:, :kept]
+    official = official_audio(tensors)[0]
+    new_part = slice(kept + FADE, total)
+
+    def continued(**change) -> np.ndarray:
+        asked = {**call, **change}
+        return pipelines("small").continue_(source, asked["prompt"], total - kept, asked["steps"], seed=asked["seed"])[
+            0
+        ]
+
+    ours = continued()
+    assert ours.shape == (2, total)
+    assert_parity(ours[:, new_part], official[:, new_part])
+    np.testing.assert_array_equal(ours[:, :kept], source)
+    assert_far(continued(prompt="rain on a tin roof at night")[:, new_part], official[:, new_part])
+
+    path, out = tmp_path / "in.wav", tmp_path / "out.wav"
+    save_audio(path, source, RATE, "float")
+    result = run_sa3(
+        "continue", path, call["prompt"], "--seconds", (total - kept) / RATE, "--model", FIXTURES / "small",
+        "--seed", call["seed"], "--steps", call["steps"], "--fp32", "--bit-depth", "float", "-o", out, "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    command = read_audio(out)[0]
+    assert_parity(command[:, new_part], official[:, new_part])
+    np.testing.assert_array_equal(command[:, :kept], source)
+
+
 def test_transform_gives_the_official_audio_to_audio(pipelines, input_audio):
     tensors, call = reference("medium_a2a")
     pipeline = pipelines("medium")
