@@ -34,6 +34,11 @@ def register(subparsers) -> None:
     pull.set_defaults(func=run_pull)
     listing = actions.add_parser("list", help="the models installed: the shipped default, then the released ones")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument(
+        "--lora-dir",
+        metavar="DIR",
+        help="LoRA folder whose adapters to list (default: $SA3_LORA_DIR, else ~/.local/share/sa3/loras if it exists)",
+    )
     listing.set_defaults(func=run_list)
 
 
@@ -347,12 +352,11 @@ def run_list(args) -> int:
             }
         )
     missing = [m for name, m in hub.RELEASED.items() if name not in {e.model.name for e in installed}]
+    folder, adapters = _adapters(args.lora_dir)
     if args.json:
-        print(
-            json.dumps(
-                {"models": rows, "cache": str(hub.cache_dir()), "not_installed": [m.name for m in missing]}, indent=2
-            )
-        )
+        document = {"models": rows, "cache": str(hub.cache_dir()), "not_installed": [m.name for m in missing]}
+        document.update(lora_dir=str(folder) if folder else None, loras=adapters)
+        print(json.dumps(document, indent=2))
         return 0
     licences = [" + ".join(lic["name"].split(" (")[0] for lic in row["licences"]) for row in rows]
     widths = [
@@ -372,7 +376,60 @@ def run_list(args) -> int:
         )
     for name, url in {lic["name"]: lic["url"] for row in rows[1:] for lic in row["licences"]}.items():
         print(f"{name}: {url}")
+    if folder is None:
+        print("LoRA adapters: no LoRA folder (set SA3_LORA_DIR, create ~/.local/share/sa3/loras, or --lora-dir DIR)")
+        return 0
+    print(f"LoRA adapters in {folder}: {len(adapters) or 'none'}")
+    for adapter in adapters:
+        if adapter.get("problem"):
+            print(f"  {adapter['name']}  (unusable: {adapter['problem']})")
+            continue
+        print(
+            f"  {adapter['name']:<24} {adapter['adapter_type']:<13} rank {adapter['rank']:<4} "
+            f"base: {adapter['base']:<28} {_size(adapter['size_bytes']):>8}"
+        )
     return 0
+
+
+# Released DiT widths, for telling which base model an adapter was trained on.
+_BASE_BY_WIDTH = {1024: "small (small-music, small-sfx)", 1536: "medium"}
+
+
+def _adapters(lora_dir: str | None) -> tuple[Path | None, list[dict]]:
+    """The LoRA folder and its adapters: name, file, type, rank, base model, size (or a problem)."""
+    from sa3core.lora import default_lora_dir, read_lora
+
+    if lora_dir is not None:
+        folder = Path(lora_dir).expanduser()
+        if not folder.is_dir():
+            raise Sa3Error(f"--lora-dir {lora_dir!r} is not a folder")
+    else:
+        folder = default_lora_dir()
+    if folder is None:
+        return None, []
+    adapters = []
+    for path in sorted(folder.glob("*.safetensors")):
+        entry = {"name": path.stem.lower(), "file": path.name, "size_bytes": path.stat().st_size}
+        try:
+            lora = read_lora(path)
+        except Sa3Error as err:
+            adapters.append({**entry, "problem": str(err)})
+            continue
+        entry.update(adapter_type=lora.config.adapter_type, rank=lora.config.rank, base=_base_of(lora))
+        adapters.append(entry)
+    return folder, adapters
+
+
+def _base_of(lora) -> str:
+    """The base model an adapter fits, from the DiT width its tensors imply (the attention input
+    of the first block); an -xs adapter stores no width ("unknown")."""
+    for layer, params in sorted(lora.layers.items()):
+        if layer.endswith("self_attn.to_out") or layer.endswith("self_attn.to_qkv"):
+            shape = params.get("lora_A", params.get("magnitude_c"))
+            if shape is not None:
+                width = int(shape.shape[-1])
+                return _BASE_BY_WIDTH.get(width, f"a DiT {width} wide")
+    return "unknown (no width in the file)"
 
 
 def _default_row() -> dict:
