@@ -1,5 +1,7 @@
 #include "PluginEditor.h"
 
+#include <algorithm>
+
 namespace {
 
 // Layout in pixels. An IncDecButtons slider is its text box plus two buttons side by side; JUCE
@@ -13,15 +15,19 @@ constexpr int kIncDecWidth = kTextBoxWidth + 2 * kIncDecButtonWidth;
 constexpr int kLabelWidth = 44, kWideLabelWidth = 76;
 constexpr int kModeWidth = 110, kModelStepsWidth = 130, kRenderWidth = 100;
 constexpr int kModelMenuWidth = 220, kNoiseSliderMinWidth = 160;
+constexpr int kLoraLabelWidth = 56, kLoraMenuWidth = 300, kLoraSliderMinWidth = 140;
 constexpr int kEditorWidth = 540;
-// prompt; negative prompt; mode, bars, seed; model, noise level; steps, scale lock; daemon; render, takes; status
-constexpr int kRows = 8;
+// prompt; negative prompt; mode, bars, seed; model, noise level; steps, scale lock; one row per LoRA slot;
+// daemon; render, takes; status
+constexpr int kRows = 8 + sa3::kLoraSlots;
 constexpr int kEditorHeight = 2 * kMargin + kRows * kRowHeight + (kRows - 1) * kGap;
 constexpr int kInnerWidth = kEditorWidth - 2 * kMargin;
 static_assert(kLabelWidth + kModeWidth + 2 * (kGap + kLabelWidth + kIncDecWidth) <= kInnerWidth,
               "mode, bars and seed must fit one row");
 static_assert(kLabelWidth + kModelMenuWidth + kGap + kLabelWidth + kNoiseSliderMinWidth <= kInnerWidth,
               "the model menu and the noise level must fit one row");
+static_assert(kLoraLabelWidth + kLoraMenuWidth + kGap + kLoraSliderMinWidth <= kInnerWidth,
+              "a LoRA slot's menu and strength must fit one row");
 static_assert(kLabelWidth + kIncDecWidth + kModelStepsWidth + kGap + kWideLabelWidth + kIncDecWidth <= kInnerWidth,
               "steps and scale lock must fit one row");
 
@@ -87,6 +93,30 @@ Sa3AudioProcessorEditor::Sa3AudioProcessorEditor(Sa3AudioProcessor& p) : AudioPr
   noiseAttachment_ = std::make_unique<SliderAttachment>(p.parameters(), "init_noise_level", initNoiseLevel_);
   addAndMakeVisible(noiseLabel_);
   addAndMakeVisible(initNoiseLevel_);
+
+  // LoRA slots (protocol 1.5): the adapter of each is saved in the project, its strength is an
+  // automatable parameter (0 leaves it out). Slots apply in order, top first.
+  for (int slot = 0; slot < sa3::kLoraSlots; ++slot) {
+    auto& label = loraLabels_[static_cast<size_t>(slot)];
+    auto& menu = loraMenus_[static_cast<size_t>(slot)];
+    auto& strength = loraStrengths_[static_cast<size_t>(slot)];
+    label.setText("LoRA " + juce::String(slot + 1), juce::dontSendNotification);
+    menu.setTextWhenNothingSelected("none");
+    menu.onChange = [this, slot] {
+      const auto& names = menuLoras_[static_cast<size_t>(slot)];
+      const int index = loraMenus_[static_cast<size_t>(slot)].getSelectedId() - 1;
+      if (index >= 0 && index < static_cast<int>(names.size()))
+        processor_.core().setLoraSlot(slot, names[static_cast<size_t>(index)]);
+    };
+    strength.setSliderStyle(juce::Slider::LinearHorizontal);
+    strength.setTextBoxStyle(juce::Slider::TextBoxRight, false, 50, kRowHeight - 4);
+    strength.setTooltip("strength: 1 as trained, 0 leaves the adapter out, negative pushes away from it");
+    loraAttachments_[static_cast<size_t>(slot)] =
+        std::make_unique<SliderAttachment>(p.parameters(), Sa3AudioProcessor::loraStrengthId(slot), strength);
+    addAndMakeVisible(label);
+    addAndMakeVisible(menu);
+    addAndMakeVisible(strength);
+  }
 
   // The daemon's address: saved in the project; new instances start from SA3_ENDPOINT (or
   // tcp://127.0.0.1:5557). Applied on return or when the field loses focus, not per keystroke.
@@ -154,6 +184,14 @@ void Sa3AudioProcessorEditor::resized() {
   scaleLockLabel_.setBounds(row.removeFromLeft(kWideLabelWidth));
   scaleLock_.setBounds(row.removeFromLeft(kIncDecWidth));
 
+  for (int slot = 0; slot < sa3::kLoraSlots; ++slot) {
+    row = nextRow();
+    loraLabels_[static_cast<size_t>(slot)].setBounds(row.removeFromLeft(kLoraLabelWidth));
+    loraMenus_[static_cast<size_t>(slot)].setBounds(row.removeFromLeft(kLoraMenuWidth));
+    row.removeFromLeft(kGap);
+    loraStrengths_[static_cast<size_t>(slot)].setBounds(row);
+  }
+
   row = nextRow();
   endpointLabel_.setBounds(row.removeFromLeft(kLabelWidth + 12));
   endpoint_.setBounds(row);
@@ -206,6 +244,52 @@ void Sa3AudioProcessorEditor::refreshModelMenu() {
   model_.setSelectedId(selected, juce::dontSendNotification);
 }
 
+void Sa3AudioProcessorEditor::refreshLoraMenus() {
+  auto& core = processor_.core();
+  const auto adapters = core.loras();
+  const std::string model = core.jobModel();  // "" : not known yet
+  const auto fitsModel = [&](const sa3::LoraInfo& l) {
+    return !l.adapterType.empty() && (model.empty() || std::find(l.fits.begin(), l.fits.end(), model) != l.fits.end());
+  };
+  for (int slot = 0; slot < sa3::kLoraSlots; ++slot) {
+    auto& menu = loraMenus_[static_cast<size_t>(slot)];
+    auto& names = menuLoras_[static_cast<size_t>(slot)];
+    const std::string chosen = core.loraSlot(slot);
+    menu.clear(juce::dontSendNotification);
+    names.assign(1, "");
+    menu.addItem("none", 1);
+    int selected = chosen.empty() ? 1 : 0;
+    const auto add = [&](const sa3::LoraInfo& l, const juce::String& text, bool enabled) {
+      names.push_back(l.name);
+      const int id = static_cast<int>(names.size());
+      menu.addItem(text, id);
+      menu.setItemEnabled(id, enabled);
+      if (juce::String(l.name).equalsIgnoreCase(juce::String(chosen))) selected = id;
+    };
+    // Only the adapters that fit the job's model can be chosen; the others are listed as not fitting
+    // (a project's choice among them stays selected, and Render says what to do).
+    for (const auto& l : adapters)
+      if (fitsModel(l))
+        add(l, juce::String(l.name) + " (" + juce::String(l.adapterType) + ", rank " + juce::String(l.rank) + ")",
+            true);
+    bool heading = false;
+    for (const auto& l : adapters) {
+      if (fitsModel(l)) continue;
+      if (!heading) menu.addSectionHeading("does not fit " + juce::String(model));
+      heading = true;
+      add(l, juce::String(l.name) + (l.adapterType.empty() ? " (cannot be read)" : " (does not fit)"), false);
+    }
+    if (selected == 0) {
+      // Saved with the project but not in this daemon's folder (or not heard from it yet).
+      names.push_back(chosen);
+      menu.addItem(juce::String(chosen) + (core.daemonVersion().empty() ? "" : " (not in the daemon's LoRA folder)"),
+                   static_cast<int>(names.size()));
+      selected = static_cast<int>(names.size());
+    }
+    menu.setSelectedId(selected, juce::dontSendNotification);
+  }
+}
+
 void Sa3AudioProcessorEditor::timerCallback() {
   auto& core = processor_.core();
   juce::String text = core.statusText();
@@ -219,6 +303,12 @@ void Sa3AudioProcessorEditor::timerCallback() {
   if (core.modelsSerial() != shownModelsSerial_) {
     shownModelsSerial_ = core.modelsSerial();
     refreshModelMenu();
+  }
+  // Which adapters fit depends on the chosen model too.
+  if (core.lorasSerial() != shownLorasSerial_ || core.modelsSerial() != lorasShownForModels_) {
+    shownLorasSerial_ = core.lorasSerial();
+    lorasShownForModels_ = core.modelsSerial();
+    refreshLoraMenus();
   }
   initNoiseLevel_.setEnabled(core.mode() == sa3::Mode::Transform);  // the other modes send no noise level
   const int modelSteps = core.modelDefaultSteps();
@@ -234,10 +324,12 @@ void Sa3AudioProcessorEditor::timerCallback() {
     takes_.addItem("dry (no take)", 1);
     for (size_t i = 0; i < count; ++i) {
       const auto info = core.takeInfo(i);
+      juce::String adapters;
+      for (const auto& l : info.loras) adapters << ", " << juce::String(l.name) << " " << juce::String(l.strength, 2);
       takes_.addItem("take " + juce::String(static_cast<juce::int64>(info.id)) + ": " + juce::String(info.prompt) +
                          " (" + juce::String(sa3::modeName(info.mode)) + ", seed " +
                          juce::String(static_cast<juce::int64>(info.seed)) +
-                         (info.model.empty() ? juce::String() : ", " + juce::String(info.model)) + ")",
+                         (info.model.empty() ? juce::String() : ", " + juce::String(info.model)) + adapters + ")",
                      static_cast<int>(i) + 2);
     }
   }

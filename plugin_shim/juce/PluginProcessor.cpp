@@ -69,6 +69,8 @@ Sa3AudioProcessor::Sa3AudioProcessor()
   steps_ = parameters_.getRawParameterValue("steps");
   scaleLock_ = parameters_.getRawParameterValue("scale_lock");
   initNoiseLevel_ = parameters_.getRawParameterValue("init_noise_level");
+  for (int slot = 0; slot < sa3::kLoraSlots; ++slot)
+    loraStrengths_[slot] = parameters_.getRawParameterValue(loraStrengthId(slot));
   render_ = parameters_.getRawParameterValue("render");
   pushParametersToCore();
 }
@@ -110,6 +112,13 @@ juce::AudioProcessorValueTreeState::ParameterLayout Sa3AudioProcessor::createLay
       NormalisableRange<float>(static_cast<float>(sa3::kMinInitNoiseLevel), 1.0f, 0.01f),
       static_cast<float>(sa3::kDefaultInitNoiseLevel)));
   layout.add(std::make_unique<AudioParameterBool>(id("render"), "Render", false));
+  // The LoRA slots' strengths (protocol 1.5; the adapters themselves are in the state): 0 leaves a
+  // slot's adapter out, 1 is as trained. Version 3 of the parameter list, after the older ones.
+  const auto strength = static_cast<float>(sa3::kMaxLoraStrength);
+  for (int slot = 0; slot < sa3::kLoraSlots; ++slot)
+    layout.add(std::make_unique<AudioParameterFloat>(
+        ParameterID{loraStrengthId(slot), 3}, "LoRA " + String(slot + 1) + " strength",
+        NormalisableRange<float>(-strength, strength, 0.01f), static_cast<float>(sa3::kDefaultLoraStrength)));
   return layout;
 }
 
@@ -125,6 +134,7 @@ void Sa3AudioProcessor::pushParametersToCore() noexcept {
   const int scaleLock = juce::roundToInt(scaleLock_->load());
   core_.setScaleLockDb(scaleLock <= kScaleLockModel ? -1.0 : static_cast<double>(scaleLock));
   core_.setInitNoiseLevel(initNoiseLevel_->load());
+  for (int slot = 0; slot < sa3::kLoraSlots; ++slot) core_.setLoraStrength(slot, loraStrengths_[slot]->load());
 }
 
 void Sa3AudioProcessor::pullParametersFromCore() {
@@ -147,6 +157,8 @@ void Sa3AudioProcessor::pullParametersFromCore() {
   set("scale_lock", scaleLock < 0.0 ? static_cast<float>(kScaleLockModel)
                                     : static_cast<float>(juce::jlimit(0.0, sa3::kMaxScaleLockDb, scaleLock)));
   set("init_noise_level", static_cast<float>(core_.initNoiseLevel()));
+  for (int slot = 0; slot < sa3::kLoraSlots; ++slot)
+    set(loraStrengthId(slot).toRawUTF8(), static_cast<float>(core_.loraStrength(slot)));
 }
 
 void Sa3AudioProcessor::prepareToPlay(double sampleRate, int samplesPerBlock) {

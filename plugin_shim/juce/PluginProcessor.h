@@ -1,7 +1,8 @@
 // The sa3 plugin for DAWs: juce::AudioProcessor around sa3::Processor (plugin_shim/include).
 // Every numeric setting is an automatable parameter so hosts without a playhead or UI can
-// drive it; the prompt, the negative prompt, the model choice and the daemon endpoint travel in
-// the state (the models a daemon serves are known only at run time, so the model is no parameter).
+// drive it; the prompt, the negative prompt, the model choice, the LoRA slots' adapters and the daemon
+// endpoint travel in the state (the models and adapters a daemon has are known only at run time, so
+// they are no parameters; the LoRA strengths are).
 #pragma once
 
 #include <juce_audio_processors/juce_audio_processors.h>
@@ -42,6 +43,8 @@ class Sa3AudioProcessor : public juce::AudioProcessor {
 
   sa3::Processor& core() { return core_; }
   juce::AudioProcessorValueTreeState& parameters() { return parameters_; }
+  /// The parameter ID of LoRA slot `slot`'s strength (0-based slot; "lora_1_strength" ...).
+  static juce::String loraStrengthId(int slot) { return "lora_" + juce::String(slot + 1) + "_strength"; }
 
  private:
   static juce::AudioProcessorValueTreeState::ParameterLayout createLayout();
@@ -61,8 +64,9 @@ class Sa3AudioProcessor : public juce::AudioProcessor {
   std::atomic<float>* bars_ = nullptr;
   std::atomic<float>* seed_ = nullptr;
   std::atomic<float>* steps_ = nullptr;
-  std::atomic<float>* scaleLock_ = nullptr;       // whole dB; -1 = the model's setting (Model)
-  std::atomic<float>* initNoiseLevel_ = nullptr;  // transform: kMinInitNoiseLevel to 1
+  std::atomic<float>* scaleLock_ = nullptr;                  // whole dB; -1 = the model's setting (Model)
+  std::atomic<float>* initNoiseLevel_ = nullptr;             // transform: kMinInitNoiseLevel to 1
+  std::atomic<float>* loraStrengths_[sa3::kLoraSlots] = {};  // -kMaxLoraStrength to kMaxLoraStrength
   std::atomic<float>* render_ = nullptr;
   bool renderWasOn_ = false;
 

@@ -110,6 +110,47 @@ py::dict modelDict(const sa3::ModelInfo& m) {
   return d;
 }
 
+py::dict loraDict(const sa3::LoraInfo& l) {
+  py::dict d;
+  d["name"] = l.name;
+  d["file"] = l.file;
+  d["rank"] = l.rank > 0 ? std::optional<int>(l.rank) : std::nullopt;  // None: a file sa3 cannot read
+  d["adapter_type"] = optionalText(l.adapterType);
+  d["fits"] = l.fits;
+  return d;
+}
+
+/// A job's or take's adapters as Python sees them: [(name, strength)] in the order they apply.
+py::list loraList(const std::vector<sa3::LoraUse>& loras) {
+  py::list out;
+  for (const auto& l : loras) out.append(py::make_tuple(l.name, l.strength));
+  return out;
+}
+
+double loraStrengthToCore(double strength) {
+  if (!(std::isfinite(strength) && std::fabs(strength) <= sa3::kMaxLoraStrength)) {
+    char text[128];
+    std::snprintf(text, sizeof text, "LoRA strength %g is outside -%g to %g (1 = as trained, 0 = left out)", strength,
+                  sa3::kMaxLoraStrength, sa3::kMaxLoraStrength);
+    throw py::value_error(text);
+  }
+  return strength;
+}
+
+int loraSlotIndex(int slot) {
+  if (slot < 0 || slot >= sa3::kLoraSlots)
+    throw py::index_error("LoRA slot " + std::to_string(slot) + " is outside 0-" + std::to_string(sa3::kLoraSlots - 1));
+  return slot;
+}
+
+/// One slot as Python sets it: None (empty), a name (strength 1) or (name or None, strength).
+std::pair<std::string, double> slotFromPython(const py::handle& entry) {
+  if (entry.is_none()) return {"", sa3::kDefaultLoraStrength};
+  if (py::isinstance<py::str>(entry)) return {entry.cast<std::string>(), sa3::kDefaultLoraStrength};
+  const auto pair = entry.cast<std::pair<std::optional<std::string>, double>>();
+  return {pair.first.value_or(""), loraStrengthToCore(pair.second)};
+}
+
 /// The processor plus what a Python host needs around it (block timing).
 struct PyProcessor {
   explicit PyProcessor(const sa3::ProcessorConfig& config) : core(config) {}
@@ -126,6 +167,10 @@ void init_timebase(py::module_& m) {
   m.attr("TAKE_CEILING_DB") = sa3::kTakeCeilingDb;
   m.attr("DEFAULT_INIT_NOISE_LEVEL") = sa3::kDefaultInitNoiseLevel;
   m.attr("MIN_INIT_NOISE_LEVEL") = sa3::kMinInitNoiseLevel;
+  m.attr("LORA_SLOTS") = sa3::kLoraSlots;
+  m.attr("MAX_LORAS") = sa3::kMaxLoras;
+  m.attr("MAX_LORA_STRENGTH") = sa3::kMaxLoraStrength;
+  m.attr("DEFAULT_LORA_STRENGTH") = sa3::kDefaultLoraStrength;
   m.def("quarters_per_bar", [](std::pair<int, int> meter) { return toMeter(meter).quartersPerBar(); });
   m.def(
       "bars_to_samples",
@@ -288,6 +333,61 @@ void init_processor(py::module_& m) {
           "The models the daemon serves, the default first, from its `capabilities` reply: dicts with name, "
           "family, default_steps, default_cfg, max_seconds, steering. [] until it answers (and before 1.4).")
       .def_property_readonly(
+          "loras",
+          [](const PyProcessor& p) {
+            py::list out;
+            for (const auto& l : p.core.loras()) out.append(loraDict(l));
+            return out;
+          },
+          "The adapters in the daemon's LoRA folder, from its `capabilities` reply (protocol 1.5): dicts with "
+          "name, file, rank, adapter_type (None for a file the daemon cannot read) and fits (the served models "
+          "each adapts). [] until it answers (and before 1.5).")
+      .def_property_readonly(
+          "max_loras", [](const PyProcessor& p) { return optionalSteps(p.core.maxLoras()); },
+          "Adapters one job may name, from the daemon's `capabilities`; None until it answers (and before 1.5).")
+      .def_property_readonly(
+          "job_model", [](const PyProcessor& p) { return optionalText(p.core.jobModel()); },
+          "The model the next job runs on: the chosen one, else the daemon's first; None while neither is known.")
+      .def_property(
+          "lora_slots",
+          [](const PyProcessor& p) {
+            py::list out;
+            for (int slot = 0; slot < sa3::kLoraSlots; ++slot)
+              out.append(py::make_tuple(optionalText(p.core.loraSlot(slot)), p.core.loraStrength(slot)));
+            return out;
+          },
+          [](PyProcessor& p, const py::sequence& entries) {
+            if (py::isinstance<py::str>(entries) || entries.size() > static_cast<size_t>(sa3::kLoraSlots))
+              throw py::value_error("lora_slots takes a list of at most " + std::to_string(sa3::kLoraSlots) +
+                                    " entries: None, a name, or (name, strength)");
+            std::vector<std::pair<std::string, double>> slots;
+            for (const auto& entry : entries) slots.push_back(slotFromPython(entry));  // all checked first
+            slots.resize(sa3::kLoraSlots, {"", sa3::kDefaultLoraStrength});
+            for (int slot = 0; slot < sa3::kLoraSlots; ++slot) {
+              p.core.setLoraSlot(slot, slots[static_cast<size_t>(slot)].first);
+              p.core.setLoraStrength(slot, slots[static_cast<size_t>(slot)].second);
+            }
+          },
+          "The LORA_SLOTS slots, in the order they apply: (name or None, strength). Set a list of at most "
+          "LORA_SLOTS entries (None, a name at strength 1, or (name, strength) with strength within "
+          "+-MAX_LORA_STRENGTH); the slots after it are emptied at strength 1. A slot at strength 0 is not sent.")
+      .def(
+          "set_lora_slot",
+          [](PyProcessor& p, int slot, std::optional<std::string> name, double strength) {
+            loraSlotIndex(slot);
+            p.core.setLoraStrength(slot, loraStrengthToCore(strength));
+            p.core.setLoraSlot(slot, name.value_or(""));
+          },
+          py::arg("slot"), py::arg("name"), py::arg("strength") = sa3::kDefaultLoraStrength,
+          "One slot (0-based): an adapter by the name `loras` lists (None = none) and its strength.")
+      .def(
+          "set_lora_strength",
+          [](PyProcessor& p, int slot, double strength) {
+            loraSlotIndex(slot);
+            p.core.setLoraStrength(slot, loraStrengthToCore(strength));
+          },
+          py::arg("slot"), py::arg("strength"), "A slot's strength alone, as its automatable parameter sets it.")
+      .def_property_readonly(
           "daemon_version", [](const PyProcessor& p) { return optionalText(p.core.daemonVersion()); },
           "The daemon's protocol version from its `capabilities` reply; None until it answers.")
       .def("request_render", [](PyProcessor& p) { p.core.requestRender(); })
@@ -327,6 +427,7 @@ void init_processor(py::module_& m) {
                                  d["init_noise_level"] = t.mode == sa3::Mode::Transform
                                                              ? std::optional<double>(t.initNoiseLevel)
                                                              : std::nullopt;
+                                 d["loras"] = loraList(t.loras);
                                  d["sample_rate"] = t.sampleRate;
                                  d["start"] = t.start;
                                  d["length"] = t.length;

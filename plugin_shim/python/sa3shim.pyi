@@ -11,6 +11,10 @@ MAX_STEPS: int
 TAKE_CEILING_DB: float
 DEFAULT_INIT_NOISE_LEVEL: float
 MIN_INIT_NOISE_LEVEL: float
+LORA_SLOTS: int
+MAX_LORAS: int
+MAX_LORA_STRENGTH: float
+DEFAULT_LORA_STRENGTH: float
 
 def quarters_per_bar(meter: tuple[int, int]) -> float: ...
 def bars_to_samples(bars: float, bpm: float, meter: tuple[int, int], sample_rate: float) -> int: ...
@@ -66,6 +70,20 @@ class Processor:
     model: str | None  # None: the daemon's default (its first model)
     @property
     def models(self) -> list[dict]: ...  # name, family, default_steps, default_cfg, max_seconds, steering
+    @property
+    def loras(self) -> list[dict]: ...  # name, file, rank, adapter_type, fits (protocol 1.5)
+    @property
+    def max_loras(self) -> int | None: ...
+    @property
+    def job_model(self) -> str | None: ...  # the chosen model, else the daemon's first
+    # LORA_SLOTS entries (name or None, strength), in the order they apply; set with None, a name
+    # or (name, strength) each
+    @property
+    def lora_slots(self) -> list[tuple[str | None, float]]: ...
+    @lora_slots.setter
+    def lora_slots(self, entries: list[str | tuple[str | None, float] | None]) -> None: ...
+    def set_lora_slot(self, slot: int, name: str | None, strength: float = 1.0) -> None: ...
+    def set_lora_strength(self, slot: int, strength: float) -> None: ...
     @property
     def daemon_version(self) -> str | None: ...
     def request_render(self) -> None: ...

@@ -2,8 +2,11 @@
 #ifndef MSGPACK_NO_BOOST
 #define MSGPACK_NO_BOOST  // msgpack-cxx without Boost: only the header types we use
 #endif
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <msgpack.hpp>
 #include <thread>
 #include <zmq.hpp>
@@ -97,6 +100,8 @@ double getDouble(const msgpack::object& map, const char* key, double fallback) {
   return fallback;
 }
 
+std::vector<std::string> getStrings(const msgpack::object& map, const char* key);
+
 /// `capabilities.models` (added in 1.4): entries without a text `name` are skipped, as receivers
 /// skip what they cannot read; unknown fields are ignored.
 std::vector<ModelInfo> getModels(const msgpack::object& header) {
@@ -112,13 +117,61 @@ std::vector<ModelInfo> getModels(const msgpack::object& header) {
     model.defaultSteps = static_cast<int>(getInt(entry, "default_steps", 0));
     model.defaultCfg = getDouble(entry, "default_cfg", 0.0);
     model.maxSeconds = getDouble(entry, "max_seconds", 0.0);
-    if (const auto* steering = lookup(entry, "steering"); steering != nullptr && steering->type == msgpack::type::ARRAY)
-      for (uint32_t k = 0; k < steering->via.array.size; ++k)
-        if (steering->via.array.ptr[k].type == msgpack::type::STR)
-          model.steering.emplace_back(steering->via.array.ptr[k].via.str.ptr, steering->via.array.ptr[k].via.str.size);
+    model.steering = getStrings(entry, "steering");
     models.push_back(std::move(model));
   }
   return models;
+}
+
+std::vector<std::string> getStrings(const msgpack::object& map, const char* key) {
+  std::vector<std::string> out;
+  const auto* list = lookup(map, key);
+  if (list == nullptr || list->type != msgpack::type::ARRAY) return out;
+  for (uint32_t k = 0; k < list->via.array.size; ++k)
+    if (list->via.array.ptr[k].type == msgpack::type::STR)
+      out.emplace_back(list->via.array.ptr[k].via.str.ptr, list->via.array.ptr[k].via.str.size);
+  return out;
+}
+
+/// `capabilities.loras` (added in 1.5): entries without a text `name` are skipped; a nil `rank` or
+/// `adapter_type` (a file sa3 cannot read) reads as 0 and "".
+std::vector<LoraInfo> getLoras(const msgpack::object& header) {
+  std::vector<LoraInfo> loras;
+  const auto* list = lookup(header, "loras");
+  if (list == nullptr || list->type != msgpack::type::ARRAY) return loras;
+  for (uint32_t i = 0; i < list->via.array.size; ++i) {
+    const msgpack::object& entry = list->via.array.ptr[i];
+    LoraInfo lora;
+    lora.name = getString(entry, "name");
+    if (lora.name.empty()) continue;
+    lora.file = getString(entry, "file");
+    lora.rank = static_cast<int>(std::max<int64_t>(0, getInt(entry, "rank", 0)));
+    lora.adapterType = getString(entry, "adapter_type");
+    lora.fits = getStrings(entry, "fits");
+    loras.push_back(std::move(lora));
+  }
+  return loras;
+}
+
+/// A result's `loras` (added in 1.5): false when absent or not a list of {name, strength} maps
+/// with text names and numeric strengths (the caller then keeps what it asked for).
+bool getUsedLoras(const msgpack::object& header, std::vector<LoraUse>& out) {
+  out.clear();
+  const auto* list = lookup(header, "loras");
+  if (list == nullptr || list->type != msgpack::type::ARRAY) return false;
+  for (uint32_t i = 0; i < list->via.array.size; ++i) {
+    const msgpack::object& entry = list->via.array.ptr[i];
+    const auto* strength = lookup(entry, "strength");
+    LoraUse use;
+    use.name = getString(entry, "name");
+    use.strength = getDouble(entry, "strength", std::numeric_limits<double>::quiet_NaN());
+    if (use.name.empty() || strength == nullptr || !std::isfinite(use.strength)) {
+      out.clear();
+      return false;
+    }
+    out.push_back(std::move(use));
+  }
+  return true;
 }
 
 void splitPlanar(const zmq::message_t& frame, int channels, int64_t samples, std::vector<float>& left,
@@ -207,6 +260,18 @@ int64_t DaemonClient::submit(const RenderRequest& request) {
   if (!request.negativePrompt.empty()) h.field("negative_prompt", request.negativePrompt);   // added in 1.4
   if (!request.model.empty()) h.field("model", request.model);                               // added in 1.4
   if (request.mode == Mode::Transform) h.field("init_noise_level", request.initNoiseLevel);  // added in 1.4
+  if (!request.loras.empty()) {  // added in 1.5: [{name, strength}] in the order they apply
+    h.pk.pack(std::string("loras"));
+    h.pk.pack_array(static_cast<uint32_t>(request.loras.size()));
+    for (const auto& lora : request.loras) {
+      h.pk.pack_map(2);
+      h.pk.pack(std::string("name"));
+      h.pk.pack(lora.name);
+      h.pk.pack(std::string("strength"));
+      h.pk.pack(lora.strength);
+    }
+    ++h.count;
+  }
   h.field("sample_rate", request.sampleRate);
   h.field("seed", static_cast<uint64_t>(request.seed));
   if (request.steps > 0) h.field("steps", request.steps);
@@ -290,6 +355,8 @@ bool DaemonClient::receive(int timeoutMs, DaemonEvent& event) {
       event.defaultSteps = static_cast<int>(getInt(header, "default_steps", 0));
       event.version = getString(header, "v");
       event.models = getModels(header);  // added in 1.4
+      event.loras = getLoras(header);    // added in 1.5
+      event.maxLoras = static_cast<int>(std::max<int64_t>(0, getInt(header, "max_loras", 0)));
     }
     if (type == "heartbeat") event.kind = DaemonEvent::Kind::Heartbeat;
     if (type == "queued") event.kind = DaemonEvent::Kind::Queued;
@@ -308,7 +375,8 @@ bool DaemonClient::receive(int timeoutMs, DaemonEvent& event) {
     if (type == "result") {
       event.kind = DaemonEvent::Kind::Result;
       event.stepsUsed = static_cast<int>(getInt(header, "steps", 0));
-      event.model = getString(header, "model");  // added in 1.4
+      event.model = getString(header, "model");                 // added in 1.4
+      event.lorasSaid = getUsedLoras(header, event.usedLoras);  // added in 1.5
       const auto* audio = lookup(header, "audio");
       if (audio != nullptr && frames.size() >= 2) {
         event.sampleRate = static_cast<int>(getInt(*audio, "sample_rate", 0));

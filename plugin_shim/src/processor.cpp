@@ -17,6 +17,7 @@ namespace tb = timebase;
 
 static_assert(std::atomic<float>::is_always_lock_free, "capture needs lock-free float atomics");
 static_assert(std::atomic<double>::is_always_lock_free, "settings need lock-free double atomics");
+static_assert(kLoraSlots <= kMaxLoras, "every slot must fit in one job");
 
 // ---- host position, written by the audio thread, read by the worker -----------------------
 // A sequence lock over atomics: the writer never waits; a reader retries on a torn read.
@@ -97,6 +98,7 @@ struct Processor::Job {
 
 Processor::Processor(ProcessorConfig config)
     : config_(std::move(config)), host_(std::make_unique<HostSnapshot>()), endpoint_(config_.endpoint) {
+  for (auto& strength : loraStrengths_) strength.store(kDefaultLoraStrength);
   worker_ = std::thread([this] { workerLoop(); });
 }
 
@@ -283,6 +285,76 @@ int Processor::modelDefaultSteps() const {
   return 0;  // a model the daemon does not serve: not known
 }
 
+// ---- LoRA adapters ---------------------------------------------------------------------------
+namespace {
+bool validSlot(int slot) { return slot >= 0 && slot < kLoraSlots; }
+
+/// Adapter names match in any case (docs/protocol.md 4.12); the daemon lists them in lower case.
+std::string lowerCase(std::string text) {
+  for (char& c : text)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return text;
+}
+
+bool validStrength(double strength) { return std::isfinite(strength) && std::fabs(strength) <= kMaxLoraStrength; }
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
+  return out;
+}
+}  // namespace
+
+void Processor::setLoraSlot(int slot, const std::string& name) {
+  if (!validSlot(slot)) return;
+  {
+    std::lock_guard<std::mutex> lock(textMutex_);
+    if (loraSlots_[slot] == name) return;
+    loraSlots_[slot] = name;
+  }
+  lorasSerial_.fetch_add(1);  // the menus show the choice
+}
+
+std::string Processor::loraSlot(int slot) const {
+  if (!validSlot(slot)) return {};
+  std::lock_guard<std::mutex> lock(textMutex_);
+  return loraSlots_[slot];
+}
+
+void Processor::setLoraStrength(int slot, double strength) noexcept {
+  if (validSlot(slot)) loraStrengths_[slot].store(strength);
+}
+
+double Processor::loraStrength(int slot) const noexcept {
+  return validSlot(slot) ? loraStrengths_[slot].load() : kDefaultLoraStrength;
+}
+
+std::vector<LoraUse> Processor::chosenLoras() const {
+  std::vector<LoraUse> chosen;
+  std::lock_guard<std::mutex> lock(textMutex_);
+  for (int slot = 0; slot < kLoraSlots; ++slot) {
+    const double strength = loraStrengths_[slot].load();
+    if (!loraSlots_[slot].empty() && strength != 0.0) chosen.push_back({loraSlots_[slot], strength});
+  }
+  return chosen;
+}
+
+std::vector<LoraInfo> Processor::loras() const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  return daemonLoras_;
+}
+
+int Processor::maxLoras() const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  return daemonMaxLoras_;
+}
+
+std::string Processor::jobModel() const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  if (!model_.empty()) return model_;
+  return daemonModels_.empty() ? std::string() : daemonModels_.front().name;
+}
+
 void Processor::takeCapabilities(const DaemonEvent& event) {
   {
     std::lock_guard<std::mutex> lock(textMutex_);
@@ -290,8 +362,11 @@ void Processor::takeCapabilities(const DaemonEvent& event) {
     daemonVersion_ = event.version;
     daemonDefaultSteps_ = event.defaultSteps;
     daemonModels_ = event.models;
+    daemonLoras_ = event.loras;
+    daemonMaxLoras_ = event.maxLoras;
   }
   modelsSerial_.fetch_add(1);
+  lorasSerial_.fetch_add(1);
 }
 
 void Processor::forgetDaemon() {
@@ -301,37 +376,70 @@ void Processor::forgetDaemon() {
     daemonVersion_.clear();
     daemonDefaultSteps_ = 0;
     daemonModels_.clear();
+    daemonLoras_.clear();
+    daemonMaxLoras_ = 0;
   }
   modelsSerial_.fetch_add(1);
+  lorasSerial_.fetch_add(1);
+}
+
+bool Processor::daemonKnown() const {
+  std::lock_guard<std::mutex> lock(textMutex_);
+  return daemonKnown_;
 }
 
 std::string Processor::checkAgainstDaemon(const RenderRequest& request, std::string& modelName) const {
   std::lock_guard<std::mutex> lock(textMutex_);
   modelName = request.model;
   // Not heard from yet: send as chosen; the daemon itself refuses a model it does not serve
-  // (bad_field, naming the ones it does), and its capabilities reply fills the menu.
+  // (bad_field, naming the ones it does), and its capabilities reply fills the menu. (A job with
+  // LoRA adapters is not sent before that reply: the worker waits for it.)
   if (!daemonKnown_) return {};
   const int minor = protocolMinor(daemonVersion_);
+  const std::string speaks = "the daemon at " + endpoint_ + " speaks protocol " + daemonVersion_ + ", which has ";
   if (minor >= 0 && minor < 4) {  // a 1.3 daemon ignores model and negative_prompt: do not pretend
-    const std::string speaks = "the daemon at " + endpoint_ + " speaks protocol " + daemonVersion_ + ", which has ";
     const std::string update = " (added in 1.4); update sa3 there or ";
     if (request.mode == Mode::Transform) return speaks + "no transform mode" + update + "choose another mode";
     if (!request.negativePrompt.empty()) return speaks + "no negative prompt" + update + "clear the negative prompt";
     if (!modelName.empty()) return speaks + "no model menu" + update + "set the model to the daemon's default";
-    return {};
   }
-  if (daemonModels_.empty()) return {};
-  if (modelName.empty()) {
-    modelName = daemonModels_.front().name;  // every job names its model: the take records it
-    return {};
+  // A 1.4 daemon ignores `loras` and would make the base model's audio: never send them there.
+  if (minor >= 0 && minor < 5 && !request.loras.empty())
+    return speaks + "no LoRA adapters (added in 1.5); update sa3 there or set the LoRA slots to none";
+  if (minor >= 0 && minor < 4) return {};
+  if (!daemonModels_.empty()) {
+    if (modelName.empty()) modelName = daemonModels_.front().name;  // every job names its model: the take records it
+    std::vector<std::string> served;
+    for (const auto& m : daemonModels_) served.push_back(m.name);
+    if (std::find(served.begin(), served.end(), modelName) == served.end())
+      return "the daemon at " + endpoint_ + " does not serve model '" + modelName + "'; choose one of " +
+             joined(served) + " in the model menu";
   }
-  std::string served;
-  for (const auto& m : daemonModels_) {
-    if (m.name == modelName) return {};
-    served += (served.empty() ? "" : ", ") + m.name;
+  if (request.loras.empty()) return {};
+  if (daemonMaxLoras_ > 0 && static_cast<int>(request.loras.size()) > daemonMaxLoras_)
+    return "the daemon at " + endpoint_ + " takes at most " + std::to_string(daemonMaxLoras_) + " LoRA adapter" +
+           (daemonMaxLoras_ == 1 ? "" : "s") + " per job; set the other slots to none";
+  std::vector<std::string> names;
+  for (const auto& l : daemonLoras_) names.push_back(l.name);
+  for (const auto& use : request.loras) {
+    const auto found = std::find_if(daemonLoras_.begin(), daemonLoras_.end(),
+                                    [&](const LoraInfo& l) { return lowerCase(l.name) == lowerCase(use.name); });
+    if (found == daemonLoras_.end()) {
+      const std::string has = names.empty() ? "its LoRA folder has none (start sa3 serve with --lora-dir DIR)"
+                                            : "choose one of " + joined(names) + " in the LoRA slots";
+      return "the daemon at " + endpoint_ + " has no LoRA '" + use.name + "'; " + has + ", or set that slot to none";
+    }
+    if (found->adapterType.empty())
+      return "the daemon at " + endpoint_ + " cannot read LoRA '" + found->name + "' (" + found->file +
+             "); replace the file there or set that slot to none";
+    // modelName is "" only for a daemon that lists no models: it checks the fit itself.
+    if (!modelName.empty() && std::find(found->fits.begin(), found->fits.end(), modelName) == found->fits.end())
+      return "LoRA '" + found->name + "' does not fit model '" + modelName + "' (" +
+             (found->fits.empty() ? std::string("it fits no model the daemon serves")
+                                  : "it fits " + joined(found->fits)) +
+             "); choose another adapter or model";
   }
-  return "the daemon at " + endpoint_ + " does not serve model '" + modelName + "'; choose one of " + served +
-         " in the model menu";
+  return {};
 }
 
 std::string Processor::statusText() const {
@@ -413,6 +521,23 @@ std::string Processor::buildJob(Job& job) const {
   req.prompt = prompt();
   req.negativePrompt = negativePrompt();
   req.model = model();  // "" : the daemon's default, named when the job is sent
+  for (int slot = 0; slot < kLoraSlots; ++slot) {
+    const std::string name = loraSlot(slot);
+    const double strength = loraStrength(slot);
+    if (name.empty()) continue;
+    if (!validStrength(strength)) {
+      char text[160];
+      std::snprintf(text, sizeof text, "LoRA slot %d: strength %g is outside -%g to %g; set it in that range", slot + 1,
+                    strength, kMaxLoraStrength, kMaxLoraStrength);
+      return text;
+    }
+    if (strength == 0.0) continue;  // left out: it cannot clash
+    for (int earlier = 0; earlier < slot; ++earlier)
+      if (loraStrength(earlier) != 0.0 && lowerCase(loraSlot(earlier)) == lowerCase(name))
+        return "LoRA '" + name + "' is in slots " + std::to_string(earlier + 1) + " and " + std::to_string(slot + 1) +
+               "; an adapter applies once: set one of them to none";
+  }
+  req.loras = chosenLoras();  // the filled slots at strengths other than 0, in slot order
   req.seed = static_cast<uint32_t>(seed_.load() & 0xffffffffu);
   req.steps = std::max(0, steps_.load());
   req.scaleLockDb = scaleLockDb_.load();
@@ -465,6 +590,7 @@ std::string Processor::buildJob(Job& job) const {
   Take& d = job.description;
   d.prompt = req.prompt;
   d.negativePrompt = req.negativePrompt;
+  d.loras = req.loras;  // the result's `loras` overrides
   d.initNoiseLevel = req.mode == Mode::Transform ? req.initNoiseLevel : 0.0;
   d.seed = req.seed;
   d.steps = req.steps > 0 ? req.steps : modelDefaultSteps();  // the result's `steps` overrides
@@ -498,6 +624,11 @@ void Processor::finishJob(Job& job, DaemonEvent& result) {
   auto take = std::make_shared<Take>(job.description);
   if (result.stepsUsed > 0) take->steps = result.stepsUsed;  // what reproduces it
   if (!result.model.empty()) take->model = result.model;     // the daemon says which model made it
+  // The daemon says which adapters made it, named as its capabilities spell them (protocol 1.5).
+  if (result.lorasSaid && result.usedLoras.size() <= static_cast<size_t>(kMaxLoras) &&
+      std::all_of(result.usedLoras.begin(), result.usedLoras.end(),
+                  [](const LoraUse& l) { return validStrength(l.strength); }))
+    take->loras = result.usedLoras;
   take->left.assign(result.left.begin() + offset, result.left.begin() + offset + length);
   take->right.assign(result.right.begin() + offset, result.right.begin() + offset + length);
   const double rate = sampleRate_.load();
@@ -547,8 +678,16 @@ void Processor::workerLoop() {
   client->sendHello();
 
   // Sends the job (again); false, with the job dropped and a status line, when the daemon there
-  // cannot run it as asked (a model it does not serve, a 1.4 feature on an older daemon).
+  // cannot run it as asked (a model it does not serve, a 1.4 or 1.5 feature on an older daemon).
+  // A job with LoRA adapters waits (false, kept) for the daemon's capabilities: a daemon before 1.5
+  // would ignore them, so they go only to one known to speak 1.5.
   auto submit = [&]() -> bool {
+    if (!job->request.loras.empty() && !daemonKnown()) {
+      job->submitted = false;
+      client->sendHello();  // asked again with every heartbeat until it answers (below)
+      setStatus(Status::Rendering, "waiting for the daemon's capabilities before sending the LoRA adapters");
+      return false;
+    }
     std::string model;
     const std::string problem = checkAgainstDaemon(job->request, model);
     if (!problem.empty()) {
@@ -615,6 +754,7 @@ void Processor::workerLoop() {
     }
     if (now - lastSent >= heartbeat && now - lastHeard >= heartbeat) {
       client->sendHeartbeat();
+      if (job && !job->submitted && online) client->sendHello();  // a job waits for the capabilities
       lastSent = now;
     }
 
@@ -664,6 +804,8 @@ void Processor::workerLoop() {
         } else {
           setStatus(Status::Idle, "online");
         }
+      } else if (event.kind == DaemonEvent::Kind::Capabilities && job && !job->submitted) {
+        submit();  // a job that waited for them (LoRA adapters)
       }
       const bool ours = job && ((!job->jobId.empty() && event.jobId == job->jobId) ||
                                 (event.requestId >= 0 && event.requestId == job->requestId));
@@ -747,6 +889,7 @@ TakeInfo Processor::takeInfo(size_t index) const {
   info.model = t.model;
   info.negativePrompt = t.negativePrompt;
   info.initNoiseLevel = t.initNoiseLevel;
+  info.loras = t.loras;
   info.sampleRate = t.sampleRate;
   info.start = t.start;
   info.length = t.length();

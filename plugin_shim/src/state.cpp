@@ -5,8 +5,14 @@
 // settings and in each take. Version 3 (protocol 1.4) allows mode 3 (transform) and adds
 //   settings, after the endpoint: negative prompt | model ("" = the daemon's default) | f64 init noise level
 //   each take, after its start:   model ("" = not named) | negative prompt | f64 init noise level (0: not a transform)
+// Version 4 (protocol 1.5) adds LoRA adapters, each list a u32 count then (name, f64 strength) pairs:
+//   settings, after the init noise level: the slots (kLoraSlots; name "" = none)
+//   each take, after its init noise level: the adapters that made it, in order (at most kMaxLoras)
+// Strengths are within -kMaxLoraStrength..kMaxLoraStrength.
 // Older blobs still load: the scale lock as the model's setting, no negative prompt, the
-// daemon's default model, the default init noise level.
+// daemon's default model, the default init noise level, empty LoRA slots at strength 1 and takes
+// made without adapters.
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -17,7 +23,7 @@ namespace sa3 {
 namespace {
 
 constexpr char kMagic[4] = {'S', 'A', '3', 'S'};
-constexpr uint32_t kStateVersion = 3;
+constexpr uint32_t kStateVersion = 4;
 constexpr uint32_t kOldestStateVersion = 1;
 
 class Writer {
@@ -35,6 +41,13 @@ class Writer {
   void putFloats(const std::vector<float>& v) {
     const auto* p = reinterpret_cast<const uint8_t*>(v.data());
     bytes.insert(bytes.end(), p, p + v.size() * sizeof(float));
+  }
+  void putLoras(const std::vector<LoraUse>& loras) {
+    put<uint32_t>(static_cast<uint32_t>(loras.size()));
+    for (const auto& lora : loras) {
+      putString(lora.name);
+      put<double>(lora.strength);
+    }
   }
   std::vector<uint8_t> bytes;
 };
@@ -66,6 +79,18 @@ class Reader {
     left_ -= static_cast<size_t>(count * sizeof(float));
     return true;
   }
+  /// At most `most` (name, strength) pairs with strengths in range; names may be "" only where
+  /// `allowEmpty` (an empty slot).
+  bool getLoras(std::vector<LoraUse>& loras, uint32_t most, bool allowEmpty) {
+    uint32_t count = 0;
+    if (!get(count) || count > most) return false;
+    loras.resize(count);
+    for (auto& lora : loras)
+      if (!getString(lora.name) || (!allowEmpty && lora.name.empty()) || !get(lora.strength) ||
+          !(std::isfinite(lora.strength) && std::fabs(lora.strength) <= kMaxLoraStrength))
+        return false;
+    return true;
+  }
   bool done() const { return left_ == 0; }
 
  private:
@@ -94,6 +119,9 @@ std::vector<uint8_t> Processor::getStateInformation() const {
   w.putString(negativePrompt());
   w.putString(model());
   w.put<double>(initNoiseLevel_.load());
+  std::vector<LoraUse> slots(kLoraSlots);
+  for (int slot = 0; slot < kLoraSlots; ++slot) slots[slot] = {loraSlot(slot), loraStrength(slot)};
+  w.putLoras(slots);
   std::lock_guard<std::mutex> lock(takesMutex_);
   w.put<uint64_t>(nextTakeId_);
   w.put<int32_t>(activeIndex_);
@@ -113,6 +141,7 @@ std::vector<uint8_t> Processor::getStateInformation() const {
     w.putString(t->model);
     w.putString(t->negativePrompt);
     w.put<double>(t->initNoiseLevel);
+    w.putLoras(t->loras);
     w.put<uint64_t>(t->left.size());
     w.putFloats(t->left);
     w.putFloats(t->right);
@@ -132,15 +161,21 @@ bool Processor::setStateInformation(const void* data, size_t size) {
   const auto getNoiseLevel = [&](double& level, bool allowZero) {
     return version < 3 || (r.get(level) && ((level > 0.0 && level <= 1.0) || (allowZero && level == 0.0)));
   };
+  // LoRA slots (empty ones included) in the settings, the adapters that made a take in each take
+  const auto getSlots = [&](std::vector<LoraUse>& slots) { return version < 4 || r.getLoras(slots, kLoraSlots, true); };
+  const auto getTakeLoras = [&](std::vector<LoraUse>& loras) {
+    return version < 4 || r.getLoras(loras, kMaxLoras, false);
+  };
   const int32_t lastMode = version < 3 ? 2 : 3;  // transform arrived with version 3
   int32_t mode = 0, numerator = 0, denominator = 0, steps = 0, active = -1;
   double bpm = 0, startBar = 0, endBar = 0, bars = 0, scaleLockDb = -1.0, initNoiseLevel = kDefaultInitNoiseLevel;
   uint64_t seed = 0, nextId = 0, count = 0;
   std::string prompt, endpoint, negativePrompt, model;
+  std::vector<LoraUse> slots;
   if (!r.get(mode) || !r.get(bpm) || !r.get(numerator) || !r.get(denominator) || !r.get(startBar) || !r.get(endBar) ||
       !r.get(bars) || !r.get(seed) || !r.get(steps) || !getScaleLock(scaleLockDb) || !r.getString(prompt) ||
       !r.getString(endpoint) || !getText(negativePrompt) || !getText(model) || !getNoiseLevel(initNoiseLevel, false) ||
-      !r.get(nextId) || !r.get(active) || !r.get(count))
+      !getSlots(slots) || !r.get(nextId) || !r.get(active) || !r.get(count))
     return false;
   if (mode < 0 || mode > lastMode || count > (1u << 20)) return false;
   std::vector<std::shared_ptr<const Take>> takes;
@@ -152,8 +187,8 @@ bool Processor::setStateInformation(const void* data, size_t size) {
     if (!r.get(t.id) || !r.getString(t.prompt) || !r.get(t.seed) || !r.get(t.steps) || !getScaleLock(t.scaleLockDb) ||
         !r.get(takeMode) || !r.get(t.bpm) || !r.get(t.meter.numerator) || !r.get(t.meter.denominator) ||
         !r.get(t.sampleRate) || !r.get(t.start) || !getText(t.model) || !getText(t.negativePrompt) ||
-        !getNoiseLevel(t.initNoiseLevel, true) || !r.get(length) || !r.getFloats(t.left, length) ||
-        !r.getFloats(t.right, length))
+        !getNoiseLevel(t.initNoiseLevel, true) || !getTakeLoras(t.loras) || !r.get(length) ||
+        !r.getFloats(t.left, length) || !r.getFloats(t.right, length))
       return false;
     if (takeMode < 0 || takeMode > lastMode || !(t.sampleRate > 0.0) || t.start < 0) return false;
     t.mode = static_cast<Mode>(takeMode);
@@ -175,6 +210,11 @@ bool Processor::setStateInformation(const void* data, size_t size) {
   setPrompt(prompt);
   setNegativePrompt(negativePrompt);
   setModel(model);
+  slots.resize(kLoraSlots, {"", kDefaultLoraStrength});  // a state before version 4: no adapters
+  for (int slot = 0; slot < kLoraSlots; ++slot) {
+    setLoraSlot(slot, slots[slot].name);
+    setLoraStrength(slot, slots[slot].strength);
+  }
   if (!endpoint.empty()) setEndpoint(endpoint);
   std::vector<std::shared_ptr<const Take>> old;
   {

@@ -15,8 +15,9 @@
 //  - Plays the active take sample-accurately at its timeline position, replacing the input
 //    inside its region; the input passes through untouched everywhere else, while stopped,
 //    and until a result is ready.
-//  - Keeps every take (prompt, negative prompt, model, seed, steps, scale lock, init noise level,
-//    region, mode, audio) in the saved state.
+//  - Sends the LoRA adapters chosen in its slots (protocol 1.5) with every job, in slot order.
+//  - Keeps every take (prompt, negative prompt, model, LoRA adapters, seed, steps, scale lock, init
+//    noise level, region, mode, audio) in the saved state.
 //
 // AUDIO-THREAD CONTRACT
 //  processBlock(), reset(), requestRender(), cancelRender() and the numeric setters never
@@ -46,6 +47,12 @@
 #include "sa3/timebase.h"
 
 namespace sa3 {
+
+/// LoRA slots of the plugin (protocol 1.5): each names one adapter of the daemon's folder (or none)
+/// and a strength; filled slots apply in slot order. Fewer than the daemon's max_loras (8).
+constexpr int kLoraSlots = 4;
+/// A slot's strength until set: the adapter as trained.
+constexpr double kDefaultLoraStrength = 1.0;
 
 /// Connection and job state, as shown to the user.
 enum class Status : int {
@@ -84,6 +91,7 @@ struct TakeInfo {
   std::string model;            // "" : made by a daemon before 1.4, which names no model
   std::string negativePrompt;   // "" : none
   double initNoiseLevel = 0.0;  // transform takes only; 0 for the other modes
+  std::vector<LoraUse> loras;   // the adapters that made it, in order (none: the base model)
   double sampleRate = 0;
   int64_t start = 0, length = 0;
   double bpm = 0;
@@ -168,6 +176,28 @@ class Processor {
   /// default), from the `capabilities` reply; 0 until it arrives.
   int modelDefaultSteps() const;
 
+  // ---- LoRA adapters (protocol 1.5) -----------------------------------------------------
+  /// The adapter in `slot` (0 to kLoraSlots - 1) by the name the daemon lists; "" = none. Message
+  /// thread; saved in the state. Out-of-range slots are ignored.
+  void setLoraSlot(int slot, const std::string& name);
+  std::string loraSlot(int slot) const;  // "" for none or an out-of-range slot
+  /// The strength of `slot`'s adapter, -kMaxLoraStrength to kMaxLoraStrength (0 leaves it out).
+  /// Any thread, lock-free (an automatable parameter); a render with a value outside that range,
+  /// or NaN, stops with a status line.
+  void setLoraStrength(int slot, double strength) noexcept;
+  double loraStrength(int slot) const noexcept;  // kDefaultLoraStrength for an out-of-range slot
+  /// What the next job sends: the filled slots with a strength other than 0, in slot order.
+  std::vector<LoraUse> chosenLoras() const;
+  /// The adapters in the daemon's LoRA folder, from its last `capabilities` reply (empty until it
+  /// answers, and from a daemon before 1.5). lorasSerial() changes whenever they or the slots do.
+  std::vector<LoraInfo> loras() const;
+  uint64_t lorasSerial() const noexcept { return lorasSerial_.load(); }
+  /// Adapters one job may name, from the `capabilities` reply; 0 until it answers (and before 1.5).
+  int maxLoras() const;
+  /// The model the next job runs on: the chosen one, else the daemon's default (its first); "" while
+  /// neither is known (no `capabilities` yet, or a daemon before 1.4).
+  std::string jobModel() const;
+
   // ---- rendering ------------------------------------------------------------------------
   /// Asks the worker to render with the current settings and host position (any thread,
   /// lock-free: it bumps a counter the worker polls). A render in flight is replaced.
@@ -212,7 +242,8 @@ class Processor {
   // (request.model, or the daemon's default for "")
   std::string checkAgainstDaemon(const RenderRequest& request, std::string& modelName) const;
   void takeCapabilities(const DaemonEvent& event);
-  void forgetDaemon();  // another endpoint: nothing is known about the daemon there
+  bool daemonKnown() const;  // a `capabilities` reply arrived from the daemon at the endpoint
+  void forgetDaemon();       // another endpoint: nothing is known about the daemon there
   void finishJob(Job& job, DaemonEvent& result);
   void waitForAudioThreadToLeaveBlock() const;
   void setStatus(Status status, const std::string& text);
@@ -229,6 +260,7 @@ class Processor {
   std::atomic<int> steps_{0};              // 0: the model's default
   std::atomic<double> scaleLockDb_{-1.0};  // < 0: the model's setting
   std::atomic<double> initNoiseLevel_{kDefaultInitNoiseLevel};
+  std::atomic<double> loraStrengths_[kLoraSlots];  // set to kDefaultLoraStrength in the constructor
 
   // host position seen by the last processBlock (written by the audio thread only)
   std::unique_ptr<HostSnapshot> host_;
@@ -258,7 +290,11 @@ class Processor {
   std::string daemonVersion_;
   int daemonDefaultSteps_ = 0;           // the top-level `default_steps` (the default model's)
   std::vector<ModelInfo> daemonModels_;  // empty before 1.4
+  std::vector<LoraInfo> daemonLoras_;    // empty before 1.5
+  int daemonMaxLoras_ = 0;               // 0: not said (before 1.5)
+  std::string loraSlots_[kLoraSlots];    // "" : none
   std::atomic<uint64_t> modelsSerial_{0};
+  std::atomic<uint64_t> lorasSerial_{0};
   std::atomic<uint64_t> endpointSerial_{0};
   std::string statusText_ = "offline";
 

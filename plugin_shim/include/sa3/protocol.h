@@ -2,7 +2,7 @@
 // constant must equal the version that page states (tests/bridge checks they agree).
 #pragma once
 
-#define SA3_PROTOCOL_VERSION "1.4"
+#define SA3_PROTOCOL_VERSION "1.5"
 
 #include <cstdint>
 #include <memory>
@@ -25,6 +25,14 @@ constexpr double kMaxScaleLockDb = 48.0;
 /// Most sampler `steps` a job may ask for (the daemon's `max_steps`; it answers bad_field above).
 constexpr int kMaxSteps = 100;
 
+/// Most LoRA adapters one job may name (the daemon's `max_loras`, added in 1.5; it answers bad_field
+/// above). tests/plugin_shim checks it equals bridge.protocol.MAX_LORAS.
+constexpr int kMaxLoras = 8;
+
+/// A LoRA strength runs from -kMaxLoraStrength to kMaxLoraStrength (1 = as trained, 0 = left out;
+/// the daemon answers bad_field outside). tests/plugin_shim checks it equals bridge.protocol.MAX_LORA_STRENGTH.
+constexpr double kMaxLoraStrength = 2.0;
+
 /// One model a daemon serves, as its `capabilities` reply lists it (`models`, added in 1.4).
 struct ModelInfo {
   std::string name;    // what a job's `model` field says
@@ -35,6 +43,15 @@ struct ModelInfo {
   std::vector<std::string> steering;  // the family's own request options (scale_lock_db, ...)
 };
 
+/// One LoRA adapter in the daemon's folder, as its `capabilities` reply lists it (`loras`, added in 1.5).
+struct LoraInfo {
+  std::string name;               // what a job's `loras` names (the file's stem in lower case)
+  std::string file;               // the file's name in the daemon's folder
+  int rank = 0;                   // 0: a file sa3 cannot read (nil on the wire)
+  std::string adapterType;        // "lora", "dora-rows", ...; "" for a file sa3 cannot read
+  std::vector<std::string> fits;  // the served models it adapts
+};
+
 /// One job for the daemon, with audio at the host rate (the daemon replies at that rate).
 struct RenderRequest {
   Mode mode = Mode::Inpaint;
@@ -42,6 +59,7 @@ struct RenderRequest {
   std::string negativePrompt;                      // added in 1.4; "" = none (not sent)
   std::string model;                               // added in 1.4; "" = not sent (a daemon before 1.4 serves one model)
   double initNoiseLevel = kDefaultInitNoiseLevel;  // transform only (added in 1.4), 0 < level <= 1
+  std::vector<LoraUse> loras;                      // added in 1.5, in the order they apply; none: not sent
   uint32_t seed = 0;
   int steps = 0;  // 0 = the model's default
   // dB per sampler step by which notes outside a key the prompt names are turned down
@@ -64,14 +82,18 @@ struct DaemonEvent {
   // The daemon's instance (added in 1.3, in every header; "" from older daemons): another value
   // than the one that queued a job means the daemon restarted and the job is gone.
   std::string daemonId;
-  std::string code, message;      // error
-  int step = 0, total = 0;        // progress
-  int defaultSteps = 0;           // capabilities: the model's steps when a request sends none (0: not said)
-  std::string version;            // capabilities: the daemon's protocol version ("1.4")
-  std::vector<ModelInfo> models;  // capabilities: every model served, the default first (empty before 1.4)
-  int stepsUsed = 0;              // result: the steps the job ran (0: not said)
-  std::string model;              // result: the model that made it (added in 1.4; "" before)
-  int sampleRate = 0;             // result
+  std::string code, message;       // error
+  int step = 0, total = 0;         // progress
+  int defaultSteps = 0;            // capabilities: the model's steps when a request sends none (0: not said)
+  std::string version;             // capabilities: the daemon's protocol version ("1.5")
+  std::vector<ModelInfo> models;   // capabilities: every model served, the default first (empty before 1.4)
+  std::vector<LoraInfo> loras;     // capabilities: the adapters in the daemon's LoRA folder (empty before 1.5)
+  int maxLoras = 0;                // capabilities: adapters one job may name (0: not said, before 1.5)
+  int stepsUsed = 0;               // result: the steps the job ran (0: not said)
+  std::string model;               // result: the model that made it (added in 1.4; "" before)
+  bool lorasSaid = false;          // result: it carried a readable `loras` list (added in 1.5)
+  std::vector<LoraUse> usedLoras;  // result: the adapters and strengths that made it, in order
+  int sampleRate = 0;              // result
   std::vector<float> left, right;
 };
 

@@ -23,6 +23,14 @@ enum class Mode : int {
 constexpr double kDefaultInitNoiseLevel = 0.9;
 constexpr double kMinInitNoiseLevel = 0.01;
 
+/// One LoRA adapter of a job or take (protocol 1.5): its name in the daemon's LoRA folder and the
+/// strength it applies at (-2 to 2; 1 = as trained). Adapters apply in list order.
+struct LoraUse {
+  std::string name;
+  double strength = 1.0;
+  bool operator==(const LoraUse& other) const { return name == other.name && strength == other.strength; }
+};
+
 /// One rendered result. Immutable once published to the audio thread.
 struct Take {
   uint64_t id = 0;  // unique within a plugin instance's state
@@ -34,6 +42,7 @@ struct Take {
   std::string model;            // the daemon model that made it ("" : a daemon before 1.4, which names none)
   std::string negativePrompt;   // "" : none
   double initNoiseLevel = 0.0;  // transform takes: the level asked for; 0 for the other modes
+  std::vector<LoraUse> loras;   // the adapters that made it, in order, as the result says (none: the base model)
   double bpm = timebase::kDefaultBpm;
   timebase::Meter meter;
   double sampleRate = timebase::kModelSampleRate;  // rate of `left`/`right` and of `start`
