@@ -51,12 +51,20 @@ def free_port() -> int:
 class Daemon:
     """One `sa3 serve` subprocess on a fixed loopback port (restartable on the same port),
     serving `model` (a model folder, or the random tiny model by default) and then, as
-    `sa3 serve --model A --model B` does (protocol 1.4), each of `also`."""
+    `sa3 serve --model A --model B` does (protocol 1.4), each of `also`; `args` are more options
+    (`--lora-dir DIR`)."""
 
-    def __init__(self, port: int | None = None, model: str = "random:tiny", also: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        model: str = "random:tiny",
+        also: tuple[str, ...] = (),
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.port = port or free_port()
         self.model = model
         self.also = tuple(also)
+        self.args = tuple(args)
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
@@ -64,7 +72,7 @@ class Daemon:
         cmd = [sys.executable, "-m", "sa3", "serve", "--bind", self.endpoint, "--model", self.model]
         for model in self.also:
             cmd += ["--model", model]
-        cmd += ["--threads", "1"]
+        cmd += [*self.args, "--threads", "1"]
         self.process = subprocess.Popen(
             cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
         )
