@@ -284,3 +284,86 @@ def test_a_take_under_the_ceiling_is_resampled_without_gain(shim):
     assert q.set_state(state)
     # 48 -> 96 kHz linear: every other sample is an original one, bit for bit (no gain applied)
     assert np.array_equal(p.take_audio(0)[:, ::2], q.take_audio(0))
+
+
+def string(text: str) -> bytes:
+    return struct.pack("<Q", len(text.encode())) + text.encode()
+
+
+def loras(entries) -> bytes:
+    """A LoRA list as state version 4 writes it: u32 count, then (name, f64 strength) pairs."""
+    return struct.pack("<I", len(entries)) + b"".join(string(name) + struct.pack("<d", s) for name, s in entries)
+
+
+def version_3_state(take_audio: np.ndarray) -> bytes:
+    """A state saved before the LoRA slots (version 3, protocol 1.4), written here by hand."""
+    settings = struct.pack("<IidiidddQid", 3, 3, 97.5, 7, 8, 3.0, 7.5, 6.0, 4242, 12, -1.0)
+    state = b"SA3S" + settings + string("glassy") + string("tcp://127.0.0.1:6001") + string("hiss") + string("small")
+    state += struct.pack("<d", 0.4) + struct.pack("<QiQ", 8, 0, 1)  # noise level; next id, active take, one take
+    state += struct.pack("<Q", 7) + string("old take") + struct.pack("<Qid", 99, 4, -1.0)  # ... scale lock
+    state += struct.pack("<idiidq", 3, 97.5, 7, 8, 48000.0, 96000)  # mode ... start
+    state += string("small") + string("hiss") + struct.pack("<dQ", 0.4, take_audio.shape[1])
+    return state + take_audio.astype("<f4").tobytes()
+
+
+def test_a_state_saved_before_the_lora_slots_loads_without_adapters(shim):
+    audio = test_signal(2, 4800, 48000)
+    p = shim.Processor(endpoint=OFFLINE)
+    p.lora_slots = [("dusty-tape", 0.5), ("drums", -1.0)]  # what was set before the project opened does not leak
+    assert p.set_state(version_3_state(audio))
+    assert p.lora_slots == [(None, shim.DEFAULT_LORA_STRENGTH)] * shim.LORA_SLOTS
+    assert (p.mode, p.model, p.negative_prompt, p.init_noise_level) == ("transform", "small", "hiss", 0.4)
+    take = p.takes[0]
+    assert (take["prompt"], take["model"], take["init_noise_level"], take["loras"]) == ("old take", "small", 0.4, [])
+    assert np.array_equal(p.take_audio(0), audio)
+    q = shim.Processor(endpoint=OFFLINE)  # saved again, it is a current state
+    assert q.set_state(p.get_state()) and q.takes == p.takes and q.lora_slots == p.lora_slots
+
+
+def test_state_round_trip_of_the_lora_slots(shim):
+    p = shim.Processor(endpoint=OFFLINE)
+    p.model = "small"
+    p.lora_slots = [("dora-rows", 0.7), None, ("Lora-XS", -2.0), (None, 0.25)]
+    state = p.get_state()
+    q = shim.Processor(endpoint=OFFLINE)
+    assert q.set_state(state)
+    assert q.lora_slots == [("dora-rows", 0.7), (None, 1.0), ("Lora-XS", -2.0), (None, 0.25)]
+    assert q.get_state() == state
+    # The slots follow the init noise level, which follows the model's name.
+    at = state.index(b"small") + len(b"small") + 8
+    slots = [("dora-rows", 0.7), ("", 1.0), ("Lora-XS", -2.0), ("", 0.25)]
+    assert state[at : at + len(loras(slots))] == loras(slots)
+    rest = state[at + len(loras(slots)) :]
+    for bad in (
+        [("dora-rows", 2.5), *slots[1:]],  # a strength the daemon refuses
+        [("dora-rows", math.nan), *slots[1:]],
+        [*slots, ("", 1.0)],  # more slots than the plugin has
+    ):
+        r = shim.Processor(endpoint=OFFLINE)
+        assert not r.set_state(state[:at] + loras(bad) + rest)
+        assert r.model is None and r.lora_slots == [(None, 1.0)] * shim.LORA_SLOTS  # nothing changed
+    assert q.set_state(state[:at] + loras(slots[:2]) + rest)  # fewer: the others empty
+    assert q.lora_slots == [("dora-rows", 0.7), (None, 1.0), (None, 1.0), (None, 1.0)]
+
+
+def state_with_take(shim, take_loras) -> bytes:
+    """A current state with one take that the adapters `take_loras` made."""
+    head = shim.Processor(endpoint=OFFLINE).get_state()[: -(8 + 4 + 8)]  # up to next id, active, count
+    audio = test_signal(2, 4800, 48000)
+    take = struct.pack("<Q", 1) + string("styled") + struct.pack("<Qid", 0, 8, -1.0)
+    take += struct.pack("<idiidq", 1, 120.0, 4, 4, 48000.0, 0) + string("small") + string("") + struct.pack("<d", 0.0)
+    take += loras(take_loras) + struct.pack("<Q", audio.shape[1]) + audio.astype("<f4").tobytes()
+    return head + struct.pack("<QiQ", 2, 0, 1) + take
+
+
+def test_a_takes_adapters_are_saved_and_checked(shim):
+    made = [("dora-rows", 0.7), ("lora-xs", -1.5)]
+    p = shim.Processor(endpoint=OFFLINE)
+    assert p.set_state(state_with_take(shim, made))
+    assert p.takes[0]["loras"] == made
+    assert p.get_state() == state_with_take(shim, made)
+    eight = [(f"a{i}", 1.0) for i in range(shim.MAX_LORAS)]
+    assert p.set_state(state_with_take(shim, eight)) and p.takes[0]["loras"] == eight
+    for bad in ([("", 1.0)], [("dora-rows", -2.01)], [("x", math.inf)], [*eight, ("a8", 1.0)]):
+        assert not p.set_state(state_with_take(shim, bad))
+    assert p.takes[0]["loras"] == eight  # unchanged
