@@ -37,29 +37,66 @@ class _Cursor:
         self.at += n
         return text
 
+    def loras(self) -> list[tuple[str, float]]:
+        return [(self.string(), self.take("d")) for _ in range(self.take("I"))]
+
 
 def core_state(preset: bytes) -> dict:
-    """Decode the core state (plugin_shim/src/state.cpp, version 3) inside .vstpreset bytes."""
+    """Decode the core state (plugin_shim/src/state.cpp, version 4) inside .vstpreset bytes."""
     c = _Cursor(preset, preset.index(b"SA3S") + 4)
-    assert c.take("I") == 3
+    assert c.take("I") == 4
     state = {"mode": c.take("i"), "bpm": c.take("d"), "meter": c.take("ii"), "region": c.take("dd")}
     state |= {"bars": c.take("d"), "seed": c.take("Q"), "steps": c.take("i"), "scale_lock_db": c.take("d")}
     state |= {"prompt": c.string()}
     state |= {"endpoint": c.string(), "negative_prompt": c.string(), "model": c.string()}
-    state |= {"init_noise_level": c.take("d"), "next_id": c.take("Q"), "active": c.take("i"), "takes": []}
+    state |= {"init_noise_level": c.take("d"), "lora_slots": c.loras()}
+    state |= {"next_id": c.take("Q"), "active": c.take("i"), "takes": []}
     for _ in range(c.take("Q")):
         take = {"id": c.take("Q"), "prompt": c.string(), "seed": c.take("Q"), "steps": c.take("i")}
         take |= {"scale_lock_db": c.take("d")}
         take |= {"mode": c.take("i"), "bpm": c.take("d"), "meter": c.take("ii"), "rate": c.take("d")}
         take |= {"start": c.take("q"), "model": c.string(), "negative_prompt": c.string()}
-        take |= {"init_noise_level": c.take("d"), "length": c.take("Q")}
+        take |= {"init_noise_level": c.take("d"), "loras": c.loras(), "length": c.take("Q")}
         c.at += 8 * take["length"]  # left then right float32
         state["takes"].append(take)
     return state
 
 
 def with_prompt(preset: bytes, prompt: str) -> bytes:
-    """The same .vstpreset with another prompt in the component state (chunk offsets rewritten)."""
+    """The same .vstpreset with another prompt in the component state."""
+
+    def edit(data: bytes) -> bytes:
+        c = _Cursor(data, data.index(b"SA3S") + 8 + 4 + 8 + 8 + 24 + 8 + 4 + 8)  # to the prompt
+        start = c.at
+        c.string()
+        encoded = prompt.encode()
+        return data[:start] + struct.pack("<Q", len(encoded)) + encoded + data[c.at :]
+
+    return with_component(preset, edit)
+
+
+def with_lora_slot(preset: bytes, slot: int, name: str) -> bytes:
+    """The same .vstpreset with LoRA slot `slot` (0-based) naming `name`, as a project names it."""
+
+    def edit(data: bytes) -> bytes:
+        c = _Cursor(data, data.index(b"SA3S") + 8 + 4 + 8 + 8 + 24 + 8 + 4 + 8)  # to the prompt
+        for _ in range(4):  # prompt, endpoint, negative prompt, model
+            c.string()
+        c.take("d")  # init noise level
+        assert c.take("I") == 4  # the slots
+        for _ in range(slot):
+            c.string()
+            c.take("d")
+        start = c.at
+        c.string()
+        encoded = name.encode()
+        return data[:start] + struct.pack("<Q", len(encoded)) + encoded + data[c.at :]
+
+    return with_component(preset, edit)
+
+
+def with_component(preset: bytes, edit) -> bytes:
+    """The same .vstpreset with its component state passed through `edit` (chunk offsets rewritten)."""
     list_offset = struct.unpack_from("<q", preset, 40)[0]
     assert preset[:4] == b"VST3" and preset[list_offset : list_offset + 4] == b"List"
     count = struct.unpack_from("<i", preset, list_offset + 4)[0]
@@ -68,11 +105,7 @@ def with_prompt(preset: bytes, prompt: str) -> bytes:
         cid, off, size = struct.unpack_from("<4sqq", preset, list_offset + 8 + 20 * i)
         data = preset[off : off + size]
         if cid == b"Comp":
-            c = _Cursor(data, data.index(b"SA3S") + 8 + 4 + 8 + 8 + 24 + 8 + 4 + 8)  # to the prompt
-            start = c.at
-            c.string()
-            encoded = prompt.encode()
-            data = data[:start] + struct.pack("<Q", len(encoded)) + encoded + data[c.at :]
+            data = edit(data)
         chunks.append((cid, data))
     out = bytearray(preset[:48])
     entries = []
@@ -100,6 +133,7 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     plugin = pedalboard.load_plugin(vst3_path)
     # pedalboard names parameters from their names plus units.
     names = "follow_host tempo_bpm meter_numerator region_start_bar region_end_bar scale_lock init_noise_level render"
+    names += " lora_1_strength lora_2_strength lora_3_strength lora_4_strength"
     names = names.split()
     for name in names:
         assert name in plugin.parameters, sorted(plugin.parameters)
@@ -123,6 +157,11 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     assert state["endpoint"] == daemon.endpoint and state["takes"] == []
     # protocol 1.4: the daemon's default model, no negative prompt, transform's default noise level
     assert (state["model"], state["negative_prompt"], state["init_noise_level"]) == ("", "", pytest.approx(0.9))
+    # protocol 1.5: four empty LoRA slots at strength 1, each strength an automatable parameter (-2 to 2)
+    assert state["lora_slots"] == [("", 1.0)] * 4 and plugin.lora_1_strength == pytest.approx(1.0)
+    plugin.parameters["lora_2_strength"].raw_value = (-0.5 + 2.0) / 4.0
+    assert core_state(plugin.preset_data)["lora_slots"][1] == ("", pytest.approx(-0.5, abs=1e-6))
+    plugin.parameters["lora_2_strength"].raw_value = (1.0 + 2.0) / 4.0
     plugin.preset_data = with_prompt(plugin.preset_data, "tape hiss and rain")
     state = core_state(plugin.preset_data)
     assert state["prompt"] == "tape hiss and rain"
@@ -165,6 +204,16 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     assert not reopened.follow_host
     assert reopened.scale_lock == "24 dB" and core_state(reopened.preset_data)["scale_lock_db"] == 24.0
     assert np.array_equal(reopened.process(audio, rate, buffer_size=1024), wet)
+    assert takes[0]["loras"] == []  # no slot named an adapter: none sent, none recorded
+
+    # A project's LoRA slot (the adapter's name in the state, its strength a parameter) is restored.
+    reopened.parameters["lora_3_strength"].raw_value = (0.75 + 2.0) / 4.0
+    styled = with_lora_slot(reopened.preset_data, 2, "dusty-tape")
+    again = pedalboard.load_plugin(vst3_path)
+    again.preset_data = styled
+    slots = core_state(again.preset_data)["lora_slots"]
+    assert slots[2] == ("dusty-tape", pytest.approx(0.75, abs=1e-6)) and slots[0] == ("", 1.0)
+    assert again.lora_3_strength == pytest.approx(0.75, abs=1e-6)
 
     # Transform the same selection (protocol 1.4): the take is exactly its length, at the level set.
     plugin.mode = "transform"
