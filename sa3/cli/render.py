@@ -28,6 +28,11 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--model", help="model folder or released model name, e.g. small-music (default: the model shipped with sa3)"
     )
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="float32 matmuls even where bf16 is the default (a released model's official numerics); other takes",
+    )
     parser.add_argument("--force", action="store_true", help="render every job again, even finished ones")
     parser.add_argument("--jobs-only", nargs="+", metavar="NAME", help="render only the jobs with these names")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -38,13 +43,17 @@ def _renderer(args):
     if args.daemon:
         from ..render.daemon import DaemonRenderer
 
+        if args.fp32:
+            raise Sa3Error("--fp32 applies to in-process rendering; start the daemon with `sa3 serve --fp32` instead")
         return DaemonRenderer(args.daemon)
     from sa3core.hub import resolve_model
 
     from ..render.runner import InProcessRenderer
 
     folder = resolve_model(args.model)  # a folder, or a released model's name resolved from the Hugging Face cache
-    return InProcessRenderer(None if folder is None else str(folder), backend=args.backend)
+    if args.fp32 and args.backend != "torch":
+        raise Sa3Error(f"--fp32 is for the torch backend, not {args.backend!r}")
+    return InProcessRenderer(None if folder is None else str(folder), backend=args.backend, fp32=args.fp32)
 
 
 def _check_writable(sheet, out_dir: Path) -> None:

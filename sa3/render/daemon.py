@@ -47,10 +47,13 @@ class DaemonRenderer:
     def recipe(self, job) -> dict:
         """Steps and guidance of the job's takes: the sheet's, else the daemon model's defaults."""
         spec, told = job.spec, self.defaults
-        return {
+        recipe = {
             "steps": spec.steps if spec.steps is not None else told.get("default_steps"),
             "cfg": spec.cfg if spec.cfg is not None else told.get("default_cfg"),
         }
+        if spec.mode == "transform":
+            recipe["init_noise_level"] = spec.init_noise_level
+        return recipe
 
     def _run(self, mode: str, prompt: str, progress=None, loras=(), **fields):
         fields = {k: v for k, v in {**fields, "model": self.model}.items() if v is not None}
@@ -73,6 +76,12 @@ class DaemonRenderer:
     ):
         common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations, loras=loras, **_tempo(bpm, meter))
         return self._run("continue", prompt, progress, audio=audio, samples=samples, **common)
+
+    def transform(
+        self, audio, prompt, level, steps, cfg, seed, variations, progress=None, bpm=None, meter=None, loras=()
+    ):
+        common = dict(steps=steps, cfg=cfg, seed=seed, variations=variations, loras=loras, **_tempo(bpm, meter))
+        return self._run("transform", prompt, progress, audio=audio, init_noise_level=level, **common)
 
     def close(self) -> None:
         self.client.close()

@@ -81,9 +81,11 @@ class InProcessRenderer:
     so renders are matched by name, not by weights).
     """
 
-    def __init__(self, model: str | None = None, backend: str = "torch", pipeline=None) -> None:
-        self.model, self.backend, self._pipeline = model, backend, pipeline
+    def __init__(self, model: str | None = None, backend: str = "torch", pipeline=None, fp32: bool = False) -> None:
+        self.model, self.backend, self._pipeline, self.fp32 = model, backend, pipeline, fp32
         self.identity = model_identity(model) if pipeline is None else f"pipeline:{pipeline.settings.name}"
+        if fp32:  # float32 matmuls make other samples than the default: other takes
+            self.identity += ":fp32"
         self._models: dict[str, InProcessRenderer] = {}  # the sheet's per-job models, each loaded on first use
 
     def for_job(self, job: Job) -> InProcessRenderer:
@@ -95,7 +97,7 @@ class InProcessRenderer:
         if job.model not in self._models:
             from sa3core.hub import resolve_model
 
-            self._models[job.model] = InProcessRenderer(str(resolve_model(job.model)), self.backend)
+            self._models[job.model] = InProcessRenderer(str(resolve_model(job.model)), self.backend, fp32=self.fp32)
         return self._models[job.model]
 
     @property
@@ -103,7 +105,8 @@ class InProcessRenderer:
         if self._pipeline is None:
             from sa3core.pipeline import Pipeline
 
-            self._pipeline = Pipeline.load(self.model, backend=self.backend)
+            options = {"bf16": False} if self.fp32 else {}
+            self._pipeline = Pipeline.load(self.model, backend=self.backend, **options)
         return self._pipeline
 
     @contextlib.contextmanager
@@ -145,6 +148,12 @@ class InProcessRenderer:
         with self._adapted(list(loras)) as pipeline:
             return pipeline.continue_(audio, prompt, samples, steps, cfg, seed, variations, progress, bpm, meter)
 
+    def transform(
+        self, audio, prompt, level, steps, cfg, seed, variations, progress=None, bpm=None, meter=None, loras=()
+    ):
+        with self._adapted(list(loras)) as pipeline:
+            return pipeline.transform(audio, prompt, level, steps, cfg, seed, variations, progress, bpm, meter)
+
     def recipe(self, job: Job) -> dict[str, Any]:
         """What made the job's takes besides prompt, seed and tempo, the model's defaults filled in."""
         spec = job.spec
@@ -152,6 +161,8 @@ class InProcessRenderer:
         recipe = self.pipeline.recipe(spec.prompt, spec.steps, spec.cfg, samples=samples)
         recipe.pop("model")  # the comment names the model by its identity
         recipe.pop("loras", None)  # the job's own, below (the pipeline's may be the last job's)
+        if spec.mode == "transform":
+            recipe["init_noise_level"] = spec.init_noise_level
         if job.loras:
             recipe["loras"] = lora_words(job.loras)
         return recipe
@@ -347,6 +358,8 @@ def _model_audio(job: Job, renderer, seed: int, variations: int, progress=None) 
     source = load_audio(job.source)  # read now, not at validation: it may have changed since
     if spec.mode == "inpaint":
         return renderer.inpaint(source, spec.prompt, job.regions, **common)
+    if spec.mode == "transform":
+        return renderer.transform(source, spec.prompt, spec.init_noise_level, **common)
     return renderer.continue_(source, spec.prompt, job.samples, **common)
 
 

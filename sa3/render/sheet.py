@@ -28,7 +28,7 @@ from .loops import TAILS
 from .reading import READERS, RawJob, close_match, hint
 from .riff import parse_root_note
 
-MODES = ("generate", "inpaint", "continue")
+MODES = ("generate", "inpaint", "continue", "transform")
 MAX_TAKES = 256
 
 
@@ -38,7 +38,7 @@ class JobSpec:
 
     prompt: str = ""
     name: str = ""  # default: the output's file stem, else job1, job2, ...
-    mode: str = "generate"  # generate | inpaint | continue
+    mode: str = "generate"  # generate | inpaint | continue | transform
     seconds: float | None = None  # length (continue: of the new audio)
     bars: float | None = None  # length in bars at bpm and meter, instead of seconds
     bpm: float | None = None  # quarter notes per minute
@@ -47,7 +47,7 @@ class JobSpec:
     variations: int = 1  # takes per seed: variation k of seed s is seed s + k
     steps: int | None = None  # sampler steps (default: the model's)
     cfg: float | None = None  # guidance scale (default: the model's)
-    source: str | None = None  # inpaint/continue: audio file, relative to the sheet
+    source: str | None = None  # inpaint/continue/transform: audio file, relative to the sheet
     regions: list = field(default_factory=list)  # inpaint: ["5.1:9.1", "12.0:14.5"]
     chain: list = field(default_factory=list)  # effects: [{type: Reverb, room_size: 0.4}, {vst3: PATH, params: {}}]
     tail: str = ""  # cut | keep | fold; default fold for loops, cut otherwise
@@ -62,9 +62,9 @@ class JobSpec:
     model: str | None = (
         None  # a released model's name (small-music) or a folder, relative to the sheet; default: --model
     )
-    loras: list = field(
-        default_factory=list
-    )  # LoRA adapters in order: ["style.safetensors:0.7", {file: x, strength: 1}]
+    init_noise_level: float = 0.9  # transform: how much of the source noise replaces, 0 < level <= 1
+    # LoRA adapters in order: ["style.safetensors:0.7", {file: x, strength: 1}]
+    loras: list = field(default_factory=list)
 
 
 @dataclass
@@ -235,10 +235,10 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
     samples = 0
     if spec.seconds is not None and spec.bars is not None:
         problem("bars", "give seconds or bars, not both")
-    elif spec.mode == "inpaint" and (spec.seconds is not None or spec.bars is not None):
+    elif spec.mode in ("inpaint", "transform") and (spec.seconds is not None or spec.bars is not None):
         problem(
             "seconds" if spec.seconds is not None else "bars",
-            "inpaint keeps the source's length; leave seconds/bars out",
+            f"{spec.mode} keeps the source's length; leave seconds/bars out",
         )
     elif spec.bars is not None:
         if spec.bpm is None:
@@ -251,7 +251,7 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
             problem("seconds", f"length {spec.seconds!r} s must be longer than zero")
         elif (samples := timebase.seconds_to_samples(spec.seconds)) == 0:
             problem("seconds", f"length {spec.seconds!r} s is shorter than one sample")
-    elif spec.mode != "inpaint" and not {"seconds", "bars", "mode"} & mistyped:
+    elif spec.mode not in ("inpaint", "transform") and not {"seconds", "bars", "mode"} & mistyped:
         problem("seconds", "the job needs a length: seconds, or bars with bpm")
     if samples:
         what = "length" if spec.bars is None else f"{spec.bars:g} bars at {spec.bpm:g} bpm in {meter}"
@@ -306,6 +306,10 @@ def _check_job(path: Path, index: int, raw: RawJob, hints: dict, issues: list[st
             model = str(folder) if folder.exists() else spec.model
 
     loras = _check_loras(spec.loras, path, problem)
+    if spec.mode == "transform":
+        attempt("init_noise_level", limits.check_init_noise_level, spec.init_noise_level)
+    elif spec.init_noise_level != 0.9:
+        problem("init_noise_level", f"init_noise_level is for mode transform, not {spec.mode}")
 
     # Source and regions.
     source, source_sha, regions = _check_source(spec, path, problem, attempt, meter, mistyped)
@@ -403,7 +407,7 @@ def _check_source(
         return None, None, []  # reported already; what source a mode needs is unknown
     if spec.mode == "generate":
         if spec.source is not None:
-            problem("source", "a source file is for mode inpaint or continue; set mode or drop source")
+            problem("source", "a source file is for mode inpaint, continue or transform; set mode or drop source")
         if spec.regions:
             problem("regions", "regions are for mode inpaint")
         return None, None, []
@@ -425,6 +429,8 @@ def _check_source(
     regions = []
     if spec.mode == "continue" and spec.regions:
         problem("regions", "continue extends the source at its end; regions are for mode inpaint")
+    if spec.mode == "transform" and spec.regions:
+        problem("regions", "transform makes the whole source again; regions are for mode inpaint")
     if spec.mode == "inpaint":
         if not spec.regions:
             problem(
