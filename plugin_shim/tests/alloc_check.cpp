@@ -121,6 +121,8 @@ int main(int argc, char** argv) {
       // The numeric setters, as the JUCE wrapper pushes its parameters at the top of every block.
       processor.setSteps(2);
       processor.setScaleLockDb(6.0);  // the prompt names no key: any model renders it
+      // no slot names an adapter (the daemon has none): the strengths are set all the same
+      for (int slot = 0; slot < sa3::kLoraSlots; ++slot) processor.setLoraStrength(slot, 0.5);
       processor.processBlock(channels, 2, static_cast<int>(run), pos);
       if (timeline >= loopEndSample - run && !renderAsked) {
         processor.requestRender();  // from the audio thread: must be lock- and allocation-free
