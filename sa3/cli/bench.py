@@ -32,6 +32,8 @@ for _name, _module in (
     ("lora_train", "lora_train"),
     ("plugin_block", "plugin_block"),
     ("default_model", "default_model"),
+    ("versus_official", "versus_official"),
+    ("released_shapes", "released_shapes"),
     ("all", "run_all"),
 ):
     BENCHES.register(_name)(_module)
