@@ -275,7 +275,7 @@ void Sa3AudioProcessorEditor::refreshLoraMenus() {
     bool heading = false;
     for (const auto& l : adapters) {
       if (fitsModel(l)) continue;
-      if (!heading) menu.addSectionHeading("does not fit " + juce::String(model));
+      if (!heading) menu.addSectionHeading(model.empty() ? "cannot be used" : "does not fit " + juce::String(model));
       heading = true;
       add(l, juce::String(l.name) + (l.adapterType.empty() ? " (cannot be read)" : " (does not fit)"), false);
     }
