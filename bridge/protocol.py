@@ -70,7 +70,7 @@ MAX_REQUEST_ID_CHARS = 128
 MAX_SEED = request_limits.MAX_SEED
 MAX_CFG = request_limits.MAX_CFG
 MAX_SCALE_LOCK_DB = request_limits.MAX_SCALE_LOCK_DB  # dB per sampler step (added in 1.1)
-MAX_LORAS = 8  # LoRA adapters one job may name (added in 1.5)
+MAX_LORAS = request_limits.MAX_LORAS  # LoRA adapters one job may name (added in 1.5)
 # sa3core.lora.MAX_STRENGTH, written again so the client does not import torch (a test ties them).
 MAX_LORA_STRENGTH = 2.0
 DEFAULT_INIT_NOISE_LEVEL = 0.9  # transform's noise level when a request leaves it out (added in 1.4)
