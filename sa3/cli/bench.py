@@ -30,6 +30,7 @@ for _name, _module in (
     ("codec_search", "codec_search"),
     ("train_throughput", "train_throughput"),
     ("lora_train", "lora_train"),
+    ("lora_step", "lora_step"),
     ("plugin_block", "plugin_block"),
     ("default_model", "default_model"),
     ("versus_official", "versus_official"),
