@@ -85,9 +85,9 @@ def run_shape(shape: str, args, tmp: Path) -> dict:
 
 
 def released_small(folder: str) -> Path:
-    from .released_shapes import build
+    from .released_shapes import base_variant, build
 
-    return build("small", folder)
+    return base_variant(build("small", folder))  # LoRAs are trained on the base (rectified flow) form
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -189,6 +189,23 @@ def build(size: str, folder: str | Path, seed: int = 0, force: bool = False) -> 
     return folder
 
 
+def base_variant(folder: str | Path) -> Path:
+    """The ``-base`` form of a checkpoint :func:`build` wrote: a sibling folder whose config says
+    ``rectified_flow`` (the pre-trained objective, what LoRA training starts from) and whose weights
+    and text encoder are links to the original's, as the fixtures' ``small-base`` does."""
+    folder = Path(folder)
+    base = folder.with_name(folder.name + "-base")
+    config = json.loads((folder / "model_config.json").read_text())
+    config["model"]["diffusion"]["diffusion_objective"] = "rectified_flow"
+    base.mkdir(exist_ok=True)
+    (base / "model_config.json").write_text(json.dumps(config, indent=2))
+    for name in ("model.safetensors", TEXT_FOLDER):
+        link = base / name
+        if not link.is_symlink():
+            link.symlink_to(Path("..") / folder.name / name)
+    return base
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.released_shapes", description=__doc__.splitlines()[0])
     parser.add_argument("size", choices=sorted(DIT))
