@@ -187,6 +187,7 @@ def test_run_all_commands_pass_quick_and_skip_missing_benches(tmp_path, monkeypa
     assert run_all.command("efficiency", tmp_path, quick=False, threads=0) is None
 
 
+@pytest.mark.slow  # over 10 s; .ci/run runs the slow tests
 def test_default_model_bench_times_the_cli_and_the_warm_parts(tmp_path):
     """The issue's end-to-end target: 4 bars at 120 bpm on the shipped model, cold and warm."""
     out = tmp_path / "default_model.json"

@@ -150,6 +150,7 @@ def test_client_reconnects_with_a_fresh_identity_and_fetches_its_job(start_daemo
         client.close()
 
 
+@pytest.mark.slow  # over 10 s; .ci/run runs the slow tests
 def test_a_killed_clients_job_is_cancelled_and_the_next_job_runs(start_daemon, tmp_path):
     """A client killed mid-job (no Ctrl-C, no cancel) stops holding the queue once the daemon has
     neither heard from nor reached it for ABANDON_SECONDS: its 2-minute job is cancelled as
@@ -171,6 +172,7 @@ def test_a_killed_clients_job_is_cancelled_and_the_next_job_runs(start_daemon, t
     assert "abandoned" in daemon.stderr()
 
 
+@pytest.mark.slow  # over 10 s; .ci/run runs the slow tests
 def test_clients_that_wait_keep_their_jobs_past_the_abandon_timeout(start_daemon):
     """What the abandon rule must not cancel: a 1.2-style client that hears progress and so sends
     nothing (it pings only after 2 s of silence, as the plugin does), and a client whose job waits

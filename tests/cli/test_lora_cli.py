@@ -79,4 +79,6 @@ def test_an_adapter_for_another_base_names_the_layer(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2 and not out.exists()
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "another base model" in lines[0] and "model.transformer.layers.0" in lines[0], result.stderr
+    assert len(lines) == 1 and "another base model" in lines[0] and "model.transformer.layers.0" in lines[0], (
+        result.stderr
+    )

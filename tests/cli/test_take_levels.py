@@ -66,6 +66,7 @@ def test_continuing_the_readme_loop_stays_under_the_ceiling_at_the_loops_level(r
         assert abs(rms_db(new) - rms_db(reference)) < 6.0, f"take {k} is not at the loop's level"
 
 
+@pytest.mark.slow  # over 10 s; .ci/run runs the slow tests
 def test_inpainting_the_readme_song_stays_under_the_ceiling_and_keeps_the_rest(readme_loop, tmp_path):
     """`sa3 inpaint song.wav "snare fill" --region 5.1:9.1 --bpm 120` on a song of the loop played
     twice (it had peaked at +8 to +16 dBFS)."""

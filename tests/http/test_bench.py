@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import run_sa3
 
 
+@pytest.mark.slow  # over 10 s; .ci/run runs the slow tests
 def test_http_overhead_bench_runs_and_writes_its_results(tmp_path):
     out = tmp_path / "http_overhead.json"
     done = run_sa3(

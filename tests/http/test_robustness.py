@@ -286,6 +286,7 @@ def test_a_few_hundred_requests_on_loopback(server):
     assert os.getpid() and raw_health_probe("127.0.0.1", server.port)[0]
 
 
+@pytest.mark.slow  # over 10 s; .ci/run runs the slow tests
 def test_a_300_second_float_upload_near_the_body_limit_is_taken(server):
     """300 s of 48 kHz stereo float WAV: 115 MB, 154 MB (146 MiB) as base64, under the 256 MiB limit."""
     rate = 48_000

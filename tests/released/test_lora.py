@@ -89,15 +89,16 @@ def test_the_forward_inputs_rebuild_the_official_base(forward_reference):
 @pytest.mark.parametrize("merge", [True, False], ids=["merged", "unmerged"])
 @pytest.mark.parametrize("kind", list(ADAPTER_TYPES))
 def test_each_adapter_type_gives_the_official_forward(kind, merge, forward_reference):
-    """Merged weights are the official parametrization's bit for bit (SVD bases included);
-    unmerged, the low-rank path agrees to float rounding (3e-5 on velocities of about 10)."""
+    """Merged weights are the official parametrization's bit for bit (the -xs types at the
+    fixtures' 2 threads; with another thread count their SVD bases move in the last bits, so they
+    are held to rounding like the unmerged path: 3e-5 on velocities of about 10)."""
     dit, conditioners, _ = attach([(LORA / f"{kind}.safetensors", FORWARD_STRENGTH)], merge)
     seconds, v = forward(dit, conditioners)
     expected_seconds = forward_reference[f"{kind}.seconds_total.embedding"]
     expected_v = forward_reference[f"{kind}.v"]
-    if merge:
+    if merge and not ADAPTER_TYPES[kind].xs:
         assert torch.equal(seconds, expected_seconds) and torch.equal(v, expected_v)
-    else:
+    else:  # -xs bases come from an SVD whose last bits follow torch's thread count
         torch.testing.assert_close(seconds, expected_seconds, rtol=0, atol=1e-5)
         torch.testing.assert_close(v, expected_v, rtol=0, atol=1e-4)
     base = forward_reference["base.v"]
