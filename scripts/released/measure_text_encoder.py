@@ -17,83 +17,23 @@ docs/notes/2026-12-06-official-numerics.md.
 from __future__ import annotations
 
 import json
-import math
 import resource
-import shutil
 import sys
 import time
 from pathlib import Path
 
-FIXTURE_TEXT = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "released" / "small" / "t5gemma-b-b-ul2"
+REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ["lofi house loop, 90 BPM, warm rhodes", "Amen break, 174 BPM drum and bass, punchy snare"]
-REAL = {
-    "hidden_size": 768,
-    "intermediate_size": 2048,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "num_key_value_heads": 12,
-    "head_dim": 64,
-    "query_pre_attn_scalar": 64,
-    "sliding_window": 4096,
-    "attn_logit_softcapping": 50.0,
-    "final_logit_softcapping": 30.0,
-    "hidden_activation": "gelu_pytorch_tanh",
-    "rms_norm_eps": 1e-6,
-    "rope_theta": 10000.0,
-    "vocab_size": 256000,
-    "max_position_embeddings": 8192,
-    "pad_token_id": 0,
-    "eos_token_id": 1,
-    "bos_token_id": 2,
-    "tie_word_embeddings": True,
-    "attention_bias": False,
-    "model_type": "t5_gemma_module",
-}
 
 
 def build(folder: Path) -> None:
-    """Random bf16 weights of the real shapes, keys as the released file (model.encoder/decoder.*)."""
-    import torch
-    from safetensors.torch import save_file
+    """Random bf16 weights of the real shapes (bench.released_shapes, which the benches use too)."""
+    sys.path.insert(0, str(REPO))
+    from bench.released_shapes import T5GEMMA, build_text_encoder
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"):
-        shutil.copy(FIXTURE_TEXT / name, folder / name)
-    config = json.loads((FIXTURE_TEXT / "config.json").read_text())
-    config["encoder"] = dict(REAL)
-    config["decoder"] = {**REAL, "is_decoder": True, "cross_attention_hidden_size": 768}
-    config["vocab_size"] = REAL["vocab_size"]
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    generator = torch.Generator().manual_seed(0)
-    width, inner, heads = REAL["hidden_size"], REAL["intermediate_size"], REAL["num_attention_heads"] * 64
-    state = {}
-
-    def add(name: str, *shape: int) -> None:
-        std = 0.02 if len(shape) == 1 or name.endswith("embed_tokens.weight") else 1 / math.sqrt(shape[-1])
-        state[name] = (torch.randn(shape, generator=generator) * std).to(torch.bfloat16)
-
-    for half in ("encoder", "decoder"):
-        add(f"model.{half}.embed_tokens.weight", REAL["vocab_size"], width)
-        add(f"model.{half}.norm.weight", width)
-        for i in range(REAL["num_hidden_layers"]):
-            p = f"model.{half}.layers.{i}."
-            attentions = ("self_attn", "cross_attn") if half == "decoder" else ("self_attn",)
-            for attn in attentions:
-                add(p + f"{attn}.q_proj.weight", heads, width)
-                add(p + f"{attn}.k_proj.weight", heads, width)
-                add(p + f"{attn}.v_proj.weight", heads, width)
-                add(p + f"{attn}.o_proj.weight", width, heads)
-            add(p + "mlp.gate_proj.weight", inner, width)
-            add(p + "mlp.up_proj.weight", inner, width)
-            add(p + "mlp.down_proj.weight", width, inner)
-            norms = ["pre_self_attn", "post_self_attn", "pre_feedforward", "post_feedforward"]
-            if half == "decoder":
-                norms += ["pre_cross_attn", "post_cross_attn"]
-            for norm in norms:
-                add(p + f"{norm}_layernorm.weight", width)
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    build_text_encoder(folder, seed=0)
     size = (folder / "model.safetensors").stat().st_size
-    print(f"wrote {folder} ({size / 1e9:.2f} GB, {sum(t.numel() for t in state.values()) / 1e6:.0f} M parameters)")
+    print(f"wrote {folder} ({size / 1e9:.2f} GB, {T5GEMMA['num_hidden_layers']} layers per half)")
 
 
 def load(kind: str, dtype_name: str, folder: Path):
