@@ -488,13 +488,10 @@ def parse_job(header: dict[str, Any], frames: list[bytes], limits: Limits) -> Jo
     if level is not None:
         if mode != "transform":
             raise ProtocolError("bad_field", f"field 'init_noise_level' applies to transform jobs, not {mode}")
-        if not 0.0 < level <= 1.0:
-            raise ProtocolError(
-                "bad_field",
-                f"field 'init_noise_level' is {level!r}; use a number above 0 and at most 1 "
-                "(near 0 keeps the input, 1 keeps only its length)",
-            )
-        job.init_noise_level = level
+        try:
+            job.init_noise_level = request_limits.check_init_noise_level(level, "field 'init_noise_level'")
+        except Sa3Error as err:
+            raise ProtocolError("bad_field", str(err)) from None
     if job.audio is not None:
         total_seconds += job.audio.shape[1] / job.audio_rate
     if total_seconds > limits.max_seconds + 1e-9:

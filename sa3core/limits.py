@@ -83,5 +83,8 @@ def _show(value: float) -> str:
 def check_init_noise_level(level: float, name: str = "init_noise_level") -> float:
     """Audio-to-audio's starting noise: above 0 (the input as it is) and at most 1 (only its length kept)."""
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level <= 1:
-        raise Sa3Error(f"{name} is {_show(level)}; use a number above 0 and at most 1 (0.9 is the usual)")
+        raise Sa3Error(
+            f"{name} is {_show(level)}; use a number above 0 and at most 1 "
+            "(near 0 keeps the input, 1 keeps only its length; 0.9 is the usual)"
+        )
     return float(level)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import level, timebase
+from . import level, limits, timebase
 from .audio import resample_to_length
 from .errors import Sa3Error
 from .families import ModelFamily, Plan, Sampling, family_named, family_of_folder
@@ -365,9 +365,7 @@ class Pipeline:
         :meth:`inpaint`."""
         rate = check_rate(sample_rate)
         audio = check_audio(audio)
-        noise_level = init_noise_level
-        if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or not 0 < noise_level <= 1:
-            raise Sa3Error(f"init noise level must be a number above 0 and at most 1 (got {noise_level!r})")
+        limits.check_init_noise_level(init_noise_level, "init noise level")
         given = audio.shape[1]
         total = self._check_length(model_samples(given, rate), "input audio")
         source = _to_rate(audio, rate, timebase.SAMPLE_RATE, total)

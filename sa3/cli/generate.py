@@ -508,9 +508,7 @@ def run_continue(args) -> int:
 def run_transform(args) -> int:
     started = time.perf_counter()
     _check_common(args)
-    level = args.init_noise_level
-    if not 0 < level <= 1:
-        raise Sa3Error(f"--init-noise-level must be above 0 and at most 1 (got {level:g})")
+    level = limits.check_init_noise_level(args.init_noise_level, "--init-noise-level")
     audio, rate = _source(args)
     outputs = _outputs(args)
 
