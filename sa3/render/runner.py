@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -242,7 +243,14 @@ def _lora_identity(ref: str) -> str:
     path = Path(ref)
     if not path.is_file():
         return f"name:{ref}"
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    stat = path.stat()
+    return _content_hash(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _content_hash(path: str, size: int, mtime_ns: int) -> str:
+    """A file's content hash, read once per version of the file (every take of a job asks)."""
+    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 class Manifest:
