@@ -37,19 +37,15 @@ def register(subparsers) -> None:
 
 def run_export(args) -> int:
     from export.onnx_export import load_for_export
+    from sa3core.released.checkpoint import is_released_folder
 
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter chatter; real problems fail the self-check
-        autoencoder, dit, settings = load_for_export(args.model, args.random, args.text_encoder)
-        if args.target == "onnx":
-            from export.onnx_export import export_onnx
-
-            manifest = export_onnx(autoencoder, dit, settings, args.output, opset=args.opset, force=args.force)
+        if args.model is not None and is_released_folder(args.model):
+            manifest = _export_released(args)
         else:
-            from export.coreml_export import export_coreml
-
-            manifest = export_coreml(autoencoder, dit, settings, args.output, force=args.force)
+            manifest = _export_sa3(args, load_for_export)
     for part, spec in manifest.parts.items():
         checked = (
             f"max |diff| vs torch {spec.checked_max_abs_diff:.2g}" if spec.checked_max_abs_diff >= 0 else "spec only"
@@ -60,3 +56,29 @@ def run_export(args) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _export_sa3(args, load_for_export):
+    autoencoder, dit, settings = load_for_export(args.model, args.random, args.text_encoder)
+    if args.target == "onnx":
+        from export.onnx_export import export_onnx
+
+        return export_onnx(autoencoder, dit, settings, args.output, opset=args.opset, force=args.force)
+    from export.coreml_export import export_coreml
+
+    return export_coreml(autoencoder, dit, settings, args.output, force=args.force)
+
+
+def _export_released(args):
+    """A released Stable Audio 3 folder (model_config.json): export/released_export.py."""
+    from sa3core.errors import Sa3Error
+
+    if args.random is not None:
+        raise Sa3Error("--random makes an sa3 model; drop it to export the released folder given with --model")
+    if args.target == "onnx":
+        from export.released_export import export_released_onnx
+
+        return export_released_onnx(args.model, args.output, opset=args.opset, force=args.force)
+    from export.released_coreml import export_released_coreml
+
+    return export_released_coreml(args.model, args.output, force=args.force)

@@ -221,6 +221,9 @@ def family_of_folder(folder: Path) -> ModelFamily:
         family = FAMILIES.get(name)()
         if family.recognises(folder):
             return family
+    if (folder / "model_config.json").is_file() and (folder / "manifest.json").is_file():
+        # a released model's ONNX export given as the folder itself: no weights, its config and graphs
+        return FAMILIES.get("released")()
     raise Sa3Error(
         f"model {str(folder)!r} is not an sa3 model folder (it needs model.json, same.safetensors, dit.safetensors) "
         "nor a released Stable Audio 3 one (model_config.json, model.safetensors)"

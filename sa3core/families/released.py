@@ -169,7 +169,16 @@ class ReleasedFamily(ModelFamily):
         from ..released.checkpoint import read_config
 
         if backend != "torch":
-            raise Sa3Error(f"a released Stable Audio 3 model runs on the torch backend only, not {backend!r}")
+            if backend != "onnx":
+                raise Sa3Error(f"a released Stable Audio 3 model runs on the torch or onnx backend, not {backend!r}")
+            from ..released import onnx_backend  # the export (folder or folder/onnx) holds model_config.json
+
+            unknown = set(backend_options) - {"threads", "arena", "cache"}
+            if unknown:
+                name = sorted(unknown)[0].replace("_", " ")
+                raise Sa3Error(f"a released Stable Audio 3 model on the onnx backend takes no {name} option")
+            model = onnx_backend.load(folder, **backend_options)
+            return model, self.settings(folder, read_config(model.folder))
         unknown = set(backend_options) - {"bf16", "device", "text_dtype"}
         if unknown:  # sa3's own options (phase_iterations) mean nothing to these models
             raise Sa3Error(f"a released Stable Audio 3 model takes no {sorted(unknown)[0].replace('_', ' ')} option")

@@ -1,0 +1,154 @@
+"""Export-friendly views of a released Stable Audio 3 model's parts (sa3core.released).
+
+Each wrapper holds the float32 torch modules (no weight copies) and computes what the eager
+call computes, with plain tensors in and out so that ``torch.export`` can trace it with
+dynamic batch and length. What differs from the eager call, and why:
+
+- **Random draws are inputs.** The SAME decoder's bottleneck noise and token noise (and SAME-L's
+  encoder token noise) are drawn by the caller from its generator, in the order
+  ``sa3core.released.same`` draws them, so an exported model gives the torch backend's audio
+  for the same seed.
+- **Lengths come in whole attention units.** The eager SAME pads each window with Python
+  arithmetic on its length (``-F % 2`` frames for SAME-S) and draws token noise for the padded
+  frames too. Here the caller pads (latents, noises) to whole units and passes ``frame_valid``;
+  the graph zeroes the padded frames exactly where the eager model pads zeros (after the
+  decoder's input projection), so real frames get the eager numbers and every reshape is a
+  product of the unit count (which ``torch.export`` proves without guards).
+- **SAME-L's band attention** branches on the sequence length in Python; :func:`exporting`
+  swaps in one masked softmax over the window (the same numbers; a window holds at most
+  128 latents, so the square mask stays bounded).
+
+Tensor names and shapes are the manifest's (``export/released_export.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sa3core.released import modules as released_modules
+from sa3core.released.dit import ReleasedCondition, ReleasedDiT
+from sa3core.released.same import ReleasedAutoencoder, ResamplingBlock
+from sa3core.released.text import T5GemmaEncoder
+
+
+def _band_attention_masked(q, k, v, left: int, right: int, block: int = 256):
+    """``band_attention`` as one masked softmax (query i sees keys i-left .. i+right)."""
+    position = torch.arange(q.shape[2], device=q.device)
+    delta = position[None, :] - position[:, None]  # (N queries, N keys)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=(delta >= -left) & (delta <= right))
+
+
+@contextlib.contextmanager
+def exporting():
+    """Within this block SAME-L's band attention has no Python branch on the length."""
+    original = released_modules.band_attention
+    released_modules.band_attention = _band_attention_masked
+    try:
+        yield
+    finally:
+        released_modules.band_attention = original
+
+
+def pad_frames(block: ResamplingBlock) -> int:
+    """Latent frames per padding unit of a SAME stage: SAME-S pads to whole attention chunks
+    (2 frames), SAME-L to whole groups (1 frame)."""
+    return block.pad // block.in_group if block.role == "decoder" else block.pad // block.stride
+
+
+def resample(block: ResamplingBlock, x: torch.Tensor, token_noise: torch.Tensor | None) -> torch.Tensor:
+    """``ResamplingBlock.forward`` on an input already padded to whole units, its token noise given.
+
+    encoder: patches [B, C_in, Fp * stride] -> [B, D, Fp]; decoder: [B, Fp, D] (padded frames
+    already zero, see :class:`SameDecoderWindowGraph`) -> patches [B, C_out, Fp * stride].
+    token_noise [B, Fp, out_group, D] (drawn as [B * Fp, out_group, D]) or None (no noise)."""
+    if block.role == "encoder":
+        if block.mapping is not None:
+            x = block.mapping(x)
+        x = x.transpose(1, 2)  # (B, T, D)
+    B, T, D = x.shape
+    groups = T // block.in_group
+    x = x.reshape(B * groups, block.in_group, D)
+    tokens = block.new_tokens.expand(B * groups, block.out_group, D)
+    if token_noise is not None:
+        tokens = tokens + token_noise.reshape(B * groups, block.out_group, D) * block.mask_noise
+    x = torch.cat([x, tokens], dim=1).reshape(B, groups * (block.in_group + block.out_group), D)  # (B, N, D)
+    x = block._blocks(x)
+    x = x.reshape(B * groups, block.in_group + block.out_group, D)[:, -block.out_group :]  # the new tokens
+    x = x.reshape(B, groups * block.out_group, D).transpose(1, 2)  # (B, D, T_out)
+    if block.role == "decoder" and block.mapping is not None:
+        x = block.mapping(x)
+    return x
+
+
+class SameEncoderWindowGraph(nn.Module):
+    """One encode window: audio [B, 2, Fp * 4096] (zero-padded to whole units) and, for SAME-L,
+    token_noise [B, Fp, 1, D] -> latents [B, C, Fp] (crop to the real frames)."""
+
+    def __init__(self, same: ReleasedAutoencoder) -> None:
+        super().__init__()
+        self.same = same
+
+    def forward(self, audio: torch.Tensor, token_noise: torch.Tensor | None = None) -> torch.Tensor:
+        s = self.same
+        x = resample(s.encoder.layers[0], s.patchify(audio), token_noise)  # (B, D, Fp)
+        x = s.encoder.layers[2](x.transpose(1, 2)).transpose(1, 2)  # (B, C, Fp)
+        return s.bottleneck.encode(x)
+
+
+class SameDecoderWindowGraph(nn.Module):
+    """One decode window: latents and bottleneck_noise [B, C, Fp] (zero past the real frames),
+    token_noise [B, Fp, 16, D], frame_valid float [Fp] (1 = real) -> audio [B, 2, Fp * 4096]
+    (crop to the real frames)."""
+
+    def __init__(self, same: ReleasedAutoencoder) -> None:
+        super().__init__()
+        self.same = same
+
+    def forward(self, latents, bottleneck_noise, token_noise, frame_valid) -> torch.Tensor:
+        s, bottleneck = self.same, self.same.bottleneck
+        z = latents * bottleneck.running_std + bottleneck_noise * bottleneck.running_std * 1e-3
+        x = s.decoder.layers[1](z.transpose(1, 2))  # (B, Fp, D)
+        x = x * frame_valid[None, :, None]  # the eager decoder pads with zeros after this projection
+        audio = s.unpatchify(resample(s.decoder.layers[3], x, token_noise))  # (B, 2, Fp * 4096)
+        return torch.tanh(audio) if s.soft_clip else audio
+
+
+class ReleasedConditionGraph(nn.Module):
+    """Once per request: context [B, S, cond_token_dim], global [B, global_cond_dim] ->
+    global_embed [B, E], keys [depth, B, splits, H, S, hd], values [depth, B, H, S, hd]."""
+
+    def __init__(self, dit: ReleasedDiT) -> None:
+        super().__init__()
+        self.dit = dit
+
+    def forward(self, context: torch.Tensor, global_cond: torch.Tensor):
+        cond = self.dit.encode_condition(context, global_cond)
+        return cond.global_embed, torch.stack(cond.keys), torch.stack(cond.values)
+
+
+class ReleasedStepGraph(nn.Module):
+    """One sampler step: x [B, C, T], t [B], the stacked condition, local [B, C + 1, T]
+    (concat(mask, mask * latents); zeros for plain generation), frame_mask bool [B, T] -> v [B, C, T]."""
+
+    def __init__(self, dit: ReleasedDiT) -> None:
+        super().__init__()
+        self.dit = dit
+
+    def forward(self, x, t, global_embed, keys, values, local, frame_mask):
+        cond = ReleasedCondition(global_embed, list(keys.unbind(0)), list(values.unbind(0)))
+        return self.dit(x, t, cond, local, frame_mask)
+
+
+class T5GemmaGraph(nn.Module):
+    """input_ids int64 [B, L], attention_mask bool [B, L] -> last hidden state float32 [B, L, 768]."""
+
+    def __init__(self, encoder: T5GemmaEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids, attention_mask).float()
