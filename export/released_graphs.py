@@ -14,6 +14,10 @@ dynamic batch and length. What differs from the eager call, and why:
   the graph zeroes the padded frames exactly where the eager model pads zeros (after the
   decoder's input projection), so real frames get the eager numbers and every reshape is a
   product of the unit count (which ``torch.export`` proves without guards).
+- **The timestep's Fourier frequencies are constants.** ``ExpoFourierFeatures`` makes them with
+  ``exp(linspace(...))`` on each call; the exporter folds that into constants its own way, one
+  ulp off, and angles up to 6e4 radians turn one ulp into 1e-2 in the features.
+  :class:`TimestepFeatures` holds torch's own values as a buffer (bit-identical features).
 - **SAME-L's band attention** branches on the sequence length in Python; :func:`exporting`
   swaps in one masked softmax over the window (the same numbers; a window holds at most
   128 latents, so the square mask stays bounded).
@@ -24,6 +28,7 @@ Tensor names and shapes are the manifest's (``export/released_export.py``).
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +135,21 @@ class ReleasedConditionGraph(nn.Module):
         return cond.global_embed, torch.stack(cond.keys), torch.stack(cond.values)
 
 
+class TimestepFeatures(nn.Module):
+    """``ExpoFourierFeatures`` with its frequencies computed once, by torch, as a buffer."""
+
+    def __init__(self, features) -> None:
+        super().__init__()
+        ramp = torch.linspace(0, 1, features.dim // 2, dtype=torch.float32)
+        log_min, log_max = math.log(features.min_freq), math.log(features.max_freq)
+        self.register_buffer("freqs", torch.exp(ramp * (log_max - log_min) + log_min), persistent=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        dtype = t.dtype
+        angles = t.float().reshape(-1, 1) * self.freqs * 2 * math.pi  # (B, dim/2), the eager order of products
+        return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1).to(dtype)
+
+
 class ReleasedStepGraph(nn.Module):
     """One sampler step: x [B, C, T], t [B], the stacked condition, local [B, C + 1, T]
     (concat(mask, mask * latents); zeros for plain generation), frame_mask bool [B, T] -> v [B, C, T]."""
@@ -137,10 +157,20 @@ class ReleasedStepGraph(nn.Module):
     def __init__(self, dit: ReleasedDiT) -> None:
         super().__init__()
         self.dit = dit
+        self.features = TimestepFeatures(dit.timestep_features)
 
     def forward(self, x, t, global_embed, keys, values, local, frame_mask):
         cond = ReleasedCondition(global_embed, list(keys.unbind(0)), list(values.unbind(0)))
-        return self.dit(x, t, cond, local, frame_mask)
+        return self.run(x, t, cond, local, frame_mask)
+
+    def run(self, x, t, cond: ReleasedCondition, local, frame_mask) -> torch.Tensor:
+        """The DiT's forward with :class:`TimestepFeatures` in place of its own."""
+        eager = self.dit.timestep_features
+        self.dit.timestep_features = self.features  # the same numbers, frequencies as constants
+        try:
+            return self.dit(x, t, cond, local, frame_mask)
+        finally:
+            self.dit.timestep_features = eager
 
 
 class T5GemmaGraph(nn.Module):
