@@ -11,7 +11,9 @@ Precision, as the official code runs on a CPU unless said otherwise:
 - the DiT runs in float32, or with bf16 matmuls under autocast from bf16 copies of its linear
   weights when ``bf16`` is on (the default where the CPU multiplies bf16 natively, as sa3's own
   torch backend decides; ``bf16=False`` is ``--fp32``);
-- the conditioners and the SAME autoencoder run in float32.
+- the conditioners run in float32; the SAME autoencoder's encoder and decoder blocks run in bf16
+  when ``bf16`` is on (its bottleneck, boundaries, RoPE and attention stay float32:
+  :meth:`ReleasedAutoencoder.coders_to`), in float32 otherwise.
 Weights stored in another float dtype (the fixtures store bf16) are converted once; float32
 files (the released ones) stay the file's memory map.
 """
@@ -59,6 +61,8 @@ class ReleasedTorchBackend:
         self.conditioners = load_conditioners(folder).float().to(self.device)
         self.autoencoder = ReleasedAutoencoder.from_state_dict(folder.config.autoencoder, folder.parts["autoencoder"])
         self.autoencoder = self.autoencoder.to(self.device)
+        if self.bf16:
+            self.autoencoder.coders_to(torch.bfloat16)
         self.text_encoder = text_encoder
         self._dit_run = bf16_inference_copy(self.dit) if self.bf16 else self.dit
         self.diffusion = folder.config.model.diffusion

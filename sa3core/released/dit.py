@@ -62,6 +62,7 @@ from torch import nn
 from ..modules.rope import apply_rope
 from .conditioners import ExpoFourierFeatures
 from .config import ReleasedDiTConfig
+from .modules import RotaryTable
 
 # The logSNR range the official code maps t into when ``timestep_features_logsnr`` is set.
 _LOGSNR_MIN, _LOGSNR_MAX = -12.0, 5.0
@@ -106,28 +107,9 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.force_fp32:
             return F.rms_norm(x.float(), x.shape[-1:], self.gamma.float(), self.eps).to(x.dtype)
-        return F.rms_norm(x, x.shape[-1:], self.gamma, self.eps)
-
-
-class RotaryTable(nn.Module):
-    """Holds the checkpoint's ``inv_freq`` [rotary_dims/2] (kept float32) and makes float32 angle tables."""
-
-    def __init__(self, rotary_dims: int, base: float = 10_000.0) -> None:
-        super().__init__()
-        self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, rotary_dims, 2).float() / rotary_dims))
-
-    def _apply(self, fn, recurse=True):
-        # .half()/.to(bfloat16) must not round the frequencies (at position 4,000 a bf16 frequency
-        # is off by radians); device moves still apply.
-        exact = self.inv_freq
-        super()._apply(fn, recurse)
-        self.inv_freq = exact.to(self.inv_freq.device)
-        return self
-
-    def cos_sin(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.arange(length, device=device, dtype=torch.float32)
-        angles = positions[:, None] * self.inv_freq.to(device=device, dtype=torch.float32)[None, :]  # (N, rot/2)
-        return angles.cos(), angles.sin()
+        # The weight in x's dtype: a float32 weight on bf16 input (the q/k norms under autocast)
+        # takes torch's slow unfused path, with a warning.
+        return F.rms_norm(x, x.shape[-1:], self.gamma.to(x.dtype), self.eps)
 
 
 # ----------------------------------------------------------------------------- attention

@@ -38,6 +38,14 @@ from ..modules.rope import apply_rope
 _PI_AS_RELEASED = 3.14159265359
 
 
+def scaled_randn(shape: tuple[int, ...], std: float) -> torch.Tensor:
+    """Normal draws with standard deviation ``std`` (a random model's initial weights). On the
+    meta device (models built to take a checkpoint's weights) nothing is drawn or computed:
+    arithmetic there imports torch._dynamo, 1.3 s of a cold start."""
+    x = torch.empty(shape)  # torch.randn on the meta device would import sympy (0.3 s)
+    return x if x.is_meta else x.normal_().mul_(std)
+
+
 class DynamicTanh(nn.Module):
     """``gamma * tanh(alpha * x) + beta`` over the last dim. Params: alpha [1], gamma, beta [dim]."""
 
@@ -52,11 +60,23 @@ class DynamicTanh(nn.Module):
 
 
 class RotaryTable(nn.Module):
-    """Holds ``inv_freq`` [rotary_dims/2] (a checkpoint buffer) and makes angle tables from it."""
+    """Holds ``inv_freq`` [rotary_dims/2] (a checkpoint buffer, kept float32) and makes float32
+    angle tables from it. Shared by the SAME blocks and the released DiT."""
 
     def __init__(self, rotary_dims: int, base: float = 10_000.0) -> None:
         super().__init__()
-        self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, rotary_dims, 2).float() / rotary_dims))
+        # Made on the CPU even while the model is built on the meta device, where arithmetic
+        # would import torch._dynamo (1.3 s of a cold start); the checkpoint's values replace it.
+        exponents = torch.arange(0, rotary_dims, 2, device="cpu").float() / rotary_dims
+        self.register_buffer("inv_freq", 1.0 / base**exponents)
+
+    def _apply(self, fn, recurse=True):
+        # .half()/.to(bfloat16) must not round the frequencies (at position 4,000 a bf16 frequency
+        # is off by radians; a SAME-L window spans 2,176 positions); device moves still apply.
+        exact = self.inv_freq
+        super()._apply(fn, recurse)
+        self.inv_freq = exact.to(self.inv_freq.device)
+        return self
 
     def cos_sin(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """float32 cos and sin, each [length, rotary_dims/2], for positions 0..length-1."""
@@ -196,10 +216,12 @@ class WeightNormConv1d(nn.Module):
         if kernel % 2 == 0:
             raise ValueError(f"kernel {kernel} must be odd for symmetric 'same' padding")
         self.weight_g = nn.Parameter(torch.ones(out_channels, 1, 1))
-        self.weight_v = nn.Parameter(torch.randn(out_channels, in_channels, kernel) / math.sqrt(in_channels * kernel))
+        self.weight_v = nn.Parameter(
+            scaled_randn((out_channels, in_channels, kernel), 1 / math.sqrt(in_channels * kernel))
+        )
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = self.weight_v
-        weight = v * (self.weight_g / torch.linalg.vector_norm(v, dim=(1, 2), keepdim=True))
-        return F.conv1d(x, weight, self.bias, padding=v.shape[-1] // 2)
+        v = self.weight_v.float()  # the norm in float32 whatever the weights' dtype
+        weight = v * (self.weight_g.float() / torch.linalg.vector_norm(v, dim=(1, 2), keepdim=True))
+        return F.conv1d(x, weight.to(x.dtype), self.bias, padding=v.shape[-1] // 2)

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from ..errors import Sa3Error
-from .modules import SameBlock, WeightNormConv1d
+from .modules import SameBlock, WeightNormConv1d, scaled_randn
 from .same_config import ReleasedAutoencoderConfig, _SameCoderConfig
 
 __all__ = ["ReleasedAutoencoder", "ReleasedAutoencoderConfig", "load_released_state_dict", "window_starts"]
@@ -96,7 +96,7 @@ class ResamplingBlock(nn.Module):
             kernel = 3 if cfg.conv_mapping else 1
             self.mapping = WeightNormConv1d(in_channels, out_channels, kernel, cfg.mapping_bias)
         tokens = 1 if cfg.variable_stride else self.out_group
-        self.new_tokens = nn.Parameter(1e-5 * torch.randn(1, tokens, width))
+        self.new_tokens = nn.Parameter(scaled_randn((1, tokens, width), 1e-5))
         depth = cfg.transformer_depths[0]
         self.transformers = nn.ModuleList(
             SameBlock(width, min(cfg.dim_heads, width), cfg.ff_mult, sinusoidal=(depth - i) < sinusoidal)
@@ -283,14 +283,33 @@ class ReleasedAutoencoder(nn.Module):
     def encode_window(self, audio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """audio [B, 2, S] (S a multiple of 4096) -> latents [B, 256, S/4096] in one pass."""
         frames = audio.shape[-1] // self.hop
-        x = self.encoder(self.patchify(audio), generator)
-        return self.bottleneck.encode(x)[..., :frames]
+        x = self.encoder(self.patchify(audio).to(self.coder_dtype()), generator)
+        return self.bottleneck.encode(x.to(audio.dtype))[..., :frames]
 
     def decode_window(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """latents [B, 256, F] -> audio [B, 2, F*4096] in one pass."""
-        x = self.decoder(self.bottleneck.decode(latents, generator), generator)
+        z = self.bottleneck.decode(latents, generator)
+        x = self.decoder(z.to(self.coder_dtype()), generator).to(latents.dtype)
         audio = self.unpatchify(x)[..., : latents.shape[-1] * self.hop]
         return torch.tanh(audio) if self.soft_clip else audio
+
+    # --- precision ---------------------------------------------------------------------------
+    def coders_to(self, dtype: torch.dtype) -> ReleasedAutoencoder:
+        """Run the encoder's and decoder's blocks in ``dtype`` (bf16: sa3's default precision on
+        a CPU that multiplies bf16 natively); returns self.
+
+        What stays float32: the bottleneck (so the decoder's 1e-3 noise is added to float32
+        latents, where bf16 would round it away), the audio and latents at the boundaries, the
+        RoPE frequencies and angles, attention (:class:`DifferentialSelfAttention` runs it in
+        float32 whatever the weights) and the weight norm of the mappings. The tolerance against
+        float32 is measured by ``python -m bench.precision``; ``--fp32`` keeps float32 coders.
+        """
+        self.encoder.to(dtype)
+        self.decoder.to(dtype)
+        return self
+
+    def coder_dtype(self) -> torch.dtype:
+        return self.decoder.layers[1].weight.dtype
 
     # --- public ------------------------------------------------------------------------------
     @torch.no_grad()
