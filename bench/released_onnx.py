@@ -68,8 +68,8 @@ def child(backend_name: str, folder: str, part: str, seconds: float, repeats: in
                 "loaded_mib": round(loaded, 1),
                 "peak_mib": round(peak, 1),
                 "first_s": round(first, 3),
-                "wall_s": round(timing.wall, 3),
-                "cpu_s": round(timing.cpu, 3),
+                "wall_s": round(timing.wall_s, 3),
+                "cpu_s": round(timing.cpu_s, 3),
             }
         )
     )
