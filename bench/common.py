@@ -224,3 +224,17 @@ def describe(info: dict) -> str:
         f"{info['cpu_model']}, {info['physical_cores']} cores, torch {info['torch']} "
         f"({info['torch_threads']} threads), avx512_bf16={info['avx512_bf16']}, load {info['load_average']}"
     )
+
+
+def write_doc_section(name: str, text: str) -> Path:
+    """Replace what stands between ``<!-- name:start -->`` and ``<!-- name:end -->`` in
+    docs/benchmarks.md with ``text`` (``--write-docs`` of the benches that keep a table there)."""
+    doc = REPO / "docs" / "benchmarks.md"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    content = doc.read_text()
+    if start not in content or end not in content:
+        raise SystemExit(f"{doc} has no {start} ... {end} markers")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    return doc

@@ -43,8 +43,6 @@ from . import common
 
 PROMPT = "deep house groove with warm chords and a rolling bassline, 122 BPM"
 IMPLEMENTATIONS = ("official", "sa3", "sa3-fp32")
-DOC_START = "<!-- versus_official:start -->"
-DOC_END = "<!-- versus_official:end -->"
 
 
 # ----------------------------------------------------------------------------- timing hooks
@@ -211,16 +209,6 @@ def markdown(rows: list[dict], info: dict, model_label: str, threads: int) -> st
     return "\n".join(lines)
 
 
-def write_docs(text: str) -> None:
-    doc = common.REPO / "docs" / "benchmarks.md"
-    content = doc.read_text()
-    if DOC_START not in content:
-        raise SystemExit(f"{doc} has no {DOC_START} marker")
-    head, rest = content.split(DOC_START, 1)
-    _, tail = rest.split(DOC_END, 1)
-    doc.write_text(f"{head}{DOC_START}\n{text}\n{DOC_END}{tail}")
-
-
 def main() -> int:
     p = common.parser("versus_official", __doc__)
     p.add_argument("--official", type=Path, help="checkout of Stability-AI/stable-audio-3 (omit: sa3 rows only)")
@@ -265,7 +253,7 @@ def main() -> int:
     text = markdown(rows, info, label, threads)
     print(text)
     if args.write_docs:
-        write_docs(text)
+        common.write_doc_section("versus_official", text)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

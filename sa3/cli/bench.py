@@ -34,6 +34,8 @@ for _name, _module in (
     ("plugin_block", "plugin_block"),
     ("default_model", "default_model"),
     ("versus_official", "versus_official"),
+    ("precision", "precision"),
+    ("exact_length", "exact_length"),
     ("released_shapes", "released_shapes"),
     ("all", "run_all"),
 ):

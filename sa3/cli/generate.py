@@ -86,6 +86,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help='keep notes in a key the prompt names ("in D minor"): dB per sampler step by which notes '
         "outside its scale are turned down (default: the model's, 12 for the shipped model; 0 = off)",
     )
+    parser.add_argument(
+        "--exact-length",
+        action="store_true",
+        help="released Stable Audio 3 models: make exactly the requested length instead of the released "
+        "6 s of headroom (faster for short takes; the models were trained with the headroom, so the sound "
+        "can differ; sa3's own models always make the exact length)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -209,6 +216,8 @@ def _check_common(args) -> None:
             raise Sa3Error(f"--phase-iterations must be 0 or more (got {args.phase_iterations})")
         if args.daemon:
             raise Sa3Error("--phase-iterations needs in-process generation (a daemon uses its model's setting)")
+    if args.exact_length and args.daemon:
+        raise Sa3Error("--exact-length needs in-process generation; drop it or --daemon (the daemon pads as released)")
     args.loras = _loras(args)
     if args.model is not None and args.daemon:  # the name of a model the daemon serves (protocol 1.4)
         if not args.model.strip():
@@ -387,7 +396,7 @@ def run_generate(args) -> int:
         takes = pipeline.generate(
             args.prompt, samples, args.steps, args.cfg, args.seed, args.variations, progress=bar,
             tempo_grid=args.warp, scale_lock_db=args.scale_lock, tail_seconds=args.tail, sample_rate=rate,
-            negative_prompt=args.negative_prompt,
+            negative_prompt=args.negative_prompt, exact_length=args.exact_length or None,
             **_music(args),
         )  # fmt: skip
         return takes, pipeline.recipe(
@@ -398,6 +407,7 @@ def run_generate(args) -> int:
             scale_lock_db=args.scale_lock,
             tempo_grid=args.warp,
             tail_seconds=args.tail,
+            exact_length=args.exact_length or None,
         )
 
     def settle(takes):  # the daemon's 44.1 kHz takes at the rate asked for, under the ceiling there
@@ -449,9 +459,12 @@ def _edit_in_process(args, rate: int, mode: str, audio, third):
         takes = getattr(pipeline, mode)(
             audio, args.prompt, third, args.steps, args.cfg, args.seed, args.variations, progress=bar,
             scale_lock_db=args.scale_lock, sample_rate=rate, negative_prompt=args.negative_prompt,
-            **_music(args),
+            exact_length=args.exact_length or None, **_music(args),
         )  # fmt: skip
-        return takes, pipeline.recipe(args.prompt, args.steps, args.cfg, scale_lock_db=args.scale_lock)
+        recipe = pipeline.recipe(
+            args.prompt, args.steps, args.cfg, scale_lock_db=args.scale_lock, exact_length=args.exact_length or None
+        )
+        return takes, recipe
 
     return in_process
 

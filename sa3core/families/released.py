@@ -8,7 +8,10 @@ the CPU at float32 the same seed gives the same audio (tests/released/test_pipel
 - **Defaults** from the config: post-trained models (``rf_denoiser``) ping-pong, 8 steps,
   guidance 1; base models (``rectified_flow``) Euler, 50 steps, guidance 7 with the orthogonal
   (APG) update. Both on the fixed LogSNR schedule (:mod:`sa3core.released.sampling`).
-- **Padding**: a request of ``n`` samples is made ``n + 6 s`` long, rounded up to whole frames
+- **Padding**: a request of ``n`` samples is made ``n + 6 s`` long (``exact_length=True``, an
+  sa3 option: ``n`` long, so a 1 s take costs about 1/20 of a 60 s one instead of about 1/9;
+  the models were trained with the headroom, and what it changes is measured by
+  ``python -m bench.exact_length``), rounded up to whole frames
   and to the encoder's attention alignment (two frames: 8192 samples), and capped at the
   config's ``sample_size``; the valid frames are ``ceil(n / 4096) + 64``, the rest is padding.
   Padded frames follow the semantics the weights were trained with (flash-attention varlen:
@@ -75,31 +78,32 @@ class ReleasedSettings:
     text_encoder: str = "t5gemma"  # what `sa3 info` shows: the T5Gemma folder the prompt conditioner names
 
 
-def padded_frames(samples: int, settings: ReleasedSettings) -> int:
-    """Latent frames the official generate makes for ``samples`` (44.1 kHz): +6 s, rounded up to
-    whole frames, then to ``align_frames``, capped at ``max_seconds``."""
+def padded_frames(samples: int, settings: ReleasedSettings, headroom: float = HEADROOM_SECONDS) -> int:
+    """Latent frames the official generate makes for ``samples`` (44.1 kHz): + ``headroom``
+    seconds (6 as released; 0 in exact-length mode), rounded up to whole frames, then to
+    ``align_frames``, capped at ``max_seconds``."""
     frame = timebase.SAMPLES_PER_FRAME
-    target = samples + timebase.seconds_to_samples(HEADROOM_SECONDS)
+    target = samples + timebase.seconds_to_samples(headroom)
     frames = -(-target // frame)
     frames = -(-frames // settings.align_frames) * settings.align_frames
     cap = timebase.seconds_to_samples(settings.max_seconds) // frame
     return min(frames, cap)
 
 
-def valid_frames(samples: int, frames: int) -> int:
-    """Frames that are not padding: the request's frames plus the headroom's whole frames."""
-    headroom = int(HEADROOM_SECONDS * timebase.SAMPLE_RATE / timebase.SAMPLES_PER_FRAME)  # 64
-    return min(timebase.samples_to_frames(samples) + headroom, frames)
+def valid_frames(samples: int, frames: int, headroom: float = HEADROOM_SECONDS) -> int:
+    """Frames that are not padding: the request's frames plus the headroom's whole frames (64 for 6 s)."""
+    extra = int(headroom * timebase.SAMPLE_RATE / timebase.SAMPLES_PER_FRAME)
+    return min(timebase.samples_to_frames(samples) + extra, frames)
 
 
 class ReleasedSampling(Sampling):
     """The official generate's latents, draws, sampler, guidance and decode (module docstring)."""
 
-    def __init__(self, backend, settings: ReleasedSettings, made: int) -> None:
+    def __init__(self, backend, settings: ReleasedSettings, made: int, headroom: float = HEADROOM_SECONDS) -> None:
         super().__init__(backend, settings, made)
         self.channels = backend.latent_channels
-        self.frames = padded_frames(made, settings)
-        self.valid = valid_frames(made, self.frames)
+        self.frames = padded_frames(made, settings, headroom)
+        self.valid = valid_frames(made, self.frames, headroom)
 
     def noise(self, seed: int, variations: int) -> torch.Tensor:
         self.generator = torch.Generator().manual_seed(seed)
@@ -159,7 +163,7 @@ class ReleasedSampling(Sampling):
 @FAMILIES.register("released")
 class ReleasedFamily(ModelFamily):
     name = "released"
-    hooks = frozenset()
+    hooks = frozenset({"exact_length"})
 
     def recognises(self, folder: Path) -> bool:
         return (folder / "model_config.json").is_file() and (folder / "model.safetensors").is_file()
@@ -208,10 +212,11 @@ class ReleasedFamily(ModelFamily):
         backend.attach_loras(stack, merge)
 
     def plan_recipe(self, backend, settings, mode, prompt, samples, steering) -> dict[str, object]:
-        self.check_steering(steering, mode)
-        return {}
+        exact = bool(self.check_steering(steering, mode).get("exact_length"))
+        return {"exact_length": True} if exact else {}  # only then: other takes' recipes stay as they were
 
     def plan(self, backend, settings, mode, prompt, samples, bpm, meter, steering) -> Plan:
-        self.check_steering(steering, mode)
+        exact = bool(self.check_steering(steering, mode).get("exact_length"))
+        headroom = 0.0 if exact else HEADROOM_SECONDS
         # bpm and meter set lengths only: the released models hear tempo and meter in the prompt alone
-        return Plan(made=samples, sampling=ReleasedSampling(backend, settings, samples), levels=False)
+        return Plan(made=samples, sampling=ReleasedSampling(backend, settings, samples, headroom), levels=False)

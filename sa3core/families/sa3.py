@@ -110,7 +110,9 @@ def request_music(prompt: str, bpm: float | None, meter: str | None) -> MusicAtt
 @FAMILIES.register("sa3")
 class SA3Family(ModelFamily):
     name = "sa3"
-    hooks = frozenset({"scale_lock_db", "tempo_grid", "tail_seconds"})
+    # exact_length is accepted and changes nothing: sa3's models always make the requested length
+    # (the released family pads by 6 s unless asked for it).
+    hooks = frozenset({"scale_lock_db", "tempo_grid", "tail_seconds", "exact_length"})
     GENERATE_ONLY = frozenset({"tempo_grid", "tail_seconds"})
 
     # ------------------------------------------------------------------ folders
