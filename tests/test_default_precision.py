@@ -1,0 +1,75 @@
+"""sa3's default precision (bf16 matmuls, bf16 SAME blocks on CPUs with native bf16) stays close
+to its ``--fp32`` audio, the tolerance docs/benchmarks.md states (``python -m bench.precision``):
+
+- released models (random-weight fixtures of the released layout): correlation >= 0.999 and
+  log-mel L1 <= 0.01 (log10 units) against the float32 take of the same request;
+- the embedded default model (trained weights): log-mel L1 <= 0.1. Its sample correlation is no
+  measure here: its sampler's trajectories drift apart in phase while the spectrum stays.
+
+Each case also shows that another take (another seed or prompt) is far beyond the tolerance, so
+a pass means the takes are the same take. ``--fp32`` itself is held to the official audio by
+tests/released/test_pipeline_parity.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sa3.eval.metrics import log_mel_l1
+from sa3core.backends import cpu_has_bf16
+from sa3core.pipeline import Pipeline, default_model_dir
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "released"
+RATE = 44_100
+RELEASED_CORR, RELEASED_LOG_MEL = 0.999, 0.01
+EMBEDDED_LOG_MEL = 0.1
+
+
+def measures(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    reference, other = reference.reshape(-1, reference.shape[-1]), other.reshape(-1, other.shape[-1])
+    return float(np.corrcoef(reference.ravel(), other.ravel())[0, 1]), float(log_mel_l1(reference, other))
+
+
+def test_this_machine_runs_bf16_by_default():
+    """The comparisons below are between two precisions only where the default is bf16."""
+    assert Pipeline.load(FIXTURES / "small").backend.bf16 == cpu_has_bf16()
+
+
+@pytest.mark.parametrize("folder", ["small", "medium"])
+def test_released_default_precision_is_the_float32_take(folder):
+    default, fp32 = Pipeline.load(FIXTURES / folder, bf16=True), Pipeline.load(FIXTURES / folder, bf16=False)
+    assert default.backend.bf16 and not fp32.backend.bf16
+    n = 3 * RATE
+    reference = fp32.generate("dry kick drum", n, seed=0)[0]
+    corr, distance = measures(reference, default.generate("dry kick drum", n, seed=0)[0])
+    assert corr >= RELEASED_CORR and distance <= RELEASED_LOG_MEL, (corr, distance)
+    corr, distance = measures(reference, default.generate("dry kick drum", n, seed=1)[0])
+    assert corr < 0.9 and distance > 10 * RELEASED_LOG_MEL, (corr, distance)  # another take
+
+
+def test_released_default_precision_decodes_in_bf16_and_stays_close():
+    default, fp32 = Pipeline.load(FIXTURES / "small", bf16=True), Pipeline.load(FIXTURES / "small", bf16=False)
+    import torch
+
+    assert default.backend.autoencoder.coder_dtype() == torch.bfloat16
+    assert fp32.backend.autoencoder.coder_dtype() == torch.float32
+    latents = torch.randn(1, default.backend.latent_channels, 40, generator=torch.Generator().manual_seed(0))
+    ours = default.backend.decode_latents(latents, torch.Generator().manual_seed(1))[0].numpy()
+    reference = fp32.backend.decode_latents(latents, torch.Generator().manual_seed(1))[0].numpy()
+    corr, distance = measures(reference, ours)
+    assert corr >= RELEASED_CORR and distance <= RELEASED_LOG_MEL, (corr, distance)
+    assert np.abs(ours - reference).max() > 0  # bf16 did run: not the float32 numbers
+
+
+def test_embedded_default_precision_keeps_the_float32_spectrum():
+    folder = default_model_dir()
+    default, fp32 = Pipeline.load(folder, bf16=True), Pipeline.load(folder, bf16=False)
+    n = 2 * RATE
+    reference = fp32.generate("dry kick drum", n, seed=0)[0]
+    _, distance = measures(reference, default.generate("dry kick drum", n, seed=0)[0])
+    assert distance <= EMBEDDED_LOG_MEL, distance
+    _, distance = measures(reference, fp32.generate("rain on a tin roof at night", n, seed=0)[0])
+    assert distance > 5 * EMBEDDED_LOG_MEL, distance  # another prompt's take
