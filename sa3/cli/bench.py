@@ -36,6 +36,7 @@ for _name, _module in (
     ("versus_official", "versus_official"),
     ("precision", "precision"),
     ("exact_length", "exact_length"),
+    ("daemon_bars", "daemon_bars"),
     ("released_shapes", "released_shapes"),
     ("all", "run_all"),
 ):

@@ -1,0 +1,113 @@
+"""A few bars through a warm daemon, request to audio: ``python -m bench.daemon_bars``.
+
+    python -m bench.daemon_bars [--model DIR] [--bars 4] [--bpm 120] [--meter 4/4]
+
+What a producer waits for when the plugin asks a running ``sa3 serve`` for a loop: a real daemon
+subprocess on loopback serves ``--model`` (by default random weights of the released small
+shapes, :mod:`bench.released_shapes`; nothing is downloaded) at its default precision; after
+one warm-up request, ``--repeats`` requests of ``--bars`` bars at ``--bpm`` (the protocol's
+``bars``/``bpm`` fields, the model's default steps) are timed in the client from sending the
+request to holding the decoded audio. The daemon's own ``seconds_elapsed`` (its time in the model)
+is reported beside it, so the rest is queueing and transport. The issue's target for released
+small: 4 bars at 120 bpm in at most 4 s.
+
+``--write-docs`` replaces the table in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import common
+
+PROMPT = "deep house groove with warm chords and a rolling bassline, 122 BPM"
+
+
+def start_daemon(model: Path, threads: int) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "sa3", "serve", "--bind", "tcp://127.0.0.1:*", "--model", str(model)]
+    command += ["--threads", str(threads)]
+    process = subprocess.Popen(command, cwd=common.REPO, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        match = re.search(r"listening on (\S+)", line)
+        if match:
+            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()  # keep it drained
+            return process, match.group(1)
+    raise SystemExit(f"the daemon did not start (exit code {process.wait()})")
+
+
+def main() -> int:
+    p = common.parser("daemon_bars", __doc__)
+    p.add_argument("--model", type=Path, help="model folder (default: random weights, released small shapes)")
+    p.add_argument("--shapes-dir", default="runs/shapes-small", help="where the default checkpoint is built")
+    p.add_argument("--bars", type=float, default=4.0)
+    p.add_argument("--bpm", type=float, default=120.0)
+    p.add_argument("--meter", default="4/4")
+    p.add_argument("--write-docs", action="store_true", help="replace the table in docs/benchmarks.md")
+    args = p.parse_args()
+    threads = args.threads or common.physical_cores()
+    if args.model is None:
+        from .released_shapes import build
+
+        model, label = build("small", common.REPO / args.shapes_dir), "released small shapes (random)"
+    else:
+        model, label = args.model, args.model.name
+    repeats = args.repeats or (2 if args.quick else 5)
+
+    from bridge.client import Client
+    from sa3core import timebase
+
+    info = common.machine()
+    started = time.perf_counter()
+    process, endpoint = start_daemon(model, threads)
+    ready_s = time.perf_counter() - started
+    walls, inside = [], []
+    try:
+        with Client(endpoint, silence=300.0) as client:
+            fields = {"bars": args.bars, "bpm": args.bpm, "meter": args.meter}
+            first = time.perf_counter()
+            client.generate(PROMPT, seed=0, **fields)
+            first_s = time.perf_counter() - first
+            for k in range(repeats):
+                sent = time.perf_counter()
+                result = client.generate(PROMPT, seed=k + 1, **fields)
+                walls.append(time.perf_counter() - sent)
+                inside.append(result.header["seconds_elapsed"])
+                print(f"request {k + 1}: {walls[-1]:.2f} s (model {inside[-1]:.2f} s)", flush=True)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    seconds = timebase.bars_to_seconds(args.bars, args.bpm, args.meter)
+    row = {
+        "model": label, "bars": args.bars, "bpm": args.bpm, "meter": args.meter, "seconds": seconds,
+        "daemon_ready_s": ready_s, "first_request_s": first_s, "median_s": statistics.median(walls),
+        "model_median_s": statistics.median(inside), "walls": walls, "repeats": repeats,
+    }  # fmt: skip
+    path = common.write_json(args.out, "daemon_bars", [row], info)
+    text = "\n".join(
+        [
+            f"Machine: {info['cpu_model']}, {info['physical_cores']} cores, {threads} torch threads in the daemon, "
+            f"torch {info['torch']}, load {info['load_average']} at the start. Checkpoint: {label}, default "
+            f"precision and steps; `sa3 serve` on loopback, times in the client, medians of {repeats} after a "
+            "warm-up request.",
+            "",
+            "| request | audio | daemon ready (s) | first request (s) | warm request to audio (s) | of which in the model (s) |",
+            "|---|---|---|---|---|---|",
+            f"| {args.bars:g} bars at {args.bpm:g} bpm ({args.meter}) | {seconds:g} s | {ready_s:.1f} | {first_s:.2f} "
+            f"| {row['median_s']:.2f} | {row['model_median_s']:.2f} |",
+        ]
+    )
+    print(text)
+    if args.write_docs:
+        common.write_doc_section("daemon_bars", text)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
