@@ -35,10 +35,16 @@ backend's larger chunk, ``sa3core.backends.inference_chunk_frames``). Percent of
 and from process CPU time (FLOPs per CPU-second, both for the model and for the matmul; on
 shared cores this is the meaningful one). bf16 outputs are compared with fp32 on the same
 input (max |difference| / max |fp32| and relative RMS).
+
+``--released [DIR]`` adds a released checkpoint's DiT forward and SAME decode (random weights of
+the released small shapes without DIR) at the frames its generate makes for ``--seconds`` (+6 s),
+through the torch backend at --fp32 and at sa3's default precision; FLOPs from
+:func:`released_dit_flops` and :func:`released_same_decode_flops`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -98,6 +104,106 @@ def same_decode_flops(config: SAMEConfig, frames: int, chunk_frames: int | None 
         end = min(frames, start + chunk)
         total += _decoder_run_flops(config, min(frames, end + context) - max(0, start - context))
     return total
+
+
+def released_dit_flops(config, frames: int, context_tokens: int, kept: bool = False) -> int:
+    """FLOPs of one released DiT forward (:mod:`sa3core.released.dit`) at batch 1 over ``frames``
+    latent frames, counted like :func:`dit_flops`: per block with N = M + T tokens, width E,
+    SwiGLU inner m, s = 2 splits with differential attention (else 1), S context tokens
+    (cached keys/values not counted)::
+
+        qkv 2*N*E*(1+2s)*E + self-attention s*4*N^2*E + out 2*N*E^2 + cross q 2*N*E*s*E
+        + cross-attention s*4*N*S*E + cross out 2*N*E^2 + local MLP 2*R*(257*E + E^2) + SwiGLU 6*N*E*m
+
+    plus project_in/out 2*T*C*E each and the two 1x1 convs 2*T*C^2 each (C = io_channels);
+    R = T when frames are kept (edits), 1 for plain generation."""
+    E, m, T, C = config.embed_dim, config.ff_inner, frames, config.io_channels
+    N, S = config.num_memory_tokens + T, context_tokens
+    s = 2 if config.attn_kwargs.differential else 1
+    R = T if kept else 1
+    local = 2 * R * ((config.local_add_cond_dim or 0) * E + E * E) if config.local_add_cond_dim else 0
+    block = (
+        2 * N * E * (1 + 2 * s) * E + s * 4 * N * N * E + 2 * N * E * E
+        + 2 * N * E * s * E + s * 4 * N * S * E + 2 * N * E * E + local + 6 * N * E * m
+    )  # fmt: skip
+    return config.depth * block + 4 * T * C * E + 4 * T * C * C
+
+
+def released_same_decode_flops(config, frames: int) -> int:
+    """FLOPs of a released SAME decode of ``frames`` latents the way :meth:`ReleasedAutoencoder.decode`
+    runs it (windows of 128 overlapping by 32 once there are 128 frames; each window whole).
+
+    Per window of F frames (padded to the attention alignment), stride k new tokens per latent,
+    n = F*(k+1) tokens, width D, GLU inner m, differential attention in units of u tokens (SAME-S;
+    SAME-L: a band of w = left + right + 1 tokens)::
+
+        latent in 2*F*256*D + per block: qkv 10*n*D^2 + out 2*n*D^2 + attention 8*n*u*D + GLU 6*n*D*m
+        + mapping 2*(k*F)*D*out*kernel
+
+    (the second half of SAME-S's blocks sees one more unit: counted as n + u tokens)."""
+    from sa3core.released.same import OVERLAP_LATENTS, WINDOW_LATENTS, window_starts
+
+    cfg = config.decoder.config
+    D, k = cfg.width, cfg.strides[0]
+    m = int(D * cfg.ff_mult)
+    depth = cfg.transformer_depths[0]
+    if cfg.sliding_window is not None:
+        unit, align = sum(cfg.sliding_window) * (k + 1) + 1, 1
+    else:
+        unit, align = cfg.chunk_size + cfg.chunk_size // k, cfg.chunk_size // k
+    kernel = 3 if cfg.conv_mapping else 1
+    windows = (
+        [frames]
+        if frames < WINDOW_LATENTS
+        else [WINDOW_LATENTS] * len(window_starts(frames, WINDOW_LATENTS, OVERLAP_LATENTS))
+    )
+    total = 0
+    for F in windows:
+        F = -(-F // align) * align
+        n = F * (k + 1)
+        shifted = depth // 2 if (cfg.sliding_window is None and cfg.chunk_midpoint_shift) else 0
+        tokens = [n] * (depth - shifted) + [n + unit] * shifted
+        per_block = sum(12 * t * D * D + 8 * t * unit * D + 6 * t * D * m for t in tokens)
+        total += 2 * F * config.latent_dim * D + per_block + 2 * (k * F) * D * cfg.out_channels * kernel
+    return total
+
+
+def released_parts(model, seconds: float, repeats: int) -> list[dict]:
+    """One DiT forward and one SAME decode of a released checkpoint at the frames its generate
+    makes for ``seconds`` (+6 s headroom), at --fp32 and at sa3's default precision, through the
+    torch backend as the pipeline calls it."""
+    from sa3core.families.released import ReleasedFamily, padded_frames, valid_frames
+    from sa3core.released.backend import load
+
+    rows, reference = [], {}
+    for precision, bf16 in (("fp32", False), ("bf16", True)):
+        backend = load(model, bf16=bf16)
+        settings = ReleasedFamily.settings(backend.folder.path, backend.folder.config)
+        samples = timebase.seconds_to_samples(seconds)
+        frames = padded_frames(samples, settings)
+        mask = (torch.arange(frames) < valid_frames(samples, frames))[None]
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(1, backend.latent_channels, frames, generator=gen)
+        context, global_cond = backend.context(["a warm analog synth pad"], torch.tensor([seconds]))
+        cond = backend.condition(context, global_cond)
+        t = torch.tensor([0.7])
+        step = functools.partial(backend.velocity, x, t, cond, None, mask)
+        decode = functools.partial(backend.decode_latents, x, torch.Generator().manual_seed(1))
+        config = backend.dit.config
+        for part, fn, flops in (
+            ("released-dit", step, released_dit_flops(config, frames, context.shape[1])),
+            ("released-same-decoder", decode, released_same_decode_flops(backend.autoencoder.config, frames)),
+        ):
+            output = fn()  # also the warm-up
+            timing = common.measure(fn, repeats=repeats, warmup=0)
+            row = {"part": part, "precision": precision, "seconds": seconds, "frames": frames, **_rates(flops, timing)}
+            if part in reference:
+                row.update(_compare(reference[part], output))
+            else:
+                reference[part] = output
+            rows.append(row)
+        del backend, step, decode
+    return rows
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -220,6 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default=None, help="DiT and SAME preset (default small; --quick: tiny)")
     p.add_argument("--seconds", type=float, default=None, help="audio length (default 30; --quick: 5)")
     p.add_argument("--matmul-size", type=int, default=None, help="square matmul side (default 2048; --quick: 512)")
+    p.add_argument(
+        "--released",
+        nargs="?",
+        const="shapes",
+        metavar="DIR",
+        help="also a released checkpoint's DiT forward and SAME decode (no DIR: random weights of the "
+        "released small shapes, built in runs/shapes-small)",
+    )
     args = p.parse_args(argv)
     common.set_threads(args.threads)
     info = common.machine()
@@ -240,6 +354,15 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     rows = dit_forward(preset, seconds, n) + decoder_pass(preset, seconds, n)
+    if args.released:
+        from pathlib import Path
+
+        from .released_shapes import build
+
+        model = (
+            build("small", common.REPO / "runs" / "shapes-small") if args.released == "shapes" else Path(args.released)
+        )
+        rows += released_parts(model, seconds, n)
     for row in rows:
         peak = peaks["fp32" if row["precision"] == "fp32" else "bf16"]
         row["percent_of_peak_wall"] = 100 * row["gflops_wall"] / peak["gflops_wall"]
