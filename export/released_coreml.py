@@ -41,10 +41,10 @@ class CoreMLConditionGraph(nn.Module):
 
     def __init__(self, dit) -> None:
         super().__init__()
-        self.graph = rg.ReleasedConditionGraph(dit)
+        self.part = rg.ReleasedConditionGraph(dit)
 
     def forward(self, context, global_cond):
-        global_embed, keys, values = self.graph(context, global_cond)
+        global_embed, keys, values = self.part(context, global_cond)
         depth, S, hd = keys.shape[0], keys.shape[-2], keys.shape[-1]
         return global_embed, keys.reshape(depth, -1, S, hd), values.reshape(depth, -1, S, hd)
 
@@ -74,13 +74,13 @@ class CoreMLDecoderGraph(nn.Module):
 
     def __init__(self, same) -> None:
         super().__init__()
-        self.graph = rg.SameDecoderWindowGraph(same)
+        self.part = rg.SameDecoderWindowGraph(same)
 
     def forward(self, latents, bottleneck_noise, token_noise, frame_valid):
         B, C, units, unit = latents.shape
         frames = units * unit
-        group, width = self.graph.same.decoder.layers[3].out_group, token_noise.shape[-1]
-        return self.graph(
+        group, width = self.part.same.decoder.layers[3].out_group, token_noise.shape[-1]
+        return self.part(
             latents.reshape(B, C, frames),
             bottleneck_noise.reshape(B, C, frames),
             token_noise.reshape(B, frames, group, width),
@@ -93,11 +93,12 @@ class CoreMLEncoderGraph(nn.Module):
 
     def __init__(self, same) -> None:
         super().__init__()
-        self.graph = rg.SameEncoderWindowGraph(same)
+        self.part = rg.SameEncoderWindowGraph(same)
 
     def forward(self, audio):
         B, channels, units, span = audio.shape
-        return self.graph(audio.reshape(B, channels, units * span))
+        frames = units * (span // timebase.SAMPLES_PER_FRAME)  # span is fixed: no symbolic division
+        return self.part.encode(audio.reshape(B, channels, units * span), None, frames)
 
 
 WINDOW_AXIS = {"audio": 2, "latents": 2, "bottleneck_noise": 2, "token_noise": 1, "frame_valid": 0}  # "units"

@@ -64,26 +64,30 @@ def pad_frames(block: ResamplingBlock) -> int:
     return block.pad // block.in_group if block.role == "decoder" else block.pad // block.stride
 
 
-def resample(block: ResamplingBlock, x: torch.Tensor, token_noise: torch.Tensor | None) -> torch.Tensor:
+def resample(block: ResamplingBlock, x: torch.Tensor, token_noise: torch.Tensor | None, groups) -> torch.Tensor:
     """``ResamplingBlock.forward`` on an input already padded to whole units, its token noise given.
 
     encoder: patches [B, C_in, Fp * stride] -> [B, D, Fp]; decoder: [B, Fp, D] (padded frames
     already zero, see :class:`SameDecoderWindowGraph`) -> patches [B, C_out, Fp * stride].
-    token_noise [B, Fp, out_group, D] (drawn as [B * Fp, out_group, D]) or None (no noise)."""
+    token_noise [B, Fp, out_group, D] (drawn as [B * Fp, out_group, D]) or None (no noise);
+    ``groups`` = Fp, from an input's shape: explicit sizes, so no reshape infers a length by
+    floor division (coremltools types symbolic floor-divided sizes as floats)."""
     if block.role == "encoder":
         if block.mapping is not None:
             x = block.mapping(x)
         x = x.transpose(1, 2)  # (B, T, D)
-    B, T, D = x.shape
-    groups = T // block.in_group
-    x = x.reshape(B * groups, block.in_group, D)
-    tokens = block.new_tokens.expand(B * groups, block.out_group, D)
+    B, _, D = x.shape
+    x = x.reshape(B, groups, block.in_group, D)  # (B, groups, in_group, D)
+    # zeros shaped (B, groups, 1, D) from x (select, not a full slice: Core ML refuses aten.alias)
+    tokens = block.new_tokens.reshape(1, 1, -1, D) + x.select(2, 0).unsqueeze(2) * 0.0  # (B, groups, k, D)
+    tokens = tokens.expand(-1, -1, block.out_group, -1)  # (B, groups, out_group, D)
     if token_noise is not None:
-        tokens = tokens + token_noise.reshape(B * groups, block.out_group, D) * block.mask_noise
-    x = torch.cat([x, tokens], dim=1).reshape(B, groups * (block.in_group + block.out_group), D)  # (B, N, D)
+        tokens = tokens + token_noise * block.mask_noise
+    span = block.in_group + block.out_group
+    x = torch.cat([x, tokens], dim=2).reshape(B, groups * span, D)  # (B, N, D)
     x = block._blocks(x)
-    x = x.reshape(B * groups, block.in_group + block.out_group, D)[:, -block.out_group :]  # the new tokens
-    x = x.reshape(B, groups * block.out_group, D).transpose(1, 2)  # (B, D, T_out)
+    x = x.reshape(B, groups, span, D)[:, :, -block.out_group :]  # the new tokens
+    x = x.reshape(B, groups * block.out_group, D).transpose(1, 2)  # (B, D, groups * out_group)
     if block.role == "decoder" and block.mapping is not None:
         x = block.mapping(x)
     return x
@@ -98,8 +102,15 @@ class SameEncoderWindowGraph(nn.Module):
         self.same = same
 
     def forward(self, audio: torch.Tensor, token_noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode(audio, token_noise, audio.shape[-1] // self.same.hop)
+
+    def encode(self, audio: torch.Tensor, token_noise: torch.Tensor | None, frames) -> torch.Tensor:
+        """``forward`` with the frame count given (Core ML: a product of the unit count, not a division)."""
         s = self.same
-        x = resample(s.encoder.layers[0], s.patchify(audio), token_noise)  # (B, D, Fp)
+        B, C, _ = audio.shape
+        count = frames * (s.hop // s.patch)  # s.patchify, with explicit sizes
+        patches = audio.reshape(B, C, count, s.patch).permute(0, 1, 3, 2).reshape(B, C * s.patch, count)
+        x = resample(s.encoder.layers[0], patches, token_noise, frames)  # (B, D, Fp)
         x = s.encoder.layers[2](x.transpose(1, 2)).transpose(1, 2)  # (B, C, Fp)
         return s.bottleneck.encode(x)
 
@@ -118,7 +129,7 @@ class SameDecoderWindowGraph(nn.Module):
         z = latents * bottleneck.running_std + bottleneck_noise * bottleneck.running_std * 1e-3
         x = s.decoder.layers[1](z.transpose(1, 2))  # (B, Fp, D)
         x = x * frame_valid[None, :, None]  # the eager decoder pads with zeros after this projection
-        audio = s.unpatchify(resample(s.decoder.layers[3], x, token_noise))  # (B, 2, Fp * 4096)
+        audio = s.unpatchify(resample(s.decoder.layers[3], x, token_noise, latents.shape[-1]))  # (B, 2, Fp * 4096)
         return torch.tanh(audio) if s.soft_clip else audio
 
 
