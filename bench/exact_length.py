@@ -46,9 +46,11 @@ def main() -> int:
     else:
         model, label = args.model, args.model.name
 
+    from sa3core.allocator import keep_freed_memory
     from sa3core.pipeline import Pipeline
     from sa3core.timebase import seconds_to_samples
 
+    keep_freed_memory()  # as the sa3 command does at start
     info = common.machine()
     pipeline = Pipeline.load(model)
     repeats = common.repeats(args)

@@ -72,6 +72,9 @@ class Parts:
 
 
 def _child_sa3(model: Path, seconds: float, fp32: bool, parts: Parts):
+    from sa3core.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the sa3 command does at start
     from sa3core.audio import save_audio
     from sa3core.pipeline import Pipeline
     from sa3core.timebase import seconds_to_samples

@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 
+from sa3core.allocator import keep_freed_memory
 from sa3core.errors import Sa3Error
 
 # Subcommand modules, in the order `sa3 --help` lists them.
@@ -57,6 +58,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    keep_freed_memory()  # before the models allocate: sa3core/allocator.py says why
     module = MODULE_OF.get(argv[0]) if argv else None  # None: the full parser (help, or a typo it reports)
     parser = build_parser(module)
     args = parser.parse_args(argv)
