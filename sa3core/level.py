@@ -25,8 +25,6 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
-from scipy.ndimage import minimum_filter1d, uniform_filter1d
-from scipy.signal.windows import kaiser
 
 from .timebase import SAMPLE_RATE, seconds_to_samples
 
@@ -76,6 +74,8 @@ def _phases() -> tuple[np.ndarray, ...]:
     """
     reach = INTERPOLATOR_REACH
     size = 2 * reach * OVERSAMPLE + 1
+    from scipy.signal.windows import kaiser  # here, not at import: scipy.signal costs 0.4 s of a cold start
+
     window = kaiser(size, 8.0)
     phases = []
     for p in range(1, OVERSAMPLE):
@@ -161,6 +161,8 @@ def smooth_gain(need: np.ndarray, sample_rate: int = SAMPLE_RATE, circular: bool
     smoothed gain at a peak is never above the gain that peak needs. Offline, so the look-ahead
     costs no latency.
     """
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d  # here, not at import (0.2 s)
+
     ramp = max(1, seconds_to_samples(LIMITER_RAMP_SECONDS, sample_rate))
     hold = seconds_to_samples(LIMITER_HOLD_SECONDS, sample_rate)
     mode = "wrap" if circular else "nearest"

@@ -338,8 +338,10 @@ def _write(args, outputs: list[Path], audio, mode: str, recipe: dict, rate: int,
             tags={"title": args.prompt[:200], "comment": comment, "software": "sa3"},
         )
         print(f"wrote {path} ({take.shape[1]} samples, {take.shape[1] / rate:.3f} s at {rate} Hz)")
-        peak = true_peak_db(take)
-        if is_near_silent(peak):
+        # The true peak is never below the sample peak: only a quiet take needs the oversampled one.
+        loud = not is_near_silent(20 * np.log10(max(float(np.abs(take).max()), 1e-12)))
+        peak = None if loud else true_peak_db(take)
+        if peak is not None and is_near_silent(peak):
             print(
                 f"sa3: warning: {path} is near-silent (true peak {peak:.1f} dBTP, under {NEAR_SILENT_DBTP:g}); "
                 "try another --seed or a fuller prompt",
