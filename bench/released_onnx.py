@@ -2,7 +2,7 @@
 DiT step and of one SAME decode, per length. ``python -m bench.released_onnx``.
 
     python -m bench.released_onnx --model runs/shapes-small [--lengths 10 30 120]
-        [--backends onnx torch-fp32] [--parts step decode] [--repeats 2]
+        [--backends onnx torch-fp32] [--parts step decode] [--repeats 2] [--sequence 10 120 10 30]
 
 ``--model`` is a released folder whose ``onnx/`` holds its export (``sa3 export onnx --model
 FOLDER -o FOLDER/onnx``); ``runs/shapes-small`` (random weights of the released small model's
@@ -12,7 +12,9 @@ Each (backend, part, length) runs in a fresh child process that loads the backen
 peak resident set (VmHWM) once loaded, runs the part once and reports the peak again, then
 times ``--repeats`` more runs (median). ``peak - loaded`` is what the part itself needed: flat
 in the length for the windowed SAME decode, linear (the activations, not the weights) for the
-DiT step. Lengths are the request's seconds; the DiT sees the released padded length
+DiT step. ``--sequence`` runs one process through several lengths and reports its resident
+memory after each (what a long-lived daemon holds: no growth from shape to shape, since the
+sessions plan no memory pattern and keep no arena). Lengths are the request's seconds; the DiT sees the released padded length
 (seconds + 6 s, in frames).
 """
 
@@ -30,19 +32,24 @@ BACKENDS = ["onnx", "torch-fp32"]
 PARTS = ["step", "decode"]
 
 
-def child(backend_name: str, folder: str, part: str, seconds: float, repeats: int) -> None:
+def load(backend_name: str, folder: str):
+    import torch
+
+    from sa3core.families.released import ReleasedFamily
+
+    if backend_name == "onnx":
+        return ReleasedFamily().load(Path(folder), backend="onnx")
+    bf16 = backend_name == "torch-bf16"
+    return ReleasedFamily().load(Path(folder), bf16=bf16, text_dtype=torch.float32)
+
+
+def part_run(backend, settings, part: str, seconds: float):
+    """-> (frames, a function running ``part`` once at ``seconds``)."""
     import torch
 
     from sa3core import timebase
-    from sa3core.families.released import ReleasedFamily, padded_frames
+    from sa3core.families.released import padded_frames
 
-    loader = ReleasedFamily()
-    if backend_name == "onnx":
-        backend, settings = loader.load(Path(folder), backend="onnx")
-    else:
-        backend, settings = loader.load(Path(folder), bf16=backend_name == "torch-bf16", text_dtype=torch.float32)
-
-    loaded = common.peak_rss_mib()
     samples = timebase.seconds_to_samples(seconds)
     gen = torch.Generator().manual_seed(0)
     if part == "step":
@@ -51,11 +58,32 @@ def child(backend_name: str, folder: str, part: str, seconds: float, repeats: in
         cond = backend.condition(context, torch.randn(1, backend.diffusion.config.global_cond_dim, generator=gen))
         x = torch.randn(1, backend.latent_channels, frames, generator=gen)
         mask = torch.ones(1, frames, dtype=torch.bool)
-        run = lambda: backend.velocity(x, torch.tensor([0.7]), cond, None, mask)  # noqa: E731
-    else:
-        frames = timebase.samples_to_frames(samples)
-        latents = torch.randn(1, backend.latent_channels, frames, generator=gen)
-        run = lambda: backend.decode_latents(latents, torch.Generator().manual_seed(1))  # noqa: E731
+        return frames, lambda: backend.velocity(x, torch.tensor([0.7]), cond, None, mask)
+    frames = timebase.samples_to_frames(samples)
+    latents = torch.randn(1, backend.latent_channels, frames, generator=gen)
+    return frames, lambda: backend.decode_latents(latents, torch.Generator().manual_seed(1))
+
+
+def current_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(backend_name: str, folder: str, part: str, seconds: str, repeats: int) -> None:
+    backend, settings = load(backend_name, folder)
+    loaded = common.peak_rss_mib()
+    if "," in seconds:  # --sequence: one process through several lengths, resident memory after each
+        steps = []
+        for length in (float(s) for s in seconds.split(",")):
+            frames, run = part_run(backend, settings, part, length)
+            run()
+            steps.append({"seconds": length, "frames": frames, "rss_mib": round(current_rss_mib(), 1),
+                          "peak_mib": round(common.peak_rss_mib(), 1)})  # fmt: skip
+        print(json.dumps({"loaded_mib": round(loaded, 1), "sequence": steps}))
+        return
+    frames, run = part_run(backend, settings, part, float(seconds))
     started = time.perf_counter()
     run()
     first = time.perf_counter() - started
@@ -81,11 +109,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lengths", nargs="+", type=float, default=LENGTHS, help=f"seconds (default {LENGTHS})")
     p.add_argument("--backends", nargs="+", default=BACKENDS, help=f"of onnx, torch-fp32, torch-bf16 ({BACKENDS})")
     p.add_argument("--parts", nargs="+", default=PARTS, help=f"step and/or decode (default {PARTS})")
+    p.add_argument("--sequence", nargs="+", type=float, help="one process through these lengths: RSS after each")
     p.add_argument("--child", nargs=3, metavar=("BACKEND", "PART", "SECONDS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         common.set_threads(args.threads)
-        child(args.child[0], args.model, args.child[1], float(args.child[2]), args.repeats or 2)
+        child(args.child[0], args.model, args.child[1], args.child[2], args.repeats or 2)
+        return 0
+    if args.sequence:
+        for part in args.parts:
+            for backend in args.backends:
+                lengths = ",".join(f"{s:g}" for s in args.sequence)
+                _, stdout = common.run_child(
+                    "bench.released_onnx", ["--child", backend, part, lengths, "--model", args.model]
+                )
+                print(f"{part} {backend} one process through {lengths} s: {stdout.strip().splitlines()[-1]}")
         return 0
     info = common.machine()
     print(common.describe(info), flush=True)
