@@ -249,8 +249,10 @@ def test_released_folders_are_recognised_and_bad_requests_refused(tmp_path, pipe
     assert pipelines("small").family.name == "released"
     assert ReleasedFamily().recognises(FIXTURES / "medium-base")  # symlinked weights, as in the HF cache
     assert not ReleasedFamily().recognises(tmp_path)
-    with pytest.raises(Sa3Error, match="torch backend only"):
-        Pipeline.load(FIXTURES / "small", backend="onnx")
+    with pytest.raises(Sa3Error, match="holds no ONNX export; run `sa3 export onnx --model"):
+        Pipeline.load(FIXTURES / "small", backend="onnx")  # export first (tests/export/test_released_onnx.py)
+    with pytest.raises(Sa3Error, match="runs on the torch or onnx backend, not 'coreml'"):
+        Pipeline.load(FIXTURES / "small", backend="coreml")
     with pytest.raises(Sa3Error, match="no phase iterations option"):
         Pipeline.load(FIXTURES / "small", phase_iterations=4)
     with pytest.raises(Sa3Error, match="init noise level"):
