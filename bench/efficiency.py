@@ -335,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         "released small shapes, built in runs/shapes-small)",
     )
     args = p.parse_args(argv)
+    from sa3core.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the sa3 command does: without it, a decode after other work faulted pages in single-file
     common.set_threads(args.threads)
     info = common.machine()
     preset = args.preset or ("tiny" if args.quick else "small")

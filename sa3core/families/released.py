@@ -9,9 +9,9 @@ the CPU at float32 the same seed gives the same audio (tests/released/test_pipel
   guidance 1; base models (``rectified_flow``) Euler, 50 steps, guidance 7 with the orthogonal
   (APG) update. Both on the fixed LogSNR schedule (:mod:`sa3core.released.sampling`).
 - **Padding**: a request of ``n`` samples is made ``n + 6 s`` long (``exact_length=True``, an
-  sa3 option: ``n`` long, so a 1 s take costs about 1/20 of a 60 s one instead of about 1/9;
-  the models were trained with the headroom, and what it changes is measured by
-  ``python -m bench.exact_length``), rounded up to whole frames
+  sa3 option: ``n`` long; a 1 s take of released small then costs 1/6 of a 60 s one instead of
+  1/5, the DiT's per-step weight traffic being the floor; the models were trained with the
+  headroom, and the same seed gives another take: ``python -m bench.exact_length``), rounded up to whole frames
   and to the encoder's attention alignment (two frames: 8192 samples), and capped at the
   config's ``sample_size``; the valid frames are ``ceil(n / 4096) + 64``, the rest is padding.
   Padded frames follow the semantics the weights were trained with (flash-attention varlen:
