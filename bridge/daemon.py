@@ -37,9 +37,10 @@ import zmq
 
 from sa3core import timebase
 from sa3core.errors import Sa3Error
+from sa3core.families import IN_PROCESS_OPTIONS
 
 from . import protocol as P
-from .engine import Engine, Job
+from .engine import ComputeThread, Engine, Job
 from .keys import ServerKeys
 from .loras import LoraFolder, check_folder
 
@@ -76,11 +77,15 @@ class DaemonConfig:
         check_folder(self.lora_dir)
         return ServerKeys.from_dir(self.curve_keys) if self.curve_keys else None
 
-    def engine(self, models: dict) -> Engine:
+    def engine(self, models: dict, compute: ComputeThread | None = None) -> Engine:
         """The job engine these settings describe, for ``models`` (name -> Pipeline, default first),
-        with the adapters of ``lora_dir`` checked against them."""
+        with the adapters of ``lora_dir`` checked against them; its jobs run on ``compute`` (the
+        thread that loaded the models) when given."""
         loras = LoraFolder(self.lora_dir, models)
-        return Engine(models, queue=self.queue, result_ttl=self.result_ttl, max_seconds=self.max_seconds, loras=loras)
+        return Engine(
+            models, queue=self.queue, result_ttl=self.result_ttl, max_seconds=self.max_seconds, loras=loras,
+            compute=compute,
+        )  # fmt: skip
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -445,7 +450,7 @@ class Daemon:
             "default_steps": pipeline.settings.steps,
             "default_cfg": pipeline.settings.cfg,
             "max_seconds": self.model_limits[name].max_seconds,
-            "steering": sorted(pipeline.family.hooks),
+            "steering": sorted(pipeline.family.hooks - IN_PROCESS_OPTIONS),
         }
 
     def _on_job(self, identity, header, frames, encoding, request_id) -> None:

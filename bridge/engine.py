@@ -2,7 +2,8 @@
 and the HTTP contract (bridge/http/) submit to one queue, so limits, cancellation, model
 selection and results behave the same whichever door a job came in by.
 
-One **worker thread** runs one job at a time on the model it names; up to ``queue`` jobs wait
+One **worker thread** runs one job at a time on the model it names (``sa3 serve`` gives it a
+:class:`ComputeThread`, the thread that loaded the models: see there why it must be one thread); up to ``queue`` jobs wait
 behind it. A front end submits a checked :class:`~bridge.protocol.JobRequest` with a ``pack``
 function that turns the finished audio into what that front end keeps and sends (float32 frames
 for ZeroMQ, a base64 WAV reply for HTTP); ``pack`` runs on the worker (the job's ``stage`` is
@@ -27,8 +28,10 @@ strength 0, which is the base model bit for bit. An adapter at strength 0 is lef
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
+import queue as queues
 import secrets
 import threading
 import time
@@ -95,6 +98,50 @@ class Job:
         return sum(len(part) for part in self.result)
 
 
+class ComputeThread:
+    """One thread for all of a server's torch work: loading its models, then every job.
+
+    torch parallelises its CPU kernels with OpenMP, and libgomp gives each OS thread that opens a
+    parallel region a team of its own. Loading the models in the main thread and running the jobs
+    in a worker thread left two teams on the cores, and the worker's kernels ran slower for good:
+    on released small (random weights of the real shapes, 2 cores, nothing else running) a DiT
+    step over 8 s of audio took 0.41 s in the worker against 0.28 s where the model was loaded,
+    its element-wise kernels about twice as long; 4 bars at 120 bpm through ``sa3 serve`` took
+    4.26 s instead of about 2.8 s. With everything in one thread both are 0.31 s.
+
+    :meth:`call` runs a function there and returns its result (or raises its exception);
+    :meth:`submit` returns a future. Functions run one after another, in order.
+    """
+
+    def __init__(self, name: str = "sa3-compute") -> None:
+        self._calls: queues.SimpleQueue = queues.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._calls.put((future, fn, args))
+        return future
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.submit(fn, *args).result()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the thread after the calls already submitted."""
+        self._calls.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as err:  # handed to the caller, who raises it
+                future.set_exception(err)
+
+
 class Engine:
     """``Engine(models)`` runs jobs on ``models`` (name -> Pipeline, in order; the first is the
     default). ``max_seconds`` caps every model's own limit; ``queue`` jobs may wait behind the
@@ -107,6 +154,7 @@ class Engine:
         result_ttl: float = 600.0,
         max_seconds: float | None = None,
         loras: LoraFolder | None = None,
+        compute: ComputeThread | None = None,
     ) -> None:
         if not models:
             raise Sa3Error("the engine needs at least one model")
@@ -123,9 +171,10 @@ class Engine:
         self._waiting: deque[Job] = deque()
         self._running: Job | None = None
         self._cond = threading.Condition()
+        self._compute = compute
         self._stop_worker = False
         self._listeners: list[Listener] = []
-        self._worker: threading.Thread | None = None
+        self._worker: threading.Thread | concurrent.futures.Future | None = None
         self.loras = loras if loras is not None else LoraFolder(None, self.models)
         # Held while adapters are swapped on a model and while the folder is read again (which
         # looks at the models' layers); the folder's generation makes a reread file be read again.
@@ -185,6 +234,9 @@ class Engine:
         self._listeners.append(listener)
 
     def start(self) -> None:
+        if self._compute is not None:  # the jobs run where the models were loaded
+            self._worker = self._compute.submit(self._work)
+            return
         self._worker = threading.Thread(target=self._work, name="sa3-worker", daemon=True)
         self._worker.start()
 
@@ -193,7 +245,11 @@ class Engine:
         with self._cond:
             self._stop_worker = True
             self._cond.notify_all()
-        if self._worker is not None:
+        if isinstance(self._worker, concurrent.futures.Future):
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                self._worker.result(timeout)
+            self._compute.stop(timeout)
+        elif self._worker is not None:
             self._worker.join(timeout)
 
     def stop_taking(self, cancel_running: bool) -> None:

@@ -165,17 +165,20 @@ def run_serve(args) -> int:
         raise Sa3Error(f"--fp32 sets the torch backend's matmuls; the {args.backend} backend has its own precision")
     if config.bind == NO_BIND and http_config is None:
         raise Sa3Error("--bind none leaves nothing to serve; add --http [HOST:]PORT or bind a ZeroMQ endpoint")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise Sa3Error(f"--threads {args.threads} must be at least 1")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise Sa3Error(f"--threads {args.threads} must be at least 1")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="sa3 serve: %(message)s", stream=sys.stderr
     )
-    models = load_models(args.model, args.backend, args.fp32)
-    engine = config.engine(models)
+    from bridge.engine import ComputeThread
+
+    compute = ComputeThread()  # loads the models and runs every job: one OpenMP team (see there)
+    if args.threads is not None:
+        import torch
+
+        compute.call(torch.set_num_threads, args.threads)  # OpenMP's thread count is per thread
+    models = compute.call(load_models, args.model, args.backend, args.fp32)
+    engine = config.engine(models, compute)
     http = HttpServer(engine, http_config) if http_config is not None else None
     return Daemon(engine, config, http).serve()
 
