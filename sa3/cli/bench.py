@@ -37,6 +37,7 @@ for _name, _module in (
     ("precision", "precision"),
     ("exact_length", "exact_length"),
     ("daemon_bars", "daemon_bars"),
+    ("released_onnx", "released_onnx"),
     ("released_shapes", "released_shapes"),
     ("all", "run_all"),
 ):
