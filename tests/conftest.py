@@ -27,6 +27,16 @@ def tiny_model_dir(tiny_pipeline, tmp_path_factory) -> Path:
     return tiny_pipeline.save(tmp_path_factory.mktemp("models") / "tiny")
 
 
+def sigint_as_at_a_terminal() -> None:
+    """``preexec_fn`` for a child a test sends SIGINT: its Ctrl-C disposition reset to the default,
+    as a command typed at a terminal has it. A test run started in the background by a
+    non-interactive shell (``pytest ... &``, nohup) inherits SIGINT *ignored*, Python keeps an
+    ignored SIGINT, and the child would never see the signal the test sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_sa3(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real `sa3` command in a subprocess."""
     env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, SA3
+from tests.conftest import REPO, SA3, sigint_as_at_a_terminal
 
 STARTUP_SECONDS = 120  # importing torch and building the model on a busy 2-core machine
 
@@ -115,8 +115,9 @@ def start_sa3(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
     """The real `sa3` command in a subprocess that a test can signal (run_sa3 waits for its end)."""
     env = server_env(env)
     return subprocess.Popen(
-        [*SA3, *map(str, args)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [*SA3, *map(str, args)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=sigint_as_at_a_terminal,
+    )  # fmt: skip
 
 
 def wait_running(endpoint: str, timeout: float = 60.0) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SA3
+from tests.conftest import SA3, sigint_as_at_a_terminal
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 NEWER = "fedcba9876543210fedcba9876543210fedcba98"
@@ -566,6 +566,7 @@ def test_ctrl_c_during_a_pull_leaves_nothing(tmp_path, hub):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_at_a_terminal,
     )
     try:
         assert server.trickling.wait(60), "the download never started"
