@@ -113,12 +113,19 @@ def decoder_inputs(latents: torch.Tensor, window_frames: int) -> tuple[torch.Ten
 
 def _convert(graph, args, flexible: dict[int, dict[int, tuple[int, int]]], names: list[str], path: Path):
     """torch.export with the flexible axes, then ct.convert with a RangeDim per flexible axis."""
-    import coremltools as ct
     from torch.export import Dim
 
     dynamic = tuple({axis: Dim.DYNAMIC for axis in flexible.get(i, {})} for i in range(len(args)))
     with graphs.exporting(), torch.no_grad():
         program = torch.export.export(graph, args, dynamic_shapes=dynamic).run_decompositions()
+    return to_mlpackage(program, args, names, flexible, path)
+
+
+def to_mlpackage(program, args, names: list[str], flexible: dict[int, dict[int, tuple[int, int]]], path: Path):
+    """An exported program as an ML program package at ``path`` (float32, a RangeDim per flexible
+    axis of the example ``args``); also used by the released models' export."""
+    import coremltools as ct
+
     inputs = []
     for i, (name, arg) in enumerate(zip(names, args)):
         shape = [

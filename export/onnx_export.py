@@ -191,18 +191,24 @@ def _dynamic_shapes(inputs: list[TensorSpec]) -> tuple[dict[int, Dim], ...]:
 
 def export_part(part: str, graph, args, inputs: list[TensorSpec], outputs: list[TensorSpec], path: Path, opset: int):
     with graphs.exporting(), torch.no_grad():
-        torch.onnx.export(
-            graph,
-            args,
-            str(path),
-            dynamo=True,
-            input_names=[s.name for s in inputs],
-            output_names=[s.name for s in outputs],
-            dynamic_shapes=_dynamic_shapes(inputs),
-            opset_version=opset,
-            optimize=True,
-            verbose=False,
-        )
+        write_onnx(graph, args, inputs, outputs, path, opset, _dynamic_shapes(inputs))
+
+
+def write_onnx(graph, args, inputs, outputs, path: Path, opset: int, dynamic_shapes) -> None:
+    """``torch.onnx.export`` as every sa3 export calls it: the dynamo exporter, optimised, with the
+    specs' names (the exporter keeps large weights in a data file beside the graph)."""
+    torch.onnx.export(
+        graph,
+        args,
+        str(path),
+        dynamo=True,
+        input_names=[s.name for s in inputs],
+        output_names=[s.name for s in outputs],
+        dynamic_shapes=dynamic_shapes,
+        opset_version=opset,
+        optimize=True,
+        verbose=False,
+    )
 
 
 def export_onnx(

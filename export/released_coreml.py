@@ -31,7 +31,7 @@ from sa3core.config import to_dict
 from sa3core.errors import Sa3Error
 
 from . import released_graphs as rg
-from .coreml_export import MINIMUM_TARGET
+from .coreml_export import MINIMUM_TARGET, to_mlpackage
 from .manifest import Manifest, PartSpec, TensorSpec, staged_output, write_manifest
 from .released_export import load_released_for_export, same_window, unit_frames
 
@@ -123,7 +123,6 @@ def coreml_window_inputs(part: str, feeds: dict, unit: int) -> tuple[torch.Tenso
 
 def _convert(graph, args, names, flexible: dict[int, dict[int, tuple[int, int]]], path: Path, shared: bool):
     """torch.export (one shared Dim for every flexible axis when ``shared``), then ct.convert."""
-    import coremltools as ct
     from torch.export import Dim
 
     units = Dim("units", min=1, max=4096)
@@ -132,22 +131,7 @@ def _convert(graph, args, names, flexible: dict[int, dict[int, tuple[int, int]]]
     )
     with rg.exporting(), torch.no_grad():
         program = torch.export.export(graph.eval(), args, dynamic_shapes=dynamic).run_decompositions()
-    inputs = []
-    for i, (name, arg) in enumerate(zip(names, args)):
-        shape = [
-            ct.RangeDim(*flexible[i][axis], default=size) if axis in flexible.get(i, {}) else size
-            for axis, size in enumerate(arg.shape)
-        ]
-        inputs.append(ct.TensorType(name=name, shape=ct.Shape(shape), dtype=arg.numpy().dtype))
-    model = ct.convert(
-        program,
-        inputs=inputs,
-        convert_to="mlprogram",
-        minimum_deployment_target=getattr(ct.target, MINIMUM_TARGET),
-        compute_precision=ct.precision.FLOAT32,
-        skip_model_load=True,
-    )
-    model.save(str(path))
+    to_mlpackage(program, args, names, flexible, path)
 
 
 def export_released_coreml(folder: str | Path, output: str | Path, force: bool = False, progress=print) -> Manifest:

@@ -35,6 +35,7 @@ from sa3core.errors import Sa3Error
 
 from . import released_graphs as rg
 from .manifest import Manifest, PartSpec, TensorSpec, staged_output, write_manifest
+from .onnx_export import write_onnx
 
 FAMILY = "released"
 TOLERANCE = 1e-4  # |onnx - torch| <= TOLERANCE * (1 + max |torch|) per part, checked after every export
@@ -218,19 +219,7 @@ def _dynamic_shapes(part: str, inputs: list[TensorSpec], unit: int | None):
 
 def export_part(part, graph, args, inputs, outputs, path: Path, opset: int, unit: int | None) -> None:
     with rg.exporting(), torch.no_grad():
-        torch.onnx.export(
-            graph,
-            args,
-            str(path),
-            dynamo=True,
-            input_names=[s.name for s in inputs],
-            output_names=[s.name for s in outputs],
-            dynamic_shapes=_dynamic_shapes(part, inputs, unit),
-            opset_version=opset,
-            optimize=True,
-            external_data=True,
-            verbose=False,
-        )
+        write_onnx(graph, args, inputs, outputs, path, opset, _dynamic_shapes(part, inputs, unit))
 
 
 # ----------------------------------------------------------------------------- export
