@@ -23,10 +23,12 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -238,3 +240,15 @@ def write_doc_section(name: str, text: str) -> Path:
     _, tail = rest.split(end, 1)
     doc.write_text(f"{head}{start}\n{text}\n{end}{tail}")
     return doc
+
+
+def start_serve(*options: str) -> tuple[subprocess.Popen, str]:
+    """A real ``sa3 serve`` on a free loopback port with ``options``, once it says it listens:
+    (the process, its ZeroMQ endpoint). Its stderr is drained in a thread from then on."""
+    command = [sys.executable, "-m", "sa3", "serve", "--bind", "tcp://127.0.0.1:*", *options]
+    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if match := re.search(r"listening on (\S+)", line):
+            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
+            return process, match.group(1)
+    raise SystemExit(f"sa3 serve did not start (exit code {process.wait()})")

@@ -16,29 +16,14 @@ small: 4 bars at 120 bpm in at most 4 s.
 
 from __future__ import annotations
 
-import re
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from . import common
 
 PROMPT = "deep house groove with warm chords and a rolling bassline, 122 BPM"
-
-
-def start_daemon(model: Path, threads: int) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "sa3", "serve", "--bind", "tcp://127.0.0.1:*", "--model", str(model)]
-    command += ["--threads", str(threads)]
-    process = subprocess.Popen(command, cwd=common.REPO, stderr=subprocess.PIPE, text=True)
-    for line in process.stderr:
-        match = re.search(r"listening on (\S+)", line)
-        if match:
-            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()  # keep it drained
-            return process, match.group(1)
-    raise SystemExit(f"the daemon did not start (exit code {process.wait()})")
 
 
 def main() -> int:
@@ -64,7 +49,7 @@ def main() -> int:
 
     info = common.machine()
     started = time.perf_counter()
-    process, endpoint = start_daemon(model, threads)
+    process, endpoint = common.start_serve("--model", str(model), "--threads", str(threads))
     ready_s = time.perf_counter() - started
     walls, inside = [], []
     try:

@@ -18,10 +18,7 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,21 +28,9 @@ import numpy as np
 from bridge.client import Client
 from sa3core import timebase
 
+from . import common
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def start_daemon(threads: int | None) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "sa3", "serve", "--bind", "tcp://127.0.0.1:*", "--model", "random:tiny"]
-    command += ["--queue", "64"] + (["--threads", str(threads)] if threads else [])
-    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    for line in process.stderr:
-        match = re.search(r"listening on (\S+)", line)
-        if match:
-            threading.Thread(
-                target=lambda: [None for _ in process.stderr], daemon=True
-            ).start()  # keep the pipe drained
-            return process, match.group(1)
-    raise SystemExit("the daemon did not start")
 
 
 def round_trip(pipeline, client: Client, seconds: float, steps: int, repeats: int) -> dict:
@@ -126,7 +111,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     pipeline = Pipeline.random("tiny", seed=0, text_encoder="hash")
-    process, endpoint = start_daemon(args.threads)
+    options = ["--model", "random:tiny", "--queue", "64"] + (["--threads", str(args.threads)] if args.threads else [])
+    process, endpoint = common.start_serve(*options)
     try:
         with Client(endpoint, silence=120.0) as client:
             heartbeat_ms = sorted(1000 * client.ping() for _ in range(200))
