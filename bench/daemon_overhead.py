@@ -30,8 +30,6 @@ from sa3core import timebase
 
 from . import common
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def round_trip(pipeline, client: Client, seconds: float, steps: int, repeats: int) -> dict:
     samples = timebase.seconds_to_samples(seconds)
