@@ -51,6 +51,7 @@ def compare(reference: np.ndarray, other: np.ndarray) -> dict:
 
 
 def released_rows(model: Path, label: str, seconds: list[float], steps: int) -> list[dict]:
+    from sa3core.families.released import padded_frames
     from sa3core.pipeline import Pipeline
     from sa3core.timebase import seconds_to_samples
 
@@ -65,7 +66,7 @@ def released_rows(model: Path, label: str, seconds: list[float], steps: int) -> 
         ours = fast.generate(PROMPT, n, steps=steps, seed=0)[0]
         rows.append({"model": label, "part": "end to end", "seconds": length, **compare(ref, ours),
                      **{f"other_take_{k}": v for k, v in compare(ref, other).items()}})  # fmt: skip
-        frames = -(-n // 4096) + 64
+        frames = padded_frames(n, fast.settings)  # what generate decodes for this request
         latents = torch.randn(1, fast.backend.latent_channels, frames, generator=torch.Generator().manual_seed(0))
         ref = exact.backend.decode_latents(latents, torch.Generator().manual_seed(1))[0].numpy()
         ours = fast.backend.decode_latents(latents, torch.Generator().manual_seed(1))[0].numpy()
