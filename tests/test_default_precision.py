@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sa3.eval.metrics import log_mel_l1
+from bench.precision import compare
 from sa3core.backends import cpu_has_bf16
 from sa3core.pipeline import Pipeline, default_model_dir
 
@@ -29,8 +29,9 @@ EMBEDDED_LOG_MEL = 0.1
 
 
 def measures(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
-    reference, other = reference.reshape(-1, reference.shape[-1]), other.reshape(-1, other.shape[-1])
-    return float(np.corrcoef(reference.ravel(), other.ravel())[0, 1]), float(log_mel_l1(reference, other))
+    """(correlation, log-mel L1) as bench.precision reports them."""
+    found = compare(reference, other)
+    return found["corr"], found["log_mel_l1"]
 
 
 def test_this_machine_runs_bf16_by_default():
