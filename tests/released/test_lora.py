@@ -7,6 +7,12 @@ wrote. Each parity test also shows that a wrong input (a dropped file, the other
 strength) misses the reference far beyond the tolerance, so a pass means the right thing was
 reproduced. Then: strength 0 is the base model bit for bit, merged equals unmerged to float
 rounding, and every bad input is a one-line Sa3Error.
+
+Bit-for-bit claims are made between runs on the machine the test runs on. Against the stored
+references they hold only on a CPU whose float32 kernels match the fixtures' maker (MKL and
+oneDNN choose kernels by CPU vendor and ISA: on an AMD EPYC the velocities move by up to 5e-4
+from the references made on an Intel Xeon), so there the bound is float rounding
+(:data:`ROUNDING`), far below what a wrong input moves.
 """
 
 from __future__ import annotations
@@ -35,6 +41,15 @@ MANIFEST = json.loads((LORA / "manifest.json").read_text())
 CALL = MANIFEST["generate"]["call"]  # the small_pingpong call
 STACK = [(LORA / name, strength) for name, strength in MANIFEST["generate"]["stack"].items()]
 FORWARD_STRENGTH = 0.8
+# Float rounding between CPUs (and thread counts) on the forward's outputs: the seconds token
+# (values about 1; 5e-5 measured on an AMD EPYC) and the velocity (about 10; up to 5e-4 there).
+# A wrong strength moves the velocity by more than 0.05.
+ROUNDING = {"seconds": {"rtol": 0, "atol": 1e-4}, "v": {"rtol": 0, "atol": 1e-3}}
+
+
+def assert_rounding(seconds, v, expected_seconds, expected_v) -> None:
+    torch.testing.assert_close(seconds, expected_seconds, **ROUNDING["seconds"])
+    torch.testing.assert_close(v, expected_v, **ROUNDING["v"])
 
 
 def parts():
@@ -82,25 +97,20 @@ def official(name: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- each type
 def test_the_forward_inputs_rebuild_the_official_base(forward_reference):
     seconds, v = forward(*parts())
-    assert torch.equal(seconds, forward_reference["base.seconds_total.embedding"])
-    assert torch.equal(v, forward_reference["base.v"])
+    assert_rounding(seconds, v, forward_reference["base.seconds_total.embedding"], forward_reference["base.v"])
 
 
 @pytest.mark.parametrize("merge", [True, False], ids=["merged", "unmerged"])
 @pytest.mark.parametrize("kind", list(ADAPTER_TYPES))
 def test_each_adapter_type_gives_the_official_forward(kind, merge, forward_reference):
-    """Merged weights are the official parametrization's bit for bit (the -xs types at the
-    fixtures' 2 threads; with another thread count their SVD bases move in the last bits, so they
-    are held to rounding like the unmerged path: 3e-5 on velocities of about 10)."""
+    """Merged weights are the official parametrization's (bit for bit on the fixtures' CPU and 2
+    threads; the -xs types' SVD bases and the kernels of another CPU move the last bits), the
+    unmerged path to float rounding: within :data:`ROUNDING`."""
     dit, conditioners, _ = attach([(LORA / f"{kind}.safetensors", FORWARD_STRENGTH)], merge)
     seconds, v = forward(dit, conditioners)
     expected_seconds = forward_reference[f"{kind}.seconds_total.embedding"]
     expected_v = forward_reference[f"{kind}.v"]
-    if merge and not ADAPTER_TYPES[kind].xs:
-        assert torch.equal(seconds, expected_seconds) and torch.equal(v, expected_v)
-    else:  # -xs bases come from an SVD whose last bits follow torch's thread count
-        torch.testing.assert_close(seconds, expected_seconds, rtol=0, atol=1e-5)
-        torch.testing.assert_close(v, expected_v, rtol=0, atol=1e-4)
+    assert_rounding(seconds, v, expected_seconds, expected_v)
     base = forward_reference["base.v"]
     assert (v - base).abs().max() > 1.0  # the adapter shows (the reference is far from the base)
 
@@ -112,13 +122,19 @@ def test_another_strength_misses_the_forward(kind, forward_reference):
     assert (v - forward_reference[f"{kind}.v"]).abs().max() > 0.05
 
 
-def test_strength_zero_is_the_base_model_bit_for_bit(forward_reference):
+@pytest.fixture(scope="module")
+def base_forward() -> tuple[torch.Tensor, torch.Tensor]:
+    """The base model's seconds token and velocity as this machine computes them."""
+    return forward(*parts())
+
+
+def test_strength_zero_is_the_base_model_bit_for_bit(base_forward):
     every = [(LORA / f"{kind}.safetensors", 0.0) for kind in ADAPTER_TYPES]
     for merge in (True, False):
         dit, conditioners, _ = attach(every, merge)
         seconds, v = forward(dit, conditioners)
-        assert torch.equal(v, forward_reference["base.v"])
-        assert torch.equal(seconds, forward_reference["base.seconds_total.embedding"])
+        assert torch.equal(v, base_forward[1])
+        assert torch.equal(seconds, base_forward[0])
 
 
 def test_merged_equals_unmerged_for_a_stack_of_every_type():
@@ -129,16 +145,16 @@ def test_merged_equals_unmerged_for_a_stack_of_every_type():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
 
 
-def test_unmerged_strengths_change_per_request_and_come_back(forward_reference):
+def test_unmerged_strengths_change_per_request_and_come_back(forward_reference, base_forward):
     dit, conditioners, stack = attach([(LORA / "bora.safetensors", 0.3)], merge=False)
     with stack.using([FORWARD_STRENGTH]):
         _, v = forward(dit, conditioners)
-        torch.testing.assert_close(v, forward_reference["bora.v"], rtol=0, atol=1e-4)
+        torch.testing.assert_close(v, forward_reference["bora.v"], **ROUNDING["v"])
     with stack.using([0.0]):
-        assert torch.equal(forward(dit, conditioners)[1], forward_reference["base.v"])
+        assert torch.equal(forward(dit, conditioners)[1], base_forward[1])
     assert stack.strengths == (0.3,)
     stack.detach()
-    assert torch.equal(forward(dit, conditioners)[1], forward_reference["base.v"])
+    assert torch.equal(forward(dit, conditioners)[1], base_forward[1])
 
 
 # ----------------------------------------------------------------------------- whole calls
@@ -266,7 +282,9 @@ def test_any_conv1d_follows_the_spec_merged_and_kept_apart(kind, tmp_path):
         stack = LoraStack.read([(tmp_path / "conv.safetensors", -0.6)])
         stack.attach({"net.": copy}, merge)
         with torch.no_grad():
-            torch.testing.assert_close(copy(x), expected, rtol=1e-4, atol=1e-5)
+            # -xs bases come from an SVD whose last bits follow the CPU's LAPACK kernels: up to
+            # 1.3e-5 on outputs of about 1 measured on an AMD EPYC
+            torch.testing.assert_close(copy(x), expected, rtol=1e-4, atol=5e-5)
             if not merge:
                 with stack.using([0.0]):
                     assert torch.equal(copy(x), plain)
