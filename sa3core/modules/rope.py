@@ -30,6 +30,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     Pairs are (i, i + rotary_dims/2) ("rotate half" layout); the remaining dims pass through.
     """
     half = cos.shape[-1]
-    x = x.float()
-    a, b, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
-    return torch.cat([a * cos - b * sin, b * cos + a * sin, rest], dim=-1)
+    if torch.is_grad_enabled() and (x.requires_grad or cos.requires_grad or sin.requires_grad):  # training
+        x = x.float()
+        a, b, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
+        return torch.cat([a * cos - b * sin, b * cos + a * sin, rest], dim=-1)
+    # Written into one float32 output (no concatenation of three temporaries, and a bf16 input
+    # is converted a slice at a time): the same operations in the same order, so the same bits.
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    a, b = x[..., :half].float(), x[..., half : 2 * half].float()
+    first, second = out[..., :half], out[..., half : 2 * half]
+    torch.mul(a, cos, out=first).sub_(b * sin)  # a cos - b sin
+    torch.mul(b, cos, out=second).add_(a * sin)  # b cos + a sin
+    out[..., 2 * half :] = x[..., 2 * half :]
+    return out
