@@ -100,8 +100,8 @@ def bf16_inference_copy(model: nn.Module) -> nn.Module:
 
     Under bf16 autocast a float32 weight is cast to bf16 on every call: for the small DiT that
     is 1.7 GB read and 0.9 GB written per sampler step. A bf16 copy skips that work (and
-    autocast leaves bf16 weights alone). On a CPU the copy's plain linears are then packed
-    (:func:`pack_linears`). The float32 model stays untouched for saving and export.
+    autocast leaves bf16 weights alone). In a process that packs, the copy's plain linears are
+    then packed (:func:`pack_linears`). The float32 model stays untouched for saving and export.
     """
     memo = {}
     for module in model.modules():
@@ -109,6 +109,18 @@ def bf16_inference_copy(model: nn.Module) -> nn.Module:
             for param in module.parameters(recurse=False):
                 memo[id(param)] = nn.Parameter(param.detach().to(torch.bfloat16), requires_grad=False)
     return pack_linears(copy.deepcopy(model, memo).eval())
+
+
+# Whether run copies pack their linears (:func:`pack_linears`). Packing pays in a process that
+# keeps its models: it costs about 2.5 s of load for the small released DiT on two cores (oneDNN
+# reorders about 0.8 GB/s) and saves about 7 % of each DiT step, so a one-shot `sa3 generate` of
+# 30 s would lose; `sa3 serve` turns it on before loading (measured in docs/benchmarks.md).
+_PACKING = {"on": False}
+
+
+def use_packed_linears(on: bool = True) -> None:
+    """Pack the linears of the run copies made from now on in this process (or stop packing)."""
+    _PACKING["on"] = bool(on)
 
 
 def packing_available() -> bool:
@@ -153,8 +165,9 @@ class PackedLinear(nn.Module):
 def pack_linears(model: nn.Module) -> nn.Module:
     """Replace ``model``'s plain CPU bf16 ``nn.Linear`` layers by :class:`PackedLinear`, in place;
     returns ``model``. Subclasses (LoRA-adapted layers) and layers elsewhere stay as they are,
-    and nothing changes where packing is unavailable (:func:`packing_available`)."""
-    if not packing_available():
+    and nothing changes unless the process packs (:func:`use_packed_linears`) and the CPU can
+    (:func:`packing_available`)."""
+    if not (_PACKING["on"] and packing_available()):
         return model
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

@@ -1,6 +1,7 @@
-"""Pre-packed bf16 linears (sa3core.backends.PackedLinear): the run copies sa3 makes at its default
-precision hold their linear weights in oneDNN's blocked layout, and give the same numbers bit for
-bit as the plain bf16 layers they replace, for the released DiT and SAME and for sa3's own model."""
+"""Pre-packed bf16 linears (sa3core.backends.PackedLinear): in a process that packs (`sa3 serve`),
+the run copies sa3 makes at its default precision hold their linear weights in oneDNN's blocked
+layout and give the same numbers bit for bit as the plain bf16 layers they replace, for the
+released DiT and SAME and for sa3's own model; one-shot commands leave them plain."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from sa3core.backends import PackedLinear, bf16_inference_copy, pack_linears, packing_available
+from sa3core.backends import PackedLinear, bf16_inference_copy, pack_linears, packing_available, use_packed_linears
 from sa3core.lora import LoraStack
 from sa3core.pipeline import Pipeline
 from sa3core.released.backend import LORA_PREFIXES
@@ -20,6 +21,14 @@ from sa3core.released.checkpoint import load_conditioners, load_dit, open_releas
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "released"
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="this CPU has no native bf16 (nothing is packed)")
+
+
+@pytest.fixture(autouse=True)
+def packing():
+    """As `sa3 serve` runs: run copies made meanwhile are packed (one-shot commands do not pack)."""
+    use_packed_linears(True)
+    yield
+    use_packed_linears(False)
 
 
 def plain_bf16_copy(model: nn.Module) -> nn.Module:
@@ -75,6 +84,11 @@ def test_the_default_pipelines_run_packed_layers():
     assert set(linears(released.dit).values()) == {nn.Linear}  # the float32 model stays as saved
     fp32 = Pipeline.load(FIXTURES / "small", bf16=False).backend
     assert PackedLinear not in set(linears(fp32._dit_run).values()) | set(linears(fp32.autoencoder).values())
+
+
+def test_a_process_that_does_not_pack_keeps_plain_layers():
+    use_packed_linears(False)
+    assert set(linears(Pipeline.load(FIXTURES / "small").backend._dit_run).values()) == {nn.Linear}
 
 
 def test_lora_adapted_layers_are_left_as_they_are():

@@ -14,8 +14,9 @@ Precision, as the official code runs on a CPU unless said otherwise:
 - the conditioners run in float32; the SAME autoencoder's encoder and decoder blocks run in bf16
   when ``bf16`` is on (its bottleneck, boundaries, RoPE and attention stay float32:
   :meth:`ReleasedAutoencoder.coders_to`), in float32 otherwise;
-- at bf16 the linear weights the DiT and SAME run with are packed once for oneDNN
-  (:func:`sa3core.backends.pack_linears`; the same products, fewer reorders per call).
+- at bf16, in a process that keeps its models (`sa3 serve`), the linear weights the DiT and
+  SAME run with are packed once for oneDNN (:func:`sa3core.backends.pack_linears`; the same
+  products, fewer reorders per call).
 Weights stored in another float dtype (the fixtures store bf16) are converted once; float32
 files (the released ones) stay the file's memory map.
 """
