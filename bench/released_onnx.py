@@ -3,19 +3,22 @@ DiT step and of one SAME decode, per length. ``python -m bench.released_onnx``.
 
     python -m bench.released_onnx --model runs/shapes-small [--lengths 10 30 120]
         [--backends onnx torch-fp32] [--parts step decode] [--repeats 2] [--sequence 10 120 10 30]
+        [--threads N]
 
 ``--model`` is a released folder whose ``onnx/`` holds its export (``sa3 export onnx --model
-FOLDER -o FOLDER/onnx``); ``runs/shapes-small`` (random weights of the released small model's
-shapes, ``python -m bench.released_shapes small runs/shapes-small``) has the real sizes.
+FOLDER -o FOLDER/onnx``), or an export folder itself; ``runs/shapes-small`` (random weights of
+the released small model's shapes, ``python -m bench.released_shapes small runs/shapes-small``)
+has the real sizes. ``--threads`` sets torch's and onnxruntime's intra-op threads alike.
 
 Each (backend, part, length) runs in a fresh child process that loads the backend, reports its
 peak resident set (VmHWM) once loaded, runs the part once and reports the peak again, then
 times ``--repeats`` more runs (median). ``peak - loaded`` is what the part itself needed: flat
 in the length for the windowed SAME decode, linear (the activations, not the weights) for the
-DiT step. ``--sequence`` runs one process through several lengths and reports its resident
-memory after each (what a long-lived daemon holds: no growth from shape to shape, since the
-sessions plan no memory pattern and keep no arena). Lengths are the request's seconds; the DiT sees the released padded length
-(seconds + 6 s, in frames).
+DiT step (its attention is onnxruntime's flash attention: no [B, H, N, N] scores). ``--sequence``
+runs one process through several lengths and reports its resident memory after each (what a
+long-lived daemon holds: no growth from shape to shape, since the sessions plan no memory
+pattern and keep no arena). Lengths are the request's seconds; the DiT sees the released padded
+length (seconds + 6 s, in frames).
 """
 
 from __future__ import annotations
@@ -32,13 +35,14 @@ BACKENDS = ["onnx", "torch-fp32"]
 PARTS = ["step", "decode"]
 
 
-def load(backend_name: str, folder: str):
+def load(backend_name: str, folder: str, threads: int):
+    """-> (backend, settings); ``threads`` intra-op threads for torch and onnxruntime alike."""
     import torch
 
     from sa3core.families.released import ReleasedFamily
 
     if backend_name == "onnx":
-        return ReleasedFamily().load(Path(folder), backend="onnx")
+        return ReleasedFamily().load(Path(folder), backend="onnx", threads=threads)
     bf16 = backend_name == "torch-bf16"
     return ReleasedFamily().load(Path(folder), bf16=bf16, text_dtype=torch.float32)
 
@@ -71,8 +75,8 @@ def current_rss_mib() -> float:
     return float("nan")
 
 
-def child(backend_name: str, folder: str, part: str, seconds: str, repeats: int) -> None:
-    backend, settings = load(backend_name, folder)
+def child(backend_name: str, folder: str, part: str, seconds: str, repeats: int, threads: int) -> None:
+    backend, settings = load(backend_name, folder, threads)
     loaded = common.peak_rss_mib()
     if "," in seconds:  # --sequence: one process through several lengths, resident memory after each
         steps = []
@@ -113,16 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child", nargs=3, metavar=("BACKEND", "PART", "SECONDS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        common.set_threads(args.threads)
-        child(args.child[0], args.model, args.child[1], args.child[2], args.repeats or 2)
+        threads = common.set_threads(args.threads)
+        child(args.child[0], args.model, args.child[1], args.child[2], args.repeats or 2, threads)
         return 0
     if args.sequence:
         for part in args.parts:
             for backend in args.backends:
                 lengths = ",".join(f"{s:g}" for s in args.sequence)
-                _, stdout = common.run_child(
-                    "bench.released_onnx", ["--child", backend, part, lengths, "--model", args.model]
-                )
+                child_args = ["--child", backend, part, lengths, "--model", args.model, "--threads", str(args.threads)]
+                _, stdout = common.run_child("bench.released_onnx", child_args)
                 print(f"{part} {backend} one process through {lengths} s: {stdout.strip().splitlines()[-1]}")
         return 0
     info = common.machine()

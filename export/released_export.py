@@ -218,7 +218,7 @@ def _dynamic_shapes(part: str, inputs: list[TensorSpec], unit: int | None):
 
 
 def export_part(part, graph, args, inputs, outputs, path: Path, opset: int, unit: int | None) -> None:
-    with rg.exporting(), torch.no_grad():
+    with rg.exporting(), rg.onnxruntime_attention(), torch.no_grad():
         write_onnx(graph, args, inputs, outputs, path, opset, _dynamic_shapes(part, inputs, unit))
 
 

@@ -21,6 +21,14 @@ dynamic batch and length. What differs from the eager call, and why:
 - **SAME-L's band attention** branches on the sequence length in Python; :func:`exporting`
   swaps in one masked softmax over the window (the same numbers; a window holds at most
   128 latents, so the square mask stays bounded).
+- **The DiT's attention is onnxruntime's flash attention.** Exported as MatMul-Softmax-MatMul,
+  every attention materialises its [B, H, N, N] float32 scores (several buffers at once: the
+  step's memory grew by ~0.9 GiB from 10 s to 120 s). :func:`onnxruntime_attention` emits
+  ``com.microsoft.MultiHeadAttention`` instead, whose CPU kernel streams the scores through
+  L2-sized blocks, but only without a key-padding mask or attention bias (given a key-padding
+  mask it materialises the scores once). So the key mask travels inside q and k: one more
+  column, 1 in every query, 0 in a real key and -1e9 in a padded one, which adds exactly 0 to
+  real scores and sends padded ones to exp(-1.25e8) = 0, the masked softmax's numbers.
 
 Tensor names and shapes are the manifest's (``export/released_export.py``).
 """
@@ -35,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sa3core.released import modules as released_modules
-from sa3core.released.dit import ReleasedCondition, ReleasedDiT
+from sa3core.released.dit import Attention, ReleasedCondition, ReleasedDiT
 from sa3core.released.same import ReleasedAutoencoder, ResamplingBlock
 from sa3core.released.text import T5GemmaEncoder
 
@@ -56,6 +64,64 @@ def exporting():
         yield
     finally:
         released_modules.band_attention = original
+
+
+MASKED_KEY = -1e9  # a padded key's extra column: its score, times 1/8 (64-wide heads), exps to exactly 0
+
+
+def multi_head_attention(q, k, v, key_mask) -> torch.Tensor:
+    """Softmax attention as onnxruntime's ``com.microsoft.MultiHeadAttention`` without a mask input.
+
+    q [B, H, Nq, hd], k and v [B, H, Nk, hd], key_mask bool [B, 1, 1, Nk] (True = real) or None
+    -> [B, Nq, H * hd]; scale 1/sqrt(hd), as ``F.scaled_dot_product_attention``. With a mask, q
+    and k get one more column (q: 1; k: 0 real, :data:`MASKED_KEY` padded) and the scale stays
+    that of hd. Under ``torch.onnx.export`` the op is emitted as one node (q, k, v as [B, N, H*d]);
+    in eager mode the same augmented tensors go through ``F.scaled_dot_product_attention``.
+    Every query needs a real key (the DiT's memory tokens are always real).
+    """
+    B, H, Nq, hd = q.shape
+    Nk, scale = k.shape[2], hd**-0.5
+    if key_mask is not None:
+        bias = torch.where(key_mask[:, :, 0, :, None], 0.0, MASKED_KEY).to(k.dtype)  # (B, 1, Nk, 1)
+        q = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)  # (B, H, Nq, hd + 1)
+        k = torch.cat([k, bias.expand(B, H, Nk, 1)], dim=-1)  # (B, H, Nk, hd + 1)
+    if not torch.onnx.is_in_onnx_export():
+        out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (B, H, Nq, hd)
+        return out.transpose(1, 2).reshape(B, Nq, H * hd)
+    dq = q.shape[-1]
+    return torch.onnx.ops.symbolic(
+        "com.microsoft::MultiHeadAttention",
+        (
+            q.transpose(1, 2).reshape(B, Nq, H * dq),  # (B, Nq, H * dq)
+            k.transpose(1, 2).reshape(B, Nk, H * dq),  # (B, Nk, H * dq)
+            v.transpose(1, 2).reshape(B, Nk, H * hd),  # (B, Nk, H * hd)
+        ),
+        {"num_heads": H, "scale": scale},
+        dtype=q.dtype,
+        shape=(B, Nq, H * hd),
+        version=1,
+    )
+
+
+def _attend_onnxruntime(self: Attention, q, k, v, key_mask) -> torch.Tensor:
+    """``Attention._attend`` (q [B, splits, H, Nq, hd], k [B, splits, H, Nk, hd], v [B, H, Nk, hd]
+    -> [B, Nq, E]) through :func:`multi_head_attention`; differential: the two attentions subtracted."""
+    out = multi_head_attention(q[:, 0], k[:, 0], v, key_mask)  # (B, Nq, E)
+    if self.splits == 2:
+        out = out - multi_head_attention(q[:, 1], k[:, 1], v, key_mask)
+    return self.to_out(out)
+
+
+@contextlib.contextmanager
+def onnxruntime_attention():
+    """Within this block the released DiT's attention exports as onnxruntime's flash attention
+    (see the module docstring); onnxruntime only: Core ML has no such op."""
+    original = Attention._attend
+    Attention._attend = _attend_onnxruntime
+    try:
+        yield
+    finally:
+        Attention._attend = original
 
 
 def pad_frames(block: ResamplingBlock) -> int:

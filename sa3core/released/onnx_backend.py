@@ -14,9 +14,11 @@ sampling runs unchanged; what runs where:
 
 So the same seed gives the torch backend's float32 audio (``--fp32``; the torch backend's
 default runs T5Gemma in bf16, as the official code does, which moves the audio by ~2e-3).
-Memory stays flat with length: each SAME window is at most 128 latents, the DiT step's
-activations grow linearly with the frames, and the sessions plan no memory pattern for one
-shape (sa3core.onnx_backend.open_session).
+Memory: each SAME window is at most 128 latents (flat with length); the DiT step's attention is
+onnxruntime's flash attention (``com.microsoft.MultiHeadAttention``, export/released_graphs.py),
+so no [B, H, N, N] score matrix exists and the step's activations grow linearly with the frames
+(docs/export.md: +152 MiB at 10 s, +484 MiB at 120 s); the sessions plan no memory pattern for
+one shape (sa3core.onnx_backend.open_session).
 """
 
 from __future__ import annotations

@@ -7,20 +7,29 @@ The small random-weight fixture (tests/fixtures/released/small) is exported once
 pipeline on both backends: generate below one SAME window and across the released 128-latent
 windows, and inpaint (the encoder, the local input). The parity is tight (max |diff| < 1e-4,
 correlation > 0.999999) and can fail: another prompt or another seed moves the audio by > 0.1.
+
+The DiT step's attention is onnxruntime's flash attention (export/released_graphs.py): the graph
+holds ``com.microsoft.MultiHeadAttention`` nodes and no softmax, and at 8000 frames one step
+needs less memory than a single [B, H, N, N] score matrix (the MatMul-Softmax graph needed
+four and a half), with the output still torch's.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from export import released_graphs as rg
 from export.manifest import read_manifest
-from export.released_export import TOLERANCE, export_released_onnx
+from export.released_export import TOLERANCE, compare, export_released_onnx, inputs_at, torch_reference
 from sa3core.errors import Sa3Error
 from sa3core.pipeline import Pipeline, Region
 
@@ -66,6 +75,71 @@ def test_manifest_records_the_parts_and_the_measured_differences(small_folder):
         assert 0 <= spec.checked_max_abs_diff < 1e-2, part
     assert manifest.codec["window_latents"] == 128 and manifest.codec["overlap_latents"] == 32
     assert (small_folder / "onnx" / "conditioners.safetensors").is_file()
+
+
+def test_the_export_attention_is_the_masked_softmax():
+    """In torch: the key mask folded into one more q/k column gives the masked softmax's numbers,
+    and a differential DiT's step graph equals the eager DiT with it swapped in."""
+    from export.released_export import build_graph, load_released_for_export
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 64, generator=g) for n in (7, 11, 11))
+    key_mask = torch.ones(2, 1, 1, 11, dtype=torch.bool)
+    key_mask[1, ..., 4:] = False  # padded keys: their q.k would move the output by ~0.3
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask).transpose(1, 2).reshape(2, 7, 192)
+    torch.testing.assert_close(rg.multi_head_attention(q, k, v, key_mask), want, rtol=0, atol=1e-6)
+    assert (rg.multi_head_attention(q, k, v, None) - want).abs().max() > 0.1
+
+    backend = load_released_for_export(MEDIUM)  # differential attention: two attentions subtracted
+    graph = build_graph("dit_step", backend)
+    inputs = inputs_at("dit_step", backend, 3, 19, 9, g)
+    with torch.no_grad(), rg.onnxruntime_attention():
+        got = graph(*inputs)
+    torch.testing.assert_close(got.numpy(), torch_reference("dit_step", backend, inputs)[0], rtol=0, atol=1e-5)
+
+
+def test_the_step_graph_uses_onnxruntime_flash_attention(small_folder):
+    import onnx
+
+    model = onnx.load(small_folder / "onnx" / "dit_step.onnx", load_external_data=False)
+    ops = [(node.domain, node.op_type) for node in model.graph.node]
+    depth = read_manifest(small_folder / "onnx", runtime="onnx").dit["depth"]
+    assert ops.count(("com.microsoft", "MultiHeadAttention")) == 2 * depth  # self and cross, every block
+    assert not any(op in ("Softmax", "LogSoftmax") for _, op in ops)
+
+
+# A child process runs the step once and prints its peak resident set's growth (MiB).
+_STEP_PEAK = """
+import sys, numpy as np, onnxruntime as ort
+def peak():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+options = ort.SessionOptions()
+options.intra_op_num_threads, options.enable_mem_pattern, options.enable_cpu_mem_arena = 1, False, False
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+feeds = dict(np.load(sys.argv[2]))
+before = peak()
+np.save(sys.argv[3], session.run(None, feeds)[0])
+print(peak() - before)
+"""
+
+
+def test_the_step_needs_less_than_one_score_matrix_at_8000_frames(small_folder, pipelines, tmp_path):
+    """Flash attention streams the scores: one step at 8000 frames (8064 tokens) grows the peak
+    resident set by less than one [1, H, N, N] float32 score matrix (248 MiB for the fixture's
+    one head; measured 82 MiB; the MatMul-Softmax graph: 1112 MiB), and equals torch there."""
+    manifest = read_manifest(small_folder / "onnx", runtime="onnx")
+    backend = pipelines[0].backend  # the float32 torch backend
+    inputs = inputs_at("dit_step", backend, 1, 8000, 9, torch.Generator().manual_seed(2))  # 1/3 padded
+    feeds = {spec.name: t.numpy() for spec, t in zip(manifest.parts["dit_step"].inputs, inputs, strict=True)}
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    graph, out = small_folder / "onnx" / "dit_step.onnx", tmp_path / "velocity.npy"
+    done = subprocess.run([sys.executable, "-c", _STEP_PEAK, graph, tmp_path / "feeds.npz", out],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    tokens = 8000 + manifest.dit["num_memory_tokens"]
+    score_mib = manifest.dit["num_heads"] * tokens * tokens * 4 / 2**20
+    assert float(done.stdout) < score_mib, (float(done.stdout), score_mib)
+    compare("dit_step", [np.load(out)], torch_reference("dit_step", backend, inputs), TOLERANCE, "at 8000 frames")
 
 
 @pytest.mark.parametrize("seconds", [2.0, 14.0])  # 2 s: one SAME pass (72 frames); 14 s: two released windows
