@@ -100,80 +100,14 @@ def bf16_inference_copy(model: nn.Module) -> nn.Module:
 
     Under bf16 autocast a float32 weight is cast to bf16 on every call: for the small DiT that
     is 1.7 GB read and 0.9 GB written per sampler step. A bf16 copy skips that work (and
-    autocast leaves bf16 weights alone). In a process that packs, the copy's plain linears are
-    then packed (:func:`pack_linears`). The float32 model stays untouched for saving and export.
+    autocast leaves bf16 weights alone). The float32 model stays untouched for saving and export.
     """
     memo = {}
     for module in model.modules():
         if isinstance(module, nn.Linear):
             for param in module.parameters(recurse=False):
                 memo[id(param)] = nn.Parameter(param.detach().to(torch.bfloat16), requires_grad=False)
-    return pack_linears(copy.deepcopy(model, memo).eval())
-
-
-# Whether run copies pack their linears (:func:`pack_linears`). Packing pays in a process that
-# keeps its models: it costs about 2.5 s of load for the small released DiT on two cores (oneDNN
-# reorders about 0.8 GB/s) and saves about 7 % of each DiT step, so a one-shot `sa3 generate` of
-# 30 s would lose; `sa3 serve` turns it on before loading (measured in docs/benchmarks.md).
-_PACKING = {"on": False}
-
-
-def use_packed_linears(on: bool = True) -> None:
-    """Pack the linears of the run copies made from now on in this process (or stop packing)."""
-    _PACKING["on"] = bool(on)
-
-
-def packing_available() -> bool:
-    """True where oneDNN can hold bf16 linear weights pre-packed (a CPU build with mkldnn)."""
-    ops = torch.ops.mkldnn
-    return torch.backends.mkldnn.is_available() and hasattr(ops, "_reorder_linear_weight") and cpu_has_bf16()
-
-
-class PackedLinear(nn.Module):
-    """An ``nn.Linear`` for bf16 inference on a CPU, its weight reordered once into oneDNN's
-    blocked layout.
-
-    A plain bf16 weight is reordered by oneDNN on every call: at the few tokens of a short take
-    that is most of a linear's time (1.3-1.6x slower at 24 rows, 3-8 % at 400-800 rows; measured
-    on an AVX-512 bf16 CPU, bench/efficiency.py). The product is the same bit for bit.
-    Inputs are cast to bf16 as autocast would; outputs are bf16. Holds no state-dict entries:
-    it only lives in run copies (:func:`bf16_inference_copy`), never in a model that is saved.
-    """
-
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach().to(torch.bfloat16).contiguous()
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)  # opaque oneDNN tensor
-        self.bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The packed weight ([out, in], bf16): its shape and dtype are readable, not its values."""
-        return self.packed
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(torch.bfloat16)
-        if not x.is_contiguous():
-            x = x.contiguous()
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-
-
-def pack_linears(model: nn.Module) -> nn.Module:
-    """Replace ``model``'s plain CPU bf16 ``nn.Linear`` layers by :class:`PackedLinear`, in place;
-    returns ``model``. Subclasses (LoRA-adapted layers) and layers elsewhere stay as they are,
-    and nothing changes unless the process packs (:func:`use_packed_linears`) and the CPU can
-    (:func:`packing_available`)."""
-    if not (_PACKING["on"] and packing_available()):
-        return model
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and child.weight.dtype == torch.bfloat16 and child.weight.device.type == "cpu":
-                setattr(parent, name, PackedLinear(child))
-    return model
+    return copy.deepcopy(model, memo).eval()
 
 
 # Decode long latents in chunks of at least this many frames. Every chunk carries

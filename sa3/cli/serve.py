@@ -177,9 +177,6 @@ def run_serve(args) -> int:
         import torch
 
         compute.call(torch.set_num_threads, args.threads)  # OpenMP's thread count is per thread
-    from sa3core.backends import use_packed_linears
-
-    use_packed_linears()  # a daemon keeps its models: packing's load cost pays back (sa3core/backends.py)
     models = compute.call(load_models, args.model, args.backend, args.fp32)
     engine = config.engine(models, compute)
     http = HttpServer(engine, http_config) if http_config is not None else None

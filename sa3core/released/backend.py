@@ -13,10 +13,7 @@ Precision, as the official code runs on a CPU unless said otherwise:
   torch backend decides; ``bf16=False`` is ``--fp32``);
 - the conditioners run in float32; the SAME autoencoder's encoder and decoder blocks run in bf16
   when ``bf16`` is on (its bottleneck, boundaries, RoPE and attention stay float32:
-  :meth:`ReleasedAutoencoder.coders_to`), in float32 otherwise;
-- at bf16, in a process that keeps its models (`sa3 serve`), the linear weights the DiT and
-  SAME run with are packed once for oneDNN (:func:`sa3core.backends.pack_linears`; the same
-  products, fewer reorders per call).
+  :meth:`ReleasedAutoencoder.coders_to`), in float32 otherwise.
 Weights stored in another float dtype (the fixtures store bf16) are converted once; float32
 files (the released ones) stay the file's memory map.
 """
@@ -27,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends import bf16_inference_copy, cpu_has_bf16, pack_linears
+from ..backends import bf16_inference_copy, cpu_has_bf16
 from .checkpoint import ReleasedFolder, load_conditioners, load_dit, open_released
 from .conditioners import assemble
 from .dit import ReleasedCondition
@@ -66,7 +63,6 @@ class ReleasedTorchBackend:
         self.autoencoder = self.autoencoder.to(self.device)
         if self.bf16:
             self.autoencoder.coders_to(torch.bfloat16)
-            pack_linears(self.autoencoder)  # its bf16 linears: the encoder's and decoder's blocks
         self.text_encoder = text_encoder
         self._dit_run = bf16_inference_copy(self.dit) if self.bf16 else self.dit
         self.diffusion = folder.config.model.diffusion
