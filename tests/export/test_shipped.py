@@ -43,7 +43,8 @@ def test_graphs_equal_the_shipped_autoencoder(shipped, frames):
     # the encoder graph once left out the measured semitone channels: latents off by ~4
     torch.testing.assert_close(got_latents, latents, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got_audio, same.decode(latents, chunk_frames=0), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(core[..., : got_audio.shape[-1]], got_audio, atol=1e-5, rtol=1e-5)
+    # the Core ML graph's other op order: 2e-5 apart on an AMD EPYC's float32 kernels (audio in [-1, 1])
+    torch.testing.assert_close(core[..., : got_audio.shape[-1]], got_audio, atol=5e-5, rtol=1e-5)
     # what the ONNX backend does with the graph's spectra is the torch decode the model asks for
     iterations = shipped.settings.phase_iterations
     assert iterations > 0

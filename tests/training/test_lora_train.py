@@ -80,7 +80,8 @@ def _official(kind: str) -> tuple[dict, dict]:
 def test_timestep_draws_match_the_official_transforms():
     """The official sampler and length shift, fed the same normal draws / grid, give these numbers."""
     draws = load_file(str(OFFICIAL / "draws.safetensors"))
-    assert torch.equal(truncated_logit_normal(draws["logits"]), 1 - draws["sampler_output"])
+    # float rounding only: the fixture's CPU and another one's vectorised exp/erf differ in the last bits
+    torch.testing.assert_close(truncated_logit_normal(draws["logits"]), 1 - draws["sampler_output"], rtol=0, atol=1e-6)
     shift = LengthShift.from_options(open_released(BASE).config.model.diffusion.distribution_shift_options, "test")
     lengths, grid = draws["lengths"], draws["grid_t"]
     shifted = shift(grid[None].expand(len(lengths), -1).reshape(-1), lengths.repeat_interleave(len(grid)))
