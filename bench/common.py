@@ -228,9 +228,32 @@ def describe(info: dict) -> str:
     )
 
 
-def write_doc_section(name: str, text: str) -> Path:
+def cpu_class() -> str:
+    """What decides bf16 speed on this CPU: ``amx`` (Intel AMX tiles: bf16 matmuls at 5-7x fp32),
+    ``avx512-bf16`` (AVX-512 bf16 dot products, about 3x fp32; AMD Zen 4 among others) or
+    ``other`` (no native bf16). The CPU classes of this project's machines give different ratios."""
+    try:
+        flags = next(
+            (
+                line.split(":", 1)[1].split()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("flags")
+            ),
+            [],
+        )
+    except OSError:
+        flags = []
+    if "amx_bf16" in flags:
+        return "amx"
+    return "avx512-bf16" if "avx512_bf16" in flags else "other"
+
+
+def write_doc_section(name: str, text: str, per_cpu_class: bool = False) -> Path:
     """Replace what stands between ``<!-- name:start -->`` and ``<!-- name:end -->`` in
-    docs/benchmarks.md with ``text`` (``--write-docs`` of the benches that keep a table there)."""
+    docs/benchmarks.md with ``text`` (``--write-docs`` of the benches that keep a table there).
+    ``per_cpu_class``: the section is ``name.<cpu_class()>``, one table per CPU class."""
+    if per_cpu_class:
+        name = f"{name}.{cpu_class()}"
     doc = REPO / "docs" / "benchmarks.md"
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     content = doc.read_text()

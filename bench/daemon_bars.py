@@ -89,7 +89,7 @@ def main() -> int:
     )
     print(text)
     if args.write_docs:
-        common.write_doc_section("daemon_bars", text)
+        common.write_doc_section("daemon_bars", text, per_cpu_class=True)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

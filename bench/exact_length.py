@@ -97,7 +97,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.write_docs:
-        common.write_doc_section("exact_length", text)
+        common.write_doc_section("exact_length", text, per_cpu_class=True)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -256,7 +256,7 @@ def main() -> int:
     text = markdown(rows, info, label, threads)
     print(text)
     if args.write_docs:
-        common.write_doc_section("versus_official", text)
+        common.write_doc_section("versus_official", text, per_cpu_class=True)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench import common, default_model, efficiency, length_scaling, memory, steps
 from sa3core import timebase
+from sa3core.backends import cpu_has_bf16
 from sa3core.models.dit import DiT, dit_preset
 from sa3core.models.same import SAME, SAMEConfig
 
@@ -200,3 +201,18 @@ def test_default_model_bench_times_the_cli_and_the_warm_parts(tmp_path):
     assert {"text", "condition", "dit_step", "decode", "whole"} <= set(warm)
     # the whole call does at least the sampler steps and the decode it is made of
     assert warm["whole"]["cpu_s"] > 0.5 * warm["decode"]["cpu_s"] + 0.5 * warm["steps"] * warm["dit_step"]["cpu_s"]
+
+
+def test_doc_sections_are_kept_per_cpu_class(tmp_path, monkeypatch):
+    """Benches whose ratios depend on the CPU class (AMX against AVX-512 bf16) write their table
+    into that class's section of docs/benchmarks.md and leave the other class's table alone."""
+    assert (common.cpu_class() == "other") == (not cpu_has_bf16())
+    doc = tmp_path / "docs" / "benchmarks.md"
+    doc.parent.mkdir()
+    sections = "".join(f"<!-- t.{c}:start -->\nold {c}\n<!-- t.{c}:end -->\n" for c in ("amx", "avx512-bf16", "other"))
+    doc.write_text(sections)
+    monkeypatch.setattr(common, "REPO", tmp_path)
+    common.write_doc_section("t", "new table", per_cpu_class=True)
+    text = doc.read_text()
+    assert f"<!-- t.{common.cpu_class()}:start -->\nnew table\n" in text
+    assert text.count("new table") == 1 and text.count("old ") == 2
