@@ -69,11 +69,11 @@ def physical_cores() -> int:
 
 
 def bf16_supported() -> bool:
-    """True where the CPU has native bf16 matmuls (AVX-512 bf16 or AMX), so bf16 autocast pays off."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and bool(torch.cpu._is_avx512_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """True where the CPU has native bf16 matmuls (AVX-512 bf16 or AMX), so bf16 autocast pays off:
+    the test sa3's backends make (:func:`sa3core.backends.cpu_has_bf16`)."""
+    from sa3core.backends import cpu_has_bf16
+
+    return cpu_has_bf16()
 
 
 def load_average() -> list[float]:
@@ -134,14 +134,22 @@ def measure(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> Timi
 
 
 # ----------------------------------------------------------------------------- child processes
-def peak_rss_mib() -> float:
-    """This process's peak resident set in MiB: VmHWM (ru_maxrss where /proc is missing)."""
+def status_mib(field: str) -> float | None:
+    """A memory field of /proc/self/status (``VmHWM``, ``VmRSS``) in MiB; None without /proc."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024  # kB
     except OSError:
         pass
+    return None
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set in MiB: VmHWM (ru_maxrss where /proc is missing)."""
+    peak = status_mib("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -68,13 +68,6 @@ def part_run(backend, settings, part: str, seconds: float):
     return frames, lambda: backend.decode_latents(latents, torch.Generator().manual_seed(1))
 
 
-def current_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def child(backend_name: str, folder: str, part: str, seconds: str, repeats: int, threads: int) -> None:
     backend, settings = load(backend_name, folder, threads)
     loaded = common.peak_rss_mib()
@@ -83,7 +76,7 @@ def child(backend_name: str, folder: str, part: str, seconds: str, repeats: int,
         for length in (float(s) for s in seconds.split(",")):
             frames, run = part_run(backend, settings, part, length)
             run()
-            steps.append({"seconds": length, "frames": frames, "rss_mib": round(current_rss_mib(), 1),
+            steps.append({"seconds": length, "frames": frames, "rss_mib": round(common.status_mib("VmRSS") or float("nan"), 1),
                           "peak_mib": round(common.peak_rss_mib(), 1)})  # fmt: skip
         print(json.dumps({"loaded_mib": round(loaded, 1), "sequence": steps}))
         return

@@ -321,7 +321,7 @@ def _comment(mode: str, recipe: dict, seed: int, batch_seed=None, batch_size=Non
 
 def _write(args, outputs: list[Path], audio, mode: str, recipe: dict, rate: int, started: float, **request) -> None:
     """Write each take at ``rate`` with its comment; a near-silent take gets a one-line warning."""
-    from sa3core.level import NEAR_SILENT_DBTP, is_near_silent, true_peak_db
+    from sa3core.level import NEAR_SILENT_DBTP, gain_to_db, is_near_silent, true_peak_db
 
     music = {"bpm": args.bpm, "meter": args.meter if args.bpm is not None else None}
     # Take k is seed + k; made alone, that seed gives nearly the same take, but a batch's numbers
@@ -339,7 +339,7 @@ def _write(args, outputs: list[Path], audio, mode: str, recipe: dict, rate: int,
         )
         print(f"wrote {path} ({take.shape[1]} samples, {take.shape[1] / rate:.3f} s at {rate} Hz)")
         # The true peak is never below the sample peak: only a quiet take needs the oversampled one.
-        loud = not is_near_silent(20 * np.log10(max(float(np.abs(take).max()), 1e-12)))
+        loud = not is_near_silent(gain_to_db(float(np.abs(take).max())))
         peak = None if loud else true_peak_db(take)
         if peak is not None and is_near_silent(peak):
             print(

@@ -33,7 +33,7 @@ from export.released_export import TOLERANCE, compare, export_released_onnx, inp
 from sa3core.errors import Sa3Error
 from sa3core.pipeline import Pipeline, Region
 
-from ..conftest import run_sa3, stereo_tone
+from ..conftest import REPO, run_sa3, stereo_tone
 
 SMALL = Path(__file__).resolve().parents[1] / "fixtures" / "released" / "small"
 MEDIUM = SMALL.parent / "medium"  # differential DiT, SAME-L: band attention, encoder token noise
@@ -108,18 +108,19 @@ def test_the_step_graph_uses_onnxruntime_flash_attention(small_folder):
     assert not any(op in ("Softmax", "LogSoftmax") for _, op in ops)
 
 
-# A child process runs the step once and prints its peak resident set's growth (MiB).
+# A child process (in the repository) opens the step as the onnx backend does, runs it once and
+# prints its peak resident set's growth (MiB).
 _STEP_PEAK = """
-import sys, numpy as np, onnxruntime as ort
-def peak():
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
-options = ort.SessionOptions()
-options.intra_op_num_threads, options.enable_mem_pattern, options.enable_cpu_mem_arena = 1, False, False
-session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+import sys
+from pathlib import Path
+import numpy as np
+from bench.common import peak_rss_mib
+from sa3core.onnx_backend import open_session
+session = open_session(Path(sys.argv[1]), threads=1)
 feeds = dict(np.load(sys.argv[2]))
-before = peak()
+before = peak_rss_mib()
 np.save(sys.argv[3], session.run(None, feeds)[0])
-print(peak() - before)
+print(peak_rss_mib() - before)
 """
 
 
@@ -134,7 +135,7 @@ def test_the_step_needs_less_than_one_score_matrix_at_8000_frames(small_folder, 
     np.savez(tmp_path / "feeds.npz", **feeds)
     graph, out = small_folder / "onnx" / "dit_step.onnx", tmp_path / "velocity.npy"
     done = subprocess.run([sys.executable, "-c", _STEP_PEAK, graph, tmp_path / "feeds.npz", out],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     tokens = 8000 + manifest.dit["num_memory_tokens"]
     score_mib = manifest.dit["num_heads"] * tokens * tokens * 4 / 2**20
