@@ -54,6 +54,12 @@ from .keys import CurveKeys
 ProgressFn = Callable[[int, int], None]
 
 LORAS_MINOR = 5  # the protocol minor that added per-job LoRA adapters
+EXACT_LENGTH_MINOR = 6  # the protocol minor that added exact_length
+# Job fields an older daemon would ignore while making other audio: (minor that added it, what it lacks).
+SILENTLY_IGNORED = {
+    "loras": (LORAS_MINOR, "no LoRA adapters"),
+    "exact_length": (EXACT_LENGTH_MINOR, "no exact-length mode"),
+}
 
 TICK_SECONDS = 0.25  # longest wait between looks at the clock and at the handshake monitor
 INTERRUPT_SECONDS = 3.0  # how long Ctrl-C waits for the daemon to confirm the job's cancel
@@ -150,6 +156,7 @@ def job_message(
     negative_prompt: str | None = None,
     model: str | None = None,
     loras: Sequence[tuple[str, float] | str] | None = None,
+    exact_length: bool | None = None,
     sample_rate: int | None = None,
     steps: int | None = None,
     cfg: float | None = None,
@@ -174,6 +181,7 @@ def job_message(
         init_noise_level=init_noise_level,
         negative_prompt=negative_prompt,
         model=model,
+        exact_length=exact_length or None,  # added in 1.6; sent only when asked
         sample_rate=sample_rate,
         steps=steps,
         cfg=cfg,
@@ -441,13 +449,16 @@ class _Base:
         self.daemon_version = str(capabilities.get("v", "1.0"))
         return capabilities
 
-    def _refuse_loras(self) -> None:
-        """A 1.4 daemon ignores ``loras`` (its audio would be the base model's): refuse to send them."""
-        if P.minor(self.daemon_version) < LORAS_MINOR:
-            raise Sa3Error(
-                f"the daemon at {self.endpoint} speaks protocol {self.daemon_version}, which has no LoRA adapters "
-                f"(added in 1.{LORAS_MINOR}); update it, or leave loras out"
-            )
+    def _refuse_newer(self, fields: dict[str, Any]) -> None:
+        """A daemon of an older minor ignores a field it lacks and answers with other audio than the
+        job asked for (the base model's for ``loras``, the padded take for ``exact_length``):
+        refuse to send such a job, in one line."""
+        for name, (added, lacks) in SILENTLY_IGNORED.items():
+            if fields.get(name) and P.minor(self.daemon_version) < added:
+                raise Sa3Error(
+                    f"the daemon at {self.endpoint} speaks protocol {self.daemon_version}, which has {lacks} "
+                    f"(added in 1.{added}); update it, or leave {name} out"
+                )
 
     def _new_socket(self, context) -> Any:
         socket = context.socket(zmq.DEALER)
@@ -599,10 +610,10 @@ class Client(_Base):
         return self._heard(self._call({"type": "hello", "client": client}, "capabilities"))
 
     def _check_fields(self, fields: dict[str, Any]) -> None:
-        if fields.get("loras"):
+        if any(fields.get(name) for name in SILENTLY_IGNORED):
             if self.daemon_version is None:
                 self.hello()
-            self._refuse_loras()
+            self._refuse_newer(fields)
 
     def status(self, job_id: str | None = None) -> dict[str, Any]:
         return self._call({"type": "status", **({"job_id": job_id} if job_id else {})}, "status")
@@ -732,10 +743,10 @@ class AsyncClient(_Base):
         return self._heard(await self._call({"type": "hello", "client": client}, "capabilities"))
 
     async def _check_fields(self, fields: dict[str, Any]) -> None:
-        if fields.get("loras"):
+        if any(fields.get(name) for name in SILENTLY_IGNORED):
             if self.daemon_version is None:
                 await self.hello()
-            self._refuse_loras()
+            self._refuse_newer(fields)
 
     async def status(self, job_id: str | None = None) -> dict[str, Any]:
         return await self._call({"type": "status", **({"job_id": job_id} if job_id else {})}, "status")
@@ -795,6 +806,7 @@ NEWER_FIELDS = {
     "init_noise_level": (4, "no transform jobs", "run transform without --daemon"),
     "model": (4, "one model per daemon", "drop --model to use the model it serves"),
     "loras": (LORAS_MINOR, "no LoRA adapters", "drop --lora"),
+    "exact_length": (EXACT_LENGTH_MINOR, "no exact-length mode", "drop --exact-length (it pads as released)"),
 }
 
 
@@ -838,6 +850,8 @@ def generate_via_daemon(
         fields["model"] = args.model
     if getattr(args, "loras", None):  # adapters of the daemon's LoRA folder, by name (protocol 1.5)
         fields["loras"] = list(args.loras)
+    if getattr(args, "exact_length", False):  # no released headroom (protocol 1.6)
+        fields["exact_length"] = True
     try:
         with Client(endpoint, curve=curve_from_env(), silence=3.0, retries=0) as client:
             # no daemon there: say so in seconds, not after a long job's patience

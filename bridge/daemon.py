@@ -37,7 +37,6 @@ import zmq
 
 from sa3core import timebase
 from sa3core.errors import Sa3Error
-from sa3core.families import IN_PROCESS_OPTIONS
 
 from . import protocol as P
 from .engine import ComputeThread, Engine, Job
@@ -450,7 +449,7 @@ class Daemon:
             "default_steps": pipeline.settings.steps,
             "default_cfg": pipeline.settings.cfg,
             "max_seconds": self.model_limits[name].max_seconds,
-            "steering": sorted(pipeline.family.hooks - IN_PROCESS_OPTIONS),
+            "steering": sorted(pipeline.family.hooks),
         }
 
     def _on_job(self, identity, header, frames, encoding, request_id) -> None:

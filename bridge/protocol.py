@@ -20,7 +20,7 @@ from sa3core import limits as request_limits
 from sa3core import timebase
 from sa3core.errors import Sa3Error
 
-PROTOCOL_VERSION = "1.5"
+PROTOCOL_VERSION = "1.6"
 DEFAULT_PORT = 5557
 DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 
@@ -321,6 +321,9 @@ class JobRequest:
     # LoRA adapters of the server's folder, (name in lower case, strength in [-2, 2]), in the order
     # they apply; [] runs the base model (added in 1.5). The engine resolves the names.
     loras: list[tuple[str, float]] = field(default_factory=list)
+    # the requested length without the released models' 6 s of headroom (any mode; added in 1.6):
+    # a steering option, so a model whose family lacks it answers invalid_request
+    exact_length: bool = False
 
 
 def _length(header: dict[str, Any], rate: int) -> tuple[int, int]:
@@ -457,6 +460,7 @@ def parse_job(header: dict[str, Any], frames: list[bytes], limits: Limits) -> Jo
     if job.cfg is not None:
         _in_range("cfg", job.cfg, 0.0, MAX_CFG)
     job.progress = get_field(header, "progress", bool, True)
+    job.exact_length = get_field(header, "exact_length", bool, False)
     job.scale_lock_db = get_field(header, "scale_lock_db", float, None)
     if job.scale_lock_db is not None:
         _in_range("scale_lock_db", job.scale_lock_db, 0.0, MAX_SCALE_LOCK_DB)

@@ -54,6 +54,8 @@ def render(pipeline, request: P.JobRequest, progress) -> np.ndarray:
         sample_rate=r.sample_rate,
         negative_prompt=r.negative_prompt,
     )
+    if r.exact_length:  # a steering option: sent only when asked, so families without it run as before
+        common["exact_length"] = True
     rate = r.sample_rate
     if r.mode == "generate":
         return pipeline.generate(r.prompt, r.reply_samples, tail_seconds=r.tail_seconds, **common)

@@ -14,18 +14,19 @@ constexpr int kIncDecButtonWidth = 30;
 constexpr int kIncDecWidth = kTextBoxWidth + 2 * kIncDecButtonWidth;
 constexpr int kLabelWidth = 44, kWideLabelWidth = 76;
 constexpr int kModeWidth = 110, kModelStepsWidth = 130, kRenderWidth = 100;
-constexpr int kModelMenuWidth = 220, kNoiseSliderMinWidth = 160;
+constexpr int kModelMenuWidth = 220, kNoiseSliderMinWidth = 160, kExactLengthWidth = 260;
 constexpr int kLoraLabelWidth = 56, kLoraMenuWidth = 300, kLoraSliderMinWidth = 140;
 constexpr int kEditorWidth = 540;
-// prompt; negative prompt; mode, bars, seed; model, noise level; steps, scale lock; one row per LoRA slot;
-// daemon; render, takes; status
-constexpr int kRows = 8 + sa3::kLoraSlots;
+// prompt; negative prompt; mode, bars, seed; model, noise level; exact length; steps, scale lock; one row
+// per LoRA slot; daemon; render, takes; status
+constexpr int kRows = 9 + sa3::kLoraSlots;
 constexpr int kEditorHeight = 2 * kMargin + kRows * kRowHeight + (kRows - 1) * kGap;
 constexpr int kInnerWidth = kEditorWidth - 2 * kMargin;
 static_assert(kLabelWidth + kModeWidth + 2 * (kGap + kLabelWidth + kIncDecWidth) <= kInnerWidth,
               "mode, bars and seed must fit one row");
 static_assert(kLabelWidth + kModelMenuWidth + kGap + kLabelWidth + kNoiseSliderMinWidth <= kInnerWidth,
               "the model menu and the noise level must fit one row");
+static_assert(kLabelWidth + kExactLengthWidth <= kInnerWidth, "the exact length toggle must fit under the model menu");
 static_assert(kLoraLabelWidth + kLoraMenuWidth + kGap + kLoraSliderMinWidth <= kInnerWidth,
               "a LoRA slot's menu and strength must fit one row");
 static_assert(kLabelWidth + kIncDecWidth + kModelStepsWidth + kGap + kWideLabelWidth + kIncDecWidth <= kInnerWidth,
@@ -93,6 +94,15 @@ Sa3AudioProcessorEditor::Sa3AudioProcessorEditor(Sa3AudioProcessor& p) : AudioPr
   noiseAttachment_ = std::make_unique<SliderAttachment>(p.parameters(), "init_noise_level", initNoiseLevel_);
   addAndMakeVisible(noiseLabel_);
   addAndMakeVisible(initNoiseLevel_);
+
+  // Exact length (protocol 1.6), under the model menu: whether the released models pad each take
+  // with their 6 s of headroom. An automatable parameter, off by default.
+  exactLength_.setTooltip(
+      "released models: make exactly the region's length instead of padding it with 6 s of headroom; faster for "
+      "short takes, and the same seed gives another take (the models were trained with the headroom). sa3's own "
+      "models always make the exact length");
+  exactLengthAttachment_ = std::make_unique<ButtonAttachment>(p.parameters(), "exact_length", exactLength_);
+  addAndMakeVisible(exactLength_);
 
   // LoRA slots (protocol 1.5): the adapter of each is saved in the project, its strength is an
   // automatable parameter (0 leaves it out). Slots apply in order, top first.
@@ -175,6 +185,10 @@ void Sa3AudioProcessorEditor::resized() {
   row.removeFromLeft(kGap);
   noiseLabel_.setBounds(row.removeFromLeft(kLabelWidth));
   initNoiseLevel_.setBounds(row);
+
+  row = nextRow();
+  row.removeFromLeft(kLabelWidth);  // under the model menu, which it belongs to
+  exactLength_.setBounds(row.removeFromLeft(kExactLengthWidth));
 
   row = nextRow();
   stepsLabel_.setBounds(row.removeFromLeft(kLabelWidth));
@@ -329,7 +343,8 @@ void Sa3AudioProcessorEditor::timerCallback() {
       takes_.addItem("take " + juce::String(static_cast<juce::int64>(info.id)) + ": " + juce::String(info.prompt) +
                          " (" + juce::String(sa3::modeName(info.mode)) + ", seed " +
                          juce::String(static_cast<juce::int64>(info.seed)) +
-                         (info.model.empty() ? juce::String() : ", " + juce::String(info.model)) + adapters + ")",
+                         (info.model.empty() ? juce::String() : ", " + juce::String(info.model)) + adapters +
+                         (info.exactLength ? ", exact length" : "") + ")",
                      static_cast<int>(i) + 2);
     }
   }

@@ -1,5 +1,6 @@
-// Minimal editor: prompt, negative prompt, mode, bars, seed, model menu, init noise level, steps,
-// scale lock, LoRA slots (adapter menu and strength each), daemon endpoint, render, takes and status.
+// Minimal editor: prompt, negative prompt, mode, bars, seed, model menu, init noise level, exact
+// length, steps, scale lock, LoRA slots (adapter menu and strength each), daemon endpoint, render,
+// takes and status.
 // Message thread only.
 #pragma once
 
@@ -23,6 +24,7 @@ class Sa3AudioProcessorEditor : public juce::AudioProcessorEditor, private juce:
   void refreshLoraMenus();        // the daemon's adapters (those that fit the job's model first) and the slots
   using SliderAttachment = juce::AudioProcessorValueTreeState::SliderAttachment;
   using ComboAttachment = juce::AudioProcessorValueTreeState::ComboBoxAttachment;
+  using ButtonAttachment = juce::AudioProcessorValueTreeState::ButtonAttachment;
 
   Sa3AudioProcessor& processor_;
   juce::TextEditor prompt_, negativePrompt_, endpoint_;
@@ -31,6 +33,8 @@ class Sa3AudioProcessorEditor : public juce::AudioProcessorEditor, private juce:
   juce::Label negativeLabel_, modeLabel_, barsLabel_, seedLabel_, modelLabel_, noiseLabel_, stepsLabel_, modelSteps_,
       scaleLockLabel_, endpointLabel_, status_;
   juce::TextButton render_{"Render"};
+  juce::ToggleButton exactLength_{"exact length (no 6 s headroom)"};  // protocol 1.6
+  std::unique_ptr<ButtonAttachment> exactLengthAttachment_;
   std::unique_ptr<ComboAttachment> modeAttachment_;
   std::unique_ptr<SliderAttachment> barsAttachment_, seedAttachment_, stepsAttachment_, scaleLockAttachment_,
       noiseAttachment_;

@@ -69,6 +69,7 @@ Sa3AudioProcessor::Sa3AudioProcessor()
   steps_ = parameters_.getRawParameterValue("steps");
   scaleLock_ = parameters_.getRawParameterValue("scale_lock");
   initNoiseLevel_ = parameters_.getRawParameterValue("init_noise_level");
+  exactLength_ = parameters_.getRawParameterValue("exact_length");
   for (int slot = 0; slot < sa3::kLoraSlots; ++slot)
     loraStrengths_[slot] = parameters_.getRawParameterValue(loraStrengthId(slot));
   render_ = parameters_.getRawParameterValue("render");
@@ -119,6 +120,9 @@ juce::AudioProcessorValueTreeState::ParameterLayout Sa3AudioProcessor::createLay
     layout.add(std::make_unique<AudioParameterFloat>(
         ParameterID{loraStrengthId(slot), 3}, "LoRA " + String(slot + 1) + " strength",
         NormalisableRange<float>(-strength, strength, 0.01f), static_cast<float>(sa3::kDefaultLoraStrength)));
+  // Exact length (protocol 1.6): the released models make exactly the region's length, without
+  // their 6 s of headroom. Off by default; version 4 of the parameter list, after the older ones.
+  layout.add(std::make_unique<AudioParameterBool>(ParameterID{"exact_length", 4}, "Exact length", false));
   return layout;
 }
 
@@ -134,6 +138,7 @@ void Sa3AudioProcessor::pushParametersToCore() noexcept {
   const int scaleLock = juce::roundToInt(scaleLock_->load());
   core_.setScaleLockDb(scaleLock <= kScaleLockModel ? -1.0 : static_cast<double>(scaleLock));
   core_.setInitNoiseLevel(initNoiseLevel_->load());
+  core_.setExactLength(exactLength_->load() >= 0.5f);
   for (int slot = 0; slot < sa3::kLoraSlots; ++slot) core_.setLoraStrength(slot, loraStrengths_[slot]->load());
 }
 
@@ -157,6 +162,7 @@ void Sa3AudioProcessor::pullParametersFromCore() {
   set("scale_lock", scaleLock < 0.0 ? static_cast<float>(kScaleLockModel)
                                     : static_cast<float>(juce::jlimit(0.0, sa3::kMaxScaleLockDb, scaleLock)));
   set("init_noise_level", static_cast<float>(core_.initNoiseLevel()));
+  set("exact_length", core_.exactLength() ? 1.0f : 0.0f);
   for (int slot = 0; slot < sa3::kLoraSlots; ++slot)
     set(loraStrengthId(slot).toRawUTF8(), static_cast<float>(core_.loraStrength(slot)));
 }

@@ -66,6 +66,7 @@ class Sa3AudioProcessor : public juce::AudioProcessor {
   std::atomic<float>* steps_ = nullptr;
   std::atomic<float>* scaleLock_ = nullptr;                  // whole dB; -1 = the model's setting (Model)
   std::atomic<float>* initNoiseLevel_ = nullptr;             // transform: kMinInitNoiseLevel to 1
+  std::atomic<float>* exactLength_ = nullptr;                // protocol 1.6: on (1) asks for no released headroom
   std::atomic<float>* loraStrengths_[sa3::kLoraSlots] = {};  // -kMaxLoraStrength to kMaxLoraStrength
   std::atomic<float>* render_ = nullptr;
   bool renderWasOn_ = false;

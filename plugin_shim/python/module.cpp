@@ -320,6 +320,13 @@ void init_processor(py::module_& m) {
           [](PyProcessor& p, double level) { p.core.setInitNoiseLevel(initNoiseLevelToCore(level)); },
           "Transform's init noise level, MIN_INIT_NOISE_LEVEL to 1 (default DEFAULT_INIT_NOISE_LEVEL).")
       .def_property(
+          "exact_length", [](const PyProcessor& p) { return p.core.exactLength(); },
+          [](PyProcessor& p, bool on) { p.core.setExactLength(on); },
+          "Exact length (protocol 1.6, any mode; default False): the released models make exactly the region's "
+          "length instead of padding with 6 s of headroom (faster for short takes; the same seed gives another "
+          "take). Sent only when True; a daemon before 1.6, or a model whose steering lacks exact_length, stops "
+          "the render with a status line.")
+      .def_property(
           "model", [](const PyProcessor& p) { return optionalText(p.core.model()); },
           [](PyProcessor& p, std::optional<std::string> name) { p.core.setModel(name.value_or("")); },
           "The model jobs run on, by the name in `models`; None (or \"\") = the daemon's default, its first.")
@@ -428,6 +435,7 @@ void init_processor(py::module_& m) {
                                                              ? std::optional<double>(t.initNoiseLevel)
                                                              : std::nullopt;
                                  d["loras"] = loraList(t.loras);
+                                 d["exact_length"] = t.exactLength;
                                  d["sample_rate"] = t.sampleRate;
                                  d["start"] = t.start;
                                  d["length"] = t.length;

@@ -67,6 +67,7 @@ class Processor:
     endpoint: str
     negative_prompt: str  # "": none (not sent)
     init_noise_level: float  # transform: MIN_INIT_NOISE_LEVEL to 1
+    exact_length: bool  # protocol 1.6: no released 6 s headroom (False: not sent)
     model: str | None  # None: the daemon's default (its first model)
     @property
     def models(self) -> list[dict]: ...  # name, family, default_steps, default_cfg, max_seconds, steering

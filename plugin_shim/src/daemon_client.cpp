@@ -276,6 +276,7 @@ int64_t DaemonClient::submit(const RenderRequest& request) {
   h.field("seed", static_cast<uint64_t>(request.seed));
   if (request.steps > 0) h.field("steps", request.steps);
   if (request.scaleLockDb >= 0.0) h.field("scale_lock_db", request.scaleLockDb);  // added in 1.1
+  if (request.exactLength) h.field("exact_length", true);                         // added in 1.6
   h.field("progress", true);
   if (request.bpm > 0.0) {  // the model keeps the song's beat, with a downbeat at the clip's first sample
     h.field("bpm", request.bpm);

@@ -17,6 +17,7 @@ namespace tb = timebase;
 
 static_assert(std::atomic<float>::is_always_lock_free, "capture needs lock-free float atomics");
 static_assert(std::atomic<double>::is_always_lock_free, "settings need lock-free double atomics");
+static_assert(std::atomic<bool>::is_always_lock_free, "settings need lock-free bool atomics");
 static_assert(kLoraSlots <= kMaxLoras, "every slot must fit in one job");
 
 // ---- host position, written by the audio thread, read by the worker -----------------------
@@ -393,7 +394,7 @@ std::string Processor::checkAgainstDaemon(const RenderRequest& request, std::str
   modelName = request.model;
   // Not heard from yet: send as chosen; the daemon itself refuses a model it does not serve
   // (bad_field, naming the ones it does), and its capabilities reply fills the menu. (A job with
-  // LoRA adapters is not sent before that reply: the worker waits for it.)
+  // LoRA adapters or exact length is not sent before that reply: the worker waits for it.)
   if (!daemonKnown_) return {};
   const int minor = protocolMinor(daemonVersion_);
   const std::string speaks = "the daemon at " + endpoint_ + " speaks protocol " + daemonVersion_ + ", which has ";
@@ -406,14 +407,28 @@ std::string Processor::checkAgainstDaemon(const RenderRequest& request, std::str
   // A 1.4 daemon ignores `loras` and would make the base model's audio: never send them there.
   if (minor >= 0 && minor < 5 && !request.loras.empty())
     return speaks + "no LoRA adapters (added in 1.5); update sa3 there or set the LoRA slots to none";
+  // A 1.5 daemon ignores `exact_length` and would pad the take in silence: never send it there.
+  if (minor >= 0 && minor < 6 && request.exactLength)
+    return speaks + "no exact-length mode (added in 1.6); update sa3 there or turn exact length off";
   if (minor >= 0 && minor < 4) return {};
   if (!daemonModels_.empty()) {
     if (modelName.empty()) modelName = daemonModels_.front().name;  // every job names its model: the take records it
-    std::vector<std::string> served;
-    for (const auto& m : daemonModels_) served.push_back(m.name);
-    if (std::find(served.begin(), served.end(), modelName) == served.end())
+    const auto model = std::find_if(daemonModels_.begin(), daemonModels_.end(),
+                                    [&](const ModelInfo& m) { return m.name == modelName; });
+    if (model == daemonModels_.end()) {
+      std::vector<std::string> served;
+      for (const auto& m : daemonModels_) served.push_back(m.name);
       return "the daemon at " + endpoint_ + " does not serve model '" + modelName + "'; choose one of " +
              joined(served) + " in the model menu";
+    }
+    // exact_length is a steering option (protocol 1.6): the daemon answers invalid_request for a
+    // model whose family lacks it, so say so before sending, as for a LoRA that does not fit.
+    const auto& steering = model->steering;
+    if (request.exactLength && std::find(steering.begin(), steering.end(), "exact_length") == steering.end())
+      return "model '" + modelName + "' has no exact-length mode (" +
+             (steering.empty() ? std::string("it takes no steering options")
+                               : "its steering options are " + joined(steering)) +
+             "); turn exact length off or choose another model";
   }
   if (request.loras.empty()) return {};
   if (daemonMaxLoras_ > 0 && static_cast<int>(request.loras.size()) > daemonMaxLoras_)
@@ -538,6 +553,7 @@ std::string Processor::buildJob(Job& job) const {
                "; an adapter applies once: set one of them to none";
   }
   req.loras = chosenLoras();  // the filled slots at strengths other than 0, in slot order
+  req.exactLength = exactLength_.load();
   req.seed = static_cast<uint32_t>(seed_.load() & 0xffffffffu);
   req.steps = std::max(0, steps_.load());
   req.scaleLockDb = scaleLockDb_.load();
@@ -591,6 +607,7 @@ std::string Processor::buildJob(Job& job) const {
   d.prompt = req.prompt;
   d.negativePrompt = req.negativePrompt;
   d.loras = req.loras;  // the result's `loras` overrides
+  d.exactLength = req.exactLength;
   d.initNoiseLevel = req.mode == Mode::Transform ? req.initNoiseLevel : 0.0;
   d.seed = req.seed;
   d.steps = req.steps > 0 ? req.steps : modelDefaultSteps();  // the result's `steps` overrides
@@ -678,14 +695,18 @@ void Processor::workerLoop() {
   client->sendHello();
 
   // Sends the job (again); false, with the job dropped and a status line, when the daemon there
-  // cannot run it as asked (a model it does not serve, a 1.4 or 1.5 feature on an older daemon).
-  // A job with LoRA adapters waits (false, kept) for the daemon's capabilities: a daemon before 1.5
-  // would ignore them, so they go only to one known to speak 1.5.
+  // cannot run it as asked (a model it does not serve, a 1.4, 1.5 or 1.6 feature on an older daemon).
+  // A job with LoRA adapters or exact length waits (false, kept) for the daemon's capabilities: a
+  // daemon before 1.5 would ignore the adapters, one before 1.6 exact length, so they go only to one
+  // known to speak the version that has them.
   auto submit = [&]() -> bool {
-    if (!job->request.loras.empty() && !daemonKnown()) {
+    const bool needsVersion = !job->request.loras.empty() || job->request.exactLength;
+    if (needsVersion && !daemonKnown()) {
       job->submitted = false;
       client->sendHello();  // asked again with every heartbeat until it answers (below)
-      setStatus(Status::Rendering, "waiting for the daemon's capabilities before sending the LoRA adapters");
+      setStatus(Status::Rendering, job->request.loras.empty()
+                                       ? "waiting for the daemon's capabilities before asking for exact length"
+                                       : "waiting for the daemon's capabilities before sending the LoRA adapters");
       return false;
     }
     std::string model;
@@ -805,7 +826,7 @@ void Processor::workerLoop() {
           setStatus(Status::Idle, "online");
         }
       } else if (event.kind == DaemonEvent::Kind::Capabilities && job && !job->submitted) {
-        submit();  // a job that waited for them (LoRA adapters)
+        submit();  // a job that waited for them (LoRA adapters, exact length)
       }
       const bool ours = job && ((!job->jobId.empty() && event.jobId == job->jobId) ||
                                 (event.requestId >= 0 && event.requestId == job->requestId));
@@ -890,6 +911,7 @@ TakeInfo Processor::takeInfo(size_t index) const {
   info.negativePrompt = t.negativePrompt;
   info.initNoiseLevel = t.initNoiseLevel;
   info.loras = t.loras;
+  info.exactLength = t.exactLength;
   info.sampleRate = t.sampleRate;
   info.start = t.start;
   info.length = t.length();

@@ -9,9 +9,12 @@
 //   settings, after the init noise level: the slots (kLoraSlots; name "" = none)
 //   each take, after its init noise level: the adapters that made it, in order (at most kMaxLoras)
 // Strengths are within -kMaxLoraStrength..kMaxLoraStrength.
+// Version 5 (protocol 1.6) adds exact length, a u8 that is 0 (padded as released) or 1 (exact):
+//   settings, after the LoRA slots: exact length for the next renders
+//   each take, after its adapters:  whether it was made at exact length
 // Older blobs still load: the scale lock as the model's setting, no negative prompt, the
-// daemon's default model, the default init noise level, empty LoRA slots at strength 1 and takes
-// made without adapters.
+// daemon's default model, the default init noise level, empty LoRA slots at strength 1, exact
+// length off, and takes made without adapters and with the released headroom.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -23,7 +26,7 @@ namespace sa3 {
 namespace {
 
 constexpr char kMagic[4] = {'S', 'A', '3', 'S'};
-constexpr uint32_t kStateVersion = 4;
+constexpr uint32_t kStateVersion = 5;
 constexpr uint32_t kOldestStateVersion = 1;
 
 class Writer {
@@ -91,6 +94,13 @@ class Reader {
         return false;
     return true;
   }
+  /// A u8 flag: 0 or 1, anything else is not a state.
+  bool getFlag(bool& flag) {
+    uint8_t byte = 0;
+    if (!get(byte) || byte > 1) return false;
+    flag = byte == 1;
+    return true;
+  }
   bool done() const { return left_ == 0; }
 
  private:
@@ -122,6 +132,7 @@ std::vector<uint8_t> Processor::getStateInformation() const {
   std::vector<LoraUse> slots(kLoraSlots);
   for (int slot = 0; slot < kLoraSlots; ++slot) slots[slot] = {loraSlot(slot), loraStrength(slot)};
   w.putLoras(slots);
+  w.put<uint8_t>(exactLength_.load() ? 1 : 0);
   std::lock_guard<std::mutex> lock(takesMutex_);
   w.put<uint64_t>(nextTakeId_);
   w.put<int32_t>(activeIndex_);
@@ -142,6 +153,7 @@ std::vector<uint8_t> Processor::getStateInformation() const {
     w.putString(t->negativePrompt);
     w.put<double>(t->initNoiseLevel);
     w.putLoras(t->loras);
+    w.put<uint8_t>(t->exactLength ? 1 : 0);
     w.put<uint64_t>(t->left.size());
     w.putFloats(t->left);
     w.putFloats(t->right);
@@ -166,16 +178,19 @@ bool Processor::setStateInformation(const void* data, size_t size) {
   const auto getTakeLoras = [&](std::vector<LoraUse>& loras) {
     return version < 4 || r.getLoras(loras, kMaxLoras, false);
   };
+  // exact length (off before version 5): for the next renders in the settings, as made in each take
+  const auto getExactLength = [&](bool& exact) { return version < 5 || r.getFlag(exact); };
   const int32_t lastMode = version < 3 ? 2 : 3;  // transform arrived with version 3
   int32_t mode = 0, numerator = 0, denominator = 0, steps = 0, active = -1;
   double bpm = 0, startBar = 0, endBar = 0, bars = 0, scaleLockDb = -1.0, initNoiseLevel = kDefaultInitNoiseLevel;
   uint64_t seed = 0, nextId = 0, count = 0;
   std::string prompt, endpoint, negativePrompt, model;
   std::vector<LoraUse> slots;
+  bool exactLength = false;
   if (!r.get(mode) || !r.get(bpm) || !r.get(numerator) || !r.get(denominator) || !r.get(startBar) || !r.get(endBar) ||
       !r.get(bars) || !r.get(seed) || !r.get(steps) || !getScaleLock(scaleLockDb) || !r.getString(prompt) ||
       !r.getString(endpoint) || !getText(negativePrompt) || !getText(model) || !getNoiseLevel(initNoiseLevel, false) ||
-      !getSlots(slots) || !r.get(nextId) || !r.get(active) || !r.get(count))
+      !getSlots(slots) || !getExactLength(exactLength) || !r.get(nextId) || !r.get(active) || !r.get(count))
     return false;
   if (mode < 0 || mode > lastMode || count > (1u << 20)) return false;
   std::vector<std::shared_ptr<const Take>> takes;
@@ -187,8 +202,8 @@ bool Processor::setStateInformation(const void* data, size_t size) {
     if (!r.get(t.id) || !r.getString(t.prompt) || !r.get(t.seed) || !r.get(t.steps) || !getScaleLock(t.scaleLockDb) ||
         !r.get(takeMode) || !r.get(t.bpm) || !r.get(t.meter.numerator) || !r.get(t.meter.denominator) ||
         !r.get(t.sampleRate) || !r.get(t.start) || !getText(t.model) || !getText(t.negativePrompt) ||
-        !getNoiseLevel(t.initNoiseLevel, true) || !getTakeLoras(t.loras) || !r.get(length) ||
-        !r.getFloats(t.left, length) || !r.getFloats(t.right, length))
+        !getNoiseLevel(t.initNoiseLevel, true) || !getTakeLoras(t.loras) || !getExactLength(t.exactLength) ||
+        !r.get(length) || !r.getFloats(t.left, length) || !r.getFloats(t.right, length))
       return false;
     if (takeMode < 0 || takeMode > lastMode || !(t.sampleRate > 0.0) || t.start < 0) return false;
     t.mode = static_cast<Mode>(takeMode);
@@ -207,6 +222,7 @@ bool Processor::setStateInformation(const void* data, size_t size) {
   steps_.store(steps);
   scaleLockDb_.store(scaleLockDb);
   initNoiseLevel_.store(initNoiseLevel);
+  exactLength_.store(exactLength);  // off in a state before version 5
   setPrompt(prompt);
   setNegativePrompt(negativePrompt);
   setModel(model);

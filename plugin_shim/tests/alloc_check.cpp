@@ -120,7 +120,8 @@ int main(int argc, char** argv) {
       inAudioCallback = true;
       // The numeric setters, as the JUCE wrapper pushes its parameters at the top of every block.
       processor.setSteps(2);
-      processor.setScaleLockDb(6.0);  // the prompt names no key: any model renders it
+      processor.setScaleLockDb(6.0);   // the prompt names no key: any model renders it
+      processor.setExactLength(true);  // protocol 1.6: the daemon's tiny sa3 model takes it (and changes nothing)
       // no slot names an adapter (the daemon has none): the strengths are set all the same
       for (int slot = 0; slot < sa3::kLoraSlots; ++slot) processor.setLoraStrength(slot, 0.5);
       processor.processBlock(channels, 2, static_cast<int>(run), pos);

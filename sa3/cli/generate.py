@@ -216,8 +216,6 @@ def _check_common(args) -> None:
             raise Sa3Error(f"--phase-iterations must be 0 or more (got {args.phase_iterations})")
         if args.daemon:
             raise Sa3Error("--phase-iterations needs in-process generation (a daemon uses its model's setting)")
-    if args.exact_length and args.daemon:
-        raise Sa3Error("--exact-length needs in-process generation; drop it or --daemon (the daemon pads as released)")
     args.loras = _loras(args)
     if args.model is not None and args.daemon:  # the name of a model the daemon serves (protocol 1.4)
         if not args.model.strip():

@@ -204,10 +204,6 @@ class ModelFamily:
 
 FAMILIES: Registry[type[ModelFamily]] = Registry("model family")
 
-# Options a family takes in-process (Pipeline calls, the CLI) that the daemon protocol does not
-# carry, so a server's capabilities do not list them among a model's steering fields.
-IN_PROCESS_OPTIONS = frozenset({"exact_length"})
-
 
 def _register_builtin() -> None:
     from . import released, sa3  # noqa: F401  (register "released" and "sa3")

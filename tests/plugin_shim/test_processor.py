@@ -90,7 +90,8 @@ def test_bad_state_is_refused_and_changes_nothing(shim):
     q.prompt = "untouched"
     before = q.get_state()
     rng = np.random.default_rng(0)
-    bad = [b"", b"SA3S", b"junk" * 20, good[:-1], good + b"\0", b"SA3S\x05" + good[5:], b"SA3S\x00" + good[5:]]
+    newer = good[:4] + bytes([good[4] + 1]) + good[5:]  # a version after the current one
+    bad = [b"", b"SA3S", b"junk" * 20, good[:-1], good + b"\0", newer, b"SA3S\x00" + good[5:]]
     # a scale lock that is neither the model's setting (-1) nor 0 dB or more
     for db in (-2.0, math.nan):
         bad.append(good[:SCALE_LOCK_AT] + struct.pack("<d", db) + good[SCALE_LOCK_AT + 8 :])
@@ -247,6 +248,7 @@ def loud_take_state(shim, rate: float, peak: float) -> tuple[bytes, np.ndarray]:
     take += struct.pack("<idiidq", 1, 120.0, 4, 4, rate, 0)  # mode ... start
     take += struct.pack("<QQd", 0, 0, 0.0)  # version 3: no model, no negative prompt, not a transform
     take += struct.pack("<I", 0)  # version 4: made without LoRA adapters
+    take += struct.pack("<B", 0)  # version 5: made with the released headroom
     take += struct.pack("<Q", audio.shape[1]) + audio.astype("<f4").tobytes()
     # the empty state ends with: next take id, active take (-1), take count (0)
     head = state[: -(8 + 4 + 8)]
@@ -352,7 +354,7 @@ def state_with_take(shim, take_loras) -> bytes:
     audio = test_signal(2, 4800, 48000)
     take = struct.pack("<Q", 1) + string("styled") + struct.pack("<Qid", 0, 8, -1.0)
     take += struct.pack("<idiidq", 1, 120.0, 4, 4, 48000.0, 0) + string("small") + string("") + struct.pack("<d", 0.0)
-    take += loras(take_loras) + struct.pack("<Q", audio.shape[1]) + audio.astype("<f4").tobytes()
+    take += loras(take_loras) + struct.pack("<BQ", 0, audio.shape[1]) + audio.astype("<f4").tobytes()  # not exact
     return head + struct.pack("<QiQ", 2, 0, 1) + take
 
 

@@ -42,21 +42,22 @@ class _Cursor:
 
 
 def core_state(preset: bytes) -> dict:
-    """Decode the core state (plugin_shim/src/state.cpp, version 4) inside .vstpreset bytes."""
+    """Decode the core state (plugin_shim/src/state.cpp, version 5) inside .vstpreset bytes."""
     c = _Cursor(preset, preset.index(b"SA3S") + 4)
-    assert c.take("I") == 4
+    assert c.take("I") == 5
     state = {"mode": c.take("i"), "bpm": c.take("d"), "meter": c.take("ii"), "region": c.take("dd")}
     state |= {"bars": c.take("d"), "seed": c.take("Q"), "steps": c.take("i"), "scale_lock_db": c.take("d")}
     state |= {"prompt": c.string()}
     state |= {"endpoint": c.string(), "negative_prompt": c.string(), "model": c.string()}
-    state |= {"init_noise_level": c.take("d"), "lora_slots": c.loras()}
+    state |= {"init_noise_level": c.take("d"), "lora_slots": c.loras(), "exact_length": c.take("B")}
     state |= {"next_id": c.take("Q"), "active": c.take("i"), "takes": []}
     for _ in range(c.take("Q")):
         take = {"id": c.take("Q"), "prompt": c.string(), "seed": c.take("Q"), "steps": c.take("i")}
         take |= {"scale_lock_db": c.take("d")}
         take |= {"mode": c.take("i"), "bpm": c.take("d"), "meter": c.take("ii"), "rate": c.take("d")}
         take |= {"start": c.take("q"), "model": c.string(), "negative_prompt": c.string()}
-        take |= {"init_noise_level": c.take("d"), "loras": c.loras(), "length": c.take("Q")}
+        take |= {"init_noise_level": c.take("d"), "loras": c.loras(), "exact_length": c.take("B")}
+        take |= {"length": c.take("Q")}
         c.at += 8 * take["length"]  # left then right float32
         state["takes"].append(take)
     return state
@@ -133,7 +134,7 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     plugin = pedalboard.load_plugin(vst3_path)
     # pedalboard names parameters from their names plus units.
     names = "follow_host tempo_bpm meter_numerator region_start_bar region_end_bar scale_lock init_noise_level render"
-    names += " lora_1_strength lora_2_strength lora_3_strength lora_4_strength"
+    names += " lora_1_strength lora_2_strength lora_3_strength lora_4_strength exact_length"
     names = names.split()
     for name in names:
         assert name in plugin.parameters, sorted(plugin.parameters)
@@ -162,6 +163,10 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     plugin.parameters["lora_2_strength"].raw_value = (-0.5 + 2.0) / 4.0
     assert core_state(plugin.preset_data)["lora_slots"][1] == ("", pytest.approx(-0.5, abs=1e-6))
     plugin.parameters["lora_2_strength"].raw_value = (1.0 + 2.0) / 4.0
+    # protocol 1.6: exact length, off by default, an automatable parameter saved in the core state
+    assert not plugin.exact_length and state["exact_length"] == 0
+    plugin.exact_length = True  # the tiny sa3 model makes the exact length anyway: the take is as before
+    assert core_state(plugin.preset_data)["exact_length"] == 1
     plugin.preset_data = with_prompt(plugin.preset_data, "tape hiss and rain")
     state = core_state(plugin.preset_data)
     assert state["prompt"] == "tape hiss and rain"
@@ -188,6 +193,7 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     assert abs(start - 1.8 * rate) < 10 and abs(end - 5.4 * rate) < 10
     assert (takes[0]["start"], takes[0]["length"], takes[0]["prompt"]) == (start, end - start, "tape hiss and rain")
     assert takes[0]["scale_lock_db"] == 24.0  # the prompt names no key: the tiny model renders it
+    assert takes[0]["exact_length"] == 1  # the take says it was made at exact length
 
     wet = plugin.process(audio, rate, buffer_size=333)
     assert np.array_equal(wet[:, :start], audio[:, :start])
@@ -203,6 +209,7 @@ def test_vst3_renders_in_pedalboard(vst3_path, daemon, monkeypatch):
     assert core_state(reopened.preset_data)["endpoint"] == daemon.endpoint  # the project's, not SA3_ENDPOINT's
     assert not reopened.follow_host
     assert reopened.scale_lock == "24 dB" and core_state(reopened.preset_data)["scale_lock_db"] == 24.0
+    assert reopened.exact_length and core_state(reopened.preset_data)["exact_length"] == 1
     assert np.array_equal(reopened.process(audio, rate, buffer_size=1024), wet)
     assert takes[0]["loras"] == []  # no slot named an adapter: none sent, none recorded
 

@@ -28,13 +28,13 @@ ADAPTERS = [
 
 
 class LoraStandIn:
-    """A ROUTER on loopback speaking protocol `version` with `loras` in its folder. It records each
-    hello and job header, answers jobs with a quiet sine of the right length, and echoes the job's
-    `loras` in the result (names as its capabilities spell them) from 1.5 on. While `hello_gate` is
-    clear it leaves hellos unanswered (a dropped hello), but answers heartbeats."""
+    """A ROUTER on loopback speaking protocol `version`, serving `models`, with `loras` in its folder.
+    It records each hello and job header, answers jobs with a quiet sine of the right length, and
+    echoes the job's `loras` in the result (names as its capabilities spell them) from 1.5 on. While
+    `hello_gate` is clear it leaves hellos unanswered (a dropped hello), but answers heartbeats."""
 
-    def __init__(self, version: str = "1.5", loras=tuple(ADAPTERS), max_loras: int = 8) -> None:
-        self.version, self.loras, self.max_loras = version, list(loras), max_loras
+    def __init__(self, version: str = "1.5", loras=tuple(ADAPTERS), max_loras: int = 8, models=tuple(MODELS)) -> None:
+        self.version, self.loras, self.max_loras, self.models = version, list(loras), max_loras, list(models)
         self.hellos: list[dict] = []
         self.jobs: list[tuple[dict, int]] = []  # (header, bytes of the audio frame or 0)
         self.hello_gate = threading.Event()
@@ -68,7 +68,7 @@ class LoraStandIn:
                 self.hellos.append(header)
                 if not self.hello_gate.is_set():
                     continue
-                capabilities = {"type": "capabilities", "default_steps": 8, "models": MODELS}
+                capabilities = {"type": "capabilities", "default_steps": 8, "models": self.models}
                 if self.minor >= 5:
                     capabilities |= {"loras": self.loras, "max_loras": self.max_loras}
                 self.send(identity, capabilities)
@@ -85,7 +85,7 @@ class LoraStandIn:
                 self.send(identity, {"type": "queued", **job, "position": 0, "mode": kind})
                 result = {"type": "result", **job, "mode": kind, "variations": 1, "steps": 8,
                           "audio": {"sample_rate": rate, "channels": 2, "samples": samples},
-                          "model": header.get("model", MODELS[0]["name"])}  # fmt: skip
+                          "model": header.get("model", self.models[0]["name"])}  # fmt: skip
                 if self.minor >= 5:
                     result["loras"] = [
                         {"name": self.spelled(lora["name"]), "strength": lora["strength"]}
@@ -138,12 +138,13 @@ def test_the_limits_are_the_daemons(shim):
 
     assert (shim.MAX_LORAS, shim.MAX_LORA_STRENGTH) == (MAX_LORAS, MAX_LORA_STRENGTH)
     assert shim.LORA_SLOTS <= shim.MAX_LORAS and shim.DEFAULT_LORA_STRENGTH == 1.0
-    assert shim.PROTOCOL_VERSION == "1.5"
+    major, minor = map(int, shim.PROTOCOL_VERSION.split("."))
+    assert (major, minor) >= (1, 5)  # the shim speaks 1.5 and what came after it (test_wire_1_6.py)
 
 
 def test_the_menu_reads_the_adapters_and_whom_they_fit(shim, stand_in):
     p, _, _ = ready(shim, stand_in.endpoint, "inpaint")
-    assert stand_in.hellos[0]["v"] == "1.5"
+    assert stand_in.hellos[0]["v"] == shim.PROTOCOL_VERSION
     assert p.loras == ADAPTERS and p.max_loras == 8
     assert p.job_model == "house"  # none chosen: the daemon's first, whose fits the menu shows
     p.model = "small"

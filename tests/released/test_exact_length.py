@@ -74,11 +74,3 @@ def test_the_command_writes_the_exact_length_and_records_it(tmp_path):
     with sf.SoundFile(str(out)) as handle:
         assert handle.frames == RATE // 2
         assert "exact_length=on" in handle.comment
-
-
-def test_the_command_refuses_it_over_a_daemon_in_one_line(tmp_path):
-    result = run_sa3(
-        "generate", "x", "--seconds", 1, "--exact-length", "--daemon", "tcp://127.0.0.1:9", "-o", tmp_path / "x.wav"
-    )
-    assert result.returncode != 0
-    assert result.stderr.strip().count("\n") == 0 and "--exact-length needs in-process generation" in result.stderr

@@ -16,8 +16,10 @@
 //    inside its region; the input passes through untouched everywhere else, while stopped,
 //    and until a result is ready.
 //  - Sends the LoRA adapters chosen in its slots (protocol 1.5) with every job, in slot order.
-//  - Keeps every take (prompt, negative prompt, model, LoRA adapters, seed, steps, scale lock, init
-//    noise level, region, mode, audio) in the saved state.
+//  - Asks for exact length (protocol 1.6) when set: the released models make the region's length
+//    without their 6 s of headroom.
+//  - Keeps every take (prompt, negative prompt, model, LoRA adapters, exact length, seed, steps,
+//    scale lock, init noise level, region, mode, audio) in the saved state.
 //
 // AUDIO-THREAD CONTRACT
 //  processBlock(), reset(), requestRender(), cancelRender() and the numeric setters never
@@ -92,6 +94,7 @@ struct TakeInfo {
   std::string negativePrompt;   // "" : none
   double initNoiseLevel = 0.0;  // transform takes only; 0 for the other modes
   std::vector<LoraUse> loras;   // the adapters that made it, in order (none: the base model)
+  bool exactLength = false;     // made without the released models' 6 s headroom (protocol 1.6)
   double sampleRate = 0;
   int64_t start = 0, length = 0;
   double bpm = 0;
@@ -138,6 +141,13 @@ class Processor {
   /// Transform's init noise level for the next renders (kMinInitNoiseLevel to 1 in sa3/take.h;
   /// a render with a value outside that stops with a status line).
   void setInitNoiseLevel(double level) noexcept { initNoiseLevel_.store(level); }
+  /// Exact length for the next renders (protocol 1.6, any mode; off by default): the released
+  /// models make exactly the region's length instead of padding every take with 6 s of headroom,
+  /// faster for short takes, and another take for the same seed (they were trained with the
+  /// headroom). sa3's own models always make the exact length: for them it changes nothing. Sent
+  /// only when on; a daemon before 1.6, or a model whose steering lacks it, stops the render with a
+  /// status line.
+  void setExactLength(bool on) noexcept { exactLength_.store(on); }
   Mode mode() const noexcept { return static_cast<Mode>(mode_.load()); }
   double bpm() const noexcept { return bpm_.load(); }
   timebase::Meter meter() const noexcept;
@@ -148,6 +158,7 @@ class Processor {
   int steps() const noexcept { return steps_.load(); }                 // 0: the model's default
   double scaleLockDb() const noexcept { return scaleLockDb_.load(); }  // -1: the model's setting
   double initNoiseLevel() const noexcept { return initNoiseLevel_.load(); }
+  bool exactLength() const noexcept { return exactLength_.load(); }
 
   /// The text prompt (message thread; not a numeric parameter, saved in the state).
   void setPrompt(const std::string& prompt);
@@ -260,6 +271,7 @@ class Processor {
   std::atomic<int> steps_{0};              // 0: the model's default
   std::atomic<double> scaleLockDb_{-1.0};  // < 0: the model's setting
   std::atomic<double> initNoiseLevel_{kDefaultInitNoiseLevel};
+  std::atomic<bool> exactLength_{false};
   std::atomic<double> loraStrengths_[kLoraSlots];  // set to kDefaultLoraStrength in the constructor
 
   // host position seen by the last processBlock (written by the audio thread only)

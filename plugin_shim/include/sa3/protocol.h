@@ -2,7 +2,7 @@
 // constant must equal the version that page states (tests/bridge checks they agree).
 #pragma once
 
-#define SA3_PROTOCOL_VERSION "1.5"
+#define SA3_PROTOCOL_VERSION "1.6"
 
 #include <cstdint>
 #include <memory>
@@ -40,7 +40,7 @@ struct ModelInfo {
   int defaultSteps = 0;
   double defaultCfg = 0.0;
   double maxSeconds = 0.0;
-  std::vector<std::string> steering;  // the family's own request options (scale_lock_db, ...)
+  std::vector<std::string> steering;  // the family's own request options (scale_lock_db, exact_length, ...)
 };
 
 /// One LoRA adapter in the daemon's folder, as its `capabilities` reply lists it (`loras`, added in 1.5).
@@ -60,6 +60,9 @@ struct RenderRequest {
   std::string model;                               // added in 1.4; "" = not sent (a daemon before 1.4 serves one model)
   double initNoiseLevel = kDefaultInitNoiseLevel;  // transform only (added in 1.4), 0 < level <= 1
   std::vector<LoraUse> loras;                      // added in 1.5, in the order they apply; none: not sent
+  // added in 1.6, any mode: the requested length without the released models' 6 s of headroom
+  // (a steering option: only models whose `steering` lists exact_length take it); false: not sent
+  bool exactLength = false;
   uint32_t seed = 0;
   int steps = 0;  // 0 = the model's default
   // dB per sampler step by which notes outside a key the prompt names are turned down
@@ -85,7 +88,7 @@ struct DaemonEvent {
   std::string code, message;       // error
   int step = 0, total = 0;         // progress
   int defaultSteps = 0;            // capabilities: the model's steps when a request sends none (0: not said)
-  std::string version;             // capabilities: the daemon's protocol version ("1.5")
+  std::string version;             // capabilities: the daemon's protocol version ("1.6")
   std::vector<ModelInfo> models;   // capabilities: every model served, the default first (empty before 1.4)
   std::vector<LoraInfo> loras;     // capabilities: the adapters in the daemon's LoRA folder (empty before 1.5)
   int maxLoras = 0;                // capabilities: adapters one job may name (0: not said, before 1.5)

@@ -43,6 +43,7 @@ struct Take {
   std::string negativePrompt;   // "" : none
   double initNoiseLevel = 0.0;  // transform takes: the level asked for; 0 for the other modes
   std::vector<LoraUse> loras;   // the adapters that made it, in order, as the result says (none: the base model)
+  bool exactLength = false;     // made at exactly its length, without the released models' 6 s headroom (1.6)
   double bpm = timebase::kDefaultBpm;
   timebase::Meter meter;
   double sampleRate = timebase::kModelSampleRate;  // rate of `left`/`right` and of `start`
