@@ -16,9 +16,10 @@ So the same seed gives the torch backend's float32 audio (``--fp32``; the torch 
 default runs T5Gemma in bf16, as the official code does, which moves the audio by ~2e-3).
 Memory: each SAME window is at most 128 latents (flat with length); the DiT step's attention is
 onnxruntime's flash attention (``com.microsoft.MultiHeadAttention``, export/released_graphs.py),
-so no [B, H, N, N] score matrix exists and the step's activations grow linearly with the frames
-(docs/export.md: +152 MiB at 10 s, +484 MiB at 120 s); the sessions plan no memory pattern for
-one shape (sa3core.onnx_backend.open_session).
+so no [B, H, N, N] score matrix exists and the step's activations grow linearly with the frames;
+the sessions plan no memory pattern for one shape, and the step's session is ``lean``
+(sa3core.onnx_backend.open_session: no buffer reuse between shape classes, its arena given back
+after each run), so its peak grows +129 MiB at 10 s to +237 MiB at 120 s (docs/export.md).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from .same import _stitch, window_starts
 
 FAMILY = "released"
 HOP = 4096  # samples per latent frame
+# Parts whose activations grow with the length: no buffer reuse, an arena given back after each run
+# (sa3core.onnx_backend.open_session, ``lean``).
+LEAN_PARTS = ("dit_step",)
 
 
 def find_released_export(folder: str | Path) -> Path:
@@ -108,7 +112,7 @@ class ReleasedOnnxBackend:
     name = "onnx"
 
     def __init__(self, folder, threads: int | None = None, arena: bool = False, cache: bool = True) -> None:
-        from ..onnx_backend import open_session
+        from ..onnx_backend import lean_run_options, open_session
         from .text import T5GemmaTokenizer
 
         self.folder = find_released_export(folder)
@@ -131,13 +135,14 @@ class ReleasedOnnxBackend:
         self.conditioners = load_strict(conditioners, state, repr(str(self.folder / "conditioners.safetensors")))
         cache_dir = self.folder / "cache" if cache else None
         self.sessions = {
-            part: open_session(self.folder / spec.file, threads, cache_dir, arena)
+            part: open_session(self.folder / spec.file, threads, cache_dir, arena, lean=part in LEAN_PARTS)
             for part, spec in self.manifest.parts.items()
         }
+        self._run_options = {part: lean_run_options() for part in LEAN_PARTS}
         self._stacked: tuple[ReleasedCondition, np.ndarray, np.ndarray] | None = None
 
     def _run(self, part: str, **feeds) -> list[np.ndarray]:
-        return self.sessions[part].run(None, feeds)
+        return self.sessions[part].run(None, feeds, self._run_options.get(part))
 
     # ------------------------------------------------------------------ LoRA
     def attach_loras(self, stack, merge: bool) -> None:

@@ -143,6 +143,27 @@ def test_the_step_needs_less_than_one_score_matrix_at_8000_frames(small_folder, 
     compare("dit_step", [np.load(out)], torch_reference("dit_step", backend, inputs), TOLERANCE, "at 8000 frames")
 
 
+def test_the_lean_step_session_gives_the_same_bits_as_buffer_reuse(small_folder, pipelines):
+    """The onnx backend opens the DiT step ``lean`` (no buffer reuse, its arena shrunk after each
+    run: flatter memory with the length, docs/export.md); the plan changes where tensors live,
+    not what they hold: a reuse session gives the same velocity bit for bit, at two lengths in one
+    session each (buffers from the first length are where the second one's go)."""
+    from sa3core.onnx_backend import lean_run_options, open_session
+
+    manifest = read_manifest(small_folder / "onnx", runtime="onnx")
+    lean = pipelines[1].backend.sessions["dit_step"]
+    assert not lean.get_session_options().enable_mem_reuse
+    reuse = open_session(small_folder / "onnx" / "dit_step.onnx")  # the backend's threads, as lean
+    backend = pipelines[0].backend
+    for frames in (300, 40):
+        inputs = inputs_at("dit_step", backend, 1, frames, 3, torch.Generator().manual_seed(frames))
+        feeds = {spec.name: t.numpy() for spec, t in zip(manifest.parts["dit_step"].inputs, inputs, strict=True)}
+        a = lean.run(None, feeds, lean_run_options())[0]
+        b = reuse.run(None, feeds)[0]
+        assert a.shape[-1] == frames
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("seconds", [2.0, 14.0])  # 2 s: one SAME pass (72 frames); 14 s: two released windows
 def test_generate_matches_torch_and_a_wrong_prompt_or_seed_does_not(pipelines, seconds):
     reference, onnx = pipelines
