@@ -95,6 +95,8 @@ def test_daemon_bars_quick(tmp_path):
     command = [sys.executable, "-m", "bench.daemon_bars", "--quick", "--model", str(FIXTURES / "small")]
     result = subprocess.run([*command, "--bars", "1", "--out", str(out)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    (row,) = json.loads(out.read_text())["results"]
-    assert row["seconds"] == 2.0 and row["repeats"] == 2 and len(row["walls"]) == 2
-    assert 0 < row["model_median_s"] <= row["median_s"]
+    rows = json.loads(out.read_text())["results"]
+    assert [row["mode"] for row in rows] == ["as released", "exact length"]
+    for row in rows:
+        assert row["seconds"] == 2.0 and row["repeats"] == 2 and len(row["walls"]) == 2
+        assert 0 < row["model_median_s"] <= row["median_s"]

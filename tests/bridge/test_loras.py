@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from bridge import protocol as P
 from bridge.client import Client, DaemonError
 from sa3core.audio import read_audio
 from tests.conftest import run_sa3
@@ -74,7 +75,7 @@ def in_process(loras=(), strengths=None) -> np.ndarray:
 def test_capabilities_list_the_folder_with_the_models_each_fits(daemon, folder):
     with Client(daemon.endpoint) as client:
         told = client.hello()
-    assert told["v"] == "1.5" and told["max_loras"] == 8
+    assert told["v"] == P.PROTOCOL_VERSION and told["max_loras"] == 8
     listed = {entry["name"]: entry for entry in told["loras"]}
     assert list(listed) == ["dora-rows", "fake", "lora", "lora-xs"]
     assert listed["dora-rows"] == {"name": "dora-rows", "file": "dora-rows.safetensors", "rank": 2,
