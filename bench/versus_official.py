@@ -79,7 +79,7 @@ def _child_sa3(model: Path, seconds: float, fp32: bool, parts: Parts):
     from sa3core.pipeline import Pipeline
     from sa3core.timebase import seconds_to_samples
 
-    pipeline = Pipeline.load(model, bf16=not fp32)
+    pipeline = Pipeline.load(model, bf16=False if fp32 else None)  # None: the default, bf16 only where native
     backend = pipeline.backend
     parts.wrap(backend, "context", "text")
     parts.wrap(backend, "velocity", "dit_step")

@@ -1,4 +1,4 @@
-"""sa3's default precision (bf16 matmuls, bf16 SAME blocks on CPUs with native bf16) stays close
+"""sa3's default precision (bf16 matmuls, bf16 SAME blocks on CPUs with native bf16; float32 text on others) stays close
 to its ``--fp32`` audio, the tolerance docs/benchmarks.md states (``python -m bench.precision``):
 
 - released models (random-weight fixtures of the released layout): correlation >= 0.999 and
@@ -37,6 +37,36 @@ def measures(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
 def test_this_machine_runs_bf16_by_default():
     """The comparisons below are between two precisions only where the default is bf16."""
     assert Pipeline.load(FIXTURES / "small").backend.bf16 == cpu_has_bf16()
+
+
+def _text_dtype(pipeline):
+    return next(pipeline.backend.text_encoder.encoder.parameters()).dtype
+
+
+def test_without_native_bf16_the_default_runs_text_in_float32_and_stays_close(monkeypatch):
+    """On a CPU without native bf16 (AVX2 only: bf16 is emulated, T5Gemma 8x slower) the default
+    precision runs everything in float32, the text encoder too; ``--fp32`` keeps the official
+    bf16 text for parity. The two takes are one take within the stated tolerance; another seed
+    is not. (Where the CPU has native bf16 both keep bf16 text.)"""
+    import torch
+
+    from sa3core.released import backend as released_backend
+
+    parity = Pipeline.load(FIXTURES / "small", bf16=False)
+    assert _text_dtype(parity) == torch.bfloat16
+    if cpu_has_bf16():
+        assert _text_dtype(Pipeline.load(FIXTURES / "small")) == torch.bfloat16
+    monkeypatch.setattr(released_backend, "cpu_has_bf16", lambda: False)
+    default = Pipeline.load(FIXTURES / "small")
+    assert not default.backend.bf16 and _text_dtype(default) == torch.float32
+    n = 3 * RATE
+    reference = parity.generate("dry kick drum", n, seed=0)[0]
+    take = default.generate("dry kick drum", n, seed=0)[0]
+    assert np.abs(take - reference).max() > 0  # the text's rounding reaches the audio
+    corr, distance = measures(reference, take)
+    assert corr >= RELEASED_CORR and distance <= RELEASED_LOG_MEL, (corr, distance)
+    corr, distance = measures(reference, default.generate("dry kick drum", n, seed=1)[0])
+    assert corr < 0.9 and distance > 10 * RELEASED_LOG_MEL, (corr, distance)  # another take
 
 
 @pytest.mark.parametrize("folder", ["small", "medium"])
