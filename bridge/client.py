@@ -55,11 +55,8 @@ ProgressFn = Callable[[int, int], None]
 
 LORAS_MINOR = 5  # the protocol minor that added per-job LoRA adapters
 EXACT_LENGTH_MINOR = 6  # the protocol minor that added exact_length
-# Job fields an older daemon would ignore while making other audio: (minor that added it, what it lacks).
-SILENTLY_IGNORED = {
-    "loras": (LORAS_MINOR, "no LoRA adapters"),
-    "exact_length": (EXACT_LENGTH_MINOR, "no exact-length mode"),
-}
+# Job fields an older daemon would ignore while making other audio (their minors: NEWER_FIELDS).
+SILENTLY_IGNORED = ("loras", "exact_length")
 
 TICK_SECONDS = 0.25  # longest wait between looks at the clock and at the handshake monitor
 INTERRUPT_SECONDS = 3.0  # how long Ctrl-C waits for the daemon to confirm the job's cancel
@@ -453,7 +450,8 @@ class _Base:
         """A daemon of an older minor ignores a field it lacks and answers with other audio than the
         job asked for (the base model's for ``loras``, the padded take for ``exact_length``):
         refuse to send such a job, in one line."""
-        for name, (added, lacks) in SILENTLY_IGNORED.items():
+        for name in SILENTLY_IGNORED:
+            added, lacks, _ = NEWER_FIELDS[name]
             if fields.get(name) and P.minor(self.daemon_version) < added:
                 raise Sa3Error(
                     f"the daemon at {self.endpoint} speaks protocol {self.daemon_version}, which has {lacks} "

@@ -135,3 +135,41 @@ def wait_running(endpoint: str, timeout: float = 60.0) -> str:
 
         wait_for(started, timeout, every=0.05)
     return found[0]
+
+
+class OldDaemon:
+    """A ROUTER on loopback that answers hello as a daemon of protocol ``version`` and records the
+    type of every message it gets: what a client sends to a daemon too old for a field."""
+
+    def __init__(self, version: str) -> None:
+        import zmq
+
+        self.version = version
+        self.context = zmq.Context()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.seen: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        from bridge import protocol as P
+
+        while not self.stop.is_set():
+            if not self.router.poll(50):
+                continue
+            identity, raw, *_ = self.router.recv_multipart()
+            header, encoding = P.decode_header(raw)
+            self.seen.append(header["type"])
+            if header["type"] == "hello":
+                reply = {"v": self.version, "type": "capabilities", "request_id": header.get("request_id"),
+                         "default_steps": 8}  # fmt: skip
+                self.router.send_multipart([identity, P.encode_header(reply, encoding)])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        self.router.close(linger=0)
+        self.context.term()

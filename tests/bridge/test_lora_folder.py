@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import zmq
 
 from bridge import protocol as P
 from bridge.loras import LoraFolder
 from sa3core.errors import Sa3Error
 from sa3core.lora import MAX_STRENGTH, check_fit, default_lora_dir, read_lora
+from tests.bridge.conftest import OldDaemon
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "released"
 LORA = FIXTURES / "lora"
@@ -167,42 +166,10 @@ def test_bad_loras_are_bad_field_naming_what_is_wrong(value, words):
 
 
 # ---------------------------------------------------------------------------- a 1.4 daemon
-class _Daemon14:
-    """A ROUTER on loopback that answers hello as a 1.4 daemon and records every other message type."""
-
-    def __init__(self) -> None:
-        self.context = zmq.Context()
-        self.router = self.context.socket(zmq.ROUTER)
-        self.router.bind("tcp://127.0.0.1:*")
-        self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.seen: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            if not self.router.poll(50):
-                continue
-            identity, raw, *_ = self.router.recv_multipart()
-            header, encoding = P.decode_header(raw)
-            self.seen.append(header["type"])
-            if header["type"] == "hello":
-                reply = {"v": "1.4", "type": "capabilities", "request_id": header.get("request_id"),
-                         "default_steps": 8}  # fmt: skip
-                self.router.send_multipart([identity, P.encode_header(reply, encoding)])
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(2)
-        self.router.close(linger=0)
-        self.context.term()
-
-
 def test_the_client_refuses_loras_to_a_1_4_daemon_with_one_line_and_sends_no_job():
     from bridge.client import Client
 
-    daemon = _Daemon14()
+    daemon = OldDaemon("1.4")
     try:
         with Client(daemon.endpoint, silence=5.0, retries=0) as client:
             with pytest.raises(Sa3Error) as err:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bridge.client import Client, DaemonError
+from tests.bridge.conftest import OldDaemon
 from tests.conftest import REPO, run_sa3
 
 RELEASED_SMALL = REPO / "tests" / "fixtures" / "released" / "small"
@@ -151,50 +152,11 @@ def test_exact_length_that_is_not_a_bool_is_a_bad_field(two_models):
     assert (reply["type"], reply["code"]) == ("error", "bad_field") and "'exact_length'" in reply["message"]
 
 
-class _Daemon15:
-    """A ROUTER on loopback that answers hello as a 1.5 daemon and records every other message type."""
-
-    def __init__(self) -> None:
-        import threading
-
-        import zmq
-
-        from bridge import protocol as P
-
-        self.context = zmq.Context()
-        self.router = self.context.socket(zmq.ROUTER)
-        self.router.bind("tcp://127.0.0.1:*")
-        self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.seen: list[str] = []
-        self.stop = threading.Event()
-
-        def serve() -> None:
-            while not self.stop.is_set():
-                if not self.router.poll(50):
-                    continue
-                identity, raw, *_ = self.router.recv_multipart()
-                header, encoding = P.decode_header(raw)
-                self.seen.append(header["type"])
-                if header["type"] == "hello":
-                    reply = {"v": "1.5", "type": "capabilities", "request_id": header.get("request_id"),
-                             "default_steps": 8}  # fmt: skip
-                    self.router.send_multipart([identity, P.encode_header(reply, encoding)])
-
-        self.thread = threading.Thread(target=serve, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(2)
-        self.router.close(linger=0)
-        self.context.term()
-
-
 def test_exact_length_is_refused_to_a_1_5_daemon_in_one_line_and_no_job_is_sent(tmp_path):
     """A 1.5 daemon would ignore exact_length and pad in silence: the client and the CLI say so instead."""
     from sa3core.errors import Sa3Error
 
-    daemon = _Daemon15()
+    daemon = OldDaemon("1.5")
     try:
         with Client(daemon.endpoint, silence=5.0, retries=0) as client, pytest.raises(Sa3Error) as err:
             client.generate("x", seconds=0.5, exact_length=True)

@@ -144,6 +144,17 @@ class Host:
         return out
 
 
+@pytest.fixture
+def single_thread_torch():
+    """The daemons run with --threads 1: in-process references use the same sums."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def wait_for(predicate, timeout: float, what: str, tick=None) -> None:
     """Poll `predicate` (calling `tick` between polls, e.g. to keep audio flowing)."""
     deadline = time.monotonic() + timeout

@@ -33,17 +33,6 @@ def two_models(guided_model):
     d.kill()
 
 
-@pytest.fixture
-def single_thread_torch():
-    """The daemons run with --threads 1: in-process references use the same bf16 sums."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def render(p, timeout=60.0):
     """Render and wait for the take; the status may still show an earlier error until the worker
     has taken the request, so that counts only once the request has started."""

@@ -240,17 +240,6 @@ def released_daemon():
     d.kill()
 
 
-@pytest.fixture
-def single_thread_torch():
-    """The daemons run with --threads 1: the in-process reference uses the same sums."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def one_bar_generator(shim, endpoint, model):
     """A processor set to fill bar 2 with a generate on `model`, with the daemon's answer in."""
     p = shim.Processor(endpoint=endpoint)
