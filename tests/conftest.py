@@ -13,6 +13,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SA3 = [sys.executable, "-m", "sa3"]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # scripts/test runs two workers on a 2-core machine: one OpenMP thread each, for the worker
+    # and for every sa3 process it starts (they inherit the variable), so the two never fight
+    # over the cores and an in-process take and a daemon's take run the same thread count
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_pipeline():
@@ -38,7 +47,17 @@ def sigint_as_at_a_terminal() -> None:
 
 
 def run_sa3(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real `sa3` command in a subprocess."""
+    """Run the real `sa3` command in its own process, forked from a zygote that has imported torch
+    and sa3 (tests/forked_cli.py: 3-4 s less per call; tests/cli/test_entry_points.py runs the
+    plain ``python -m sa3`` and the installed script)."""
+    from tests import forked_cli
+
+    env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
+    return forked_cli.run([str(a) for a in args], cwd=cwd, env=env, timeout=timeout)
+
+
+def run_sa3_plain(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m sa3 *args`` in a fresh interpreter, as a user's shell runs it."""
     env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
     return subprocess.run([*SA3, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
 

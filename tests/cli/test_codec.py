@@ -1,7 +1,6 @@
 """`sa3 encode` / `sa3 decode` run as real commands on generated WAV files."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,11 @@ from safetensors.torch import save_file
 
 from sa3core.checkpoint import save_model
 from sa3core.models.same import SAME, SAMEConfig
-
-SA3 = str(Path(sys.executable).with_name("sa3"))
+from tests.conftest import run_sa3
 
 
 def sa3(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SA3, *map(str, args)], capture_output=True, text=True, timeout=300)
+    return run_sa3(*args)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import forked_cli
 from tests.conftest import SA3, sigint_as_at_a_terminal
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -72,7 +73,7 @@ def hf_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def sa3(env: dict[str, str], *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*SA3, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    return forked_cli.run([str(a) for a in args], cwd=cwd, env=env)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

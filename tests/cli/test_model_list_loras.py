@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 
-from tests.conftest import REPO, SA3
+from tests import forked_cli
+from tests.conftest import REPO
 
 LORA = REPO / "tests" / "fixtures" / "released" / "lora"
 
@@ -15,7 +15,7 @@ LORA = REPO / "tests" / "fixtures" / "released" / "lora"
 def _list(tmp_path, *args, **env):
     environment = {k: v for k, v in os.environ.items() if k != "SA3_LORA_DIR"}
     environment.update(HF_HUB_CACHE=str(tmp_path / "cache"), XDG_DATA_HOME=str(tmp_path / "data"), **env)
-    return subprocess.run([*SA3, "model", "list", *args], capture_output=True, text=True, env=environment, timeout=120)
+    return forked_cli.run(["model", "list", *map(str, args)], env=environment, timeout=120)
 
 
 def test_adapters_are_listed_with_type_rank_and_base(tmp_path):

@@ -3,7 +3,8 @@ torch backend (``bf16=False, text_dtype=float32``: the graphs are float32; the t
 default bf16 T5Gemma moves the audio by ~2e-3).
 
 The small random-weight fixture (tests/fixtures/released/small) is exported once per module
-(about 30 s on 2 shared cores, its self-check included), then whole requests run through the
+(about 65 s on 2 cores, its self-check included: the tests that need it are marked slow and run
+in CI's slow stage), then whole requests run through the
 pipeline on both backends: generate below one SAME window and across the released 128-latent
 windows, and inpaint (the encoder, the local input). The parity is tight (max |diff| < 1e-4,
 correlation > 0.999999) and can fail: another prompt or another seed moves the audio by > 0.1.
@@ -67,6 +68,7 @@ def _close(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(np.abs(a - b).max()), float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
+@pytest.mark.slow  # the module's export of the small fixture: about 65 s on 2 cores
 def test_manifest_records_the_parts_and_the_measured_differences(small_folder):
     manifest = read_manifest(small_folder / "onnx", runtime="onnx")
     assert manifest.model["family"] == "released" and manifest.tolerance == TOLERANCE
@@ -98,6 +100,7 @@ def test_the_export_attention_is_the_masked_softmax():
     torch.testing.assert_close(got.numpy(), torch_reference("dit_step", backend, inputs)[0], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # the module's export of the small fixture: about 65 s on 2 cores
 def test_the_step_graph_uses_onnxruntime_flash_attention(small_folder):
     import onnx
 
@@ -124,6 +127,7 @@ print(peak_rss_mib() - before)
 """
 
 
+@pytest.mark.slow  # the module's export of the small fixture: about 65 s on 2 cores
 def test_the_step_needs_less_than_one_score_matrix_at_8000_frames(small_folder, pipelines, tmp_path):
     """Flash attention streams the scores: one step at 8000 frames (8064 tokens) grows the peak
     resident set by less than one [1, H, N, N] float32 score matrix (248 MiB for the fixture's
@@ -143,6 +147,7 @@ def test_the_step_needs_less_than_one_score_matrix_at_8000_frames(small_folder, 
     compare("dit_step", [np.load(out)], torch_reference("dit_step", backend, inputs), TOLERANCE, "at 8000 frames")
 
 
+@pytest.mark.slow  # the module's export of the small fixture: about 65 s on 2 cores
 def test_the_lean_step_session_gives_the_same_bits_as_buffer_reuse(small_folder, pipelines):
     """The onnx backend opens the DiT step ``lean`` (no buffer reuse, its arena shrunk after each
     run: flatter memory with the length, docs/export.md); the plan changes where tensors live,
@@ -164,6 +169,7 @@ def test_the_lean_step_session_gives_the_same_bits_as_buffer_reuse(small_folder,
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # the module's export of the small fixture: about 65 s on 2 cores
 @pytest.mark.parametrize("seconds", [2.0, 14.0])  # 2 s: one SAME pass (72 frames); 14 s: two released windows
 def test_generate_matches_torch_and_a_wrong_prompt_or_seed_does_not(pipelines, seconds):
     reference, onnx = pipelines
@@ -177,6 +183,7 @@ def test_generate_matches_torch_and_a_wrong_prompt_or_seed_does_not(pipelines, s
     assert np.abs(onnx.generate("warm analog pad", samples, seed=4) - want).max() > FAR
 
 
+@pytest.mark.slow  # the module's export of the small fixture: about 65 s on 2 cores
 def test_inpaint_matches_torch(pipelines):
     reference, onnx = pipelines
     audio = stereo_tone(4.0)
@@ -187,11 +194,13 @@ def test_inpaint_matches_torch(pipelines):
     assert difference < AUDIO_TOLERANCE and correlation > MIN_CORRELATION, (difference, correlation)
 
 
+@pytest.mark.slow  # the module's export of the small fixture: about 65 s on 2 cores
 def test_the_export_folder_itself_loads(small_folder):
     pipeline = Pipeline.load(small_folder / "onnx", backend="onnx")
     assert pipeline.family.name == "released" and pipeline.backend.name == "onnx"
 
 
+@pytest.mark.slow  # the module's export of the small fixture: about 65 s on 2 cores
 def test_user_errors_are_one_line(small_folder, tmp_path):
     onnx = Pipeline.load(small_folder, backend="onnx")
     with pytest.raises(Sa3Error, match="LoRA files need the torch backend"):
