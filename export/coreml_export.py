@@ -111,19 +111,25 @@ def decoder_inputs(latents: torch.Tensor, window_frames: int) -> tuple[torch.Ten
     return padded.reshape(1, -1, windows, window_frames), valid.reshape(1, windows, window_frames)
 
 
-def _convert(graph, args, flexible: dict[int, dict[int, tuple[int, int]]], names: list[str], path: Path):
+def _convert(
+    graph, args, flexible: dict[int, dict[int, tuple[int, int]]], names: list[str], path: Path, outputs: list[str]
+):
     """torch.export with the flexible axes, then ct.convert with a RangeDim per flexible axis."""
     from torch.export import Dim
 
     dynamic = tuple({axis: Dim.DYNAMIC for axis in flexible.get(i, {})} for i in range(len(args)))
     with graphs.exporting(), torch.no_grad():
         program = torch.export.export(graph, args, dynamic_shapes=dynamic).run_decompositions()
-    return to_mlpackage(program, args, names, flexible, path)
+    return to_mlpackage(program, args, names, flexible, path, outputs)
 
 
-def to_mlpackage(program, args, names: list[str], flexible: dict[int, dict[int, tuple[int, int]]], path: Path):
+def to_mlpackage(
+    program, args, names: list[str], flexible: dict[int, dict[int, tuple[int, int]]], path: Path, outputs: list[str]
+):
     """An exported program as an ML program package at ``path`` (float32, a RangeDim per flexible
-    axis of the example ``args``); also used by the released models' export."""
+    axis of the example ``args``), its inputs named ``names`` and its outputs ``outputs`` (the
+    manifest's names: a host looks the prediction's arrays up by them; unnamed, coremltools calls
+    them after the last op, ``add_11149``); also used by the released models' export."""
     import coremltools as ct
 
     inputs = []
@@ -136,6 +142,7 @@ def to_mlpackage(program, args, names: list[str], flexible: dict[int, dict[int, 
     model = ct.convert(
         program,
         inputs=inputs,
+        outputs=[ct.TensorType(name=name) for name in outputs],
         convert_to="mlprogram",
         minimum_deployment_target=getattr(ct.target, MINIMUM_TARGET),
         compute_precision=ct.precision.FLOAT32,
@@ -166,7 +173,9 @@ def _export_into(out: Path, autoencoder, dit, settings, progress) -> Manifest:
     example = decoder_inputs(torch.randn(1, timebase.LATENT_CHANNELS, 3 * W, generator=gen), W)
     flexible = {0: {2: (1, max_windows)}, 1: {1: (1, max_windows)}}
     names = ["latents", "frame_valid"]
-    _convert(CoreMLDecoderGraph(autoencoder).eval(), example, flexible, names, out / "same_decoder.mlpackage")
+    _convert(
+        CoreMLDecoderGraph(autoencoder).eval(), example, flexible, names, out / "same_decoder.mlpackage", ["audio"]
+    )
     parts = {
         "same_decoder": PartSpec(
             file="same_decoder.mlpackage",
@@ -216,7 +225,7 @@ def _export_dit(dit, out: Path, max_frames: int, gen: torch.Generator, progress)
         7: {2: (1, max_frames)},
         8: {1: (1, max_frames)},
     }
-    _convert(CoreMLStepGraph(dit).eval(), args, flexible, names, out / "dit_step.mlpackage")
+    _convert(CoreMLStepGraph(dit).eval(), args, flexible, names, out / "dit_step.mlpackage", [s.name for s in outputs])
     inputs[4].shape = [dit.config.depth, COREML_BATCH * dit.config.heads, *inputs[4].shape[3:]]
     inputs[4].units = "dit_condition keys with batch and heads merged"
     for spec in inputs:

@@ -8,6 +8,11 @@ through the graphs of export/released_graphs.py, reshaped where Core ML needs it
 - ``dit_step.mlpackage``: the ONNX step's inputs with those keys/values and ``frame_mask`` as
   float32 (Core ML has no bool inputs); latent length a ``RangeDim(1, max frames)``. Batch is
   fixed: 1 for post-trained models (no guidance), 2 for base models (a CFG pair).
+- ``text_encoder.mlpackage``: one prompt's token ids (int32) and mask (float32, 1 = real token),
+  ``[1, max_length]``, -> T5Gemma's last hidden state ``[1, max_length, hidden]``; the tokenizer
+  files go to ``tokenizer/`` (tokenising stays in the host, as with ONNX). Batch 1: a base model's
+  CFG pair is two calls (the prompt and the empty negative). The embedding table, stored bf16 in
+  the released files, is converted to float32 (Core ML has no bf16).
 - ``same_decoder.mlpackage`` / ``same_encoder.mlpackage``: one SAME window with its frames cut
   into padding units, ``[.., units, unit]`` (``units`` a ``RangeDim``), so every length in the
   graph is a product of the unit count (coremltools converts no symbolic ``mod``); the random
@@ -19,6 +24,7 @@ reshaped torch graphs that are converted to the eager model.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -33,7 +39,26 @@ from sa3core.errors import Sa3Error
 from . import released_graphs as rg
 from .coreml_export import MINIMUM_TARGET, to_mlpackage
 from .manifest import Manifest, PartSpec, TensorSpec, staged_output, write_manifest
-from .released_export import load_released_for_export, same_window, unit_frames
+from .released_export import TOKENIZER_FILES, inputs_at, load_released_for_export, same_window, unit_frames
+
+
+class CoreMLTextGraph(nn.Module):
+    """input_ids int32 [B, L], attention_mask float32 [B, L] (1 = real) -> hidden float32 [B, L, W].
+
+    Runs the encoder's own forward on a shallow copy whose embedding table is float32 (the
+    released table is bf16, which Core ML cannot hold; the rows are upcast after the lookup in
+    the eager model, so the numbers are the same)."""
+
+    def __init__(self, encoder) -> None:
+        super().__init__()
+        table = encoder.embed_tokens.weight.detach()
+        twin = copy.copy(encoder)
+        twin._modules = dict(encoder._modules)
+        twin._modules["embed_tokens"] = nn.Embedding(table.shape[0], table.shape[1], _weight=table.float())
+        self.encoder = twin
+
+    def forward(self, input_ids, attention_mask):
+        return self.encoder(input_ids.long(), attention_mask > 0.5).float()
 
 
 class CoreMLConditionGraph(nn.Module):
@@ -121,7 +146,8 @@ def coreml_window_inputs(part: str, feeds: dict, unit: int) -> tuple[torch.Tenso
     )
 
 
-def _convert(graph, args, names, flexible: dict[int, dict[int, tuple[int, int]]], path: Path, shared: bool):
+def _convert(graph, args, names, flexible: dict[int, dict[int, tuple[int, int]]], path: Path, shared: bool,
+             outputs: list[str]):  # fmt: skip
     """torch.export (one shared Dim for every flexible axis when ``shared``), then ct.convert."""
     from torch.export import Dim
 
@@ -131,7 +157,7 @@ def _convert(graph, args, names, flexible: dict[int, dict[int, tuple[int, int]]]
     )
     with rg.exporting(), torch.no_grad():
         program = torch.export.export(graph.eval(), args, dynamic_shapes=dynamic).run_decompositions()
-    to_mlpackage(program, args, names, flexible, path)
+    to_mlpackage(program, args, names, flexible, path, outputs)
 
 
 def export_released_coreml(folder: str | Path, output: str | Path, force: bool = False, progress=print) -> Manifest:
@@ -171,7 +197,7 @@ def _export_into(out: Path, folder: Path, backend, progress) -> Manifest:
     progress("exporting dit_condition ...")
     inputs = [f32("context", [batch, S, c.cond_token_dim]), f32("global_cond", [batch, c.global_cond_dim])]
     _convert(CoreMLConditionGraph(backend.dit), (context, global_cond), [s.name for s in inputs], {},
-             out / "dit_condition.mlpackage", shared=False)  # fmt: skip
+             out / "dit_condition.mlpackage", shared=False, outputs=["global_embed", "keys", "values"])  # fmt: skip
     parts["dit_condition"] = PartSpec("dit_condition.mlpackage", inputs, [global_embed, keys, values])
 
     progress("exporting dit_step ...")
@@ -198,8 +224,24 @@ def _export_into(out: Path, folder: Path, backend, progress) -> Manifest:
     ]
     flexible = {0: {2: (1, max_frames)}, 5: {2: (1, max_frames)}, 6: {1: (1, max_frames)}}
     _convert(CoreMLStepGraph(backend.dit), args, [s.name for s in inputs], flexible, out / "dit_step.mlpackage",
-             shared=False)  # fmt: skip
+             shared=False, outputs=["velocity"])  # fmt: skip
     parts["dit_step"] = PartSpec("dit_step.mlpackage", inputs, [f32("velocity", [batch, C, "frames"])])
+
+    progress("exporting text_encoder ...")
+    text = backend.text_encoder
+    length, width = text.tokenizer.max_length, text.encoder.config.hidden_size
+    ids, mask = inputs_at("text_encoder", backend, 1, 0, length, gen)
+    inputs = [
+        TensorSpec("input_ids", "int32", [1, length], "token ids"),
+        f32("attention_mask", [1, length], "1 = real"),
+    ]
+    _convert(CoreMLTextGraph(text.encoder), (ids.int(), mask.float()), [s.name for s in inputs], {},
+             out / "text_encoder.mlpackage", shared=False, outputs=["hidden"])  # fmt: skip
+    parts["text_encoder"] = PartSpec("text_encoder.mlpackage", inputs, [f32("hidden", [1, length, width])])
+    (out / "tokenizer").mkdir()
+    for name in TOKENIZER_FILES:
+        if (backend.folder.text_encoder_dir() / name).is_file():
+            shutil.copyfile(backend.folder.text_encoder_dir() / name, out / "tokenizer" / name)
 
     units = unit_frames(backend)
     for part, graph in (("same_decoder", CoreMLDecoderGraph(same)), ("same_encoder", CoreMLEncoderGraph(same))):
@@ -212,14 +254,20 @@ def _export_into(out: Path, folder: Path, backend, progress) -> Manifest:
         inputs = [f32(n, [*a.shape[:axis], "units", *a.shape[axis + 1 :]]) for n, a, axis in
                   zip(names, args, (WINDOW_AXIS[n] for n in names))]  # fmt: skip
         flexible = {i: {WINDOW_AXIS[n]: (1, max_units)} for i, n in enumerate(names)}
-        _convert(graph, args, names, flexible, out / f"{part}.mlpackage", shared=True)
         output = "audio" if part == "same_decoder" else "latents"
+        _convert(graph, args, names, flexible, out / f"{part}.mlpackage", shared=True, outputs=[output])
         parts[part] = PartSpec(f"{part}.mlpackage", inputs, [f32(output, [1, "...", "units*unit*..."], "crop")])
 
     shutil.copyfile(folder / "model_config.json", out / "model_config.json")
     manifest = Manifest(
         runtime="coreml",
-        model={"family": "released", "name": folder.name, "batch": batch, "context_tokens": S},
+        model={
+            "family": "released",
+            "name": folder.name,
+            "batch": batch,
+            "context_tokens": S,
+            "text_max_length": text.tokenizer.max_length,
+        },  # fmt: skip
         dit=json.loads(json.dumps(to_dict(c), default=str)),
         same=json.loads(json.dumps(to_dict(same.config), default=str)),
         parts=parts,

@@ -1,6 +1,6 @@
 """Core ML export of a released model (export/released_coreml.py), validated as sa3's own Core ML
 export is on Linux: the reshaped torch graphs that are converted equal the eager model (fast),
-and each package's spec (ML program, input names, float32, flexible ranges) is as the manifest
+and each package's spec (ML program, input names and types, flexible ranges) is as the manifest
 says (slow: converting takes about a minute). Predictions need macOS and are not run here."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from export.released_coreml import (
     CoreMLDecoderGraph,
     CoreMLEncoderGraph,
     CoreMLStepGraph,
+    CoreMLTextGraph,
     coreml_window_inputs,
 )
 from export.released_export import inputs_at, load_released_for_export, same_reference, same_window, unit_frames
@@ -57,6 +58,22 @@ def test_condition_and_step_graphs_equal_the_dit(backend):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+def test_text_graph_equals_the_eager_encoder_and_another_prompt_does_not(backend):
+    """The float32-table twin that Core ML converts gives the eager (bf16-table) encoder's hidden
+    state; the weights are shared, not copied, apart from the table."""
+    text = backend.text_encoder
+    ids, mask = text.tokenizer(["warm analog pad in C minor", "tight breakbeat, 170 bpm"])
+    graph = CoreMLTextGraph(text.encoder)
+    with torch.inference_mode():
+        got = graph(ids[:1].int(), mask[:1].float())
+        want = text.encoder(ids[:1], mask[:1]).float()
+        other = text.encoder(ids[1:], mask[1:]).float()
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    assert (other - want).abs().max() > 100 * 1e-6  # another prompt is far beyond the tolerance
+    assert text.encoder.embed_tokens.weight.dtype == torch.bfloat16  # the backend's own table is untouched
+    assert graph.encoder.layers is text.encoder.layers
+
+
 @pytest.mark.slow
 def test_package_specs(tmp_path):
     ct = pytest.importorskip("coremltools", reason="coremltools is not installed (pip install sa3[export-coreml])")
@@ -65,14 +82,20 @@ def test_package_specs(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         manifest = export_released_coreml(SMALL, tmp_path / "coreml", progress=lambda _: None)
-    float32 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
-    assert set(manifest.parts) == {"dit_condition", "dit_step", "same_decoder", "same_encoder"}
+    types = {"float32": ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32,
+             "int32": ct.proto.FeatureTypes_pb2.ArrayFeatureType.INT32}  # fmt: skip
+    assert set(manifest.parts) == {"text_encoder", "dit_condition", "dit_step", "same_decoder", "same_encoder"}
+    assert (tmp_path / "coreml" / "tokenizer" / "tokenizer.json").is_file()
+    assert manifest.model["text_max_length"] == manifest.parts["text_encoder"].inputs[0].shape[1]
     for part, entry in manifest.parts.items():
         spec = ct.utils.load_spec(str(tmp_path / "coreml" / entry.file))
         assert spec.WhichOneof("Type") == "mlProgram", part
         inputs = {i.name: i.type.multiArrayType for i in spec.description.input}
         assert list(inputs) == [s.name for s in entry.inputs], part
-        assert all(array.dataType == float32 for array in inputs.values()), part
+        assert [o.name for o in spec.description.output] == [s.name for s in entry.outputs], (
+            part
+        )  # a host looks them up
+        assert [inputs[t.name].dataType for t in entry.inputs] == [types[t.dtype] for t in entry.inputs], part
         for tensor in entry.inputs:  # fixed sizes as the manifest says; flexible axes as ranges
             ranges = inputs[tensor.name].shapeRange.sizeRanges
             shape = list(inputs[tensor.name].shape)

@@ -127,3 +127,4 @@ def test_sa3_export_coreml_of_the_shipped_model(tmp_path):
         spec = ct.utils.load_spec(str(exported / manifest["parts"][part]["file"]))
         assert spec.WhichOneof("Type") == "mlProgram"
         assert [i.name for i in spec.description.input] == [i["name"] for i in manifest["parts"][part]["inputs"]]
+        assert [o.name for o in spec.description.output] == [o["name"] for o in manifest["parts"][part]["outputs"]]
