@@ -172,20 +172,17 @@ def _export_into(out: Path, autoencoder, dit, settings, progress) -> Manifest:
     progress("exporting same_decoder ...")
     example = decoder_inputs(torch.randn(1, timebase.LATENT_CHANNELS, 3 * W, generator=gen), W)
     flexible = {0: {2: (1, max_windows)}, 1: {1: (1, max_windows)}}
-    names = ["latents", "frame_valid"]
-    _convert(
-        CoreMLDecoderGraph(autoencoder).eval(), example, flexible, names, out / "same_decoder.mlpackage", ["audio"]
+    decoder = PartSpec(
+        file="same_decoder.mlpackage",
+        inputs=[
+            TensorSpec("latents", "float32", [1, timebase.LATENT_CHANNELS, "windows", W], "frames zero-padded"),
+            TensorSpec("frame_valid", "float32", [1, "windows", W], "1 = real frame, 0 = padding"),
+        ],
+        outputs=[TensorSpec("audio", "float32", [1, timebase.CHANNELS, "windows*W*4096"], "crop to real frames")],
     )
-    parts = {
-        "same_decoder": PartSpec(
-            file="same_decoder.mlpackage",
-            inputs=[
-                TensorSpec("latents", "float32", [1, timebase.LATENT_CHANNELS, "windows", W], "frames zero-padded"),
-                TensorSpec("frame_valid", "float32", [1, "windows", W], "1 = real frame, 0 = padding"),
-            ],
-            outputs=[TensorSpec("audio", "float32", [1, timebase.CHANNELS, "windows*W*4096"], "crop to real frames")],
-        )
-    }
+    names, outputs = [s.name for s in decoder.inputs], [s.name for s in decoder.outputs]
+    _convert(CoreMLDecoderGraph(autoencoder).eval(), example, flexible, names, out / decoder.file, outputs)
+    parts = {"same_decoder": decoder}
 
     parts.update(_export_dit(dit, out, max_frames, gen, progress))
     (out / "model.json").write_text(json.dumps(to_dict(settings), indent=2) + "\n")

@@ -39,7 +39,7 @@ from sa3core.errors import Sa3Error
 from . import released_graphs as rg
 from .coreml_export import MINIMUM_TARGET, to_mlpackage
 from .manifest import Manifest, PartSpec, TensorSpec, staged_output, write_manifest
-from .released_export import TOKENIZER_FILES, inputs_at, load_released_for_export, same_window, unit_frames
+from .released_export import copy_tokenizer, inputs_at, load_released_for_export, same_window, unit_frames
 
 
 class CoreMLTextGraph(nn.Module):
@@ -146,9 +146,9 @@ def coreml_window_inputs(part: str, feeds: dict, unit: int) -> tuple[torch.Tenso
     )
 
 
-def _convert(graph, args, names, flexible: dict[int, dict[int, tuple[int, int]]], path: Path, shared: bool,
-             outputs: list[str]):  # fmt: skip
-    """torch.export (one shared Dim for every flexible axis when ``shared``), then ct.convert."""
+def _convert(graph, args, part: PartSpec, flexible: dict[int, dict[int, tuple[int, int]]], out: Path, shared: bool):
+    """torch.export (one shared Dim for every flexible axis when ``shared``), then ct.convert into
+    ``out / part.file``, its inputs and outputs named as ``part`` says."""
     from torch.export import Dim
 
     units = Dim("units", min=1, max=4096)
@@ -157,7 +157,8 @@ def _convert(graph, args, names, flexible: dict[int, dict[int, tuple[int, int]]]
     )
     with rg.exporting(), torch.no_grad():
         program = torch.export.export(graph.eval(), args, dynamic_shapes=dynamic).run_decompositions()
-    to_mlpackage(program, args, names, flexible, path, outputs)
+    inputs, outputs = [s.name for s in part.inputs], [s.name for s in part.outputs]
+    to_mlpackage(program, args, inputs, flexible, out / part.file, outputs)
 
 
 def export_released_coreml(folder: str | Path, output: str | Path, force: bool = False, progress=print) -> Manifest:
@@ -196,9 +197,8 @@ def _export_into(out: Path, folder: Path, backend, progress) -> Manifest:
 
     progress("exporting dit_condition ...")
     inputs = [f32("context", [batch, S, c.cond_token_dim]), f32("global_cond", [batch, c.global_cond_dim])]
-    _convert(CoreMLConditionGraph(backend.dit), (context, global_cond), [s.name for s in inputs], {},
-             out / "dit_condition.mlpackage", shared=False, outputs=["global_embed", "keys", "values"])  # fmt: skip
     parts["dit_condition"] = PartSpec("dit_condition.mlpackage", inputs, [global_embed, keys, values])
+    _convert(CoreMLConditionGraph(backend.dit), (context, global_cond), parts["dit_condition"], {}, out, shared=False)
 
     progress("exporting dit_step ...")
     with torch.inference_mode():
@@ -223,9 +223,8 @@ def _export_into(out: Path, folder: Path, backend, progress) -> Manifest:
         f32("frame_mask", [batch, "frames"], "1 = real frame"),
     ]
     flexible = {0: {2: (1, max_frames)}, 5: {2: (1, max_frames)}, 6: {1: (1, max_frames)}}
-    _convert(CoreMLStepGraph(backend.dit), args, [s.name for s in inputs], flexible, out / "dit_step.mlpackage",
-             shared=False, outputs=["velocity"])  # fmt: skip
     parts["dit_step"] = PartSpec("dit_step.mlpackage", inputs, [f32("velocity", [batch, C, "frames"])])
+    _convert(CoreMLStepGraph(backend.dit), args, parts["dit_step"], flexible, out, shared=False)
 
     progress("exporting text_encoder ...")
     text = backend.text_encoder
@@ -235,13 +234,9 @@ def _export_into(out: Path, folder: Path, backend, progress) -> Manifest:
         TensorSpec("input_ids", "int32", [1, length], "token ids"),
         f32("attention_mask", [1, length], "1 = real"),
     ]
-    _convert(CoreMLTextGraph(text.encoder), (ids.int(), mask.float()), [s.name for s in inputs], {},
-             out / "text_encoder.mlpackage", shared=False, outputs=["hidden"])  # fmt: skip
     parts["text_encoder"] = PartSpec("text_encoder.mlpackage", inputs, [f32("hidden", [1, length, width])])
-    (out / "tokenizer").mkdir()
-    for name in TOKENIZER_FILES:
-        if (backend.folder.text_encoder_dir() / name).is_file():
-            shutil.copyfile(backend.folder.text_encoder_dir() / name, out / "tokenizer" / name)
+    _convert(CoreMLTextGraph(text.encoder), (ids.int(), mask.float()), parts["text_encoder"], {}, out, shared=False)
+    copy_tokenizer(backend, out)
 
     units = unit_frames(backend)
     for part, graph in (("same_decoder", CoreMLDecoderGraph(same)), ("same_encoder", CoreMLEncoderGraph(same))):
@@ -255,8 +250,8 @@ def _export_into(out: Path, folder: Path, backend, progress) -> Manifest:
                   zip(names, args, (WINDOW_AXIS[n] for n in names))]  # fmt: skip
         flexible = {i: {WINDOW_AXIS[n]: (1, max_units)} for i, n in enumerate(names)}
         output = "audio" if part == "same_decoder" else "latents"
-        _convert(graph, args, names, flexible, out / f"{part}.mlpackage", shared=True, outputs=[output])
         parts[part] = PartSpec(f"{part}.mlpackage", inputs, [f32(output, [1, "...", "units*unit*..."], "crop")])
+        _convert(graph, args, parts[part], flexible, out, shared=True)
 
     shutil.copyfile(folder / "model_config.json", out / "model_config.json")
     manifest = Manifest(
@@ -267,7 +262,7 @@ def _export_into(out: Path, folder: Path, backend, progress) -> Manifest:
             "batch": batch,
             "context_tokens": S,
             "text_max_length": text.tokenizer.max_length,
-        },  # fmt: skip
+        },
         dit=json.loads(json.dumps(to_dict(c), default=str)),
         same=json.loads(json.dumps(to_dict(same.config), default=str)),
         parts=parts,

@@ -174,6 +174,15 @@ def same_window(part: str, backend, batch: int, frames: int, generator: torch.Ge
     return decoder_window_feeds(latents, codec, draws)[0], latents
 
 
+def copy_tokenizer(backend, out: Path) -> None:
+    """The released text encoder's tokenizer files into ``out/tokenizer`` (tokenising stays in the host)."""
+    text_folder = backend.folder.text_encoder_dir()
+    (out / "tokenizer").mkdir()
+    for name in TOKENIZER_FILES:
+        if (text_folder / name).is_file():
+            shutil.copyfile(text_folder / name, out / "tokenizer" / name)
+
+
 def inputs_at(part: str, backend, batch: int, frames: int, tokens: int, generator: torch.Generator):
     """Example inputs (random, valid) for one part. SAME frame counts are rounded up to whole units."""
     randn = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
@@ -262,11 +271,7 @@ def _export_into(out: Path, folder: Path, backend, opset, check, progress, only)
     state = {k: v.detach().float().contiguous() for k, v in backend.conditioners.state_dict().items()}
     save_file(state, str(out / "conditioners.safetensors"))
     shutil.copyfile(folder / "model_config.json", out / "model_config.json")
-    text_folder = backend.folder.text_encoder_dir()
-    (out / "tokenizer").mkdir()
-    for name in TOKENIZER_FILES:
-        if (text_folder / name).is_file():
-            shutil.copyfile(text_folder / name, out / "tokenizer" / name)
+    copy_tokenizer(backend, out)
     c, same = backend.dit.config, backend.autoencoder
     manifest = Manifest(
         runtime="onnx",

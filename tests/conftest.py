@@ -53,7 +53,7 @@ def run_sa3(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     from tests import forked_cli
 
     env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
-    return forked_cli.run([str(a) for a in args], cwd=cwd, env=env, timeout=timeout)
+    return forked_cli.run(list(args), cwd=cwd, env=env, timeout=timeout)
 
 
 def run_sa3_plain(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -128,8 +128,8 @@ class Zygote:
             raise RuntimeError(f"the sa3 zygote ended (status {self.process.wait()})")
         return json.loads(line)
 
-    def run(self, request: dict, timeout: float) -> tuple[int | None, int]:
-        """(status, pid); status None where the child ran past ``timeout`` and was killed."""
+    def run(self, request: dict, timeout: float) -> int | None:
+        """The child's exit status; None where it ran past ``timeout`` and was killed."""
         with self.lock:
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
@@ -138,8 +138,8 @@ class Zygote:
             if answer is None:
                 os.kill(pid, signal.SIGKILL)
                 self._read(None)
-                return None, pid
-            return answer["status"], pid
+                return None
+            return answer["status"]
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -151,23 +151,24 @@ _zygote: Zygote | None = None
 
 
 def run(
-    args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+    args: list, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:
     """``sa3 *args`` in a child of the warm zygote: what ``subprocess.run(..., capture_output=True,
     text=True)`` returns, and ``subprocess.TimeoutExpired`` past ``timeout`` (the child killed)."""
     global _zygote
     if _zygote is None or _zygote.process.poll() is not None:
         _zygote = Zygote()
-    command = [sys.executable, "-m", "sa3", *map(str, args)]
+    argv = [str(a) for a in args]
+    command = [sys.executable, "-m", "sa3", *argv]
     with tempfile.TemporaryDirectory(prefix="sa3-cli-") as folder:
         out, err = Path(folder) / "stdout", Path(folder) / "stderr"
         out.touch()
         err.touch()
         request = {
-            "argv": [str(a) for a in args], "cwd": str(cwd or os.getcwd()),
+            "argv": argv, "cwd": str(cwd or os.getcwd()),
             "env": dict(os.environ if env is None else env), "stdout": str(out), "stderr": str(err),
         }  # fmt: skip
-        status, _ = _zygote.run(request, timeout)
+        status = _zygote.run(request, timeout)
         if status is None:
             raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text())
         return subprocess.CompletedProcess(command, status, out.read_text(), err.read_text())

@@ -1,6 +1,5 @@
 """`sa3 encode` / `sa3 decode` run as real commands on generated WAV files."""
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,7 @@ from safetensors.torch import save_file
 
 from sa3core.checkpoint import save_model
 from sa3core.models.same import SAME, SAMEConfig
-from tests.conftest import run_sa3
-
-
-def sa3(*args: str) -> subprocess.CompletedProcess:
-    return run_sa3(*args)
+from tests.conftest import run_sa3 as sa3
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def hf_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def sa3(env: dict[str, str], *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return forked_cli.run([str(a) for a in args], cwd=cwd, env=env)
+    return forked_cli.run(list(args), cwd=cwd, env=env)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

@@ -15,7 +15,7 @@ LORA = REPO / "tests" / "fixtures" / "released" / "lora"
 def _list(tmp_path, *args, **env):
     environment = {k: v for k, v in os.environ.items() if k != "SA3_LORA_DIR"}
     environment.update(HF_HUB_CACHE=str(tmp_path / "cache"), XDG_DATA_HOME=str(tmp_path / "data"), **env)
-    return forked_cli.run(["model", "list", *map(str, args)], env=environment, timeout=120)
+    return forked_cli.run(["model", "list", *args], env=environment, timeout=120)
 
 
 def test_adapters_are_listed_with_type_rank_and_base(tmp_path):
