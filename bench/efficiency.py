@@ -131,7 +131,8 @@ def released_dit_flops(config, frames: int, context_tokens: int, kept: bool = Fa
 
 def released_same_decode_flops(config, frames: int) -> int:
     """FLOPs of a released SAME decode of ``frames`` latents the way :meth:`ReleasedAutoencoder.decode`
-    runs it (windows of 128 overlapping by 32 once there are 128 frames; each window whole).
+    runs it (windows of 128 overlapping by 32 once there are 128 frames; of each window the frames
+    the join keeps, widened by the decoder's span context, or the whole window for SAME-L).
 
     Per window of F frames (padded to the attention alignment), stride k new tokens per latent,
     n = F*(k+1) tokens, width D, GLU inner m, differential attention in units of u tokens (SAME-S;
@@ -141,7 +142,14 @@ def released_same_decode_flops(config, frames: int) -> int:
         + mapping 2*(k*F)*D*out*kernel
 
     (the second half of SAME-S's blocks sees one more unit: counted as n + u tokens)."""
-    from sa3core.released.same import OVERLAP_LATENTS, WINDOW_LATENTS, window_starts
+    from sa3core.released.same import (
+        OVERLAP_LATENTS,
+        WINDOW_LATENTS,
+        decoder_span,
+        decoder_span_context,
+        kept_frames,
+        window_starts,
+    )
 
     cfg = config.decoder.config
     D, k = cfg.width, cfg.strides[0]
@@ -152,11 +160,12 @@ def released_same_decode_flops(config, frames: int) -> int:
     else:
         unit, align = cfg.chunk_size + cfg.chunk_size // k, cfg.chunk_size // k
     kernel = 3 if cfg.conv_mapping else 1
-    windows = (
-        [frames]
-        if frames < WINDOW_LATENTS
-        else [WINDOW_LATENTS] * len(window_starts(frames, WINDOW_LATENTS, OVERLAP_LATENTS))
-    )
+    windows = [frames]
+    if frames >= WINDOW_LATENTS:
+        starts = window_starts(frames, WINDOW_LATENTS, OVERLAP_LATENTS)
+        context = decoder_span_context(cfg)
+        kept = kept_frames(starts, WINDOW_LATENTS, OVERLAP_LATENTS)
+        windows = [stop - start for start, stop in (decoder_span(WINDOW_LATENTS, k, align, context) for k in kept)]
     total = 0
     for F in windows:
         F = -(-F // align) * align

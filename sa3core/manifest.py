@@ -57,7 +57,7 @@ class Manifest:
     dit: dict[str, Any]
     same: dict[str, Any]
     parts: dict[str, PartSpec]
-    codec: dict[str, int]
+    codec: dict[str, int | None]
     format: int = EXPORT_FORMAT
     opset: int = 0
     minimum_target: str = ""

@@ -34,7 +34,7 @@ from ..manifest import MANIFEST_NAME, read_manifest
 from .checkpoint import load_strict, read_config
 from .conditioners import assemble, build_conditioners
 from .dit import ReleasedCondition
-from .same import _stitch, window_starts
+from .same import _stitch, decoder_span, kept_frames, window_starts
 
 FAMILY = "released"
 HOP = 4096  # samples per latent frame
@@ -100,6 +100,37 @@ def decoder_window_feeds(latents: torch.Tensor, codec: dict, generator) -> tuple
     feeds["token_noise"] = tokens
     feeds["frame_valid"] = (np.arange(padded) < frames).astype(np.float32)
     return feeds, frames
+
+
+def decode_in_windows(run, latents: torch.Tensor, codec: dict, generator) -> torch.Tensor:
+    """latents [B, C, F] -> audio [B, 2, F * 4096] through ``run`` (the same_decoder graph:
+    feeds -> audio), windowed as :meth:`ReleasedAutoencoder.decode` decodes: one pass below a
+    window, else the released windows, each drawing its noise whole in turn, and where the export
+    records the decoder's span context (SAME-S) only the frames the join keeps, widened by it."""
+    total = latents.shape[-1]
+    window, overlap = codec["window_latents"], codec["overlap_latents"]
+    if not codec["chunked"] or total < window:
+        feeds, frames = decoder_window_feeds(latents.contiguous(), codec, generator)
+        return torch.from_numpy(run(feeds)[..., : frames * HOP])
+    context = codec.get("decoder_span_context")  # absent from exports made before it: whole windows
+    out = torch.zeros(latents.shape[0], 2, total * HOP)
+    starts = window_starts(total, window, overlap)
+    for start, (a, b) in zip(starts, kept_frames(starts, window, overlap)):
+        feeds, _ = decoder_window_feeds(latents[..., start : start + window].contiguous(), codec, generator)
+        first, last = decoder_span(window, (a, b), codec["decoder_unit_frames"], context)
+        audio = run({name: _frames(name, array, first, last) for name, array in feeds.items()})
+        out[..., (start + a) * HOP : (start + b) * HOP] = torch.from_numpy(
+            audio[..., (a - first) * HOP : (b - first) * HOP]
+        )
+    return out
+
+
+def _frames(name: str, array: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Frames [first, last) of one of the decoder window's feeds (frames on axis 1 of the token
+    noise [B, F, group, width], the last axis of the others)."""
+    if name == "token_noise":
+        return np.ascontiguousarray(array[:, first:last])
+    return np.ascontiguousarray(array[..., first:last])
 
 
 class ReleasedOnnxBackend:
@@ -238,13 +269,9 @@ class ReleasedOnnxBackend:
         """latents [B, C, F] -> audio [B, 2, F * 4096] (not clipped), its noise drawn from ``generator``."""
         if latents.ndim != 3 or latents.shape[1] != self.latent_channels or latents.shape[-1] == 0:
             raise Sa3Error(f"SAME latents must be [batch, {self.latent_channels}, length>0], got {list(latents.shape)}")
-        latents = latents.float().contiguous()
-
-        def run(piece: torch.Tensor) -> torch.Tensor:
-            feeds, frames = decoder_window_feeds(piece.contiguous(), self.codec, generator)
-            return torch.from_numpy(self._run("same_decoder", **feeds)[0][..., : frames * HOP])
-
-        return self._windows(run, latents, latents.shape[-1], 1)
+        return decode_in_windows(
+            lambda feeds: self._run("same_decoder", **feeds)[0], latents.float(), self.codec, generator
+        )
 
     def semitone_layout(self):
         """Released latents hold no measured semitone channels (sa3's scale lock has no handle)."""

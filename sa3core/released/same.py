@@ -24,7 +24,9 @@ SAME-L attends over the whole window with a band of +-17 tokens (one group each 
 
 Long inputs (``chunked=True``, as the released DiT configs ask) go in windows of 128 latents
 overlapping by 32, the last window anchored to the end; each window keeps its centre (all but 16
-latents on a side that faces a neighbour) and later windows overwrite earlier ones there.
+latents on a side that faces a neighbour) and later windows overwrite earlier ones there. SAME-S's
+decoder runs only on the frames of each window that survive the join, plus 2 frames of context a
+side (:func:`decoder_span_context`): the same audio bit for bit, 20-40 % less work.
 
 Random draws, in this order, from ``generator`` (or torch's default generator when None), all
 float32 on the generator's device: encode, per window, the encoder's token noise (only when its
@@ -45,7 +47,15 @@ from ..errors import Sa3Error
 from .modules import SameBlock, WeightNormConv1d, scaled_randn
 from .same_config import ReleasedAutoencoderConfig, _SameCoderConfig
 
-__all__ = ["ReleasedAutoencoder", "ReleasedAutoencoderConfig", "load_released_state_dict", "window_starts"]
+__all__ = [
+    "ReleasedAutoencoder",
+    "ReleasedAutoencoderConfig",
+    "decoder_span",
+    "decoder_span_context",
+    "kept_frames",
+    "load_released_state_dict",
+    "window_starts",
+]
 
 WINDOW_LATENTS = 128  # the official chunk_size of encode_audio / decode_audio
 OVERLAP_LATENTS = 32
@@ -112,8 +122,18 @@ class ResamplingBlock(nn.Module):
             self.unit = cfg.chunk_size + cfg.chunk_size // self.stride  # tokens per attention unit
             self.pad = cfg.chunk_size if role == "encoder" else cfg.chunk_size // self.stride
         self.shift_second_half = cfg.sliding_window is None and cfg.chunk_midpoint_shift
+        self.cfg = cfg
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def span_context(self) -> int | None:
+        """See :func:`decoder_span_context`."""
+        return decoder_span_context(self.cfg)
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None, span: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """``span`` (decoder only): run the blocks on groups [start, stop) of the padded input
+        alone, after drawing the token noise of every group (so the generator moves as for the
+        whole); see :meth:`ReleasedAutoencoder.decode_window` for when that changes nothing."""
         B = x.shape[0]
         if self.role == "encoder":
             x = _pad_to_multiple(x, self.pad, dim=-1)  # zeros go through the mapping, as released
@@ -128,6 +148,11 @@ class ResamplingBlock(nn.Module):
         tokens = self.new_tokens.expand(B * groups, self.out_group, D)
         if self.mask_noise > 0:
             tokens = tokens + _noise_like(tokens, generator) * self.mask_noise
+        if span is not None:
+            start, stop = span
+            x = x.reshape(B, groups, self.in_group, D)[:, start:stop].reshape(-1, self.in_group, D)
+            tokens = tokens.reshape(B, groups, self.out_group, D)[:, start:stop].reshape(-1, self.out_group, D)
+            groups = stop - start
         x = torch.cat([x, tokens], dim=1).reshape(B, groups * (self.in_group + self.out_group), D)  # (B, N, D)
         x = self._blocks(x)
         x = x.reshape(B * groups, self.in_group + self.out_group, D)[:, -self.out_group :]  # the new tokens
@@ -180,9 +205,11 @@ class SameDecoder(nn.Module):
         block = ResamplingBlock(cfg, "decoder", cfg.width, cfg.out_channels, sinusoidal=cfg.sinusoidal_blocks[0])
         self.layers = nn.ModuleList([nn.Identity(), nn.Linear(cfg.latent_dim, cfg.width), nn.Identity(), block])
 
-    def forward(self, latents: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def forward(
+        self, latents: torch.Tensor, generator: torch.Generator | None, span: tuple[int, int] | None = None
+    ) -> torch.Tensor:
         x = self.layers[1](latents.transpose(1, 2)).transpose(1, 2)  # (B, D, F)
-        return self.layers[3](x, generator)
+        return self.layers[3](x, generator, span)  # (B, 512, 16 * groups in span)
 
 
 class SoftNormBottleneck(nn.Module):
@@ -217,17 +244,56 @@ def window_starts(total: int, window: int, overlap: int) -> list[int]:
     return starts
 
 
+def kept_frames(starts: list[int], window: int, overlap: int) -> list[tuple[int, int]]:
+    """Frames [a, b) of each window (window coordinates) that end up in the joined output.
+
+    The official join writes window i's frames [overlap/2, window - overlap/2) (from 0 for the
+    first, to the end for the last) in order, each window overwriting the one before; what
+    survives of window i stops where window i+1 starts writing."""
+    half = overlap // 2
+    kept = []
+    for i, start in enumerate(starts):
+        a = 0 if i == 0 else half
+        b = window if i == len(starts) - 1 else min(window - half, starts[i + 1] + half - start)
+        kept.append((a, b))
+    return kept
+
+
+def decoder_span_context(cfg: _SameCoderConfig) -> int | None:
+    """Frames on each side of a span that a SAME decoder run on the span alone gets wrong, or None
+    when that grows with depth (band attention: SAME-L).
+
+    A span starts and stops on attention-unit boundaries (``chunk_size / stride`` frames), so the
+    first half of the blocks sees exactly the units of the whole window. The shifted second half
+    pairs the span's first and last half-units with copies of themselves instead of their
+    neighbours, and the kernel-3 mapping carries that into the next frame's patches: half a unit
+    plus one frame, whatever the depth (SAME-S: 2)."""
+    if cfg.sliding_window is not None:
+        return None
+    stride = cfg.strides[0]
+    half_unit = cfg.chunk_size // stride // 2 if cfg.chunk_midpoint_shift else 0
+    reach = (3 if cfg.conv_mapping else 1) // 2  # patches; a frame makes ``stride`` of them
+    return half_unit + -(-reach // stride)
+
+
+def decoder_span(frames: int, keep: tuple[int, int], unit: int, context: int | None) -> tuple[int, int]:
+    """The frames [start, stop) of a decode window of ``frames`` that a decoder runs to make the
+    audio of frames ``keep = (a, b)`` exactly as the whole window makes it: [a, b) widened by
+    ``context`` (:meth:`ResamplingBlock.span_context`) to ``unit`` boundaries, within the window
+    padded to whole units; the whole padded window when ``context`` is None."""
+    a, b = keep
+    padded = -(-frames // unit) * unit
+    if context is None:
+        return 0, padded
+    return max(0, a - context) // unit * unit, min(padded, -(-(b + context) // unit) * unit)
+
+
 def _stitch(pieces: list[torch.Tensor], starts: list[int], total: int, window: int, overlap: int) -> torch.Tensor:
     """Join windows [..., window*u] (u units per frame) into [..., total*u], as the official code does."""
     unit = pieces[0].shape[-1] // window
     out = pieces[0].new_zeros(*pieces[0].shape[:-1], total * unit)
-    half = (overlap // 2) * unit
-    for i, (start, piece) in enumerate(zip(starts, pieces)):
-        last = i == len(starts) - 1
-        begin = (total - window) * unit if last else start * unit
-        left = 0 if i == 0 else half
-        right = window * unit if last else window * unit - half
-        out[..., begin + left : begin + right] = piece[..., left:right]
+    for start, piece, (a, b) in zip(starts, pieces, kept_frames(starts, window, overlap)):
+        out[..., (start + a) * unit : (start + b) * unit] = piece[..., a * unit : b * unit]
     return out
 
 
@@ -286,11 +352,30 @@ class ReleasedAutoencoder(nn.Module):
         x = self.encoder(self.patchify(audio).to(self.coder_dtype()), generator)
         return self.bottleneck.encode(x.to(audio.dtype))[..., :frames]
 
-    def decode_window(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """latents [B, 256, F] -> audio [B, 2, F*4096] in one pass."""
+    def decode_window(
+        self, latents: torch.Tensor, generator: torch.Generator | None = None, keep: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """latents [B, 256, F] -> audio [B, 2, F*4096] in one pass; with ``keep = (a, b)`` only
+        the audio of frames [a, b), [B, 2, (b-a)*4096].
+
+        ``keep`` makes the same numbers with less work where the decoder's receptive field is
+        bounded (:meth:`ResamplingBlock.span_context`: SAME-S): the random draws are those of the
+        whole window, and the blocks run on [a, b) widened by that context to unit boundaries.
+        SAME-L (band attention, a field growing with depth) decodes the whole window and crops.
+        """
+        frames = latents.shape[-1]
+        a, b = keep if keep is not None else (0, frames)
+        if not 0 <= a < b <= frames:
+            raise Sa3Error(f"SAME decode: frames [{a}, {b}) are not inside a window of {frames}")
         z = self.bottleneck.decode(latents, generator)
-        x = self.decoder(z.to(self.coder_dtype()), generator).to(latents.dtype)
-        audio = self.unpatchify(x)[..., : latents.shape[-1] * self.hop]
+        block = self.decoder.layers[3]
+        span = None
+        start = 0
+        if keep is not None and block.span_context() is not None:
+            span = decoder_span(frames, keep, block.pad, block.span_context())
+            start = span[0]
+        x = self.decoder(z.to(self.coder_dtype()), generator, span).to(latents.dtype)
+        audio = self.unpatchify(x)[..., (a - start) * self.hop : (b - start) * self.hop]
         return torch.tanh(audio) if self.soft_clip else audio
 
     # --- precision ---------------------------------------------------------------------------
@@ -350,8 +435,12 @@ class ReleasedAutoencoder(nn.Module):
         if not chunked or total < window:
             return self.decode_window(latents, generator)
         starts = window_starts(total, window, overlap)
-        pieces = [self.decode_window(latents[..., s : s + window], generator) for s in starts]
-        return _stitch(pieces, starts, total, window, overlap)
+        out = latents.new_zeros(latents.shape[0], self.channels, total * self.hop)
+        for start, (a, b) in zip(starts, kept_frames(starts, window, overlap)):
+            # only the frames the join keeps: the same audio as decoding whole windows (see decode_window)
+            piece = self.decode_window(latents[..., start : start + window], generator, keep=(a, b))
+            out[..., (start + a) * self.hop : (start + b) * self.hop] = piece
+        return out
 
     def _dtype(self) -> torch.dtype:
         return self.bottleneck.scaling_factor.dtype

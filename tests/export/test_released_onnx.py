@@ -184,6 +184,34 @@ def test_generate_matches_torch_and_a_wrong_prompt_or_seed_does_not(pipelines, s
 
 
 @pytest.mark.slow  # the module's export of the small fixture: about 65 s on 2 cores
+def test_the_decoder_runs_on_the_kept_frames_and_gives_the_whole_windows_audio(small_folder):
+    """The backend decodes of each released window only the frames the join keeps, widened by
+    the manifest's ``decoder_span_context`` (2 for SAME-S): the same audio as whole windows bit
+    for bit, torch's within the tolerance; without the context it moves far."""
+    import onnxruntime
+
+    from sa3core.released.backend import load
+    from sa3core.released.onnx_backend import decode_in_windows
+
+    codec = read_manifest(small_folder / "onnx").codec
+    assert codec["decoder_span_context"] == 2
+    session = onnxruntime.InferenceSession(str(small_folder / "onnx" / "same_decoder.onnx"))
+
+    def run(feeds):
+        return session.run(None, feeds)[0]
+
+    same = load(small_folder, bf16=False).autoencoder
+    latents = torch.randn(1, same.config.latent_dim, 300, generator=torch.Generator().manual_seed(2))
+    want = same.decode(latents, torch.Generator().manual_seed(7)).numpy()
+    got = decode_in_windows(run, latents, codec, torch.Generator().manual_seed(7)).numpy()
+    whole = decode_in_windows(run, latents, {**codec, "decoder_span_context": None}, torch.Generator().manual_seed(7))
+    assert np.array_equal(got, whole.numpy())
+    assert np.abs(got - want).max() < AUDIO_TOLERANCE
+    without = decode_in_windows(run, latents, {**codec, "decoder_span_context": 0}, torch.Generator().manual_seed(7))
+    assert np.abs(without.numpy() - want).max() > FAR
+
+
+@pytest.mark.slow  # the module's export of the small fixture: about 65 s on 2 cores
 def test_inpaint_matches_torch(pipelines):
     reference, onnx = pipelines
     audio = stereo_tone(4.0)

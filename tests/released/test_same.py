@@ -21,6 +21,10 @@ from sa3core.released.modules import band_attention
 from sa3core.released.same import (
     ReleasedAutoencoder,
     ReleasedAutoencoderConfig,
+    ResamplingBlock,
+    decoder_span,
+    decoder_span_context,
+    kept_frames,
     load_released_state_dict,
     window_starts,
 )
@@ -256,6 +260,63 @@ def test_decode_draws_bottleneck_then_token_noise_per_window():
         right = 16 * HOP if i == len(starts) - 1 else 12 * HOP
         expected[..., s * HOP + left : s * HOP + right] = audio[..., left:right]
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def official_join(pieces: list[torch.Tensor], starts: list[int], total: int, window: int, overlap: int) -> torch.Tensor:
+    """The official join, written as the official code writes it: each window's audio from
+    overlap/2 to window - overlap/2 (from 0 for the first, to the end for the last), in order,
+    each window overwriting the one before."""
+    out = torch.zeros(*pieces[0].shape[:-1], total * HOP)
+    half = overlap // 2 * HOP
+    for i, (start, piece) in enumerate(zip(starts, pieces)):
+        left = 0 if i == 0 else half
+        right = window * HOP if i == len(starts) - 1 else window * HOP - half
+        out[..., start * HOP + left : start * HOP + right] = piece[..., left:right]
+    return out
+
+
+def whole_windows(model: ReleasedAutoencoder, latents: torch.Tensor, seed: int, window: int, overlap: int):
+    """Decode every released window whole, then join them as released."""
+    generator, total = torch.Generator().manual_seed(seed), latents.shape[-1]
+    starts = window_starts(total, window, overlap)
+    pieces = [model.decode_window(latents[..., s : s + window], generator) for s in starts]
+    return official_join(pieces, starts, total, window, overlap)
+
+
+@pytest.mark.parametrize("kind", ["S", "L"])
+@pytest.mark.parametrize(("frames", "window", "overlap"), [(151, 128, 32), (388, 128, 32), (41, 16, 8)])
+def test_decoding_the_kept_frames_gives_the_whole_windows_audio(kind, frames, window, overlap):
+    """decode runs SAME-S's decoder on the frames the join keeps (plus 2 each side) and SAME-L's
+    on whole windows; either way the audio is the whole windows' bit for bit, at the released
+    windows (151 frames: 4 bars at 120 bpm with the headroom; 388: 30 s) and at small ones, with
+    SAME-S's released depth of 6 blocks."""
+    model = make_model(kind, channels=32, depth=6)
+    latents = torch.randn(2, 256, frames, generator=torch.Generator().manual_seed(frames))
+    got = model.decode(latents, torch.Generator().manual_seed(3), window=window, overlap=overlap)
+    assert torch.equal(got, whole_windows(model, latents, 3, window, overlap))
+
+
+def test_without_its_span_context_the_kept_audio_moves(monkeypatch):
+    """The 2 frames of context are what make the kept frames exact: without them the audio moves
+    far beyond any tolerance (so the test above can fail)."""
+    model = make_model("S", channels=32, depth=6)
+    latents = torch.randn(1, 256, 300, generator=torch.Generator().manual_seed(1))
+    whole = whole_windows(model, latents, 3, 128, 32)
+    monkeypatch.setattr(ResamplingBlock, "span_context", lambda self: 0)
+    assert (model.decode(latents, torch.Generator().manual_seed(3)) - whole).abs().max() > 0.1
+
+
+def test_kept_frames_and_spans_of_the_released_windows():
+    """What the released windows keep of each window, and how much of them SAME-S decodes."""
+    starts = window_starts(388, 128, 32)  # 30 s with the 6 s headroom
+    assert kept_frames(starts, 128, 32) == [(0, 112), (16, 112), (16, 84), (16, 128)]
+    s_config = ReleasedAutoencoderConfig.from_dict(same_dict("S")).decoder.config
+    assert decoder_span_context(s_config) == 2
+    assert decoder_span_context(ReleasedAutoencoderConfig.from_dict(same_dict("L")).decoder.config) is None
+    spans = [decoder_span(128, kept, 2, 2) for kept in kept_frames(starts, 128, 32)]
+    assert spans == [(0, 114), (14, 114), (14, 86), (14, 128)]  # 400 frames decoded instead of 512
+    assert decoder_span(128, (16, 128), 2, None) == (0, 128)  # SAME-L: the whole window
+    assert decoder_span(5, (1, 5), 2, 2) == (0, 6)  # within the window padded to whole units
 
 
 @pytest.mark.parametrize("kind", ["S", "L"])
