@@ -145,9 +145,9 @@ def released_same_decode_flops(config, frames: int) -> int:
     from sa3core.released.same import (
         OVERLAP_LATENTS,
         WINDOW_LATENTS,
-        decoder_span,
-        decoder_span_context,
         kept_frames,
+        span_context,
+        window_span,
         window_starts,
     )
 
@@ -163,9 +163,9 @@ def released_same_decode_flops(config, frames: int) -> int:
     windows = [frames]
     if frames >= WINDOW_LATENTS:
         starts = window_starts(frames, WINDOW_LATENTS, OVERLAP_LATENTS)
-        context = decoder_span_context(cfg)
+        context = span_context(cfg)
         kept = kept_frames(starts, WINDOW_LATENTS, OVERLAP_LATENTS)
-        windows = [stop - start for start, stop in (decoder_span(WINDOW_LATENTS, k, align, context) for k in kept)]
+        windows = [stop - start for start, stop in (window_span(WINDOW_LATENTS, k, align, context) for k in kept)]
     total = 0
     for F in windows:
         F = -(-F // align) * align

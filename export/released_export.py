@@ -158,7 +158,8 @@ def codec_entry(backend) -> dict[str, int]:
         "decoder_token_noise": int(decoder.mask_noise > 0),
         "decoder_out_group": int(decoder.out_group),
         "decoder_width": int(decoder.new_tokens.shape[-1]),
-        # frames of context a decode of part of a window needs each side (None: whole windows)
+        # frames of context a run on part of a window needs each side (None: whole windows)
+        "encoder_span_context": encoder.span_context(),
         "decoder_span_context": decoder.span_context(),
     }
 

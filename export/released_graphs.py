@@ -127,7 +127,7 @@ def onnxruntime_attention():
 def pad_frames(block: ResamplingBlock) -> int:
     """Latent frames per padding unit of a SAME stage: SAME-S pads to whole attention chunks
     (2 frames), SAME-L to whole groups (1 frame)."""
-    return block.pad // block.in_group if block.role == "decoder" else block.pad // block.stride
+    return block.unit_frames()
 
 
 def resample(block: ResamplingBlock, x: torch.Tensor, token_noise: torch.Tensor | None, groups) -> torch.Tensor:

@@ -34,7 +34,7 @@ from ..manifest import MANIFEST_NAME, read_manifest
 from .checkpoint import load_strict, read_config
 from .conditioners import assemble, build_conditioners
 from .dit import ReleasedCondition
-from .same import _stitch, decoder_span, kept_frames, window_starts
+from .same import kept_frames, window_span, window_starts
 
 FAMILY = "released"
 HOP = 4096  # samples per latent frame
@@ -102,35 +102,45 @@ def decoder_window_feeds(latents: torch.Tensor, codec: dict, generator) -> tuple
     return feeds, frames
 
 
-def decode_in_windows(run, latents: torch.Tensor, codec: dict, generator) -> torch.Tensor:
-    """latents [B, C, F] -> audio [B, 2, F * 4096] through ``run`` (the same_decoder graph:
-    feeds -> audio), windowed as :meth:`ReleasedAutoencoder.decode` decodes: one pass below a
-    window, else the released windows, each drawing its noise whole in turn, and where the export
-    records the decoder's span context (SAME-S) only the frames the join keeps, widened by it."""
-    total = latents.shape[-1]
+# Where each window feed holds its frames: (axis, values per frame).
+_FRAME_AXES = {"audio": (-1, HOP), "token_noise": (1, 1), "latents": (-1, 1), "bottleneck_noise": (-1, 1),
+               "frame_valid": (-1, 1)}  # fmt: skip
+
+
+def code_in_windows(part: str, run, x: torch.Tensor, codec: dict, generator) -> torch.Tensor:
+    """Encode (``part`` "same_encoder": audio [B, 2, F * 4096] of whole frames -> latents [B, C, F])
+    or decode ("same_decoder": latents [B, C, F] -> audio [B, 2, F * 4096]) through ``run`` (the
+    part's graph: feeds -> its output), windowed as :meth:`ReleasedAutoencoder.encode` and
+    ``decode`` window: one pass below a window, else the released windows, each drawing its noise
+    whole in turn; where the export records the part's span context (SAME-S) only the frames the
+    join keeps are run, widened by it, and the rest of the window's feeds is dropped."""
+    role = "encoder" if part == "same_encoder" else "decoder"
+    per_in, per_out = (HOP, 1) if role == "encoder" else (1, HOP)
+    feeds_of = encoder_window_feeds if role == "encoder" else decoder_window_feeds
+    total = x.shape[-1] // per_in
     window, overlap = codec["window_latents"], codec["overlap_latents"]
     if not codec["chunked"] or total < window:
-        feeds, frames = decoder_window_feeds(latents.contiguous(), codec, generator)
-        return torch.from_numpy(run(feeds)[..., : frames * HOP])
-    context = codec.get("decoder_span_context")  # absent from exports made before it: whole windows
-    out = torch.zeros(latents.shape[0], 2, total * HOP)
+        feeds, frames = feeds_of(x.contiguous(), codec, generator)
+        return torch.from_numpy(run(feeds)[..., : frames * per_out])
+    context = codec.get(f"{role}_span_context")  # absent from exports made before it: whole windows
+    out = None
     starts = window_starts(total, window, overlap)
     for start, (a, b) in zip(starts, kept_frames(starts, window, overlap)):
-        feeds, _ = decoder_window_feeds(latents[..., start : start + window].contiguous(), codec, generator)
-        first, last = decoder_span(window, (a, b), codec["decoder_unit_frames"], context)
-        audio = run({name: _frames(name, array, first, last) for name, array in feeds.items()})
-        out[..., (start + a) * HOP : (start + b) * HOP] = torch.from_numpy(
-            audio[..., (a - first) * HOP : (b - first) * HOP]
-        )
+        feeds, _ = feeds_of(x[..., start * per_in : (start + window) * per_in].contiguous(), codec, generator)
+        first, last = window_span(window, (a, b), codec[f"{role}_unit_frames"], context)
+        y = torch.from_numpy(run({name: _frames(name, array, first, last) for name, array in feeds.items()}))
+        if out is None:
+            out = y.new_zeros(*y.shape[:-1], total * per_out)
+        out[..., (start + a) * per_out : (start + b) * per_out] = y[..., (a - first) * per_out : (b - first) * per_out]
     return out
 
 
 def _frames(name: str, array: np.ndarray, first: int, last: int) -> np.ndarray:
-    """Frames [first, last) of one of the decoder window's feeds (frames on axis 1 of the token
-    noise [B, F, group, width], the last axis of the others)."""
-    if name == "token_noise":
-        return np.ascontiguousarray(array[:, first:last])
-    return np.ascontiguousarray(array[..., first:last])
+    """Frames [first, last) of one of a window's feeds."""
+    axis, per_frame = _FRAME_AXES[name]
+    index = [slice(None)] * array.ndim
+    index[axis] = slice(first * per_frame, last * per_frame)
+    return np.ascontiguousarray(array[tuple(index)])
 
 
 class ReleasedOnnxBackend:
@@ -239,16 +249,6 @@ class ReleasedOnnxBackend:
         return torch.from_numpy(v)
 
     # ------------------------------------------------------------------ the autoencoder
-    def _windows(self, run, x: torch.Tensor, total: int, per_frame: int) -> torch.Tensor:
-        """``ReleasedAutoencoder.encode/decode``'s windowing: one pass below a window, else the
-        released windows (each drawing its noise in turn), stitched as released."""
-        window, overlap = self.codec["window_latents"], self.codec["overlap_latents"]
-        if not self.chunked or total < window:
-            return run(x)
-        starts = window_starts(total, window, overlap)
-        pieces = [run(x[..., s * per_frame : (s + window) * per_frame]) for s in starts]
-        return _stitch(pieces, starts, total, window, overlap)
-
     @torch.inference_mode()
     def encode_audio(self, audio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """audio [B, 2, S] -> latents [B, C, ceil(S / 4096)]; SAME-L draws its token noise from ``generator``."""
@@ -258,19 +258,17 @@ class ReleasedOnnxBackend:
         padded = torch.zeros(*audio.shape[:2], total * HOP)
         padded[..., : audio.shape[-1]] = audio.float()
 
-        def run(piece: torch.Tensor) -> torch.Tensor:
-            feeds, frames = encoder_window_feeds(piece, self.codec, generator)
-            return torch.from_numpy(self._run("same_encoder", **feeds)[0][..., :frames])
-
-        return self._windows(run, padded, total, HOP)
+        return code_in_windows(
+            "same_encoder", lambda feeds: self._run("same_encoder", **feeds)[0], padded, self.codec, generator
+        )
 
     @torch.inference_mode()
     def decode_latents(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """latents [B, C, F] -> audio [B, 2, F * 4096] (not clipped), its noise drawn from ``generator``."""
         if latents.ndim != 3 or latents.shape[1] != self.latent_channels or latents.shape[-1] == 0:
             raise Sa3Error(f"SAME latents must be [batch, {self.latent_channels}, length>0], got {list(latents.shape)}")
-        return decode_in_windows(
-            lambda feeds: self._run("same_decoder", **feeds)[0], latents.float(), self.codec, generator
+        return code_in_windows(
+            "same_decoder", lambda feeds: self._run("same_decoder", **feeds)[0], latents.float(), self.codec, generator
         )
 
     def semitone_layout(self):

@@ -25,8 +25,8 @@ SAME-L attends over the whole window with a band of +-17 tokens (one group each 
 Long inputs (``chunked=True``, as the released DiT configs ask) go in windows of 128 latents
 overlapping by 32, the last window anchored to the end; each window keeps its centre (all but 16
 latents on a side that faces a neighbour) and later windows overwrite earlier ones there. SAME-S's
-decoder runs only on the frames of each window that survive the join, plus 2 frames of context a
-side (:func:`decoder_span_context`): the same audio bit for bit, 20-40 % less work.
+encoder and decoder run only on the frames of each window that survive the join, plus 1 or 2
+frames of context a side (:func:`span_context`): the same output bit for bit, 20-40 % less work.
 
 Random draws, in this order, from ``generator`` (or torch's default generator when None), all
 float32 on the generator's device: encode, per window, the encoder's token noise (only when its
@@ -50,10 +50,10 @@ from .same_config import ReleasedAutoencoderConfig, _SameCoderConfig
 __all__ = [
     "ReleasedAutoencoder",
     "ReleasedAutoencoderConfig",
-    "decoder_span",
-    "decoder_span_context",
     "kept_frames",
     "load_released_state_dict",
+    "span_context",
+    "window_span",
     "window_starts",
 ]
 
@@ -125,34 +125,36 @@ class ResamplingBlock(nn.Module):
         self.cfg = cfg
 
     def span_context(self) -> int | None:
-        """See :func:`decoder_span_context`."""
-        return decoder_span_context(self.cfg)
+        """See :func:`span_context`."""
+        return span_context(self.cfg)
+
+    def unit_frames(self) -> int:
+        """Latent frames per attention unit, the padding unit of a window (SAME-L: 1)."""
+        return self.pad // self.in_group if self.role == "decoder" else self.pad // self.stride
 
     def forward(
         self, x: torch.Tensor, generator: torch.Generator | None, span: tuple[int, int] | None = None
     ) -> torch.Tensor:
-        """``span`` (decoder only): run the blocks on groups [start, stop) of the padded input
-        alone, after drawing the token noise of every group (so the generator moves as for the
+        """``span``: run on groups (latent frames) [start, stop) of the padded window alone, mapping
+        included, after drawing the token noise of every group (so the generator moves as for the
         whole); see :meth:`ReleasedAutoencoder.decode_window` for when that changes nothing."""
         B = x.shape[0]
-        if self.role == "encoder":
-            x = _pad_to_multiple(x, self.pad, dim=-1)  # zeros go through the mapping, as released
-            if self.mapping is not None:
-                x = self.mapping(x)
+        # encoder: patches [B, C, P] (the zeros go through the mapping, as released); decoder: [B, D, F]
+        x = _pad_to_multiple(x, self.pad, dim=-1)  # whole attention units
+        groups = x.shape[-1] // self.in_group
+        start, stop = span if span is not None else (0, groups)
+        x = x[..., start * self.in_group : stop * self.in_group]
+        if self.role == "encoder" and self.mapping is not None:
+            x = self.mapping(x)
         x = x.transpose(1, 2)  # (B, T, D)
-        if self.role == "decoder":
-            x = _pad_to_multiple(x, self.pad, dim=1)
         D = x.shape[-1]
-        groups = x.shape[1] // self.in_group
-        x = x.reshape(B * groups, self.in_group, D)
         tokens = self.new_tokens.expand(B * groups, self.out_group, D)
         if self.mask_noise > 0:
             tokens = tokens + _noise_like(tokens, generator) * self.mask_noise
         if span is not None:
-            start, stop = span
-            x = x.reshape(B, groups, self.in_group, D)[:, start:stop].reshape(-1, self.in_group, D)
             tokens = tokens.reshape(B, groups, self.out_group, D)[:, start:stop].reshape(-1, self.out_group, D)
             groups = stop - start
+        x = x.reshape(B * groups, self.in_group, D)
         x = torch.cat([x, tokens], dim=1).reshape(B, groups * (self.in_group + self.out_group), D)  # (B, N, D)
         x = self._blocks(x)
         x = x.reshape(B * groups, self.in_group + self.out_group, D)[:, -self.out_group :]  # the new tokens
@@ -183,7 +185,8 @@ class ResamplingBlock(nn.Module):
 
 
 class SameEncoder(nn.Module):
-    """patches [B, 512, P] -> pre-bottleneck latents [B, 256, F]. Params: layers.0 (block), layers.2 (Linear)."""
+    """patches [B, 512, P] -> pre-bottleneck latents [B, 256, F] (F of the span, when given).
+    Params: layers.0 (block), layers.2 (Linear)."""
 
     def __init__(self, config: ReleasedAutoencoderConfig) -> None:
         super().__init__()
@@ -191,8 +194,10 @@ class SameEncoder(nn.Module):
         block = ResamplingBlock(cfg, "encoder", cfg.in_channels, cfg.width, sinusoidal=0)
         self.layers = nn.ModuleList([block, nn.Identity(), nn.Linear(cfg.width, cfg.latent_dim), nn.Identity()])
 
-    def forward(self, patches: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        x = self.layers[0](patches, generator)  # (B, D, F)
+    def forward(
+        self, patches: torch.Tensor, generator: torch.Generator | None, span: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        x = self.layers[0](patches, generator, span)  # (B, D, F)
         return self.layers[2](x.transpose(1, 2)).transpose(1, 2)  # (B, 256, F)
 
 
@@ -259,15 +264,16 @@ def kept_frames(starts: list[int], window: int, overlap: int) -> list[tuple[int,
     return kept
 
 
-def decoder_span_context(cfg: _SameCoderConfig) -> int | None:
-    """Frames on each side of a span that a SAME decoder run on the span alone gets wrong, or None
-    when that grows with depth (band attention: SAME-L).
+def span_context(cfg: _SameCoderConfig) -> int | None:
+    """Frames on each side of a span that a SAME encoder or decoder run on the span alone gets
+    wrong, or None when that grows with depth (band attention: SAME-L).
 
     A span starts and stops on attention-unit boundaries (``chunk_size / stride`` frames), so the
     first half of the blocks sees exactly the units of the whole window. The shifted second half
     pairs the span's first and last half-units with copies of themselves instead of their
-    neighbours, and the kernel-3 mapping carries that into the next frame's patches: half a unit
-    plus one frame, whatever the depth (SAME-S: 2)."""
+    neighbours: half a unit. A kernel-3 mapping (SAME-S's decoder), run on the span too, carries
+    that one patch into the next frame: one frame more. Whatever the depth: SAME-S's encoder 1,
+    its decoder 2."""
     if cfg.sliding_window is not None:
         return None
     stride = cfg.strides[0]
@@ -276,25 +282,16 @@ def decoder_span_context(cfg: _SameCoderConfig) -> int | None:
     return half_unit + -(-reach // stride)
 
 
-def decoder_span(frames: int, keep: tuple[int, int], unit: int, context: int | None) -> tuple[int, int]:
-    """The frames [start, stop) of a decode window of ``frames`` that a decoder runs to make the
-    audio of frames ``keep = (a, b)`` exactly as the whole window makes it: [a, b) widened by
-    ``context`` (:meth:`ResamplingBlock.span_context`) to ``unit`` boundaries, within the window
-    padded to whole units; the whole padded window when ``context`` is None."""
+def window_span(frames: int, keep: tuple[int, int], unit: int, context: int | None) -> tuple[int, int]:
+    """The frames [start, stop) of a window of ``frames`` that an encoder or decoder runs to make
+    the latents or audio of frames ``keep = (a, b)`` exactly as the whole window makes them: [a, b)
+    widened by ``context`` (:func:`span_context`) to ``unit`` boundaries, within the window padded
+    to whole units; the whole padded window when ``context`` is None."""
     a, b = keep
     padded = -(-frames // unit) * unit
     if context is None:
         return 0, padded
     return max(0, a - context) // unit * unit, min(padded, -(-(b + context) // unit) * unit)
-
-
-def _stitch(pieces: list[torch.Tensor], starts: list[int], total: int, window: int, overlap: int) -> torch.Tensor:
-    """Join windows [..., window*u] (u units per frame) into [..., total*u], as the official code does."""
-    unit = pieces[0].shape[-1] // window
-    out = pieces[0].new_zeros(*pieces[0].shape[:-1], total * unit)
-    for start, piece, (a, b) in zip(starts, pieces, kept_frames(starts, window, overlap)):
-        out[..., (start + a) * unit : (start + b) * unit] = piece[..., a * unit : b * unit]
-    return out
 
 
 class ReleasedAutoencoder(nn.Module):
@@ -346,11 +343,16 @@ class ReleasedAutoencoder(nn.Module):
         return x.reshape(B, self.channels, P * self.patch)
 
     # --- one window --------------------------------------------------------------------------
-    def encode_window(self, audio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """audio [B, 2, S] (S a multiple of 4096) -> latents [B, 256, S/4096] in one pass."""
+    def encode_window(
+        self, audio: torch.Tensor, generator: torch.Generator | None = None, keep: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """audio [B, 2, S] (S a multiple of 4096) -> latents [B, 256, S/4096] in one pass; with
+        ``keep = (a, b)`` only the latents of frames [a, b) (see :meth:`decode_window`)."""
         frames = audio.shape[-1] // self.hop
-        x = self.encoder(self.patchify(audio).to(self.coder_dtype()), generator)
-        return self.bottleneck.encode(x.to(audio.dtype))[..., :frames]
+        (a, b), span = self._span(self.encoder.layers[0], frames, keep)
+        x = self.encoder(self.patchify(audio).to(self.coder_dtype()), generator, span)
+        start = span[0] if span is not None else 0
+        return self.bottleneck.encode(x.to(audio.dtype))[..., a - start : b - start]
 
     def decode_window(
         self, latents: torch.Tensor, generator: torch.Generator | None = None, keep: tuple[int, int] | None = None
@@ -363,20 +365,22 @@ class ReleasedAutoencoder(nn.Module):
         whole window, and the blocks run on [a, b) widened by that context to unit boundaries.
         SAME-L (band attention, a field growing with depth) decodes the whole window and crops.
         """
-        frames = latents.shape[-1]
-        a, b = keep if keep is not None else (0, frames)
-        if not 0 <= a < b <= frames:
-            raise Sa3Error(f"SAME decode: frames [{a}, {b}) are not inside a window of {frames}")
+        (a, b), span = self._span(self.decoder.layers[3], latents.shape[-1], keep)
         z = self.bottleneck.decode(latents, generator)
-        block = self.decoder.layers[3]
-        span = None
-        start = 0
-        if keep is not None and block.span_context() is not None:
-            span = decoder_span(frames, keep, block.pad, block.span_context())
-            start = span[0]
         x = self.decoder(z.to(self.coder_dtype()), generator, span).to(latents.dtype)
+        start = span[0] if span is not None else 0
         audio = self.unpatchify(x)[..., (a - start) * self.hop : (b - start) * self.hop]
         return torch.tanh(audio) if self.soft_clip else audio
+
+    @staticmethod
+    def _span(block: ResamplingBlock, frames: int, keep: tuple[int, int] | None):
+        """-> (the frames to return, the span of frames ``block`` runs on or None for all)."""
+        a, b = keep if keep is not None else (0, frames)
+        if not 0 <= a < b <= frames:
+            raise Sa3Error(f"SAME: frames [{a}, {b}) are not inside a window of {frames}")
+        if keep is None or block.span_context() is None:
+            return (a, b), None
+        return (a, b), window_span(frames, keep, block.unit_frames(), block.span_context())
 
     # --- precision ---------------------------------------------------------------------------
     def coders_to(self, dtype: torch.dtype) -> ReleasedAutoencoder:
@@ -417,8 +421,12 @@ class ReleasedAutoencoder(nn.Module):
         if not chunked or total < window:
             return self.encode_window(audio, generator)
         starts = window_starts(total, window, overlap)
-        pieces = [self.encode_window(audio[..., s * self.hop : (s + window) * self.hop], generator) for s in starts]
-        return _stitch(pieces, starts, total, window, overlap)
+        out = audio.new_zeros(audio.shape[0], self.config.latent_dim, total)
+        for start, (a, b) in zip(starts, kept_frames(starts, window, overlap)):
+            # only the frames the join keeps: the same latents as encoding whole windows (see decode_window)
+            piece = audio[..., start * self.hop : (start + window) * self.hop]
+            out[..., start + a : start + b] = self.encode_window(piece, generator, keep=(a, b))
+        return out
 
     @torch.no_grad()
     def decode(

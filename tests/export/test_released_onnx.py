@@ -184,31 +184,39 @@ def test_generate_matches_torch_and_a_wrong_prompt_or_seed_does_not(pipelines, s
 
 
 @pytest.mark.slow  # the module's export of the small fixture: about 65 s on 2 cores
-def test_the_decoder_runs_on_the_kept_frames_and_gives_the_whole_windows_audio(small_folder):
-    """The backend decodes of each released window only the frames the join keeps, widened by
-    the manifest's ``decoder_span_context`` (2 for SAME-S): the same audio as whole windows bit
+@pytest.mark.parametrize("part", ["same_encoder", "same_decoder"])
+def test_the_codec_runs_on_the_kept_frames_and_gives_the_whole_windows_output(small_folder, part):
+    """The backend runs of each released window only the frames the join keeps, widened by the
+    manifest's span context (SAME-S: encoder 1, decoder 2): the same output as whole windows bit
     for bit, torch's within the tolerance; without the context it moves far."""
     import onnxruntime
 
     from sa3core.released.backend import load
-    from sa3core.released.onnx_backend import decode_in_windows
+    from sa3core.released.onnx_backend import code_in_windows
 
     codec = read_manifest(small_folder / "onnx").codec
-    assert codec["decoder_span_context"] == 2
-    session = onnxruntime.InferenceSession(str(small_folder / "onnx" / "same_decoder.onnx"))
+    role = part.split("_")[1]
+    assert (codec["encoder_span_context"], codec["decoder_span_context"]) == (1, 2)
+    session = onnxruntime.InferenceSession(str(small_folder / "onnx" / f"{part}.onnx"))
 
     def run(feeds):
         return session.run(None, feeds)[0]
 
+    def coded(context: int | None | str = "manifest") -> np.ndarray:
+        options = codec if context == "manifest" else {**codec, f"{role}_span_context": context}
+        return code_in_windows(part, run, x, options, torch.Generator().manual_seed(7)).numpy()
+
     same = load(small_folder, bf16=False).autoencoder
-    latents = torch.randn(1, same.config.latent_dim, 300, generator=torch.Generator().manual_seed(2))
-    want = same.decode(latents, torch.Generator().manual_seed(7)).numpy()
-    got = decode_in_windows(run, latents, codec, torch.Generator().manual_seed(7)).numpy()
-    whole = decode_in_windows(run, latents, {**codec, "decoder_span_context": None}, torch.Generator().manual_seed(7))
-    assert np.array_equal(got, whole.numpy())
+    if part == "same_encoder":
+        x = 0.3 * torch.randn(1, 2, 300 * 4096, generator=torch.Generator().manual_seed(2))
+        want = same.encode(x, torch.Generator().manual_seed(7)).numpy()
+    else:
+        x = torch.randn(1, same.config.latent_dim, 300, generator=torch.Generator().manual_seed(2))
+        want = same.decode(x, torch.Generator().manual_seed(7)).numpy()
+    got = coded()
+    assert np.array_equal(got, coded(None))
     assert np.abs(got - want).max() < AUDIO_TOLERANCE
-    without = decode_in_windows(run, latents, {**codec, "decoder_span_context": 0}, torch.Generator().manual_seed(7))
-    assert np.abs(without.numpy() - want).max() > FAR
+    assert np.abs(coded(0) - want).max() > 10 * AUDIO_TOLERANCE
 
 
 @pytest.mark.slow  # the module's export of the small fixture: about 65 s on 2 cores

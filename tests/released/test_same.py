@@ -22,10 +22,10 @@ from sa3core.released.same import (
     ReleasedAutoencoder,
     ReleasedAutoencoderConfig,
     ResamplingBlock,
-    decoder_span,
-    decoder_span_context,
     kept_frames,
     load_released_state_dict,
+    span_context,
+    window_span,
     window_starts,
 )
 
@@ -263,15 +263,16 @@ def test_decode_draws_bottleneck_then_token_noise_per_window():
 
 
 def official_join(pieces: list[torch.Tensor], starts: list[int], total: int, window: int, overlap: int) -> torch.Tensor:
-    """The official join, written as the official code writes it: each window's audio from
+    """The official join, written as the official code writes it: each window's frames from
     overlap/2 to window - overlap/2 (from 0 for the first, to the end for the last), in order,
-    each window overwriting the one before."""
-    out = torch.zeros(*pieces[0].shape[:-1], total * HOP)
-    half = overlap // 2 * HOP
+    each window overwriting the one before. Pieces [..., window * u], u values per frame."""
+    unit = pieces[0].shape[-1] // window
+    out = torch.zeros(*pieces[0].shape[:-1], total * unit)
+    half = overlap // 2 * unit
     for i, (start, piece) in enumerate(zip(starts, pieces)):
         left = 0 if i == 0 else half
-        right = window * HOP if i == len(starts) - 1 else window * HOP - half
-        out[..., start * HOP + left : start * HOP + right] = piece[..., left:right]
+        right = window * unit if i == len(starts) - 1 else window * unit - half
+        out[..., start * unit + left : start * unit + right] = piece[..., left:right]
     return out
 
 
@@ -283,40 +284,83 @@ def whole_windows(model: ReleasedAutoencoder, latents: torch.Tensor, seed: int, 
     return official_join(pieces, starts, total, window, overlap)
 
 
+def whole_windows_encoded(model: ReleasedAutoencoder, audio: torch.Tensor, seed: int, window: int, overlap: int):
+    """Encode every released window whole (audio of whole frames), then join them as released."""
+    generator, total = torch.Generator().manual_seed(seed), audio.shape[-1] // HOP
+    starts = window_starts(total, window, overlap)
+    pieces = [model.encode_window(audio[..., s * HOP : (s + window) * HOP], generator) for s in starts]
+    return official_join(pieces, starts, total, window, overlap)
+
+
+WINDOWS = [(151, 128, 32), (388, 128, 32), (41, 16, 8)]  # 151 frames: 4 bars at 120 bpm with the headroom; 388: 30 s
+
+
 @pytest.mark.parametrize("kind", ["S", "L"])
-@pytest.mark.parametrize(("frames", "window", "overlap"), [(151, 128, 32), (388, 128, 32), (41, 16, 8)])
+@pytest.mark.parametrize(("frames", "window", "overlap"), WINDOWS)
 def test_decoding_the_kept_frames_gives_the_whole_windows_audio(kind, frames, window, overlap):
     """decode runs SAME-S's decoder on the frames the join keeps (plus 2 each side) and SAME-L's
     on whole windows; either way the audio is the whole windows' bit for bit, at the released
-    windows (151 frames: 4 bars at 120 bpm with the headroom; 388: 30 s) and at small ones, with
-    SAME-S's released depth of 6 blocks."""
+    windows and at small ones, with SAME-S's released depth of 6 blocks."""
     model = make_model(kind, channels=32, depth=6)
     latents = torch.randn(2, 256, frames, generator=torch.Generator().manual_seed(frames))
     got = model.decode(latents, torch.Generator().manual_seed(3), window=window, overlap=overlap)
     assert torch.equal(got, whole_windows(model, latents, 3, window, overlap))
 
 
-def test_without_its_span_context_the_kept_audio_moves(monkeypatch):
-    """The 2 frames of context are what make the kept frames exact: without them the audio moves
-    far beyond any tolerance (so the test above can fail)."""
+@pytest.mark.parametrize("kind", ["S", "L"])
+@pytest.mark.parametrize(("frames", "window", "overlap"), WINDOWS)
+def test_encoding_the_kept_frames_gives_the_whole_windows_latents(kind, frames, window, overlap):
+    """The same for encode (SAME-S: 1 frame of context a side; SAME-L draws its encoder's token
+    noise per whole window)."""
+    model = make_model(kind, channels=32, depth=6)
+    audio = tone(2, frames, seed=frames)
+    got = model.encode(audio, torch.Generator().manual_seed(3), window=window, overlap=overlap)
+    assert torch.equal(got, whole_windows_encoded(model, audio, 3, window, overlap))
+
+
+def test_without_their_span_context_the_kept_frames_move(monkeypatch):
+    """The context frames are what make the kept frames exact: without them the audio and the
+    latents move far beyond any tolerance (so the tests above can fail)."""
     model = make_model("S", channels=32, depth=6)
     latents = torch.randn(1, 256, 300, generator=torch.Generator().manual_seed(1))
-    whole = whole_windows(model, latents, 3, 128, 32)
+    audio = tone(1, 300, seed=1)
+    whole_audio, whole_latents = (
+        whole_windows(model, latents, 3, 128, 32),
+        whole_windows_encoded(model, audio, 3, 128, 32),
+    )
     monkeypatch.setattr(ResamplingBlock, "span_context", lambda self: 0)
-    assert (model.decode(latents, torch.Generator().manual_seed(3)) - whole).abs().max() > 0.1
+    assert (model.decode(latents, torch.Generator().manual_seed(3)) - whole_audio).abs().max() > 0.1
+    # latents of about 0.7 at most: 0.02 is ten times the official parity tolerance
+    assert (model.encode(audio, torch.Generator().manual_seed(3)) - whole_latents).abs().max() > 0.02
 
 
 def test_kept_frames_and_spans_of_the_released_windows():
-    """What the released windows keep of each window, and how much of them SAME-S decodes."""
+    """What the released windows keep of each window, and how much of them SAME-S runs."""
     starts = window_starts(388, 128, 32)  # 30 s with the 6 s headroom
     assert kept_frames(starts, 128, 32) == [(0, 112), (16, 112), (16, 84), (16, 128)]
-    s_config = ReleasedAutoencoderConfig.from_dict(same_dict("S")).decoder.config
-    assert decoder_span_context(s_config) == 2
-    assert decoder_span_context(ReleasedAutoencoderConfig.from_dict(same_dict("L")).decoder.config) is None
-    spans = [decoder_span(128, kept, 2, 2) for kept in kept_frames(starts, 128, 32)]
+    s_config = ReleasedAutoencoderConfig.from_dict(same_dict("S"))
+    l_config = ReleasedAutoencoderConfig.from_dict(same_dict("L"))
+    assert span_context(s_config.decoder.config) == 2  # half a unit + the kernel-3 mapping
+    assert span_context(s_config.encoder.config) == 1  # a kernel-1 mapping
+    assert span_context(l_config.decoder.config) is None
+    assert span_context(l_config.encoder.config) is None
+    spans = [window_span(128, kept, 2, 2) for kept in kept_frames(starts, 128, 32)]
     assert spans == [(0, 114), (14, 114), (14, 86), (14, 128)]  # 400 frames decoded instead of 512
-    assert decoder_span(128, (16, 128), 2, None) == (0, 128)  # SAME-L: the whole window
-    assert decoder_span(5, (1, 5), 2, 2) == (0, 6)  # within the window padded to whole units
+    assert window_span(128, (16, 128), 2, None) == (0, 128)  # SAME-L: the whole window
+    assert window_span(5, (1, 5), 2, 2) == (0, 6)  # within the window padded to whole units
+
+
+@pytest.mark.parametrize("overlap", [32, 2])
+def test_kept_frames_are_what_the_official_join_keeps(overlap):
+    """Every length from one window to six: the frames kept_frames keeps of each window, joined,
+    are the official overwrite order's output frame for frame."""
+    for total in range(128, 6 * 128):
+        starts = window_starts(total, 128, overlap)
+        pieces = [torch.stack([torch.full((128,), float(i)), torch.arange(128.0)]) for i in range(len(starts))]
+        joined = torch.full((2, total), -1.0)
+        for start, piece, (a, b) in zip(starts, pieces, kept_frames(starts, 128, overlap)):
+            joined[:, start + a : start + b] = piece[:, a:b]
+        assert torch.equal(joined, official_join(pieces, starts, total, 128, overlap)), total
 
 
 @pytest.mark.parametrize("kind", ["S", "L"])
