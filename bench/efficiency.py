@@ -36,6 +36,11 @@ and from process CPU time (FLOPs per CPU-second, both for the model and for the 
 shared cores this is the meaningful one). bf16 outputs are compared with fp32 on the same
 input (max |difference| / max |fp32| and relative RMS).
 
+On a CPU without native bf16 (no AVX-512 bf16 or AMX: ``common.cpu_class()`` "other") bf16 is
+emulated, tens of times slower than float32, and sa3 runs float32 there: the bench times the
+fp32 variants only (each bf16 one would take many minutes and say nothing a user meets);
+``--emulated-bf16`` times them anyway. The bf16 matmul peak is measured either way.
+
 ``--released [DIR]`` adds a released checkpoint's DiT forward and SAME decode (random weights of
 the released small shapes without DIR) at the frames its generate makes for ``--seconds`` (+6 s),
 through the torch backend at --fp32 and at sa3's default precision; FLOPs from
@@ -50,7 +55,7 @@ import math
 import torch
 
 from sa3core import timebase
-from sa3core.backends import bf16_inference_copy, inference_chunk_frames
+from sa3core.backends import bf16_inference_copy, cpu_has_bf16, inference_chunk_frames
 from sa3core.models.dit import DiT, DiTConfig, dit_preset
 from sa3core.models.same import SAME, SAMEConfig, same_preset
 
@@ -177,16 +182,16 @@ def released_same_decode_flops(config, frames: int) -> int:
     return total
 
 
-def released_parts(model, seconds: float, repeats: int) -> list[dict]:
+def released_parts(model, seconds: float, repeats: int, bf16: bool = True) -> list[dict]:
     """One DiT forward and one SAME decode of a released checkpoint at the frames its generate
     makes for ``seconds`` (+6 s headroom), at --fp32 and at sa3's default precision, through the
-    torch backend as the pipeline calls it."""
+    torch backend as the pipeline calls it (``bf16`` False: --fp32 only)."""
     from sa3core.families.released import ReleasedFamily, padded_frames, valid_frames
     from sa3core.released.backend import load
 
     rows, reference = [], {}
-    for precision, bf16 in (("fp32", False), ("bf16", True)):
-        backend = load(model, bf16=bf16)
+    for precision, on in (("fp32", False), ("bf16", True))[: 2 if bf16 else 1]:
+        backend = load(model, bf16=on)
         settings = ReleasedFamily.settings(backend.folder.path, backend.folder.config)
         samples = timebase.seconds_to_samples(seconds)
         frames = padded_frames(samples, settings)
@@ -260,13 +265,16 @@ def _compare_spectra(reference: torch.Tensor, other: torch.Tensor) -> dict:
     return {"relative_rms_spectrum": float((out - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())}
 
 
-def dit_forward(preset: str, seconds: float, repeats: int) -> list[dict]:
+def dit_forward(preset: str, seconds: float, repeats: int, bf16: bool = True) -> list[dict]:
     """Time one DiT forward at batch 1: fp32; bf16 autocast over the float32 weights (the old
-    path); bf16 with the torch backend's bf16 weight copy. The condition is made once, outside."""
+    path); bf16 with the torch backend's bf16 weight copy (``bf16`` False: fp32 only). The
+    condition is made once, outside."""
     config = dit_preset(preset)
     torch.manual_seed(0)
     model = DiT(config).eval()
-    variants = [("fp32", model, False), ("bf16-autocast", model, True), ("bf16", bf16_inference_copy(model), True)]
+    variants = [("fp32", model, False)]
+    if bf16:
+        variants += [("bf16-autocast", model, True), ("bf16", bf16_inference_copy(model), True)]
     frames = timebase.seconds_to_frames(seconds)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, timebase.LATENT_CHANNELS, frames, generator=gen)
@@ -292,19 +300,21 @@ def dit_forward(preset: str, seconds: float, repeats: int) -> list[dict]:
     return rows
 
 
-def decoder_pass(preset: str, seconds: float, repeats: int) -> list[dict]:
+def decoder_pass(preset: str, seconds: float, repeats: int, bf16: bool = True) -> list[dict]:
     """Time ``SAME.decode`` of ``seconds`` of latents: fp32 and bf16 autocast with the config's
-    chunk (the old path), and the torch backend's path (bf16 weight copy, its larger chunk)."""
+    chunk (the old path), and the torch backend's path (bf16 weight copy, its larger chunk);
+    ``bf16`` False: fp32 only."""
     config = same_preset(preset)
     torch.manual_seed(0)
     model = SAME(config).eval()
     frames = timebase.seconds_to_frames(seconds)
     latents = torch.randn(1, timebase.LATENT_CHANNELS, frames, generator=torch.Generator().manual_seed(0))
-    variants = [
-        ("fp32", model, False, config.chunk_frames),
-        ("bf16-autocast", model, True, config.chunk_frames),
-        ("bf16", bf16_inference_copy(model), True, inference_chunk_frames(config)),
-    ]
+    variants = [("fp32", model, False, config.chunk_frames)]
+    if bf16:
+        variants += [
+            ("bf16-autocast", model, True, config.chunk_frames),
+            ("bf16", bf16_inference_copy(model), True, inference_chunk_frames(config)),
+        ]
     rows, reference = [], None
     for precision, run, bf16, chunk in variants:
         output = run.decode(latents, chunk_frames=chunk, bf16=bf16)  # also the warm-up
@@ -343,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also a released checkpoint's DiT forward and SAME decode (no DIR: random weights of the "
         "released small shapes, built in runs/shapes-small)",
     )
+    p.add_argument(
+        "--emulated-bf16",
+        action="store_true",
+        help="time the bf16 variants on a CPU without native bf16 too (emulated: many minutes at 30 s)",
+    )
     args = p.parse_args(argv)
     from sa3core.allocator import keep_freed_memory
 
@@ -365,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({peaks['bf16']['gflops_cpu']:.0f} per CPU-s)",
         flush=True,
     )
-    rows = dit_forward(preset, seconds, n) + decoder_pass(preset, seconds, n)
+    bf16 = cpu_has_bf16() or args.emulated_bf16
+    if not bf16:
+        print("bf16 is emulated on this CPU (no AVX-512 bf16 or AMX) and sa3 runs float32 here: fp32 variants only "
+              "(--emulated-bf16 times the others)", flush=True)  # fmt: skip
+    rows = dit_forward(preset, seconds, n, bf16) + decoder_pass(preset, seconds, n, bf16)
     if args.released:
         from pathlib import Path
 
@@ -374,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         model = (
             build("small", common.REPO / "runs" / "shapes-small") if args.released == "shapes" else Path(args.released)
         )
-        rows += released_parts(model, seconds, n)
+        rows += released_parts(model, seconds, n, bf16)
     for row in rows:
         peak = peaks["fp32" if row["precision"] == "fp32" else "bf16"]
         row["percent_of_peak_wall"] = 100 * row["gflops_wall"] / peak["gflops_wall"]
@@ -403,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         "efficiency",
         rows,
         info,
-        settings={"preset": preset, "seconds": seconds, "matmul_size": size, "repeats": n},
+        settings={"preset": preset, "seconds": seconds, "matmul_size": size, "repeats": n, "bf16_variants": bf16},
         matmul_peak=peaks,
     )
     print(f"wrote {out}")

@@ -77,7 +77,18 @@ def test_precision_and_exact_length_quick_on_a_released_folder(tmp_path):
 def test_efficiency_released_quick(tmp_path):
     out = tmp_path / "efficiency.json"
     efficiency.main(
-        ["--quick", "--seconds", "1", "--matmul-size", "256", "--released", str(FIXTURES / "small"), "--out", str(out)]
+        [
+            "--quick",
+            "--seconds",
+            "1",
+            "--matmul-size",
+            "256",
+            "--emulated-bf16",
+            "--released",
+            str(FIXTURES / "small"),
+            "--out",
+            str(out),
+        ]  # fmt: skip
     )
     rows = [r for r in json.loads(out.read_text())["results"] if r["part"].startswith("released")]
     assert [(r["part"], r["precision"]) for r in rows] == [
