@@ -39,7 +39,14 @@ from sa3core.errors import Sa3Error
 from . import released_graphs as rg
 from .coreml_export import MINIMUM_TARGET, to_mlpackage
 from .manifest import Manifest, PartSpec, TensorSpec, staged_output, write_manifest
-from .released_export import copy_tokenizer, inputs_at, load_released_for_export, same_window, unit_frames
+from .released_export import (
+    codec_entry,
+    copy_tokenizer,
+    inputs_at,
+    load_released_for_export,
+    same_window,
+    unit_frames,
+)
 
 
 class CoreMLTextGraph(nn.Module):
@@ -266,7 +273,7 @@ def _export_into(out: Path, folder: Path, backend, progress) -> Manifest:
         dit=json.loads(json.dumps(to_dict(c), default=str)),
         same=json.loads(json.dumps(to_dict(same.config), default=str)),
         parts=parts,
-        codec={"encoder_unit_frames": units["same_encoder"], "decoder_unit_frames": units["same_decoder"]},
+        codec=codec_entry(backend),  # windows, draws, padding units and span contexts, as for ONNX
         minimum_target=MINIMUM_TARGET,
         versions={"torch": torch.__version__, "coremltools": __import__("coremltools").__version__},
     )

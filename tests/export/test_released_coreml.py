@@ -20,7 +20,15 @@ from export.released_coreml import (
     CoreMLTextGraph,
     coreml_window_inputs,
 )
-from export.released_export import inputs_at, load_released_for_export, same_reference, same_window, unit_frames
+from export.released_export import (
+    codec_entry,
+    inputs_at,
+    load_released_for_export,
+    same_reference,
+    same_window,
+    unit_frames,
+)
+from sa3core.released.onnx_backend import code_in_windows
 
 SMALL = Path(__file__).resolve().parents[1] / "fixtures" / "released" / "small"
 
@@ -41,6 +49,29 @@ def test_window_graphs_equal_the_eager_windows(backend, part, frames):
         got = graph(*coreml_window_inputs(part, feeds, unit_frames(backend)[part])).numpy()
     want = same_reference(part, backend.autoencoder, x, seed=7)
     np.testing.assert_allclose(got[..., : want.shape[-1]], want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("part", ["same_decoder", "same_encoder"])
+def test_window_graphs_run_on_the_kept_frames_as_a_host_does(backend, part):
+    """A host windowing long audio as the manifest's codec says (the released windows, each cut to
+    the frames the join keeps plus the span context) gets the eager encode / decode of the whole."""
+    codec = codec_entry(backend)
+    graph = (CoreMLDecoderGraph if part == "same_decoder" else CoreMLEncoderGraph)(backend.autoencoder)
+    unit = unit_frames(backend)[part]
+
+    def run(feeds):
+        with torch.inference_mode():
+            return graph(*coreml_window_inputs(part, feeds, unit)).numpy()
+
+    same, generator = backend.autoencoder, torch.Generator().manual_seed(1)
+    if part == "same_decoder":
+        x = torch.randn(1, same.config.latent_dim, 300, generator=generator)
+        want = same.decode(x, torch.Generator().manual_seed(7))
+    else:
+        x = 0.3 * torch.randn(1, 2, 300 * 4096, generator=generator)
+        want = same.encode(x, torch.Generator().manual_seed(7))
+    got = code_in_windows(part, run, x, codec, torch.Generator().manual_seed(7))
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=1e-5)
 
 
 def test_condition_and_step_graphs_equal_the_dit(backend):
