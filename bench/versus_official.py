@@ -5,7 +5,8 @@
 
 Every row is one fresh process (so "cold" is what a user waits for from the shell), running one
 implementation on one request length: import, load, the first generate and its WAV file (cold),
-then ``--repeats`` more generates of the same request (warm, medians). Within the warm runs the
+then ``--repeats`` more generates of the same length (warm, medians), each with a prompt of its own
+so that sa3's cache of encoded prompts helps neither side. Within the warm runs the
 parts are timed where each implementation spends them:
 
 - ``text``: prompt to conditioning (T5Gemma encoder + conditioners);
@@ -85,8 +86,8 @@ def _child_sa3(model: Path, seconds: float, fp32: bool, parts: Parts):
     parts.wrap(backend, "velocity", "dit_step")
     parts.wrap(backend, "decode_latents", "decode")
 
-    def run(path: Path) -> None:
-        audio = pipeline.generate(PROMPT, seconds_to_samples(seconds), steps=8, seed=0)
+    def run(path: Path, prompt: str) -> None:
+        audio = pipeline.generate(prompt, seconds_to_samples(seconds), steps=8, seed=0)
         save_audio(path, audio[0], bit_depth="24", overwrite=True)
 
     return run
@@ -118,9 +119,9 @@ def _child_official(model: Path, seconds: float, official: Path, parts: Parts):
     parts.wrap(wrapper.model, "forward", "dit_step")
     parts.wrap(wrapper.pretransform, "decode", "decode")
 
-    def run(path: Path) -> None:
+    def run(path: Path, prompt: str) -> None:
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-            audio = handle.generate(prompt=PROMPT, duration=seconds, steps=8, seed=0)
+            audio = handle.generate(prompt=prompt, duration=seconds, steps=8, seed=0)
         soundfile.write(str(path), audio[0].T.numpy(), 44100, subtype="PCM_24")
 
     return run
@@ -142,13 +143,13 @@ def child(implementation: str, model: Path, seconds: float, repeats: int, thread
     loaded = time.time() - spawned
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "take.wav"
-        run(out)
+        run(out, PROMPT)
         cold = time.time() - spawned
         walls, calls = [], {}
         parts.active = True
-        for _ in range(repeats):
+        for take in range(repeats):
             started = time.perf_counter()
-            run(out)
+            run(out, f"{PROMPT}, take {take + 2}")  # a new prompt each run: sa3's prompt cache helps neither side
             walls.append(time.perf_counter() - started)
             for name, times in parts.take().items():
                 calls.setdefault(name, []).append(times)

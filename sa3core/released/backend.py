@@ -30,7 +30,7 @@ from .checkpoint import ReleasedFolder, load_conditioners, load_dit, open_releas
 from .conditioners import assemble
 from .dit import ReleasedCondition
 from .same import ReleasedAutoencoder
-from .text import ReleasedTextEncoder, load_text_encoder
+from .text import EncodedPrompts, ReleasedTextEncoder, load_text_encoder
 
 # LoRA files name their layers relative to the official DiT wrapper (whose DiT is its `model`) and
 # to the official conditioner (whose ModuleDict is its `conditioners`): the checkpoint's keys
@@ -65,6 +65,7 @@ class ReleasedTorchBackend:
         if self.bf16:
             self.autoencoder.coders_to(torch.bfloat16)
         self.text_encoder = text_encoder
+        self._prompts = EncodedPrompts(text_encoder.encode)  # repeated prompts skip T5Gemma
         self._dit_run = bf16_inference_copy(self.dit) if self.bf16 else self.dit
         self.diffusion = folder.config.model.diffusion
         self.chunked = folder.config.model.pretransform.chunked
@@ -82,7 +83,7 @@ class ReleasedTorchBackend:
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (the encoder's last hidden state float32 [B, L, 768], mask bool [B, L])."""
-        hidden, mask = self.text_encoder.encode(prompts)
+        hidden, mask = self._prompts(prompts)
         return hidden.to(self.device), mask.to(self.device)
 
     @torch.inference_mode()

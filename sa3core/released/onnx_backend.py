@@ -154,7 +154,7 @@ class ReleasedOnnxBackend:
 
     def __init__(self, folder, threads: int | None = None, arena: bool = False, cache: bool = True) -> None:
         from ..onnx_backend import lean_run_options, open_session
-        from .text import T5GemmaTokenizer
+        from .text import EncodedPrompts, T5GemmaTokenizer
 
         self.folder = find_released_export(folder)
         self.manifest = read_manifest(self.folder, runtime="onnx")
@@ -168,6 +168,7 @@ class ReleasedOnnxBackend:
         self.codec = self.manifest.codec
         self.latent_channels = int(self.manifest.dit["io_channels"])
         self.tokenizer = T5GemmaTokenizer(self.folder / "tokenizer", int(self.manifest.model["text_max_length"]))
+        self._prompts = EncodedPrompts(self._encode_text)
         with torch.device("meta"):
             conditioners = build_conditioners(config.model.conditioning)
         from safetensors.torch import load_file
@@ -193,6 +194,9 @@ class ReleasedOnnxBackend:
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (T5Gemma's last hidden state float32 [B, L, 768], mask bool [B, L])."""
+        return self._prompts(prompts)  # repeated prompts skip T5Gemma
+
+    def _encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.tokenizer(prompts)
         (hidden,) = self._run("text_encoder", input_ids=ids.numpy(), attention_mask=mask.numpy())
         return torch.from_numpy(hidden), mask

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,6 +322,35 @@ class ReleasedTextEncoder:
         """Prompts -> (last hidden state float32 [B, max_length, hidden], mask bool [B, max_length])."""
         ids, mask = self.tokenizer(prompts)
         return self.encoder(ids, mask).float(), mask
+
+
+class EncodedPrompts:
+    """The encoder outputs of the last ``size`` distinct prompt batches, for a backend that serves
+    many takes (a daemon, a render script): another take of the same prompt, a base model's empty
+    negative prompt, skip T5Gemma (0.09 s on an AMX Xeon, 0.6 s in float32 and 4.3 s in bf16 on an
+    AVX2-only CPU, per request).
+
+    Exact: the key is the batch of prompts as given, so each entry is what that very call
+    computed, and callers get copies (nothing they do reaches the cache). The text encoder is
+    never adapted by LoRAs, so entries stay valid when adapters change.
+    """
+
+    def __init__(self, encode, size: int = 16) -> None:
+        self._encode, self.size = encode, size
+        self._entries: OrderedDict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts -> (hidden [B, L, D], mask [B, L]) as ``encode(prompts)`` gives them."""
+        key = tuple(prompts)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            hidden, mask = self._entries[key]
+        else:
+            hidden, mask = self._encode(list(prompts))
+            self._entries[key] = (hidden, mask)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)  # the least recently used
+        return hidden.clone(), mask.clone()
 
 
 def load_text_encoder(folder: str | Path, max_length: int, dtype: torch.dtype = torch.float32) -> ReleasedTextEncoder:

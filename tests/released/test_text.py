@@ -225,3 +225,30 @@ def test_padding_side_from_a_padding_section_of_tokenizer_json(tmp_path):
     ids, mask = T5GemmaTokenizer(folder, 6)(["ab"])
     assert ids.tolist() == [[2, 283, 297, 0, 0, 0]]
     assert mask.tolist() == [[True, True, True, False, False, False]]
+
+
+def test_a_backend_encodes_a_prompt_batch_once_and_hands_out_copies(monkeypatch):
+    """The released backend keeps the last 16 distinct prompt batches' encoder outputs
+    (EncodedPrompts): another take of a prompt skips T5Gemma and gets what the first call
+    computed, bit for bit; changing what it got does not reach the cache; the least recently used
+    batch goes first."""
+    from sa3core.released.backend import load
+    from sa3core.released.text import T5GemmaEncoder
+
+    backend = load(FIXTURES / "small", bf16=False)
+    calls = []
+    forward = T5GemmaEncoder.forward
+    monkeypatch.setattr(T5GemmaEncoder, "forward", lambda self, *a: calls.append(1) or forward(self, *a))
+    first, mask = backend.encode_text(["warm pad", ""])
+    again, again_mask = backend.encode_text(["warm pad", ""])
+    assert len(calls) == 1 and torch.equal(again, first) and torch.equal(again_mask, mask)
+    with torch.inference_mode():  # where the pipeline works: its tensors can change in place there
+        again.add_(1.0)  # a caller's change stays with the caller
+    assert torch.equal(backend.encode_text(["warm pad", ""])[0], first) and len(calls) == 1
+    backend.encode_text(["warm pad"])  # another batch is another entry
+    assert len(calls) == 2
+    for i in range(16):  # 16 new batches push the first two out
+        backend.encode_text([f"prompt {i}"])
+    assert len(calls) == 18
+    backend.encode_text(["warm pad", ""])
+    assert len(calls) == 19
