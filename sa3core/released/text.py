@@ -341,6 +341,8 @@ class EncodedPrompts:
 
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts -> (hidden [B, L, D], mask [B, L]) as ``encode(prompts)`` gives them."""
+        if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+            return self._encode(prompts)  # not a key: the encoder says what is wrong with it
         key = tuple(prompts)
         if key in self._entries:
             self._entries.move_to_end(key)

@@ -252,3 +252,6 @@ def test_a_backend_encodes_a_prompt_batch_once_and_hands_out_copies(monkeypatch)
     assert len(calls) == 18
     backend.encode_text(["warm pad", ""])
     assert len(calls) == 19
+    for bad in ("a prompt", [], [1], [["a list"]]):  # the encoder's one-line error, not the cache's TypeError
+        with pytest.raises(Sa3Error, match="list of strings"):
+            backend.encode_text(bad)
