@@ -84,6 +84,7 @@ def test_output_depends_on_the_prompt(default_pipeline):
         assert np.sqrt(np.mean((drums - pad) ** 2)) > 0.5 * level
 
 
+@pytest.mark.slow  # the shipped model's musical checks: about a minute together; .ci/run runs them
 def test_drums_come_out_spikier_than_a_pad(default_pipeline):
     """Drums are percussive: over seeds 0-2, the median onset-envelope spread of a drum loop must
     exceed a pad's by 25 % (single seeds go either way: a pad that ends early in silence has a
@@ -96,6 +97,7 @@ def test_drums_come_out_spikier_than_a_pad(default_pipeline):
     assert np.median(spread["drums"]) > 1.25 * np.median(spread["pad"])
 
 
+@pytest.mark.slow
 def test_drum_loops_keep_the_asked_tempo(default_pipeline):
     """4-bar drum loops at 95 and 120 bpm, seeds 0-2: the tempo estimator must find the asked
     tempo within 4 % in at least 5 of the 6 takes (measured: 6/6; the previous default's takes
@@ -115,6 +117,7 @@ def _in_scale_share(audio: np.ndarray, tonic: int, intervals) -> float:
     return float(chroma[scale].sum() / chroma.sum())
 
 
+@pytest.mark.slow
 def test_scale_lock_puts_the_notes_in_the_named_key(default_pipeline):
     """The shipped model locks notes to a key the prompt names (model.json scale_lock_db): over
     three keyed prompts and two seeds, the chroma of locked takes puts more of its weight on the
@@ -139,6 +142,7 @@ def test_scale_lock_puts_the_notes_in_the_named_key(default_pipeline):
     assert np.mean(shares["locked"]) > np.mean(shares["free"]) + 0.1, shares
 
 
+@pytest.mark.slow
 def test_one_shots_end_in_the_held_silent_tail(default_pipeline):
     """Prompts that read as one-shots get model.json's one_shot_tail_seconds (0.1 s) held at
     silence: the take ends in digital silence after the splice's fade instead of being cut at its

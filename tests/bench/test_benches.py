@@ -135,6 +135,7 @@ def test_steps_quick(tmp_path):
     assert document["settings"]["model"] == "random tiny"
 
 
+@pytest.mark.slow  # fresh processes: about 14 s
 def test_codec_search_quick_times_each_step_in_a_fresh_process(tmp_path):
     from bench import codec_search
 

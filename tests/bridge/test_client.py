@@ -55,6 +55,7 @@ def _raised_within(seconds: float, call) -> BaseException | None:
 
 
 # ---------------------------------------------------------------------------- restarts (issue 26, item 4)
+@pytest.mark.slow  # about 28 s of daemon restarts; the reconnect tests below stay in the default run
 def test_generate_through_a_daemon_restarted_mid_job_sends_it_again(start_daemon, tmp_path):
     """Killed and back on the same port within seconds, the daemon answers the client's heartbeats
     as if nothing happened; its new daemon_id tells the client the job is gone, and the client

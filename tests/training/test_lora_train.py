@@ -286,6 +286,7 @@ def _cli(*args) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
 
 
+@pytest.mark.slow  # three training processes: about 17 s
 def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
     """A real kill -9 as soon as a checkpoint lands; the resumed run ends with the same adapter."""
     path = tmp_path / "config.yaml"
@@ -304,6 +305,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # about 15 s
 def test_two_processes_train_what_one_does(data, tmp_path):
     """torchrun with 2 processes (gloo) x batch 1 = one process x batch 2: the same items and draws
     (OT off: it pairs within a process's micro-batch); the adapters agree to float16 storage."""
