@@ -108,6 +108,7 @@ def test_decode_refines_phases_as_the_model_folder_says(tmp_path, small_model):
     assert done.returncode == 2 and "--phase-iterations -1" in done.stderr and not (tmp_path / "bad.wav").exists()
 
 
+@pytest.mark.slow  # about 20 s of search; .ci/run runs it
 def test_encode_search_decodes_closer_to_the_source(tmp_path, small_model):
     """`sa3 encode --search N`: the latents decode with a lower log-mel distance than the plain encoder's."""
     from sa3.eval.metrics import log_mel_l1
