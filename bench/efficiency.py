@@ -170,7 +170,7 @@ def released_same_decode_flops(config, frames: int) -> int:
         starts = window_starts(frames, WINDOW_LATENTS, OVERLAP_LATENTS)
         context = span_context(cfg)
         kept = kept_frames(starts, WINDOW_LATENTS, OVERLAP_LATENTS)
-        windows = [stop - start for start, stop in (window_span(WINDOW_LATENTS, k, align, context) for k in kept)]
+        windows = [stop - start for start, stop in (window_span(WINDOW_LATENTS, keep, align, context) for keep in kept)]
     total = 0
     for F in windows:
         F = -(-F // align) * align

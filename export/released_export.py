@@ -134,12 +134,12 @@ def unit_frames(backend) -> dict[str, int]:
     """Frames per padding unit of each SAME window graph (their frame counts are multiples of it)."""
     same = backend.autoencoder
     return {
-        "same_encoder": rg.pad_frames(same.encoder.layers[0]),
-        "same_decoder": rg.pad_frames(same.decoder.layers[3]),
+        "same_encoder": same.encoder.layers[0].unit_frames(),
+        "same_decoder": same.decoder.layers[3].unit_frames(),
     }
 
 
-def codec_entry(backend) -> dict[str, int]:
+def codec_entry(backend) -> dict[str, int | None]:
     """The manifest's ``codec``: the released windows and what the backend draws per window."""
     from sa3core.released.same import OVERLAP_LATENTS, WINDOW_LATENTS
 

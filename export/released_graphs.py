@@ -124,12 +124,6 @@ def onnxruntime_attention():
         Attention._attend = original
 
 
-def pad_frames(block: ResamplingBlock) -> int:
-    """Latent frames per padding unit of a SAME stage: SAME-S pads to whole attention chunks
-    (2 frames), SAME-L to whole groups (1 frame)."""
-    return block.unit_frames()
-
-
 def resample(block: ResamplingBlock, x: torch.Tensor, token_noise: torch.Tensor | None, groups) -> torch.Tensor:
     """``ResamplingBlock.forward`` on an input already padded to whole units, its token noise given.
 

@@ -129,7 +129,8 @@ class ResamplingBlock(nn.Module):
         return span_context(self.cfg)
 
     def unit_frames(self) -> int:
-        """Latent frames per attention unit, the padding unit of a window (SAME-L: 1)."""
+        """Latent frames per padding unit of a window: whole attention units (SAME-S: 2 frames),
+        whole groups (SAME-L: 1 frame)."""
         return self.pad // self.in_group if self.role == "decoder" else self.pad // self.stride
 
     def forward(
