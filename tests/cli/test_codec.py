@@ -208,6 +208,7 @@ def test_a_same_repo_and_its_dit_repo_are_the_same_autoencoder(tmp_path):
     assert other.returncode == 0 and "different autoencoder" in other.stderr
 
 
+@pytest.mark.slow  # seven sa3 processes, about 18 s; .ci/run runs it
 def test_released_autoencoder_errors_are_one_line(tmp_path, monkeypatch):
     source = _wav(tmp_path / "in.wav", 9_000)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from sa3core.audio import save_audio
 from sa3core.families.sa3 import read_settings
 from tests.conftest import run_sa3, stereo_tone
@@ -15,6 +17,7 @@ def frames(stderr: str, label: str) -> list[str]:
     return re.findall(rf"{label}:[^\r\n|]*\|[^|]*\| *(\d+/\d+)", stderr)
 
 
+@pytest.mark.slow  # two encode searches on the shipped model, about 13 s; .ci/run runs it
 def test_encode_search_has_a_progress_bar(tmp_path):
     """On the shipped model: a short clip is one chunk, so the bar counts the --search steps."""
     source = tmp_path / "tone.wav"
