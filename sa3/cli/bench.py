@@ -36,6 +36,7 @@ for _name, _module in (
     ("versus_official", "versus_official"),
     ("precision", "precision"),
     ("exact_length", "exact_length"),
+    ("int8_linears", "int8_linears"),
     ("daemon_bars", "daemon_bars"),
     ("released_onnx", "released_onnx"),
     ("released_shapes", "released_shapes"),

@@ -1,6 +1,6 @@
 """The released-model benches (#30): FLOP counts against torch's own counter on the released
-fixtures, and CI-sized runs of bench.precision, bench.exact_length, bench.efficiency --released
-and bench.daemon_bars that write the JSON docs/benchmarks.md reads."""
+fixtures, and CI-sized runs of bench.precision, bench.exact_length, bench.efficiency --released,
+bench.daemon_bars and bench.int8_linears that write the JSON docs/benchmarks.md reads."""
 
 from __future__ import annotations
 
@@ -111,3 +111,33 @@ def test_daemon_bars_quick(tmp_path):
     for row in rows:
         assert row["seconds"] == 2.0 and row["repeats"] == 2 and len(row["walls"]) == 2
         assert 0 < row["model_median_s"] <= row["median_s"]
+
+
+@pytest.mark.slow  # two fresh processes, one quantising six copies of the DiT
+def test_int8_linears_quick(tmp_path):
+    out = tmp_path / "int8.json"
+    command = [
+        sys.executable,
+        "-m",
+        "bench.int8_linears",
+        "--quick",
+        "--model",
+        str(FIXTURES / "small"),
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["results"]
+    reference, int8 = rows[0], [r for r in rows if r["precision"] == "int8"]
+    assert reference["precision"] == "float32" and reference["relative_rms"] == 0 and reference["int8_layers"] == 0
+    assert reference["again_relative_rms"] == 0  # the quantised copies left the float32 DiT alone
+    every, groups = int8[0], int8[1:]
+    assert every["layers"] == "every Linear of the blocks" and len(groups) == 5
+    # the groups split the blocks' Linear layers: every one of them swapped, each once
+    assert every["int8_layers"] == sum(r["int8_layers"] for r in groups) > 0
+    assert all(0 < r["relative_rms"] < 1 and r["step_s"] > 0 for r in int8)  # int8 moves the velocity, not wildly
+    bad = subprocess.run(
+        [*command[:-2], "--engine", "nope", "--out", str(out)], cwd=REPO, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("error: quantized engine 'nope'")

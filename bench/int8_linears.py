@@ -1,0 +1,190 @@
+"""int8 linear layers in a released DiT: what they save and what they cost: ``python -m bench.int8_linears``.
+
+    python -m bench.int8_linears [--model DIR] [--seconds 30] [--engine fbgemm]
+
+Issue 30 lists int8 weights for the DiT's linear layers as a lever to measure. torch's CPU int8
+path for inference is dynamic quantisation (``torch.ao.quantization.quantize_dynamic``): int8
+weights with one scale per output channel, activations quantised on every call with one scale per
+tensor, int8 products accumulated in int32 (fbgemm: AVX2 and AVX-512 VNNI; onednn: also AMX).
+This bench quantises groups of the DiT blocks' Linear layers and times one DiT forward (the
+sampler's step) at the frames a ``--seconds`` request makes (+6 s headroom), in one process, medians
+of ``--repeats`` after a warm-up, and reports how far the velocity moves from the float32 one
+(relative RMS over the whole output, and the largest difference over the largest value).
+
+Rows: float32 (the reference, ``--fp32``); sa3's default precision where it differs (bf16 on CPUs
+that multiply it natively); then int8 for every Linear of the blocks and for each group alone
+(self-attention qkv, the attention outputs, the cross-attention query, the feed-forward input and
+output projections). Each variant's timed runs alternate with float32 runs, and its speed-up is the
+median of the pairs' ratios (a shared machine drifts over the minutes the bench takes). The
+timestep, condition and in/out projections stay float32.
+
+Nothing here is used by sa3's generate: the numbers are why (docs/benchmarks.md, "Levers").
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import warnings
+from pathlib import Path
+
+from . import common
+
+GROUPS = {
+    "self-attention qkv": ("self_attn.to_qkv",),
+    "attention outputs": ("self_attn.to_out", "cross_attn.to_out"),
+    "cross-attention query": ("cross_attn.to_q",),
+    "feed-forward input": ("ff.ff.0.proj",),
+    "feed-forward output": ("ff.ff.2",),
+}
+
+
+def block_linears(dit, suffixes: tuple[str, ...]) -> set[str]:
+    """Names of the Linear layers inside the transformer blocks whose names end with ``suffixes``."""
+    import torch
+
+    return {
+        name
+        for name, module in dit.named_modules()
+        if isinstance(module, torch.nn.Linear) and name.startswith("transformer.layers.") and name.endswith(suffixes)
+    }
+
+
+def quantized(dit, names: set[str]):
+    """A copy of ``dit`` with the Linear layers ``names`` dynamically quantised to int8 (per-channel weights)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks eager-mode quantisation deprecated; it is what it has on CPU
+        warnings.simplefilter("ignore")
+        copy = quantize_dynamic(dit, {name: per_channel_dynamic_qconfig for name in names}, inplace=False)
+    swapped = int8_layers(copy)
+    if swapped != len(names):
+        raise RuntimeError(f"quantised {swapped} of {len(names)} Linear layers")
+    return copy
+
+
+def int8_layers(dit) -> int:
+    return sum(1 for m in dit.modules() if type(m).__name__ == "Linear" and "quantized" in type(m).__module__)
+
+
+def layer_label(row: dict) -> str:
+    return f"{row['layers']} ({row['int8_layers']})" if row["int8_layers"] else row["layers"] or "–"
+
+
+def difference(output, reference) -> dict:
+    return {
+        "relative_rms": float((output - reference).norm() / reference.norm()),
+        "max_err_over_max": float((output - reference).abs().max() / reference.abs().max()),
+    }
+
+
+def main() -> int:
+    p = common.parser("int8_linears", __doc__)
+    p.add_argument("--model", type=Path, help="released-layout folder (default: random weights, released small shapes)")
+    p.add_argument("--shapes-dir", default="runs/shapes-small", help="where the default checkpoint is built")
+    p.add_argument("--seconds", type=float, default=None, help="request length (default 30; --quick 1)")
+    p.add_argument("--engine", default="fbgemm", help="torch.backends.quantized.engine (default fbgemm)")
+    p.add_argument("--write-docs", action="store_true", help="replace the table in docs/benchmarks.md")
+    args = p.parse_args()
+    import torch
+
+    if args.engine not in torch.backends.quantized.supported_engines:
+        print(f"error: quantized engine {args.engine!r} is not in this torch "
+              f"({', '.join(torch.backends.quantized.supported_engines)})", file=sys.stderr)  # fmt: skip
+        return 2
+    threads = common.set_threads(args.threads)
+    seconds = args.seconds or (1.0 if args.quick else 30.0)
+    if args.model is None:
+        from .released_shapes import build
+
+        model, label = build("small", common.REPO / args.shapes_dir), "released small shapes (random)"
+    else:
+        model, label = args.model, args.model.name
+
+    from sa3core import timebase
+    from sa3core.allocator import keep_freed_memory
+    from sa3core.families.released import ReleasedFamily, padded_frames, valid_frames
+    from sa3core.released.backend import load
+
+    keep_freed_memory()  # as the sa3 command does at start
+    torch.backends.quantized.engine = args.engine
+    info = common.machine()
+    repeats = common.repeats(args)
+
+    backend = load(model, bf16=False)
+    settings = ReleasedFamily.settings(backend.folder.path, backend.folder.config)
+    samples = timebase.seconds_to_samples(seconds)
+    frames = padded_frames(samples, settings)
+    mask = (torch.arange(frames) < valid_frames(samples, frames))[None]
+    x = torch.randn(1, backend.latent_channels, frames, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.7])
+
+    def step_of(run, bf16: bool):
+        """One DiT step as the sampler calls it, on ``run`` (the backend's DiT swapped for the call)."""
+
+        def set_run():
+            backend._dit_run, backend.bf16 = run, bf16
+
+        set_run()
+        context, global_cond = backend.context(["a warm analog synth pad"], torch.tensor([seconds]))
+        cond = backend.condition(context, global_cond)
+        return lambda: (set_run(), backend.velocity(x, t, cond, None, mask))[1]
+
+    variants = []
+    if common.bf16_supported():
+        from sa3core.backends import bf16_inference_copy
+
+        variants.append(("default precision (bf16)", "", lambda: (bf16_inference_copy(backend.dit), True)))
+    everything = tuple(s for suffixes in GROUPS.values() for s in suffixes)
+    variants.append(("int8", "every Linear of the blocks", lambda: (quantized(backend.dit, block_linears(backend.dit, everything)), False)))  # fmt: skip
+    for group, suffixes in GROUPS.items():
+        variants.append(("int8", group, lambda s=suffixes: (quantized(backend.dit, block_linears(backend.dit, s)), False)))  # fmt: skip
+
+    # A shared machine drifts over the minutes this takes, so each variant's runs alternate with
+    # float32 runs and its speed-up is the median of the pairs' ratios.
+    with torch.inference_mode():
+        base = step_of(backend.dit, False)
+        reference = base().float()
+        rows = [{"precision": "float32", "layers": "", "int8_layers": 0, "step_s": common.measure(base, repeats, 0).wall_s,
+                 "speedup": 1.0, **difference(reference, reference)}]  # fmt: skip
+        for precision, layers, make in variants:
+            run, bf16 = make()
+            step = step_of(run, bf16)
+            output = step().float()
+            pairs = [(common.measure(base, 1, 0).wall_s, common.measure(step, 1, 0).wall_s) for _ in range(repeats)]
+            row = {"precision": precision, "layers": layers, "int8_layers": int8_layers(run),
+                   "step_s": statistics.median(v for _, v in pairs), "base_s": statistics.median(b for b, _ in pairs),
+                   "speedup": statistics.median(b / v for b, v in pairs), **difference(output, reference)}  # fmt: skip
+            rows.append(row)
+            print(f"{precision:<26} {layers:<28} {row['step_s']:7.3f} s  x{row['speedup']:.2f}  "
+                  f"rel RMS {row['relative_rms']:.4f}", flush=True)  # fmt: skip
+            del run, step
+        again = base().float()  # the quantised copies left the float32 DiT as it was
+        rows[0]["again_relative_rms"] = difference(again, reference)["relative_rms"]
+
+    path = common.write_json(args.out, "int8_linears", rows, info, model=str(model), seconds=seconds,
+                             frames=frames, engine=args.engine)  # fmt: skip
+    lines = [
+        f"Machine: {info['cpu_model']}, {info['physical_cores']} cores, {threads} torch threads, torch {info['torch']}, "
+        f"load {info['load_average']} at the start; quantized engine {args.engine}. Checkpoint: {label}; one DiT "
+        f"forward at {seconds:g} s ({frames} frames), medians of {repeats}, each run paired with a float32 run "
+        f"(speed-up: median of the pairs' ratios); velocity against float32.",
+        "",
+        "| precision | layers | step (s) | speed-up | velocity: relative RMS | max err / max |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {r['precision']} | {layer_label(r)} | "
+            f"{r['step_s']:.3f} | {r['speedup']:.2f}x | {r['relative_rms']:.4f} | {r['max_err_over_max']:.4f} |"
+            for r in rows
+        ),
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.write_docs:
+        common.write_doc_section("int8_linears", text, per_cpu_class=True)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
