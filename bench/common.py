@@ -273,6 +273,15 @@ def write_doc_section(name: str, text: str, per_cpu_class: bool = False) -> Path
     return doc
 
 
+def publish(name: str, text: str, json_path: Path, write_docs: bool, per_cpu_class: bool = False) -> None:
+    """A bench's last words: its markdown table on stdout, the table into docs/benchmarks.md with
+    ``--write-docs`` (:func:`write_doc_section`), and where its JSON went on stderr."""
+    print(text)
+    if write_docs:
+        write_doc_section(name, text, per_cpu_class)
+    print(f"wrote {json_path}", file=sys.stderr)
+
+
 def start_serve(*options: str) -> tuple[subprocess.Popen, str]:
     """A real ``sa3 serve`` on a free loopback port with ``options``, once it says it listens:
     (the process, its ZeroMQ endpoint). Its stderr is drained in a thread from then on."""

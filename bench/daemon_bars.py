@@ -21,7 +21,6 @@ released small: 4 bars at 120 bpm in at most 4 s.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -114,10 +113,7 @@ def main() -> int:
             ),
         ]
     )
-    print(text)
-    if args.write_docs:
-        common.write_doc_section("daemon_bars", text, per_cpu_class=True)
-    print(f"wrote {path}", file=sys.stderr)
+    common.publish("daemon_bars", text, path, args.write_docs, per_cpu_class=True)
     return 0
 
 

@@ -20,7 +20,6 @@ for. Two measurements, in one process at sa3's default precision, 8 steps, seed 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from . import common
@@ -95,10 +94,7 @@ def main() -> int:
         ),
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.write_docs:
-        common.write_doc_section("exact_length", text, per_cpu_class=True)
-    print(f"wrote {path}", file=sys.stderr)
+    common.publish("exact_length", text, path, args.write_docs, per_cpu_class=True)
     return 0
 
 

@@ -179,10 +179,7 @@ def main() -> int:
         ),
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.write_docs:
-        common.write_doc_section("int8_linears", text, per_cpu_class=True)
-    print(f"wrote {path}", file=sys.stderr)
+    common.publish("int8_linears", text, path, args.write_docs, per_cpu_class=True)
     return 0
 
 

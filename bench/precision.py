@@ -26,7 +26,6 @@ same rows for sa3's embedded default model, whose weights are trained.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,10 +151,7 @@ def main() -> int:
         rows += embedded_rows(seconds)
     path = common.write_json(args.out, "precision", rows, info, model=str(model))
     text = markdown(rows, info, threads)
-    print(text)
-    if args.write_docs:
-        common.write_doc_section("precision", text)
-    print(f"wrote {path}", file=sys.stderr)
+    common.publish("precision", text, path, args.write_docs)
     return 0
 
 

@@ -255,10 +255,7 @@ def main() -> int:
     path = common.write_json(args.out, "versus_official", rows, info, model=label)
     info["load_average_end"] = common.load_average()
     text = markdown(rows, info, label, threads)
-    print(text)
-    if args.write_docs:
-        common.write_doc_section("versus_official", text, per_cpu_class=True)
-    print(f"wrote {path}", file=sys.stderr)
+    common.publish("versus_official", text, path, args.write_docs, per_cpu_class=True)
     return 0
 
 
