@@ -18,6 +18,8 @@ import threading
 from sa3core.allocator import keep_freed_memory
 from sa3core.errors import Sa3Error
 
+from .threads import wait_passively
+
 # Subcommand modules, in the order `sa3 --help` lists them.
 COMMANDS = ["generate", "codec", "serve", "render", "export", "train", "data", "eval", "bench", "model", "info"]
 # The module that registers each command (a module may register several).
@@ -59,6 +61,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     keep_freed_memory()  # before the models allocate: sa3core/allocator.py says why
+    if not argv or argv[0] != "bench":  # benches set their own OpenMP environment (bench/threads.py)
+        wait_passively()  # before torch loads OpenMP: sa3/cli/threads.py says why
     module = MODULE_OF.get(argv[0]) if argv else None  # None: the full parser (help, or a typo it reports)
     parser = build_parser(module)
     args = parser.parse_args(argv)

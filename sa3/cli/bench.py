@@ -37,6 +37,8 @@ for _name, _module in (
     ("precision", "precision"),
     ("exact_length", "exact_length"),
     ("int8_linears", "int8_linears"),
+    ("threads", "threads"),
+    ("linear_kernels", "linear_kernels"),
     ("daemon_bars", "daemon_bars"),
     ("released_onnx", "released_onnx"),
     ("released_shapes", "released_shapes"),

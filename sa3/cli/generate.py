@@ -18,6 +18,8 @@ from sa3core import limits, timebase
 from sa3core.audio import check_output_path, read_audio, resample_to_length, save_audio
 from sa3core.errors import Sa3Error
 
+from . import threads
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="output file (.wav, .flac, .aiff)")
@@ -93,6 +95,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "6 s of headroom (faster for short takes; the models were trained with the headroom, so the sound "
         "can differ; sa3's own models always make the exact length)",
     )
+    threads.add_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -204,6 +207,7 @@ def _check_common(args) -> None:
     limits.check_steps(args.steps, "--steps")
     limits.check_cfg(args.cfg, "--cfg")
     limits.check_scale_lock(args.scale_lock, "--scale-lock")
+    threads.check(args.threads, args.daemon)
     if not args.daemon:
         from sa3core.backends import BACKENDS
 
@@ -272,9 +276,9 @@ def _pipeline(args):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        options = {}
+        options = threads.apply(args.threads, args.backend)
         if args.backend == "torch" and (args.bf16 or args.fp32):
-            options = {"bf16": not args.fp32}
+            options["bf16"] = not args.fp32
         if args.phase_iterations is not None:
             options["phase_iterations"] = args.phase_iterations
         if args.loras:

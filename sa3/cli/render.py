@@ -14,6 +14,8 @@ from pathlib import Path
 
 from sa3core.errors import Sa3Error
 
+from . import threads
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -35,11 +37,13 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--force", action="store_true", help="render every job again, even finished ones")
     parser.add_argument("--jobs-only", nargs="+", metavar="NAME", help="render only the jobs with these names")
+    threads.add_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_render)
 
 
 def _renderer(args):
+    threads.check(args.threads, args.daemon)
     if args.daemon:
         from ..render.daemon import DaemonRenderer
 
@@ -53,7 +57,8 @@ def _renderer(args):
     folder = resolve_model(args.model)  # a folder, or a released model's name resolved from the Hugging Face cache
     if args.fp32 and args.backend != "torch":
         raise Sa3Error(f"--fp32 is for the torch backend, not {args.backend!r}")
-    return InProcessRenderer(None if folder is None else str(folder), backend=args.backend, fp32=args.fp32)
+    options = threads.apply(args.threads, args.backend)
+    return InProcessRenderer(None if folder is None else str(folder), backend=args.backend, fp32=args.fp32, **options)
 
 
 def _check_writable(sheet, out_dir: Path) -> None:

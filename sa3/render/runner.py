@@ -82,8 +82,11 @@ class InProcessRenderer:
     so renders are matched by name, not by weights).
     """
 
-    def __init__(self, model: str | None = None, backend: str = "torch", pipeline=None, fp32: bool = False) -> None:
+    def __init__(
+        self, model: str | None = None, backend: str = "torch", pipeline=None, fp32: bool = False, threads=None
+    ) -> None:
         self.model, self.backend, self._pipeline, self.fp32 = model, backend, pipeline, fp32
+        self.threads = threads  # the onnx sessions' threads (torch's are set per process by the command)
         self.identity = model_identity(model) if pipeline is None else f"pipeline:{pipeline.settings.name}"
         if fp32:  # float32 matmuls make other samples than the default: other takes
             self.identity += ":fp32"
@@ -98,7 +101,9 @@ class InProcessRenderer:
         if job.model not in self._models:
             from sa3core.hub import resolve_model
 
-            self._models[job.model] = InProcessRenderer(str(resolve_model(job.model)), self.backend, fp32=self.fp32)
+            self._models[job.model] = InProcessRenderer(
+                str(resolve_model(job.model)), self.backend, fp32=self.fp32, threads=self.threads
+            )
         return self._models[job.model]
 
     @property
@@ -107,6 +112,8 @@ class InProcessRenderer:
             from sa3core.pipeline import Pipeline
 
             options = {"bf16": False} if self.fp32 else {}
+            if self.threads is not None:
+                options["threads"] = self.threads
             self._pipeline = Pipeline.load(self.model, backend=self.backend, **options)
         return self._pipeline
 

@@ -232,3 +232,53 @@ def test_doc_sections_are_kept_per_cpu_class(tmp_path, monkeypatch):
     text = doc.read_text()
     assert f"<!-- t.{common.cpu_class()}:start -->\nnew table\n" in text
     assert text.count("new table") == 1 and text.count("old ") == 2
+
+
+@pytest.mark.slow  # eight fresh processes, four of them beside a busy core
+def test_threads_quick_runs_every_variant_in_a_fresh_process(tmp_path, tiny_model_dir):
+    out = tmp_path / "threads.json"
+    command = [sys.executable, "-m", "bench.threads", "--quick", "--model", str(tiny_model_dir), "--counts", "1"]
+    command += ["--threads", "2", "--wait-policies", "--busy", "1", "--out", str(out)]
+    done = subprocess.run(command, cwd=common.REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = read(out)["results"]
+    variants = [
+        (n, policy, busy) for busy in (0, 1) for n, policy in ((1, None), (2, None), (2, "PASSIVE"), (2, "ACTIVE"))
+    ]
+    assert [(r["threads"], r["policy"], r["busy"]) for r in rows] == variants
+    # each child ran with the thread count and the OpenMP policy it was given
+    assert [(r["runs"][0]["threads"], r["runs"][0]["wait_policy"]) for r in rows] == [(n, p) for n, p, _ in variants]
+    defaults = [r for r in rows if r["default"]]
+    assert [(r["threads"], r["policy"], r["busy"]) for r in defaults] == [(2, None, 0), (2, None, 1)]
+    assert all(r["speedup"] == 1.0 and r["max_difference"] == 0.0 for r in defaults[:1])
+    assert all(r["take_s"] > r["dit_step_s"] > 0 and r["decode_s"] > 0 for r in rows)
+    assert all(r["max_difference"] < 1e-4 for r in rows)  # the thread count moves the last bits at most
+    assert "| 2 threads, OMP_WAIT_POLICY=PASSIVE, beside 1 busy core |" in done.stdout
+
+
+def test_threads_bench_refuses_a_thread_count_below_one(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.threads", "--counts", "0", "2", "--out", str(tmp_path / "t.json")],
+        cwd=common.REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and done.stderr.strip() == "error: --counts 0 2: every count must be 1 or more"
+
+
+def test_linear_kernels_quick_checks_every_variant_against_the_plain_product(tmp_path):
+    out = tmp_path / "linear_kernels.json"
+    command = [sys.executable, "-m", "bench.linear_kernels", "--quick", "--threads", "1", "--out", str(out)]
+    done = subprocess.run(command, cwd=common.REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = read(out)["results"]
+    assert [(item["layer"], item["rows_count"]) for item in results] == [("ff input", 12), ("ff input", 76)]
+    for item in results:
+        by = {row["variant"]: row for row in item["rows"]}
+        assert by["plain"]["speedup"] == 1.0 and by["plain"]["gflops"] > 0
+        assert by["weight-first"]["relative_error"] < 1e-6  # the same product, at most summed in another order
+        if "mkl-packed" in by:
+            assert by["mkl-packed"]["relative_error"] < 1e-6 and by["mkl-packed"]["pack_gb_per_s"] > 0
+        if "fp16-weights" in by:  # float16 weights round at about 2^-11: the bench must see it
+            assert 1e-5 < by["fp16-weights"]["relative_error"] < 1e-3 and not by["fp16-weights"]["identical"]
+    assert "| ff input (8192 × 1024) | 76 |" in done.stdout

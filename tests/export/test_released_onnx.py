@@ -277,6 +277,7 @@ def test_cli_export_then_generate_with_the_onnx_backend(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "dit_step" in done.stdout
     out = tmp_path / "take.wav"
-    done = run_sa3("generate", "warm analog pad", "--model", folder, "--backend", "onnx", "--seconds", "2", "-o", out)
+    options = ["--backend", "onnx", "--threads", "1"]  # --threads reaches the onnx sessions as an option
+    done = run_sa3("generate", "warm analog pad", "--model", folder, *options, "--seconds", "2", "-o", out)
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.is_file()
