@@ -16,6 +16,8 @@ each round starts one variant further on (no variant always follows the same one
 speed-up is the median over rounds of the default variant's take time over the variant's.
 ``--busy N`` runs every variant again beside N processes that keep a core busy each (a DAW
 playing back, at worst): the rows beside busy cores compare with that load's default variant.
+``--backend onnx`` runs the model's ONNX export; its ``--wait-policies`` add a variant with
+onnxruntime's own spinning threads (``SA3_ORT_SPINNING=1``; sa3's sessions do not spin).
 
 Every child also keeps its warm-up take (the same request everywhere): the table gives how far
 each variant's take is from the default variant's. The thread count can move the last bits of a
@@ -58,7 +60,7 @@ def default_counts() -> list[int]:
 
 
 # ----------------------------------------------------------------------------- child
-def child(model: str | None, seconds: float, repeats: int, threads: int, take_out: str) -> None:
+def child(model: str | None, seconds: float, repeats: int, threads: int, take_out: str, backend: str) -> None:
     """In the fresh process: load, one warm-up take, ``repeats`` timed takes; one JSON line."""
     import torch
 
@@ -71,7 +73,7 @@ def child(model: str | None, seconds: float, repeats: int, threads: int, take_ou
 
     from .versus_official import Parts
 
-    pipeline = Pipeline.load(None if model == "shipped" else model)
+    pipeline = Pipeline.load(None if model == "shipped" else model, backend=backend)
     parts = Parts()
     parts.wrap(pipeline.backend, "velocity", "dit_step")
     parts.wrap(pipeline.backend, "decode_latents", "decode")
@@ -93,6 +95,7 @@ def child(model: str | None, seconds: float, repeats: int, threads: int, take_ou
     report = {
         "threads": torch.get_num_threads(),
         "wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "ort_spinning": os.environ.get("SA3_ORT_SPINNING") == "1",
         "take_s": round(statistics.median(walls), 4),
         "dit_step_s": round(statistics.median(steps), 4),
         "decode_s": round(statistics.median(decodes), 4),
@@ -101,11 +104,13 @@ def child(model: str | None, seconds: float, repeats: int, threads: int, take_ou
 
 
 # ----------------------------------------------------------------------------- parent
-def run_variant(variant: dict, model: str, seconds: float, repeats: int, take_out: Path) -> dict:
+def run_variant(variant: dict, model: str, seconds: float, repeats: int, take_out: Path, backend: str) -> dict:
     command = [sys.executable, "-m", "bench.threads", "--child", "--model", model, "--take-out", str(take_out)]
+    command += ["--backend", backend]
     command += ["--seconds", str(seconds), "--repeats", str(repeats), "--threads", str(variant["threads"])]
     env = {**os.environ, "PYTHONPATH": str(common.REPO)}
     env.pop("OMP_WAIT_POLICY", None) if variant["policy"] is None else env.update(OMP_WAIT_POLICY=variant["policy"])
+    env.pop("SA3_ORT_SPINNING", None) if not variant.get("ort_spinning") else env.update(SA3_ORT_SPINNING="1")
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(variant["busy"])]
     try:
         result = subprocess.run(command, cwd=common.REPO, env=env, capture_output=True, text=True)
@@ -123,6 +128,7 @@ def label(variant: dict) -> str:
     return (
         f"{variant['threads']} thread{'s' if variant['threads'] > 1 else ''}"
         + (f", OMP_WAIT_POLICY={policy}" if policy else "")
+        + (", onnxruntime spinning" if variant.get("ort_spinning") else "")
         + (f", beside {busy} busy core{'s' if busy > 1 else ''}" if busy else "")
     )
 
@@ -155,6 +161,7 @@ def main() -> int:
     p.add_argument("--counts", type=int, nargs="+", help="thread counts (default 1, 2, 4, ... up to the logical CPUs)")
     p.add_argument("--wait-policies", action="store_true", help="also the default count under each OMP_WAIT_POLICY")
     p.add_argument("--busy", type=int, default=0, help="also every variant beside N busy processes")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="the model's backend (default torch)")
     p.add_argument("--rounds", type=int, default=0, help="rounds of every variant (default 3, --quick 1)")
     p.add_argument("--write-docs", action="store_true", help="replace this CPU class's table in docs/benchmarks.md")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -163,7 +170,7 @@ def main() -> int:
     seconds = args.seconds or (1.0 if args.quick else 8.0)
     repeats = common.repeats(args)
     if args.child:
-        child(args.model, seconds, repeats, args.threads, args.take_out)
+        child(args.model, seconds, repeats, args.threads, args.take_out, args.backend)
         return 0
     counts = args.counts or default_counts()
     if min(counts) < 1:
@@ -182,9 +189,13 @@ def main() -> int:
         variants += [{"threads": n, "policy": None, "busy": busy} for n in sorted(set(counts) | {default})]
         if args.wait_policies:
             variants += [{"threads": default, "policy": policy, "busy": busy} for policy in POLICIES]
+            if args.backend == "onnx":
+                variants.append({"threads": default, "policy": None, "busy": busy, "ort_spinning": True})
     info = common.machine()
     bases = {  # each load's default variant
-        v["busy"]: i for i, v in enumerate(variants) if v["threads"] == default and v["policy"] is None
+        v["busy"]: i
+        for i, v in enumerate(variants)
+        if v["threads"] == default and v["policy"] is None and not v.get("ort_spinning")
     }
     base = bases[0]
     results: list[list[dict]] = [[] for _ in variants]
@@ -194,7 +205,7 @@ def main() -> int:
             for k in range(len(variants)):
                 i = (k + r) % len(variants)  # each round one variant further on
                 variant = variants[i]
-                report = run_variant(variant, model, seconds, repeats, takes[i])
+                report = run_variant(variant, model, seconds, repeats, takes[i], args.backend)
                 results[i].append(report)
                 print(
                     f"round {r + 1}: {label(variant):<34} take {report['take_s']:7.2f} s  "
@@ -223,7 +234,10 @@ def main() -> int:
         )
     path = common.write_json(args.out, "threads", rows, info, model=model_label, seconds=seconds, rounds=rounds)
     info["load_average_end"] = common.load_average()
-    common.publish("threads", markdown(rows, info, model_label, seconds, rounds, repeats), path, args.write_docs, True)
+    if args.backend != "torch":
+        model_label += f", {args.backend} backend"
+    name = "threads" if args.backend == "torch" else f"threads_{args.backend}"  # a table of its own in the docs
+    common.publish(name, markdown(rows, info, model_label, seconds, rounds, repeats), path, args.write_docs, True)
     return 0
 
 

@@ -14,6 +14,12 @@ Speed and memory choices:
   read-only export still works, uncached.
 - ``intra_op_num_threads`` = physical cores (hyper-threads share one core's matmul units and
   only add contention), sequential execution (the graphs are one chain of ops).
+- The intra-op pool's idle threads sleep instead of spinning (``session.intra_op.allow_spinning``
+  0), as sa3's OpenMP threads do (``OMP_WAIT_POLICY=PASSIVE``, sa3/cli/threads.py): beside a core
+  another program keeps busy (a DAW playing back) a spinning thread takes the core that program
+  needs. The shipped model's 4 s take beside one busy core of two: 1.49 s instead of 2.22 s
+  (1.38 s with the sa3 command's passive OpenMP threads as well), idle no slower (``sa3 bench threads --backend onnx --wait-policies --busy 1``, docs/benchmarks.md).
+  ``SA3_ORT_SPINNING=1`` in the environment keeps onnxruntime's spinning (for that comparison).
 - Memory: lengths change from request to request, so ORT's memory *pattern* planner, which
   plans for one shape, is off; the CPU arena is off too by default (``arena=True`` turns it
   on), so freed buffers return to the system instead of the arena keeping the peak of the
@@ -79,6 +85,8 @@ def open_session(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.enable_mem_pattern = False  # planned for one shape only; lengths vary per request
     options.enable_mem_reuse = not lean
+    spinning = "1" if os.environ.get("SA3_ORT_SPINNING") == "1" else "0"  # the module docstring says why
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     options.enable_cpu_mem_arena = arena or lean
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: the "hardware specific" note is why the cache key names the CPU

@@ -236,3 +236,15 @@ def test_the_manifest_carries_the_scale_locks_layout(micro_export, tmp_path):
     locked = Pipeline.load(folder, backend="onnx")
     assert locked.backend.semitone_layout() == layout_of(model)
     assert np.abs(locked.generate("pad in D minor", 20_000, seed=1) - plain).max() > 1e-3
+
+
+@pytest.mark.parametrize("environment, spinning", [(None, "0"), ("1", "1")])
+def test_onnx_sessions_idle_threads_sleep_unless_told_to_spin(micro_export, monkeypatch, environment, spinning):
+    """Beside a core a DAW keeps busy, onnxruntime's spinning threads took the core it needed
+    (docs/benchmarks.md, "Thread settings"): sa3's sessions do not spin unless SA3_ORT_SPINNING=1."""
+    if environment is None:
+        monkeypatch.delenv("SA3_ORT_SPINNING", raising=False)
+    else:
+        monkeypatch.setenv("SA3_ORT_SPINNING", environment)
+    session = open_session(sorted(micro_export.glob("*.onnx"))[0])
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == spinning
