@@ -109,8 +109,12 @@ def run_variant(variant: dict, model: str, seconds: float, repeats: int, take_ou
     command += ["--backend", backend]
     command += ["--seconds", str(seconds), "--repeats", str(repeats), "--threads", str(variant["threads"])]
     env = {**os.environ, "PYTHONPATH": str(common.REPO)}
-    env.pop("OMP_WAIT_POLICY", None) if variant["policy"] is None else env.update(OMP_WAIT_POLICY=variant["policy"])
-    env.pop("SA3_ORT_SPINNING", None) if not variant.get("ort_spinning") else env.update(SA3_ORT_SPINNING="1")
+    env.pop("OMP_WAIT_POLICY", None)  # no policy: the OpenMP runtime's own default
+    env.pop("SA3_ORT_SPINNING", None)
+    if variant["policy"] is not None:
+        env["OMP_WAIT_POLICY"] = variant["policy"]
+    if variant.get("ort_spinning"):
+        env["SA3_ORT_SPINNING"] = "1"
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(variant["busy"])]
     try:
         result = subprocess.run(command, cwd=common.REPO, env=env, capture_output=True, text=True)
