@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from sa3core.cpus import physical_cores, usable_cpus  # noqa: F401 (the benches' names for them)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -49,23 +51,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use: (physical id, core id) pairs, capped by the affinity mask."""
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    cores, current = set(), {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines() + [""]:
-            key, _, value = line.partition(":")
-            if key.strip() in ("physical id", "core id"):
-                current[key.strip()] = value.strip()
-            elif not line.strip() and current:
-                cores.add((current.get("physical id"), current.get("core id")))
-                current = {}
-    except OSError:
-        return allowed
-    return min(allowed, len(cores)) if cores else allowed
 
 
 def bf16_supported() -> bool:

@@ -51,7 +51,7 @@ POLICIES = ("PASSIVE", "ACTIVE")
 
 def default_counts() -> list[int]:
     """1, 2, 4, ... up to the logical CPUs, with the physical cores and the logical count."""
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    logical = common.usable_cpus()
     counts, n = {1, common.physical_cores(), logical}, 2
     while n < logical:
         counts.add(n)

@@ -41,31 +41,11 @@ import torch
 
 from . import timebase
 from .backends import BACKENDS
+from .cpus import physical_cores
 from .errors import Sa3Error
 from .manifest import MANIFEST_NAME, Manifest, read_manifest
 from .musical import MUSIC_DIM
 from .scale_lock import SemitoneLayout
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use (hyper-thread siblings counted once)."""
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        cores, current = set(), {}
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("physical id", "core id"):
-                current[key] = value.strip()
-            elif not line.strip() and current:
-                cores.add((current.get("physical id"), current.get("core id")))
-                current = {}
-        if current:
-            cores.add((current.get("physical id"), current.get("core id")))
-        physical = len(cores) if cores else allowed
-    except OSError:
-        physical = allowed
-    return max(1, min(allowed, physical))
 
 
 def open_session(

@@ -16,6 +16,8 @@ from pathlib import Path
 from sa3core.config import from_attributes
 from sa3core.errors import Sa3Error
 
+from . import threads
+
 RANDOM_MODEL = re.compile(r"random:(\w+)(?::(\w+))?")  # for tests and benchmarks: random:PRESET[:TEXT_ENCODER]
 
 
@@ -165,8 +167,7 @@ def run_serve(args) -> int:
         raise Sa3Error(f"--fp32 sets the torch backend's matmuls; the {args.backend} backend has its own precision")
     if config.bind == NO_BIND and http_config is None:
         raise Sa3Error("--bind none leaves nothing to serve; add --http [HOST:]PORT or bind a ZeroMQ endpoint")
-    if args.threads is not None and args.threads < 1:
-        raise Sa3Error(f"--threads {args.threads} must be at least 1")
+    threads.check(args.threads)  # one line below 1, a warning above the CPUs: as the other commands
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="sa3 serve: %(message)s", stream=sys.stderr
     )

@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 
+from sa3core.cpus import usable_cpus
 from sa3core.errors import Sa3Error
 
 HELP = (
@@ -43,11 +44,6 @@ def wait_passively() -> bool:
 
 def add_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, metavar="N", help=HELP)
-
-
-def usable_cpus() -> int:
-    """The logical CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def check(threads: int | None, daemon: str | None = None) -> None:

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from sa3.cli import main
-from sa3.cli.threads import usable_cpus
 from sa3core.audio import read_audio
+from sa3core.cpus import usable_cpus
 from tests.cli.test_backend_choice import one_error
 from tests.conftest import REPO, run_sa3
 
@@ -65,6 +65,11 @@ def test_a_thread_count_that_cannot_work_is_one_line(options, says, tmp_path):
     line = one_error(run_sa3("generate", "kick", "--seconds", "0.5", "-o", out, *options))
     assert says in line
     assert not out.exists()
+
+
+def test_serve_checks_threads_as_the_other_commands_do():
+    line = one_error(run_sa3("serve", "--bind", "tcp://127.0.0.1:*", "--threads", "0"))
+    assert "--threads 0 must be 1 or more" in line
 
 
 def test_render_checks_threads_too(tmp_path):
