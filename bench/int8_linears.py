@@ -3,28 +3,31 @@
     python -m bench.int8_linears [--model DIR] [--seconds 30] [--engine fbgemm]
 
 Issue 30 lists int8 weights for the DiT's linear layers as a lever to measure. torch's CPU int8
-path for inference is dynamic quantisation (``torch.ao.quantization.quantize_dynamic``): int8
-weights with one scale per output channel, activations quantised on every call with one scale per
-tensor, int8 products accumulated in int32 (fbgemm: AVX2 and AVX-512 VNNI; onednn: also AMX).
-This bench quantises groups of the DiT blocks' Linear layers and times one DiT forward (the
-sampler's step) at the frames a ``--seconds`` request makes (+6 s headroom), in one process, medians
-of ``--repeats`` after a warm-up, and reports how far the velocity moves from the float32 one
-(relative RMS over the whole output, and the largest difference over the largest value).
+path for inference is dynamic quantisation: int8 weights with one scale per output channel,
+activations quantised on every call, int8 products accumulated in int32 (fbgemm: AVX2 and AVX-512
+VNNI; onednn: also AMX). ``torch.ao.quantization.quantize_dynamic`` quantises each activation
+tensor with one scale; sa3's int8 precision (:mod:`sa3core.modules.int8`, the default on x86 CPUs
+without native bf16) rotates each block of 64 features by a Hadamard matrix and scales each row
+by its own absmax first. This bench times one DiT forward (the sampler's step) at the frames a
+``--seconds`` request makes (+6 s headroom), in one process, medians of ``--repeats`` after a
+warm-up, and reports how far the velocity moves from the float32 one (relative RMS over the whole
+output, and the largest difference over the largest value).
 
-Rows: float32 (the reference, ``--fp32``); sa3's default precision where it differs (bf16 on CPUs
-that multiply it natively); then int8 for every Linear of the blocks and for each group alone
-(self-attention qkv, the attention outputs, the cross-attention query, the feed-forward input and
-output projections). Each variant's timed runs alternate with float32 runs, and its speed-up is the
-median of the pairs' ratios (a shared machine drifts over the minutes the bench takes). The
-timestep, condition and in/out projections stay float32.
-
-Nothing here is used by sa3's generate: the numbers are why (docs/benchmarks.md, "Levers").
+Rows: float32 (the reference, ``--fp32``); bf16 on CPUs that multiply it natively (their
+default); sa3's int8 for every Linear of the blocks (the layers ``--int8`` runs in int8, with how
+long packing them took); torch's per-tensor int8 for the same layers; then sa3's int8 for each group
+alone (self-attention qkv, the attention outputs, the cross-attention query, the feed-forward input
+and output projections). Each variant's timed runs alternate with float32 runs, and its speed-up is
+the median of the pairs' ratios (a shared machine drifts over the minutes the bench takes). The
+timestep, condition and in/out projections stay float32. What a whole take moves by is
+``sa3 bench precision``'s part.
 """
 
 from __future__ import annotations
 
 import statistics
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -63,8 +66,21 @@ def quantized(dit, names: set[str]):
     return copy
 
 
+def sa3_int8(dit, names: set[str]):
+    """A copy of ``dit`` with the Linear layers ``names`` as sa3's :class:`Int8Linear` (per-row, rotated)."""
+    from sa3core.modules.int8 import int8_inference_copy
+
+    return int8_inference_copy(dit, names.__contains__)
+
+
 def int8_layers(dit) -> int:
-    return sum(1 for m in dit.modules() if type(m).__name__ == "Linear" and "quantized" in type(m).__module__)
+    from sa3core.modules.int8 import Int8Linear
+
+    return sum(
+        1
+        for m in dit.modules()
+        if isinstance(m, Int8Linear) or (type(m).__name__ == "Linear" and "quantized" in type(m).__module__)
+    )
 
 
 def layer_label(row: dict) -> str:
@@ -111,7 +127,7 @@ def main() -> int:
     info = common.machine()
     repeats = common.repeats(args)
 
-    backend = load(model, bf16=False)
+    backend = load(model, bf16=False, int8=False)
     settings = ReleasedFamily.settings(backend.folder.path, backend.folder.config)
     samples = timebase.seconds_to_samples(seconds)
     frames = padded_frames(samples, settings)
@@ -134,11 +150,12 @@ def main() -> int:
     if common.bf16_supported():
         from sa3core.backends import bf16_inference_copy
 
-        variants.append(("default precision (bf16)", "", lambda: (bf16_inference_copy(backend.dit), True)))
+        variants.append(("bf16 (default here)", "", lambda: (bf16_inference_copy(backend.dit), True)))
     everything = tuple(s for suffixes in GROUPS.values() for s in suffixes)
-    variants.append(("int8", "every Linear of the blocks", lambda: (quantized(backend.dit, block_linears(backend.dit, everything)), False)))  # fmt: skip
+    variants.append(("int8, sa3 (per row, rotated)", "every Linear of the blocks", lambda: (sa3_int8(backend.dit, block_linears(backend.dit, everything)), False)))  # fmt: skip
+    variants.append(("int8, torch (per tensor)", "every Linear of the blocks", lambda: (quantized(backend.dit, block_linears(backend.dit, everything)), False)))  # fmt: skip
     for group, suffixes in GROUPS.items():
-        variants.append(("int8", group, lambda s=suffixes: (quantized(backend.dit, block_linears(backend.dit, s)), False)))  # fmt: skip
+        variants.append(("int8, sa3", group, lambda s=suffixes: (sa3_int8(backend.dit, block_linears(backend.dit, s)), False)))  # fmt: skip
 
     # A shared machine drifts over the minutes this takes, so each variant's runs alternate with
     # float32 runs and its speed-up is the median of the pairs' ratios.
@@ -146,15 +163,18 @@ def main() -> int:
         base = step_of(backend.dit, False)
         reference = base().float()
         rows = [{"precision": "float32", "layers": "", "int8_layers": 0, "step_s": common.measure(base, repeats, 0).wall_s,
-                 "speedup": 1.0, **difference(reference, reference)}]  # fmt: skip
+                 "speedup": 1.0, "made_s": 0.0, **difference(reference, reference)}]  # fmt: skip
         for precision, layers, make in variants:
+            started = time.perf_counter()
             run, bf16 = make()
+            made_s = time.perf_counter() - started
             step = step_of(run, bf16)
             output = step().float()
             pairs = [(common.measure(base, 1, 0).wall_s, common.measure(step, 1, 0).wall_s) for _ in range(repeats)]
             row = {"precision": precision, "layers": layers, "int8_layers": int8_layers(run),
                    "step_s": statistics.median(v for _, v in pairs), "base_s": statistics.median(b for b, _ in pairs),
-                   "speedup": statistics.median(b / v for b, v in pairs), **difference(output, reference)}  # fmt: skip
+                   "speedup": statistics.median(b / v for b, v in pairs), "made_s": made_s,
+                   **difference(output, reference)}  # fmt: skip
             rows.append(row)
             print(f"{precision:<26} {layers:<28} {row['step_s']:7.3f} s  x{row['speedup']:.2f}  "
                   f"rel RMS {row['relative_rms']:.4f}", flush=True)  # fmt: skip
@@ -170,10 +190,10 @@ def main() -> int:
         f"forward at {seconds:g} s ({frames} frames), medians of {repeats}, each run paired with a float32 run "
         f"(speed-up: median of the pairs' ratios); velocity against float32.",
         "",
-        "| precision | layers | step (s) | speed-up | velocity: relative RMS | max err / max |",
-        "|---|---|---|---|---|---|",
+        "| precision | layers | made in (s) | step (s) | speed-up | velocity: relative RMS | max err / max |",
+        "|---|---|---|---|---|---|---|",
         *(
-            f"| {r['precision']} | {layer_label(r)} | "
+            f"| {r['precision']} | {layer_label(r)} | {r['made_s']:.1f} | "
             f"{r['step_s']:.3f} | {r['speedup']:.2f}x | {r['relative_rms']:.4f} | {r['max_err_over_max']:.4f} |"
             for r in rows
         ),

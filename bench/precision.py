@@ -3,9 +3,9 @@
     python -m bench.precision [--model DIR] [--seconds 10 30] [--write-docs]
 
 sa3's default on a CPU with native bf16 runs the released DiT's matmuls in bf16 (under autocast,
-from bf16 weight copies) and SAME's encoder and decoder blocks in bf16; on a CPU without native bf16
-it runs the text encoder in float32 instead of the official (emulated, slow) bf16 and everything
-else as ``--fp32``. ``--fp32`` is what the parity tests hold to the official audio. For each length this bench
+from bf16 weight copies) and SAME's encoder and decoder blocks in bf16; on an x86 CPU without native
+bf16 it runs the text encoder in float32 instead of the official (emulated, slow) bf16, the DiT's
+block linears in int8 (:mod:`sa3core.modules.int8`) and everything else as ``--fp32``. ``--fp32`` is what the parity tests hold to the official audio. For each length this bench
 makes the same take (prompt, seed 0, 8 steps) both ways and compares them over the request:
 
 - ``corr``: Pearson correlation of the two takes' samples (1 = identical shape);
@@ -82,6 +82,8 @@ def default_label(backend) -> str:
     """What sa3's default precision is on this CPU for a released backend, against ``--fp32``."""
     if backend.bf16:
         return "bf16 DiT matmuls and SAME blocks"
+    if backend.int8:
+        return "int8 DiT block linears (rows scaled one by one, rotated), float32 text and SAME"
     return "float32 text (no native bf16: emulated bf16 text is slow); DiT and SAME float32 as --fp32"
 
 
@@ -151,7 +153,7 @@ def main() -> int:
         rows += embedded_rows(seconds)
     path = common.write_json(args.out, "precision", rows, info, model=str(model))
     text = markdown(rows, info, threads)
-    common.publish("precision", text, path, args.write_docs)
+    common.publish("precision", text, path, args.write_docs, per_cpu_class=True)
     return 0
 
 

@@ -162,6 +162,11 @@ class TorchBackend:
         self._autoencoder_run = bf16_inference_copy(self.autoencoder) if self.bf16 else self.autoencoder
         self._semitones = layout_of(self.autoencoder)
 
+    @property
+    def precision(self) -> str:
+        """What the matmuls run as: "bf16" or "float32"."""
+        return "bf16" if self.bf16 else "float32"
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 

@@ -1,5 +1,5 @@
-"""sa3's default precision (bf16 matmuls, bf16 SAME blocks on CPUs with native bf16; float32 text on others) stays close
-to its ``--fp32`` audio, the tolerance docs/benchmarks.md states (``python -m bench.precision``):
+"""sa3's default precision (bf16 matmuls, bf16 SAME blocks on CPUs with native bf16; on other x86 CPUs
+float32 text and a released DiT's block linears in int8) stays close to its ``--fp32`` audio, the tolerance docs/benchmarks.md states (``python -m bench.precision``):
 
 - released models (random-weight fixtures of the released layout): correlation >= 0.999 and
   log-mel L1 <= 0.01 (log10 units) against the float32 take of the same request;
@@ -45,11 +45,13 @@ def _text_dtype(pipeline):
 
 def test_without_native_bf16_the_default_runs_text_in_float32_and_stays_close(monkeypatch):
     """On a CPU without native bf16 (AVX2 only: bf16 is emulated, T5Gemma 8x slower) the default
-    precision runs everything in float32, the text encoder too; ``--fp32`` keeps the official
-    bf16 text for parity. The two takes are one take within the stated tolerance; another seed
-    is not. (Where the CPU has native bf16 both keep bf16 text.)"""
+    precision runs the text encoder in float32 and, on x86, the DiT's block linears in int8
+    (float32 elsewhere); ``--fp32`` keeps the official bf16 text and float32 for parity. The two
+    takes are one take within the stated tolerance; another seed is not. (Where the CPU has
+    native bf16 both keep bf16 text.)"""
     import torch
 
+    from sa3core.modules.int8 import int8_supported
     from sa3core.released import backend as released_backend
 
     parity = Pipeline.load(FIXTURES / "small", bf16=False)
@@ -59,6 +61,7 @@ def test_without_native_bf16_the_default_runs_text_in_float32_and_stays_close(mo
     monkeypatch.setattr(released_backend, "cpu_has_bf16", lambda: False)
     default = Pipeline.load(FIXTURES / "small")
     assert not default.backend.bf16 and _text_dtype(default) == torch.float32
+    assert default.backend.int8 == int8_supported() and not parity.backend.int8
     n = 3 * RATE
     reference = parity.generate("dry kick drum", n, seed=0)[0]
     take = default.generate("dry kick drum", n, seed=0)[0]
@@ -78,6 +81,30 @@ def test_released_default_precision_is_the_float32_take(folder):
     corr, distance = measures(reference, default.generate("dry kick drum", n, seed=0)[0])
     assert corr >= RELEASED_CORR and distance <= RELEASED_LOG_MEL, (corr, distance)
     corr, distance = measures(reference, default.generate("dry kick drum", n, seed=1)[0])
+    assert corr < 0.9 and distance > 10 * RELEASED_LOG_MEL, (corr, distance)  # another take
+
+
+@pytest.mark.parametrize("folder", ["small", "medium"])
+def test_released_int8_precision_is_the_float32_take(folder):
+    """The int8 precision (the default on x86 CPUs without native bf16, ``--int8`` anywhere on
+    x86) holds the same tolerance; the DiT runs 5 int8 linears per block, and the float32 DiT
+    the backend keeps for export and LoRA stays float32."""
+    from sa3core.modules.int8 import Int8Linear, int8_supported
+
+    if not int8_supported():
+        pytest.skip("torch has no x86 int8 kernels on this machine")
+    int8, fp32 = Pipeline.load(FIXTURES / folder, int8=True), Pipeline.load(FIXTURES / folder, bf16=False)
+    assert int8.backend.precision == "int8" and fp32.backend.precision == "float32"
+    n = 3 * RATE
+    reference = fp32.generate("dry kick drum", n, seed=0)[0]
+    take = int8.generate("dry kick drum", n, seed=0)[0]
+    blocks = len(int8.backend.dit.transformer.layers)
+    assert sum(isinstance(m, Int8Linear) for m in int8.backend._dit().modules()) == 5 * blocks
+    assert not any(isinstance(m, Int8Linear) for m in int8.backend.dit.modules())
+    assert np.abs(take - reference).max() > 1e-3  # int8 did run
+    corr, distance = measures(reference, take)
+    assert corr >= RELEASED_CORR and distance <= RELEASED_LOG_MEL, (corr, distance)
+    corr, distance = measures(reference, int8.generate("dry kick drum", n, seed=1)[0])
     assert corr < 0.9 and distance > 10 * RELEASED_LOG_MEL, (corr, distance)  # another take
 
 

@@ -73,7 +73,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bf16", action="store_true", help="bf16 matmuls (the default on CPUs with AVX-512 bf16, where it is faster)"
     )
-    parser.add_argument("--fp32", action="store_true", help="float32 matmuls even where bf16 is the default")
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="float32 matmuls, the official numerics (the default runs bf16 where the CPU has it, "
+        "and a released model's DiT in int8 on other x86 CPUs)",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="a released model's DiT block linears in int8 (the default on x86 CPUs without AVX-512 bf16)",
+    )
     parser.add_argument(
         "--phase-iterations",
         type=int,
@@ -208,6 +218,7 @@ def _check_common(args) -> None:
     limits.check_cfg(args.cfg, "--cfg")
     limits.check_scale_lock(args.scale_lock, "--scale-lock")
     threads.check(args.threads, args.daemon)
+    _check_precision(args)
     if not args.daemon:
         from sa3core.backends import BACKENDS
 
@@ -228,6 +239,16 @@ def _check_common(args) -> None:
         from sa3core.hub import resolve_model
 
         args.model = str(resolve_model(args.model))
+
+
+def _check_precision(args) -> None:
+    asked = [flag for flag in ("--bf16", "--fp32", "--int8") if getattr(args, flag[2:])]
+    if len(asked) > 1:
+        raise Sa3Error(f"{' and '.join(asked)} are different precisions; give one of them")
+    if asked and args.daemon:
+        raise Sa3Error(f"{asked[0]} applies to in-process generation; a daemon's precision is set when it starts (`sa3 serve --fp32`)")  # fmt: skip
+    if asked and args.backend != "torch":
+        raise Sa3Error(f"{asked[0]} is for the torch backend; the {args.backend} backend has its own precision")
 
 
 def _loras(args) -> list:
@@ -277,8 +298,10 @@ def _pipeline(args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         options = threads.apply(args.threads, args.backend)
-        if args.backend == "torch" and (args.bf16 or args.fp32):
+        if args.bf16 or args.fp32:
             options["bf16"] = not args.fp32
+        if args.int8:
+            options["int8"] = True
         if args.phase_iterations is not None:
             options["phase_iterations"] = args.phase_iterations
         if args.loras:

@@ -37,6 +37,7 @@ def run(args) -> int:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "precision": getattr(backend, "precision", "float32"),
         "openmp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "unset (the OpenMP runtime's default)",
         "backends": BACKENDS.names(),
         "model": str(folder or DEFAULT_MODEL_DIR),

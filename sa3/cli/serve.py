@@ -105,6 +105,9 @@ def _load_pipeline(model: str | None, backend: str, fp32: bool = False):
             pipeline = Pipeline.random(match.group(1), seed=0, text_encoder=text_encoder, backend=backend, **options)
         else:
             pipeline = Pipeline.load(folder, backend=backend, **options)
+        prepare = getattr(pipeline.backend, "prepare", None)
+        if prepare is not None:  # the int8 layers, packed before the daemon listens rather than in its first job
+            prepare()
     for warning in caught:
         print(f"sa3 serve: warning: {warning.message}", file=sys.stderr)
     return pipeline

@@ -183,7 +183,7 @@ class ReleasedFamily(ModelFamily):
                 raise Sa3Error(f"a released Stable Audio 3 model on the onnx backend takes no {name} option")
             model = onnx_backend.load(folder, **backend_options)
             return model, self.settings(folder, read_config(model.folder))
-        unknown = set(backend_options) - {"bf16", "device", "text_dtype"}
+        unknown = set(backend_options) - {"bf16", "int8", "device", "text_dtype"}
         if unknown:  # sa3's own options (phase_iterations) mean nothing to these models
             raise Sa3Error(f"a released Stable Audio 3 model takes no {sorted(unknown)[0].replace('_', ' ')} option")
         config = read_config(folder)

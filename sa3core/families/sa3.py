@@ -120,6 +120,11 @@ class SA3Family(ModelFamily):
         return (folder / "model.json").is_file()
 
     def load(self, folder: Path, backend: str = "torch", **backend_options):
+        if backend_options.get("int8"):
+            raise Sa3Error(
+                "int8 linear layers are for the released Stable Audio 3 models; leave --int8 out for this one"
+            )
+        backend_options.pop("int8", None)
         settings = read_settings(folder)
         if backend != "torch":
             return BACKENDS.get(backend)(folder, settings, **backend_options), settings

@@ -11,7 +11,11 @@ Precision, as the official code runs on a CPU unless said otherwise:
   native bf16 it runs in float32, where emulated bf16 is 8x slower (:func:`default_text_dtype`);
 - the DiT runs in float32, or with bf16 matmuls under autocast from bf16 copies of its linear
   weights when ``bf16`` is on (the default where the CPU multiplies bf16 natively, as sa3's own
-  torch backend decides; ``bf16=False`` is ``--fp32``);
+  torch backend decides; ``bf16=False`` is ``--fp32``), or with its transformer blocks' linear
+  layers in int8 when ``int8`` is on (:mod:`sa3core.modules.int8`; the default on an x86 CPU
+  without native bf16, where float32 is otherwise the only fast path; ``int8=True`` asks for it
+  anywhere torch has the x86 int8 kernels). The int8 copy is packed on the first DiT call, so
+  loading alone (``sa3 info``, encoding) does not pay its ~3 s;
 - the conditioners run in float32; the SAME autoencoder's encoder and decoder blocks run in bf16
   when ``bf16`` is on (its bottleneck, boundaries, RoPE and attention stay float32:
   :meth:`ReleasedAutoencoder.coders_to`), in float32 otherwise.
@@ -26,6 +30,8 @@ from pathlib import Path
 import torch
 
 from ..backends import bf16_inference_copy, cpu_has_bf16
+from ..errors import Sa3Error
+from ..modules.int8 import int8_inference_copy, int8_layers, int8_supported
 from .checkpoint import ReleasedFolder, load_conditioners, load_dit, open_released
 from .conditioners import assemble
 from .dit import ReleasedCondition
@@ -37,6 +43,21 @@ from .text import EncodedPrompts, ReleasedTextEncoder, load_text_encoder
 # without their first `model.` / `conditioner.`. Under these prefixes sa3's module names are the
 # official ones (the parity tests load official files layer by layer, strictly).
 LORA_PREFIXES = {"dit": "model.", "conditioners": "conditioners."}
+
+# The DiT layers that run in int8 at that precision: the Linear layers of the transformer blocks
+# that run on the frames at every step (self-attention, the cross-attention query, the
+# feed-forward), 5 per block. The cross-attention output stays float32: every frame reads the same
+# few context tokens through it, so its rounding moves all frames alike; it was the layer that
+# moved the take most (the released-layout fixture with a LoRA merged: log-mel L1 0.0135 against
+# float32 with it in int8, 0.0043 without) for about 5 % of a block's products. Also float32: the
+# cross-attention keys and values (once per request), the inpaint MLPs, the timestep, condition and
+# in/out projections.
+INT8_LAYERS = ("self_attn.to_qkv", "self_attn.to_out", "cross_attn.to_q", "ff.ff.0.proj", "ff.ff.2")
+
+
+def int8_layer(name: str) -> bool:
+    """Whether the released DiT's module ``name`` runs in int8 at the int8 precision."""
+    return name.startswith("transformer.layers.") and name.endswith(INT8_LAYERS)
 
 
 class ReleasedTorchBackend:
@@ -54,10 +75,19 @@ class ReleasedTorchBackend:
         text_encoder: ReleasedTextEncoder,
         device: str = "cpu",
         bf16: bool | None = None,
+        int8: bool | None = None,
     ) -> None:
         self.folder = folder
         self.device = torch.device(device)
         self.bf16 = (self.device.type == "cpu" and cpu_has_bf16()) if bf16 is None else bool(bf16)
+        self.int8 = default_int8(self.device, bf16) if int8 is None else bool(int8)
+        if self.int8 and self.bf16:
+            raise Sa3Error("int8 and bf16 are two precisions; ask for one (--int8 or --bf16)")
+        if self.int8 and (self.device.type != "cpu" or not int8_supported()):
+            raise Sa3Error(
+                "int8 linear layers need torch's x86 int8 kernels on the CPU, which this machine has not; "
+                "leave --int8 out"
+            )
         self.dit = load_dit(folder).float().to(self.device)
         self.conditioners = load_conditioners(folder).float().to(self.device)
         self.autoencoder = ReleasedAutoencoder.from_state_dict(folder.config.autoencoder, folder.parts["autoencoder"])
@@ -66,7 +96,8 @@ class ReleasedTorchBackend:
             self.autoencoder.coders_to(torch.bfloat16)
         self.text_encoder = text_encoder
         self._prompts = EncodedPrompts(text_encoder.encode)  # repeated prompts skip T5Gemma
-        self._dit_run = bf16_inference_copy(self.dit) if self.bf16 else self.dit
+        self._int8_layers: dict = {}  # the last int8 copy's layers, reused where their weights did not change
+        self._dit_run = self._run_copy()
         self.diffusion = folder.config.model.diffusion
         self.chunked = folder.config.model.pretransform.chunked
         self.latent_channels = self.dit.config.io_channels
@@ -77,7 +108,30 @@ class ReleasedTorchBackend:
         official LoRA targets; the text encoder and SAME are not adapted), then remake the bf16
         copy the DiT runs as, so it carries the adapters too."""
         stack.attach({LORA_PREFIXES["dit"]: self.dit, LORA_PREFIXES["conditioners"]: self.conditioners}, merge)
-        self._dit_run = bf16_inference_copy(self.dit) if self.bf16 else self.dit
+        self._dit_run = self._run_copy()
+
+    # ------------------------------------------------------------------ precision
+    @property
+    def precision(self) -> str:
+        """What the DiT runs as: "bf16", "int8" (its block linears) or "float32"."""
+        return "bf16" if self.bf16 else "int8" if self.int8 else "float32"
+
+    def _run_copy(self):
+        """The model the DiT calls run: the bf16 copy, the float32 DiT, or None for the int8 copy,
+        made on the first call (:meth:`_dit`)."""
+        if self.bf16:
+            return bf16_inference_copy(self.dit)
+        return None if self.int8 else self.dit
+
+    def prepare(self) -> None:
+        """Make what the first DiT call would (the int8 copy), now: a daemon does it before it listens."""
+        self._dit()
+
+    def _dit(self):
+        if self._dit_run is None:
+            self._dit_run = int8_inference_copy(self.dit, int8_layer, reuse=self._int8_layers)
+            self._int8_layers = int8_layers(self._dit_run)
+        return self._dit_run
 
     # ------------------------------------------------------------------ text and conditions
     @torch.inference_mode()
@@ -101,7 +155,7 @@ class ReleasedTorchBackend:
     @torch.inference_mode()
     def condition(self, context: torch.Tensor, global_cond: torch.Tensor) -> ReleasedCondition:
         with self._autocast():
-            return self._dit_run.encode_condition(context.to(self.device), global_cond.to(self.device))
+            return self._dit().encode_condition(context.to(self.device), global_cond.to(self.device))
 
     # ------------------------------------------------------------------ the DiT
     @torch.inference_mode()
@@ -109,7 +163,7 @@ class ReleasedTorchBackend:
         """v float32 [B, C, T] on x's device; ``local`` concat(mask, mask * latents) [B, C + 1, T] or None (zeros)."""
         local = None if local is None else local.to(self.device)
         with self._autocast():
-            v = self._dit_run(x.to(self.device), t.to(self.device), cond, local, frame_mask.to(self.device))
+            v = self._dit()(x.to(self.device), t.to(self.device), cond, local, frame_mask.to(self.device))
         return v.float().to(x.device)
 
     def _autocast(self):
@@ -135,7 +189,11 @@ class ReleasedTorchBackend:
 
 
 def load(
-    path: str | Path, device: str = "cpu", bf16: bool | None = None, text_dtype: torch.dtype | None = None
+    path: str | Path,
+    device: str = "cpu",
+    bf16: bool | None = None,
+    text_dtype: torch.dtype | None = None,
+    int8: bool | None = None,
 ) -> ReleasedTorchBackend:
     """A released DiT folder (model_config.json, model.safetensors, the text encoder's folder) as a backend.
 
@@ -144,7 +202,15 @@ def load(
     text_dtype = default_text_dtype(device, bf16) if text_dtype is None else text_dtype
     prompt = next(spec for spec in folder.config.model.conditioning.configs if spec.type == "t5gemma")
     text = load_text_encoder(folder.text_encoder_dir(), prompt.config.max_length, dtype=text_dtype)
-    return ReleasedTorchBackend(folder, text, device=device, bf16=bf16)
+    return ReleasedTorchBackend(folder, text, device=device, bf16=bf16, int8=int8)
+
+
+def default_int8(device: torch.device, bf16: bool | None) -> bool:
+    """int8 block linears at the default precision (``bf16`` None) on an x86 CPU without native
+    bf16: there the DiT step is 1.7-1.9x faster than float32 (AMD EPYC, AVX2 only, 2 threads;
+    ``sa3 bench int8_linears``) and the take stays within the default precision's tolerance of the
+    float32 take. ``--fp32`` (``bf16=False``) and ``--bf16`` keep it off."""
+    return bf16 is None and device.type == "cpu" and not cpu_has_bf16() and int8_supported()
 
 
 def default_text_dtype(device: str, bf16: bool | None) -> torch.dtype:

@@ -129,14 +129,16 @@ def test_int8_linears_quick(tmp_path):
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["results"]
-    reference, int8 = rows[0], [r for r in rows if r["precision"] == "int8"]
+    reference, int8 = rows[0], [r for r in rows if r["precision"].startswith("int8")]
     assert reference["precision"] == "float32" and reference["relative_rms"] == 0 and reference["int8_layers"] == 0
     assert reference["again_relative_rms"] == 0  # the quantised copies left the float32 DiT alone
-    every, groups = int8[0], int8[1:]
-    assert every["layers"] == "every Linear of the blocks" and len(groups) == 5
+    ours, theirs, groups = int8[0], int8[1], int8[2:]
+    assert ours["precision"] == "int8, sa3 (per row, rotated)" and theirs["precision"] == "int8, torch (per tensor)"
+    assert ours["layers"] == theirs["layers"] == "every Linear of the blocks" and len(groups) == 5
     # the groups split the blocks' Linear layers: every one of them swapped, each once
-    assert every["int8_layers"] == sum(r["int8_layers"] for r in groups) > 0
+    assert ours["int8_layers"] == theirs["int8_layers"] == sum(r["int8_layers"] for r in groups) > 0
     assert all(0 < r["relative_rms"] < 1 and r["step_s"] > 0 for r in int8)  # int8 moves the velocity, not wildly
+    assert ours["made_s"] > 0
     bad = subprocess.run(
         [*command[:-2], "--engine", "nope", "--out", str(out)], cwd=REPO, capture_output=True, text=True
     )

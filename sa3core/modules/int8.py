@@ -1,0 +1,167 @@
+"""int8 linear layers for CPU inference: int8 weights, activations quantised per row on each call.
+
+Where a CPU has no native bf16 (x86 with AVX2 but no AVX-512 bf16: most laptops), bf16 matmuls
+are emulated and slower than float32, and float32 is the only fast float path. There the released
+DiT's block linears run as :class:`Int8Linear` at sa3's default precision (``--fp32`` keeps float32):
+
+- weights: int8, one symmetric scale per output channel (absmax / 127.5), packed once for
+  fbgemm/oneDNN (``torch.ops.quantized.linear_prepack``);
+- activations: each row (a token's features) divided by its own absmax first, so every token uses
+  the quantiser's whole range; torch's dynamic int8 op then quantises the tensor with one affine
+  scale, multiplies in int8 with int32 sums, and the row's absmax is multiplied back in with the
+  bias. One scale per tensor (what ``torch.ao.quantization.quantize_dynamic`` does) moved the
+  small DiT's velocity by 9.3 % of its RMS, one per row by 6.4 % (``sa3 bench int8_linears``);
+  the audio of a whole take moves less (correlation 0.9999, log-mel L1 0.0024 against float32 on
+  the released small shapes; docs/benchmarks.md);
+- a Hadamard rotation first: each block of 64 input features is multiplied by an orthonormal
+  Hadamard matrix H (and the weight's columns by the same H once, at packing, so the product is
+  unchanged: W x = (W H) (H x), H symmetric). It spreads a feature's outlier over its block, so one
+  large value no longer sets the row's scale for all the others: the velocity's error drops from
+  6.4 % to 4.2 % of its RMS, the tiny released-layout fixtures' take from log-mel L1 0.0115 to
+  0.006 against float32, for about 10 % of the int8 step's time. Trained models carry outlier
+  features (the case rotations such as QuaRot's were made for) that random weights lack;
+- ``reduce_range``: activations use 7 bits. Without VNNI the int8 kernels sum pairs of u8 x s8
+  products in int16 (``vpmaddubsw``), which saturates for 8-bit activations: measured here, 26 %
+  wrong outputs on large weights. With 7 bits no pair can overflow.
+
+The int8 sums are exact, so the thread count does not move the result (float32 matmuls' sums
+do move with it: MKL splits them differently).
+
+:func:`int8_inference_copy` makes a copy of a model with chosen ``nn.Linear`` layers swapped; the
+copy shares every other tensor with the model (nothing else is copied), and the model itself stays
+float32 for saving, export and LoRA.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch import nn
+
+_ROW_FLOOR = 1e-30  # an all-zero row stays zero instead of dividing by zero
+ROTATION_BLOCK = 64  # features per Hadamard block (32 and 64 measured alike; 128 costs more)
+
+
+def int8_supported() -> bool:
+    """True where torch has an x86 int8 engine (fbgemm/oneDNN) for dynamic int8 linears."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    engines = torch.backends.quantized.supported_engines
+    return ("fbgemm" in engines or "x86" in engines) and hasattr(torch.ops.quantized, "linear_dynamic")
+
+
+def hadamard(size: int) -> torch.Tensor:
+    """The orthonormal Hadamard matrix [size, size] (Sylvester's construction; ``size`` a power of 2)."""
+    h = torch.ones(1, 1)
+    while h.shape[0] < size:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
+    return h / size**0.5
+
+
+def rotation_block(in_features: int) -> int:
+    """The largest power of two up to ROTATION_BLOCK that divides ``in_features`` (1: no rotation)."""
+    block = ROTATION_BLOCK
+    while in_features % block:
+        block //= 2
+    return block
+
+
+def _pack(weight: torch.Tensor, rotation: torch.Tensor | None):
+    """float [out, in] -> packed int8 weight (columns rotated by ``rotation`` [b, b] per block of b),
+    one symmetric scale per output channel."""
+    weight = weight.detach().float()
+    if rotation is not None:
+        block = rotation.shape[0]
+        weight = (weight.view(weight.shape[0], -1, block) @ rotation).reshape(weight.shape)  # (out, in / b, b)
+    scale = (weight.abs().amax(1) / 127.5).clamp_min(1e-12).double()
+    zero = torch.zeros(weight.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():  # torch marks its quantised tensor types deprecated; these are its int8 kernels
+        warnings.simplefilter("ignore")
+        quantized = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(quantized, None)
+
+
+class Int8Linear(nn.Module):
+    """``nn.Linear`` with int8 weights and per-row int8 activations; x [..., in] -> float32 [..., out]."""
+
+    def __init__(
+        self, packed, bias: torch.Tensor | None, rotation: torch.Tensor | None, in_features: int, out_features: int
+    ) -> None:
+        super().__init__()
+        self.packed = packed
+        self.bias = bias  # the float layer's own tensor, not a parameter of this one
+        self.rotation = rotation  # [b, b] Hadamard, or None
+        self.in_features, self.out_features = in_features, out_features
+        self.source: tuple[torch.Tensor, int] | None = None  # the float weight packed, and its version
+
+    def packs(self, linear: nn.Linear) -> bool:
+        """Whether this layer was packed from ``linear``'s weight as it is now (same tensor, unchanged)."""
+        return self.source is not None and self.source[0] is linear.weight and self.source[1] == linear.weight._version
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        block = rotation_block(linear.in_features)
+        rotation = hadamard(block) if block > 1 else None
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        layer = cls(_pack(linear.weight, rotation), bias, rotation, linear.in_features, linear.out_features)
+        layer.source = (linear.weight, linear.weight._version)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if self.rotation is not None:
+            block = self.rotation.shape[0]
+            x = (x.reshape(*x.shape[:-1], -1, block) @ self.rotation).reshape(
+                x.shape
+            )  # (..., in / b, b): H x per block
+        row = x.abs().amax(-1, keepdim=True).clamp_min(_ROW_FLOOR)  # (..., 1)
+        y = torch.ops.quantized.linear_dynamic(x / row, self.packed, reduce_range=True)
+        return y.mul_(row) if self.bias is None else torch.addcmul(self.bias, y, row)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def int8_inference_copy(
+    model: nn.Module,
+    select: Callable[[str], bool],
+    reuse: dict[str, Int8Linear] | None = None,
+    workers: int | None = None,
+) -> nn.Module:
+    """A copy of ``model`` whose plain ``nn.Linear`` layers named by ``select(name)`` are
+    :class:`Int8Linear`; every other tensor is shared with ``model`` (not copied), which stays as it
+    was. Layers of another class (a LoRA-adapted layer kept apart from its weight) stay as they are.
+
+    Packing reads the float weights at about 0.1-0.2 GB/s per thread; ``workers`` threads (default
+    torch's thread count) pack layers side by side: the released small DiT's 120 block linears
+    (377 M weights) take about 3 s on two cores. ``reuse``: the int8 layers of an earlier copy by
+    name (:func:`int8_layers`); one packed from the same, unchanged weight is taken as it is (a
+    daemon attaching another set of LoRA adapters kept apart repacks nothing)."""
+    names = [name for name, m in model.named_modules() if type(m) is nn.Linear and select(name)]
+    linears = [model.get_submodule(name) for name in names]
+    reuse = reuse or {}
+
+    def int8(name: str, linear: nn.Linear) -> Int8Linear:
+        earlier = reuse.get(name)
+        return earlier if earlier is not None and earlier.packs(linear) else Int8Linear.from_linear(linear)
+
+    workers = max(1, workers or torch.get_num_threads())
+    with ThreadPoolExecutor(workers) as pool:  # the packing ops release the GIL
+        swapped = list(pool.map(int8, names, linears))
+    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    memo.update({id(m): m for m in swapped})
+    result = copy.deepcopy(model, memo).eval()
+    for name, layer in zip(names, swapped):
+        parent, _, child = name.rpartition(".")
+        setattr(result.get_submodule(parent) if parent else result, child, layer)
+    return result
+
+
+def int8_layers(model: nn.Module) -> dict[str, Int8Linear]:
+    """The :class:`Int8Linear` layers of a copy, by name (``reuse`` for the next copy)."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
