@@ -78,7 +78,7 @@ def main() -> int:
     path = common.write_json(args.out, "exact_length", {"cost": rows, "change": changes}, info, model=str(model))
     lines = [
         f"Machine: {info['cpu_model']}, {info['physical_cores']} cores, {threads} torch threads, torch {info['torch']}, "
-        f"load {info['load_average']} at the start. Checkpoint: {label}; default precision, 8 steps, seed 0; "
+        f"load {info['load_average']} at the start. Checkpoint: {label}; default precision ({pipeline.backend.precision}), 8 steps, seed 0; "
         f"warm end-to-end medians of {repeats} (text, sampling, decode; no file).",
         "",
         f"| mode | {args.short:g} s request (s) | {long:g} s request (s) | share |",

@@ -14,10 +14,10 @@ warm-up, and reports how far the velocity moves from the float32 one (relative R
 output, and the largest difference over the largest value).
 
 Rows: float32 (the reference, ``--fp32``); bf16 on CPUs that multiply it natively (their
-default); sa3's int8 for every Linear of the blocks (the layers ``--int8`` runs in int8, with how
-long packing them took); torch's per-tensor int8 for the same layers; then sa3's int8 for each group
-alone (self-attention qkv, the attention outputs, the cross-attention query, the feed-forward input
-and output projections). Each variant's timed runs alternate with float32 runs, and its speed-up is
+default); sa3's int8 for the layers ``--int8`` runs in int8 (every Linear of the blocks but the
+cross-attention output), with how long packing them took; torch's per-tensor int8 for the same
+layers; then sa3's int8 for each group of the blocks' Linear layers alone (self-attention qkv and
+output, cross-attention query and output, the feed-forward input and output projections). Each variant's timed runs alternate with float32 runs, and its speed-up is
 the median of the pairs' ratios (a shared machine drifts over the minutes the bench takes). The
 timestep, condition and in/out projections stay float32. What a whole take moves by is
 ``sa3 bench precision``'s part.
@@ -35,11 +35,14 @@ from . import common
 
 GROUPS = {
     "self-attention qkv": ("self_attn.to_qkv",),
-    "attention outputs": ("self_attn.to_out", "cross_attn.to_out"),
+    "self-attention output": ("self_attn.to_out",),
     "cross-attention query": ("cross_attn.to_q",),
+    "cross-attention output": ("cross_attn.to_out",),
     "feed-forward input": ("ff.ff.0.proj",),
     "feed-forward output": ("ff.ff.2",),
 }
+
+LAYERS_OF_INT8 = "the layers `--int8` runs in int8"
 
 
 def block_linears(dit, suffixes: tuple[str, ...]) -> set[str]:
@@ -151,9 +154,10 @@ def main() -> int:
         from sa3core.backends import bf16_inference_copy
 
         variants.append(("bf16 (default here)", "", lambda: (bf16_inference_copy(backend.dit), True)))
-    everything = tuple(s for suffixes in GROUPS.values() for s in suffixes)
-    variants.append(("int8, sa3 (per row, rotated)", "every Linear of the blocks", lambda: (sa3_int8(backend.dit, block_linears(backend.dit, everything)), False)))  # fmt: skip
-    variants.append(("int8, torch (per tensor)", "every Linear of the blocks", lambda: (quantized(backend.dit, block_linears(backend.dit, everything)), False)))  # fmt: skip
+    from sa3core.released.backend import INT8_LAYERS
+
+    variants.append(("int8, sa3 (per row, rotated)", LAYERS_OF_INT8, lambda: (sa3_int8(backend.dit, block_linears(backend.dit, INT8_LAYERS)), False)))  # fmt: skip
+    variants.append(("int8, torch (per tensor)", LAYERS_OF_INT8, lambda: (quantized(backend.dit, block_linears(backend.dit, INT8_LAYERS)), False)))  # fmt: skip
     for group, suffixes in GROUPS.items():
         variants.append(("int8, sa3", group, lambda s=suffixes: (sa3_int8(backend.dit, block_linears(backend.dit, s)), False)))  # fmt: skip
 

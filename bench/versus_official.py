@@ -15,7 +15,8 @@ parts are timed where each implementation spends them:
 - ``e2e``: the whole generate plus writing the WAV file.
 
 Rows: ``official`` (its CPU path as it runs: float32, the +6 s padding), ``sa3`` (sa3's default
-precision: bf16 matmuls on CPUs with native bf16) and ``sa3 --fp32`` (the numerics the parity
+precision, named in the row: bf16 matmuls on CPUs with native bf16, int8 DiT block linears on other
+x86 CPUs) and ``sa3 --fp32`` (the numerics the parity
 tests check against the official code). All rows use 8 steps (the post-trained default), seed 0,
 batch 1, ``--threads`` torch threads, and the same checkpoint: by default a random-weight
 checkpoint of the released small shapes built by :mod:`bench.released_shapes` (nothing is
@@ -90,6 +91,7 @@ def _child_sa3(model: Path, seconds: float, fp32: bool, parts: Parts):
         audio = pipeline.generate(prompt, seconds_to_samples(seconds), steps=8, seed=0)
         save_audio(path, audio[0], bit_depth="24", overwrite=True)
 
+    run.precision = backend.precision
     return run
 
 
@@ -166,6 +168,7 @@ def child(implementation: str, model: Path, seconds: float, repeats: int, thread
         "dit_calls": len(calls.get("dit_step", [[]])[0]),
         "decode_s": round(statistics.median(sum(r) for r in calls.get("decode", [[0.0]])), 4),
         "peak_rss_mib": round(common.peak_rss_mib(), 1),
+        "precision": getattr(run, "precision", "float32"),
     }
     print(json.dumps(report))
 
@@ -205,7 +208,7 @@ def markdown(rows: list[dict], info: dict, model_label: str, threads: int) -> st
             speedup = (
                 f"{base['e2e_s'] / row['e2e_s']:.2f}x (cold {base['cold_s'] / row['cold_s']:.2f}x)" if base else "-"
             )
-            label = "sa3 --fp32" if name == "sa3-fp32" else name
+            label = "sa3 --fp32" if name == "sa3-fp32" else f"sa3 ({row['precision']})" if name == "sa3" else name
             lines.append(
                 f"| {seconds:g} s | {label} | {row['cold_s']:.1f} | {row['e2e_s']:.2f} | {row['text_s']:.3f} | "
                 f"{row['dit_step_s']:.3f} | {row['decode_s']:.2f} | {row['peak_rss_mib']:.0f} | {speedup} |"

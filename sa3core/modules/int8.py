@@ -11,15 +11,15 @@ DiT's block linears run as :class:`Int8Linear` at sa3's default precision (``--f
   scale, multiplies in int8 with int32 sums, and the row's absmax is multiplied back in with the
   bias. One scale per tensor (what ``torch.ao.quantization.quantize_dynamic`` does) moved the
   small DiT's velocity by 9.3 % of its RMS, one per row by 6.4 % (``sa3 bench int8_linears``);
-  the audio of a whole take moves less (correlation 0.9999, log-mel L1 0.0024 against float32 on
-  the released small shapes; docs/benchmarks.md);
 - a Hadamard rotation first: each block of 64 input features is multiplied by an orthonormal
   Hadamard matrix H (and the weight's columns by the same H once, at packing, so the product is
   unchanged: W x = (W H) (H x), H symmetric). It spreads a feature's outlier over its block, so one
   large value no longer sets the row's scale for all the others: the velocity's error drops from
   6.4 % to 4.2 % of its RMS, the tiny released-layout fixtures' take from log-mel L1 0.0115 to
   0.006 against float32, for about 10 % of the int8 step's time. Trained models carry outlier
-  features (the case rotations such as QuaRot's were made for) that random weights lack;
+  features (the case rotations such as QuaRot's were made for) that random weights lack. A whole
+  take moves far less than one velocity: correlation 0.99996, log-mel L1 0.0017 against float32
+  on the released small shapes, as bf16 does where it is native (``sa3 bench precision``);
 - ``reduce_range``: activations use 7 bits. Without VNNI the int8 kernels sum pairs of u8 x s8
   products in int16 (``vpmaddubsw``), which saturates for 8-bit activations: measured here, 26 %
   wrong outputs on large weights. With 7 bits no pair can overflow.
@@ -98,6 +98,7 @@ class Int8Linear(nn.Module):
         self.rotation = rotation  # [b, b] Hadamard, or None
         self.in_features, self.out_features = in_features, out_features
         self.source: tuple[torch.Tensor, int] | None = None  # the float weight packed, and its version
+        self.lora = None  # the LoRA adapters kept apart on the float layer (sa3core.modules.lora.AdaptedWeight)
 
     def packs(self, linear: nn.Linear) -> bool:
         """Whether this layer was packed from ``linear``'s weight as it is now (same tensor, unchanged)."""
@@ -113,6 +114,19 @@ class Int8Linear(nn.Module):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lora = self.lora
+        if lora is not None and lora.stages:  # LoRA adapters kept apart: their stages beside the int8 product
+            return lora.linear(x.float(), None, self.bias, product=self.product)
+        y, row = self._scaled(x)
+        return y.mul_(row) if self.bias is None else torch.addcmul(self.bias, y, row)
+
+    def product(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., in] -> x W^T [..., out], without the bias."""
+        y, row = self._scaled(x)
+        return y.mul_(row)
+
+    def _scaled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the int8 product of x's rows each scaled to peak 1, the rows' peaks [..., 1])."""
         x = x.float()
         if self.rotation is not None:
             block = self.rotation.shape[0]
@@ -120,8 +134,7 @@ class Int8Linear(nn.Module):
                 x.shape
             )  # (..., in / b, b): H x per block
         row = x.abs().amax(-1, keepdim=True).clamp_min(_ROW_FLOOR)  # (..., 1)
-        y = torch.ops.quantized.linear_dynamic(x / row, self.packed, reduce_range=True)
-        return y.mul_(row) if self.bias is None else torch.addcmul(self.bias, y, row)
+        return torch.ops.quantized.linear_dynamic(x / row, self.packed, reduce_range=True), row
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -133,22 +146,26 @@ def int8_inference_copy(
     reuse: dict[str, Int8Linear] | None = None,
     workers: int | None = None,
 ) -> nn.Module:
-    """A copy of ``model`` whose plain ``nn.Linear`` layers named by ``select(name)`` are
+    """A copy of ``model`` whose ``nn.Linear`` layers named by ``select(name)`` are
     :class:`Int8Linear`; every other tensor is shared with ``model`` (not copied), which stays as it
-    was. Layers of another class (a LoRA-adapted layer kept apart from its weight) stay as they are.
+    was. A layer with LoRA adapters kept apart from its weight (:class:`AdaptedLinear`) packs its
+    base weight and runs the adapters' stages beside the int8 product, in float32; at strength 0
+    it has no stages and gives the plain int8 layer's bits.
 
     Packing reads the float weights at about 0.1-0.2 GB/s per thread; ``workers`` threads (default
-    torch's thread count) pack layers side by side: the released small DiT's 120 block linears
-    (377 M weights) take about 3 s on two cores. ``reuse``: the int8 layers of an earlier copy by
+    torch's thread count) pack layers side by side: the released small DiT's 100 int8 layers
+    (356 M weights) take 3-4.4 s on two cores. ``reuse``: the int8 layers of an earlier copy by
     name (:func:`int8_layers`); one packed from the same, unchanged weight is taken as it is (a
     daemon attaching another set of LoRA adapters kept apart repacks nothing)."""
-    names = [name for name, m in model.named_modules() if type(m) is nn.Linear and select(name)]
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and select(name)]
     linears = [model.get_submodule(name) for name in names]
     reuse = reuse or {}
 
     def int8(name: str, linear: nn.Linear) -> Int8Linear:
         earlier = reuse.get(name)
-        return earlier if earlier is not None and earlier.packs(linear) else Int8Linear.from_linear(linear)
+        layer = earlier if earlier is not None and earlier.packs(linear) else Int8Linear.from_linear(linear)
+        layer.lora = getattr(linear, "lora", None)  # a LoRA-adapted layer (the class swapped in place) keeps them
+        return layer
 
     workers = max(1, workers or torch.get_num_threads())
     with ThreadPoolExecutor(workers) as pool:  # the packing ops release the GIL

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -176,15 +176,24 @@ class AdaptedWeight:
                     w = w * col.unsqueeze(0)
             self.stages.append(_Stage(coef, *adapter.factors(), row, col))
 
-    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x [..., in] -> [..., out]: the base layer, then the stages (features on the last dim)."""
+    def linear(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        product: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x [..., in] -> [..., out]: the base layer, then the stages (features on the last dim).
+        ``product``: the base layer's product without its bias, where it is not ``F.linear`` with
+        ``weight`` (the int8 layers of :mod:`sa3core.modules.int8`, which run without stages
+        themselves)."""
         if not self.stages:
             return F.linear(x, weight, bias)
         inputs, u = [], x
         for stage in reversed(self.stages):  # stage k sees x scaled by the columns of k and after
             u = u if stage.col is None else u * stage.col
             inputs.append(u)
-        y = F.linear(u, weight)
+        y = F.linear(u, weight) if product is None else product(u)
         dtype = y.dtype
         for stage, u in zip(self.stages, reversed(inputs)):
             y = y + stage.coef * F.linear(F.linear(u, stage.down), stage.up)

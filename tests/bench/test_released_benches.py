@@ -104,10 +104,13 @@ def test_efficiency_released_quick(tmp_path):
 def test_daemon_bars_quick(tmp_path):
     out = tmp_path / "daemon_bars.json"
     command = [sys.executable, "-m", "bench.daemon_bars", "--quick", "--model", str(FIXTURES / "small")]
-    result = subprocess.run([*command, "--bars", "1", "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [*command, "--bars", "1", "--fp32-too", "--out", str(out)], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["results"]
-    assert [row["mode"] for row in rows] == ["as released", "exact length"]
+    assert [row["mode"] for row in rows] == ["as released", "exact length"] * 2
+    assert rows[0]["precision"].startswith("default (") and rows[2]["precision"] == "--fp32"
     for row in rows:
         assert row["seconds"] == 2.0 and row["repeats"] == 2 and len(row["walls"]) == 2
         assert 0 < row["model_median_s"] <= row["median_s"]
@@ -134,9 +137,10 @@ def test_int8_linears_quick(tmp_path):
     assert reference["again_relative_rms"] == 0  # the quantised copies left the float32 DiT alone
     ours, theirs, groups = int8[0], int8[1], int8[2:]
     assert ours["precision"] == "int8, sa3 (per row, rotated)" and theirs["precision"] == "int8, torch (per tensor)"
-    assert ours["layers"] == theirs["layers"] == "every Linear of the blocks" and len(groups) == 5
-    # the groups split the blocks' Linear layers: every one of them swapped, each once
-    assert ours["int8_layers"] == theirs["int8_layers"] == sum(r["int8_layers"] for r in groups) > 0
+    assert ours["layers"] == theirs["layers"] == "the layers `--int8` runs in int8" and len(groups) == 6
+    # the groups split the blocks' Linear layers, each once; --int8 leaves the cross-attention output float32
+    runs = sum(r["int8_layers"] for r in groups if r["layers"] != "cross-attention output")
+    assert ours["int8_layers"] == theirs["int8_layers"] == runs > 0
     assert all(0 < r["relative_rms"] < 1 and r["step_s"] > 0 for r in int8)  # int8 moves the velocity, not wildly
     assert ours["made_s"] > 0
     bad = subprocess.run(
