@@ -128,11 +128,9 @@ class Int8Linear(nn.Module):
     def _scaled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the int8 product of x's rows each scaled to peak 1, the rows' peaks [..., 1])."""
         x = x.float()
-        if self.rotation is not None:
+        if self.rotation is not None:  # H x per block of b features: (..., in / b, b) @ (b, b)
             block = self.rotation.shape[0]
-            x = (x.reshape(*x.shape[:-1], -1, block) @ self.rotation).reshape(
-                x.shape
-            )  # (..., in / b, b): H x per block
+            x = (x.reshape(*x.shape[:-1], -1, block) @ self.rotation).reshape(x.shape)
         row = x.abs().amax(-1, keepdim=True).clamp_min(_ROW_FLOOR)  # (..., 1)
         return torch.ops.quantized.linear_dynamic(x / row, self.packed, reduce_range=True), row
 
