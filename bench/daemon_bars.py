@@ -36,11 +36,14 @@ PROMPT = "deep house groove with warm chords and a rolling bassline, 122 BPM"
 
 def _default_precision(model: Path) -> str:
     """What ``sa3 serve`` runs the model at on this CPU without ``--fp32`` (as its backends decide)."""
+    import torch
+
     from sa3core.backends import cpu_has_bf16
-    from sa3core.modules.int8 import int8_supported
+    from sa3core.released.backend import default_int8
 
     released = (Path(model) / "model_config.json").is_file()
-    precision = "bf16" if cpu_has_bf16() else "int8" if released and int8_supported() else "float32"
+    int8 = released and default_int8(torch.device("cpu"), None)
+    precision = "bf16" if cpu_has_bf16() else "int8" if int8 else "float32"
     return f"default ({precision})"
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from bench.precision import compare
 from sa3core.backends import cpu_has_bf16
+from sa3core.modules.int8 import int8_supported
 from sa3core.pipeline import Pipeline, default_model_dir
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "released"
@@ -51,7 +52,6 @@ def test_without_native_bf16_the_default_runs_text_in_float32_and_stays_close(mo
     native bf16 both keep bf16 text.)"""
     import torch
 
-    from sa3core.modules.int8 import int8_supported
     from sa3core.released import backend as released_backend
 
     parity = Pipeline.load(FIXTURES / "small", bf16=False)
@@ -84,15 +84,14 @@ def test_released_default_precision_is_the_float32_take(folder):
     assert corr < 0.9 and distance > 10 * RELEASED_LOG_MEL, (corr, distance)  # another take
 
 
+@pytest.mark.skipif(not int8_supported(), reason="torch has no x86 int8 kernels on this machine")
 @pytest.mark.parametrize("folder", ["small", "medium"])
 def test_released_int8_precision_is_the_float32_take(folder):
     """The int8 precision (the default on x86 CPUs without native bf16, ``--int8`` anywhere on
     x86) holds the same tolerance; the DiT runs 5 int8 linears per block, and the float32 DiT
     the backend keeps for export and LoRA stays float32."""
-    from sa3core.modules.int8 import Int8Linear, int8_supported
+    from sa3core.modules.int8 import Int8Linear
 
-    if not int8_supported():
-        pytest.skip("torch has no x86 int8 kernels on this machine")
     int8, fp32 = Pipeline.load(FIXTURES / folder, int8=True), Pipeline.load(FIXTURES / folder, bf16=False)
     assert int8.backend.precision == "int8" and fp32.backend.precision == "float32"
     n = 3 * RATE

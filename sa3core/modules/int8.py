@@ -169,7 +169,6 @@ def int8_inference_copy(
     with ThreadPoolExecutor(workers) as pool:  # the packing ops release the GIL
         swapped = list(pool.map(int8, names, linears))
     memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    memo.update({id(m): m for m in swapped})
     result = copy.deepcopy(model, memo).eval()
     for name, layer in zip(names, swapped):
         parent, _, child = name.rpartition(".")
