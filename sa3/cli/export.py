@@ -35,7 +35,32 @@ def register(subparsers) -> None:
         sub.set_defaults(func=run_export)
 
 
+# What each target imports beyond sa3's own requirements, and the extra that installs it.
+TARGET_NEEDS = {
+    "onnx": (("onnx", "onnxruntime", "onnxscript"), "export"),
+    "coreml": (("coremltools",), "export-coreml"),
+}
+
+
+def check_target_modules(target: str) -> None:
+    """A one-line Sa3Error naming the missing package and its extra, before any model loads."""
+    import importlib
+
+    from sa3core.errors import Sa3Error
+
+    modules, extra = TARGET_NEEDS[target]
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError:
+            raise Sa3Error(
+                f"sa3 export {target} needs {module!r}; install it with `pip install sa3[{extra}]` "
+                f"(in a checkout: `.venv/bin/pip install -e '.[{extra}]'`)"
+            ) from None
+
+
 def run_export(args) -> int:
+    check_target_modules(args.target)
     from export.onnx_export import load_for_export
     from sa3core.released.checkpoint import is_released_folder
 

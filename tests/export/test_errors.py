@@ -80,3 +80,25 @@ def test_onnx_backend_on_a_folder_without_export(tiny_model_dir, tmp_path):
 def test_onnx_export_with_a_too_old_opset(tmp_path):
     line = _one_line_error(run_sa3("export", "onnx", "--random", "tiny", "--opset", "11", "-o", tmp_path / "o"))
     assert "opset 11" in line
+
+
+@pytest.mark.parametrize(
+    "target, module, extra", [("onnx", "onnx", "export"), ("coreml", "coremltools", "export-coreml")]
+)
+def test_export_without_its_packages_names_the_extra(target, module, extra, tmp_path):
+    """A plain `scripts/setup` has no export packages: the command says what to install (once it
+    printed a traceback after loading the model). The package is hidden the way a missing one
+    fails: None in sys.modules makes its import raise ModuleNotFoundError."""
+    import subprocess
+    import sys
+
+    from ..conftest import REPO
+
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; from sa3.cli import main; "
+        f"sys.exit(main(['export', {target!r}, '-o', {str(tmp_path / 'out')!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    line = _one_line_error(done)
+    assert f"needs {module!r}" in line and f"sa3[{extra}]" in line
+    assert not (tmp_path / "out").exists()
