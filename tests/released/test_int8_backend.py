@@ -67,4 +67,6 @@ def test_a_daemon_packs_the_int8_layers_before_it_listens():
     assert pipeline.backend.precision == expected
     if expected == "int8":
         assert any(isinstance(m, Int8Linear) for m in pipeline.backend._dit_run.modules())
-    assert Pipeline.load(FIXTURES / "small", int8=True).backend._dit_run is None  # one-shot commands: at the first take
+        assert pipeline.backend._autoencoder_run is not None  # SAME's copy too
+    one_shot = Pipeline.load(FIXTURES / "small", int8=True).backend
+    assert one_shot._dit_run is None and one_shot._autoencoder_run is None  # one-shot commands: at the first use
