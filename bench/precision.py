@@ -83,7 +83,7 @@ def default_label(backend) -> str:
     if backend.bf16:
         return "bf16 DiT matmuls and SAME blocks"
     if backend.int8:
-        return "int8 DiT block linears (rows scaled one by one, rotated), float32 text and SAME"
+        return "int8 DiT block and SAME transformer linears (rows scaled one by one, rotated), float32 text"
     return "float32 text (no native bf16: emulated bf16 text is slow); DiT and SAME float32 as --fp32"
 
 

@@ -122,6 +122,7 @@ class ReleasedTorchBackend:
         self._int8_layers: dict = {}  # the last int8 copy's layers, reused where their weights did not change
         self._dit_run = self._run_copy()
         self._autoencoder_run = None if self.int8 else self.autoencoder  # the int8 copy: made on first use
+        self._coder_parts: set[str] = set()  # the coders the int8 copy has in int8
         self.diffusion = folder.config.model.diffusion
         self.chunked = folder.config.model.pretransform.chunked
         self.latent_channels = self.dit.config.io_channels
@@ -148,10 +149,10 @@ class ReleasedTorchBackend:
         return None if self.int8 else self.dit
 
     def prepare(self) -> None:
-        """Make what the first DiT call and the first encode or decode would (the int8 copies),
-        now: a daemon does it before it listens."""
+        """Make what the first DiT call, the first decode and the first encode would (the int8
+        copies), now: a daemon does it before it listens."""
         self._dit()
-        self._coders()
+        self._coders("decoder", "encoder")
 
     def _dit(self):
         if self._dit_run is None:
@@ -159,12 +160,18 @@ class ReleasedTorchBackend:
             self._int8_layers = int8_layers(self._dit_run)
         return self._dit_run
 
-    def _coders(self):
-        """The SAME autoencoder the encode and decode run: the int8 copy (made on the first call) or ``autoencoder``."""
-        if self._autoencoder_run is None:  # SAME carries no LoRA adapters: one copy serves every take
-            coders = self.autoencoder
+    def _coders(self, *parts: str):
+        """The SAME autoencoder the encode and decode run: ``autoencoder``, or at the int8
+        precision its copy with ``parts`` ("encoder", "decoder") in int8, each packed at its first
+        use: a generate never reads the encoder's float weights (212 MB for SAME-S) or packs them."""
+        if self.int8 and not self._coder_parts.issuperset(parts):  # SAME carries no LoRA: one copy serves every take
+            self._coder_parts.update(parts)
+            coders, prefixes = self.autoencoder, tuple(f"{part}." for part in sorted(self._coder_parts))
+            earlier = int8_layers(self._autoencoder_run) if self._autoencoder_run is not None else None
             self._autoencoder_run = int8_inference_copy(
-                coders, lambda name: int8_coder_layer(name, coders.get_submodule(name))
+                coders,
+                lambda name: name.startswith(prefixes) and int8_coder_layer(name, coders.get_submodule(name)),
+                reuse=earlier,
             )
         return self._autoencoder_run
 
@@ -208,7 +215,7 @@ class ReleasedTorchBackend:
     @torch.inference_mode()
     def encode_audio(self, audio: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """audio [B, 2, S] -> latents [B, C, ceil(S / 4096)]; SAME-L draws its token noise from ``generator``."""
-        return self._coders().encode(audio.to(self.device), generator, chunked=self.chunked).float()
+        return self._coders("encoder").encode(audio.to(self.device), generator, chunked=self.chunked).float()
 
     @torch.inference_mode()
     def decode_latents(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -216,7 +223,11 @@ class ReleasedTorchBackend:
 
         The latents are made contiguous first: the decoder's noise lands on elements in memory
         order, and the official sampler hands its decoder contiguous latents."""
-        return self._coders().decode(latents.to(self.device).contiguous(), generator, chunked=self.chunked).float()
+        return (
+            self._coders("decoder")
+            .decode(latents.to(self.device).contiguous(), generator, chunked=self.chunked)
+            .float()
+        )
 
     def semitone_layout(self):
         """Released latents hold no measured semitone channels (sa3's scale lock has no handle)."""

@@ -86,3 +86,21 @@ def test_the_fixtures_narrow_same_stays_float32_bit_for_bit():
         isinstance(m, Int8Linear) for m in int8._autoencoder_run.modules()
     )
     np.testing.assert_array_equal(got.numpy(), fp32.decode_latents(latents, torch.Generator().manual_seed(1)).numpy())
+
+
+def test_each_coder_is_packed_at_its_first_use_and_a_daemon_packs_both():
+    backend = load(FIXTURES / "small", int8=True)
+    latents = torch.randn(1, backend.latent_channels, 40, generator=torch.Generator().manual_seed(0))
+    assert backend._autoencoder_run is None
+    audio = backend.decode_latents(latents, torch.Generator().manual_seed(1))
+    assert backend._coder_parts == {"decoder"}  # a generate leaves the encoder's weights unread
+    decoding = backend._autoencoder_run
+    backend.decode_latents(latents, torch.Generator().manual_seed(1))
+    assert backend._autoencoder_run is decoding  # not made again
+    backend.encode_audio(audio, torch.Generator().manual_seed(2))
+    assert backend._coder_parts == {"decoder", "encoder"}
+    daemon = load(FIXTURES / "small", int8=True)
+    daemon.prepare()
+    assert daemon._coder_parts == {"decoder", "encoder"}
+    fp32 = load(FIXTURES / "small", bf16=False)
+    assert fp32._coders("decoder", "encoder") is fp32.autoencoder and not fp32._coder_parts  # float32: no copy
