@@ -21,6 +21,11 @@ output, cross-attention query and output, the feed-forward input and output proj
 the median of the pairs' ratios (a shared machine drifts over the minutes the bench takes). The
 timestep, condition and in/out projections stay float32. What a whole take moves by is
 ``sa3 bench precision``'s part.
+
+A second table gives the kernels' ceiling on this CPU: one Linear of the feed-forward input's shape
+(1024 -> 8192) at the step's rows, in float32, as torch's int8 kernel alone (the activations
+already scaled) and as sa3's whole :class:`Int8Linear` (rotation and row scaling included), in
+GOP/s (two per multiply-add).
 """
 
 from __future__ import annotations
@@ -97,6 +102,37 @@ def difference(output, reference) -> dict:
     }
 
 
+def kernel_rows(rows: int, repeats: int) -> list[dict]:
+    """float32, the int8 kernel alone and sa3's Int8Linear on one [rows, 1024] x [1024, 8192] product."""
+    import torch
+
+    from sa3core.modules.int8 import Int8Linear
+
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(1024, 8192, bias=False)
+    torch.nn.init.normal_(linear.weight, std=1024**-0.5, generator=generator)
+    layer = Int8Linear.from_linear(linear)
+    x = torch.randn(rows, 1024, generator=generator)
+    scaled = x / x.abs().amax(-1, keepdim=True)
+    ops = 2 * rows * 1024 * 8192
+    kernels = {
+        "float32 (torch)": lambda: linear(x),
+        "int8 kernel alone (fbgemm, 7-bit activations)": lambda: torch.ops.quantized.linear_dynamic(
+            scaled, layer.packed, reduce_range=True
+        ),
+        "int8, sa3's Int8Linear (rotation and row scales included)": lambda: layer(x),
+    }
+    out = []
+    with torch.inference_mode():
+        for name, run in kernels.items():
+            seconds = common.measure(run, max(repeats, 5), 1).wall_s
+            out.append({"kernel": name, "rows": rows, "seconds": seconds, "gops": ops / seconds / 1e9})
+    for row in out:
+        row["vs_float32"] = row["gops"] / out[0]["gops"]
+        print(f"{row['kernel']:<58} {row['seconds'] * 1e3:8.2f} ms  {row['gops']:6.1f} GOP/s", flush=True)
+    return out
+
+
 def main() -> int:
     p = common.parser("int8_linears", __doc__)
     p.add_argument("--model", type=Path, help="released-layout folder (default: random weights, released small shapes)")
@@ -161,6 +197,8 @@ def main() -> int:
     for group, suffixes in GROUPS.items():
         variants.append(("int8, sa3", group, lambda s=suffixes: (sa3_int8(backend.dit, block_linears(backend.dit, s)), False)))  # fmt: skip
 
+    kernels = kernel_rows(frames + backend.dit.config.num_memory_tokens, repeats)
+
     # A shared machine drifts over the minutes this takes, so each variant's runs alternate with
     # float32 runs and its speed-up is the median of the pairs' ratios.
     with torch.inference_mode():
@@ -187,7 +225,7 @@ def main() -> int:
         rows[0]["again_relative_rms"] = difference(again, reference)["relative_rms"]
 
     path = common.write_json(args.out, "int8_linears", rows, info, model=str(model), seconds=seconds,
-                             frames=frames, engine=args.engine)  # fmt: skip
+                             frames=frames, engine=args.engine, kernels=kernels)  # fmt: skip
     lines = [
         f"Machine: {info['cpu_model']}, {info['physical_cores']} cores, {threads} torch threads, torch {info['torch']}, "
         f"load {info['load_average']} at the start; quantized engine {args.engine}. Checkpoint: {label}; one DiT "
@@ -200,6 +238,16 @@ def main() -> int:
             f"| {r['precision']} | {layer_label(r)} | {r['made_s']:.1f} | "
             f"{r['step_s']:.3f} | {r['speedup']:.2f}x | {r['relative_rms']:.4f} | {r['max_err_over_max']:.4f} |"
             for r in rows
+        ),
+        "",
+        f"Kernels alone: one Linear 1024 -> 8192 (the feed-forward input's shape) at {kernels[0]['rows']} rows "
+        f"(the step's frames and memory tokens), medians of {max(repeats, 5)}.",
+        "",
+        "| kernel | time (ms) | GOP/s | × float32 |",
+        "|---|---|---|---|",
+        *(
+            f"| {k['kernel']} | {k['seconds'] * 1e3:.2f} | {k['gops']:.0f} | {k['vs_float32']:.2f}x |"
+            for k in kernels
         ),
     ]
     text = "\n".join(lines)

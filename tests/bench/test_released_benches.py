@@ -143,6 +143,9 @@ def test_int8_linears_quick(tmp_path):
     assert ours["int8_layers"] == theirs["int8_layers"] == runs > 0
     assert all(0 < r["relative_rms"] < 1 and r["step_s"] > 0 for r in int8)  # int8 moves the velocity, not wildly
     assert ours["made_s"] > 0
+    kernels = json.loads(out.read_text())["kernels"]  # the ceiling table: float32, the int8 kernel, Int8Linear
+    assert [k["kernel"].split(" ")[0] for k in kernels] == ["float32", "int8", "int8,"]
+    assert all(k["gops"] > 0 and k["rows"] == kernels[0]["rows"] > 64 for k in kernels)
     bad = subprocess.run(
         [*command[:-2], "--engine", "nope", "--out", str(out)], cwd=REPO, capture_output=True, text=True
     )
