@@ -15,8 +15,8 @@ parts are timed where each implementation spends them:
 - ``e2e``: the whole generate plus writing the WAV file.
 
 Rows: ``official`` (its CPU path as it runs: float32, the +6 s padding), ``sa3`` (sa3's default
-precision, named in the row: bf16 matmuls on CPUs with native bf16, int8 DiT block linears on other
-x86 CPUs) and ``sa3 --fp32`` (the numerics the parity
+precision, named in the row: bf16 matmuls on CPUs with native bf16, int8 DiT block and SAME
+transformer linears on other x86 CPUs) and ``sa3 --fp32`` (the numerics the parity
 tests check against the official code). All rows use 8 steps (the post-trained default), seed 0,
 batch 1, ``--threads`` torch threads, and the same checkpoint: by default a random-weight
 checkpoint of the released small shapes built by :mod:`bench.released_shapes` (nothing is
