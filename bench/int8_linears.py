@@ -245,10 +245,7 @@ def main() -> int:
         "",
         "| kernel | time (ms) | GOP/s | × float32 |",
         "|---|---|---|---|",
-        *(
-            f"| {k['kernel']} | {k['seconds'] * 1e3:.2f} | {k['gops']:.0f} | {k['vs_float32']:.2f}x |"
-            for k in kernels
-        ),
+        *(f"| {k['kernel']} | {k['seconds'] * 1e3:.2f} | {k['gops']:.0f} | {k['vs_float32']:.2f}x |" for k in kernels),
     ]
     text = "\n".join(lines)
     common.publish("int8_linears", text, path, args.write_docs, per_cpu_class=True)
