@@ -252,10 +252,11 @@ def load(
 
 
 def default_int8(device: torch.device, bf16: bool | None) -> bool:
-    """int8 block linears at the default precision (``bf16`` None) on an x86 CPU without native
-    bf16: there the DiT step is 1.7-1.9x faster than float32 (AMD EPYC, AVX2 only, 2 threads;
-    ``sa3 bench int8_linears``) and the take stays within the default precision's tolerance of the
-    float32 take. ``--fp32`` (``bf16=False``) and ``--bf16`` keep it off."""
+    """int8 DiT block linears and SAME transformer linears at the default precision (``bf16``
+    None) on an x86 CPU without native bf16: there the DiT step is 1.5-1.9x faster than float32 and
+    the SAME-S decode 1.5x (AMD EPYC, AVX2 only, 2 threads; ``sa3 bench int8_linears``), and the
+    take stays within the default precision's tolerance of the float32 take. ``--fp32``
+    (``bf16=False``) and ``--bf16`` keep it off."""
     return bf16 is None and device.type == "cpu" and not cpu_has_bf16() and int8_supported()
 
 
