@@ -19,7 +19,7 @@ Precision, as the official code runs on a CPU unless said otherwise:
 - the conditioners run in float32; the SAME autoencoder's encoder and decoder blocks run in bf16
   when ``bf16`` is on (its bottleneck, boundaries, RoPE and attention stay float32:
   :meth:`ReleasedAutoencoder.coders_to`); when ``int8`` is on, the Linear layers of their
-  transformers run in int8 (:data:`INT8_CODER_LAYERS`, packed on the first encode or decode) and
+  transformers run in int8 (:data:`INT8_CODER_LAYERS`, each coder packed at its first use) and
   the rest in float32; in float32 otherwise.
 Weights stored in another float dtype (the fixtures store bf16) are converted once; float32
 files (the released ones) stay the file's memory map.
@@ -165,14 +165,15 @@ class ReleasedTorchBackend:
         precision its copy with ``parts`` ("encoder", "decoder") in int8, each packed at its first
         use: a generate never reads the encoder's float weights (212 MB for SAME-S) or packs them."""
         if self.int8 and not self._coder_parts.issuperset(parts):  # SAME carries no LoRA: one copy serves every take
-            self._coder_parts.update(parts)
-            coders, prefixes = self.autoencoder, tuple(f"{part}." for part in sorted(self._coder_parts))
+            wanted = self._coder_parts | set(parts)
+            coders, prefixes = self.autoencoder, tuple(f"{part}." for part in sorted(wanted))
             earlier = int8_layers(self._autoencoder_run) if self._autoencoder_run is not None else None
             self._autoencoder_run = int8_inference_copy(
                 coders,
                 lambda name: name.startswith(prefixes) and int8_coder_layer(name, coders.get_submodule(name)),
                 reuse=earlier,
             )
+            self._coder_parts = wanted
         return self._autoencoder_run
 
     # ------------------------------------------------------------------ text and conditions
@@ -254,9 +255,9 @@ def load(
 def default_int8(device: torch.device, bf16: bool | None) -> bool:
     """int8 DiT block linears and SAME transformer linears at the default precision (``bf16``
     None) on an x86 CPU without native bf16: there the DiT step is 1.5-1.9x faster than float32 and
-    the SAME-S decode 1.5x (AMD EPYC, AVX2 only, 2 threads; ``sa3 bench int8_linears``), and the
-    take stays within the default precision's tolerance of the float32 take. ``--fp32``
-    (``bf16=False``) and ``--bf16`` keep it off."""
+    the SAME-S decode 1.5x (AMD EPYC, AVX2 only, 2 threads; ``sa3 bench int8_linears``, ``sa3
+    bench versus_official``), and the take stays within the default precision's tolerance of the
+    float32 take. ``--fp32`` (``bf16=False``) and ``--bf16`` keep it off."""
     return bf16 is None and device.type == "cpu" and not cpu_has_bf16() and int8_supported()
 
 
