@@ -83,6 +83,19 @@ def int8_coder_layer(name: str, layer: nn.Module) -> bool:
     return name.startswith(("encoder.", "decoder.")) and any(part in name for part in INT8_CODER_LAYERS)
 
 
+def int8_coders_copy(
+    autoencoder: nn.Module, parts: tuple[str, ...] = ("encoder", "decoder"), reuse: dict | None = None
+) -> nn.Module:
+    """A copy of the SAME ``autoencoder`` whose ``parts``' layers named by :func:`int8_coder_layer`
+    are int8 (:func:`sa3core.modules.int8.int8_inference_copy`, ``reuse`` as there)."""
+    prefixes = tuple(f"{part}." for part in parts)
+    return int8_inference_copy(
+        autoencoder,
+        lambda name: name.startswith(prefixes) and int8_coder_layer(name, autoencoder.get_submodule(name)),
+        reuse=reuse,
+    )
+
+
 class ReleasedTorchBackend:
     """Runs a released checkpoint's parts; ``latent_channels`` is the DiT's ``io_channels``.
 
@@ -166,13 +179,8 @@ class ReleasedTorchBackend:
         use: a generate never reads the encoder's float weights (212 MB for SAME-S) or packs them."""
         if self.int8 and not self._coder_parts.issuperset(parts):  # SAME carries no LoRA: one copy serves every take
             wanted = self._coder_parts | set(parts)
-            coders, prefixes = self.autoencoder, tuple(f"{part}." for part in sorted(wanted))
             earlier = int8_layers(self._autoencoder_run) if self._autoencoder_run is not None else None
-            self._autoencoder_run = int8_inference_copy(
-                coders,
-                lambda name: name.startswith(prefixes) and int8_coder_layer(name, coders.get_submodule(name)),
-                reuse=earlier,
-            )
+            self._autoencoder_run = int8_coders_copy(self.autoencoder, tuple(sorted(wanted)), reuse=earlier)
             self._coder_parts = wanted
         return self._autoencoder_run
 

@@ -14,18 +14,14 @@ import torch
 
 from bench.precision import compare
 from bench.released_shapes import _randomise, released_config
-from sa3core.modules.int8 import Int8Linear, int8_inference_copy, int8_layers, int8_supported
-from sa3core.released.backend import INT8_CODER_MIN_FEATURES, int8_coder_layer, load
+from sa3core.modules.int8 import Int8Linear, int8_layers, int8_supported
+from sa3core.released.backend import INT8_CODER_MIN_FEATURES, int8_coders_copy, load
 from sa3core.released.config import ReleasedConfig
 from sa3core.released.same import ReleasedAutoencoder
 
 pytestmark = pytest.mark.skipif(not int8_supported(), reason="torch has no x86 int8 kernels on this machine")
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "released"
-
-
-def int8_copy(same: ReleasedAutoencoder) -> ReleasedAutoencoder:
-    return int8_inference_copy(same, lambda name: int8_coder_layer(name, same.get_submodule(name)))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +37,7 @@ def wide_same() -> ReleasedAutoencoder:
 
 
 def test_the_released_width_runs_its_transformer_linears_in_int8(wide_same):
-    layers = int8_layers(int8_copy(wide_same))
+    layers = int8_layers(int8_coders_copy(wide_same))
     assert len(layers) == 8  # qkv, out, feed-forward in and out, in the encoder's block and the decoder's
     assert all(name.startswith(("encoder.", "decoder.")) and ".transformers." in name for name in layers)
     assert all(layer.in_features >= INT8_CODER_MIN_FEATURES for layer in layers.values())
@@ -52,7 +48,7 @@ def test_int8_decode_and_encode_stay_within_the_tolerance_of_float32(wide_same):
     """Random weights make a decoder whose audio depends little on its latents (other latents move
     it by log-mel 0.004), so the tolerance is set from what int8 measured here (0.0002) with room,
     and a decoder missing one layer or given other latents must land outside it."""
-    quick = int8_copy(wide_same)
+    quick = int8_coders_copy(wide_same)
     latents = torch.randn(1, wide_same.config.latent_dim, 12, generator=torch.Generator().manual_seed(1))
     other = torch.randn(latents.shape, generator=torch.Generator().manual_seed(2))
     missing = copy.deepcopy(wide_same)
