@@ -22,6 +22,11 @@ the median of the pairs' ratios (a shared machine drifts over the minutes the be
 timestep, condition and in/out projections stay float32. What a whole take moves by is
 ``sa3 bench precision``'s part.
 
+A third table times packing those layers three ways: without the int8 weight cache
+(:mod:`sa3core.modules.int8_cache`), the first time with an empty cache (quantise and write it) and
+from the cache (read the quantised weights, reorder them for the kernel), the entries in the page
+cache as a user's next command finds them.
+
 A second table gives the kernels' ceiling on this CPU: one Linear of the feed-forward input's shape
 (1024 -> 8192) at the step's rows, in float32, as torch's int8 kernel alone (the activations
 already scaled) and as sa3's whole :class:`Int8Linear` (rotation and row scaling included), in
@@ -133,6 +138,29 @@ def kernel_rows(rows: int, repeats: int) -> list[dict]:
     return out
 
 
+def packing_rows(dit, names: set[str]) -> list[dict]:
+    """Seconds to pack the Linear layers ``names`` of ``dit``: without the int8 weight cache, into
+    an empty one, and from it."""
+    import tempfile
+
+    from sa3core.modules.int8 import int8_inference_copy
+    from sa3core.modules.int8_cache import Int8Cache
+
+    out = []
+    with tempfile.TemporaryDirectory() as folder:
+        ways = (("without the cache", None), ("the first time (quantise, write the cache)", Int8Cache(folder)),
+                ("from the cache", Int8Cache(folder)))  # fmt: skip
+        for way, cache in ways:
+            started = time.perf_counter()
+            int8_inference_copy(dit, names.__contains__, cache=cache)
+            out.append({"packing": way, "seconds": time.perf_counter() - started})
+            print(f"packing {len(names)} layers {way:<44} {out[-1]['seconds']:6.2f} s", flush=True)
+        written = Int8Cache(folder).size_bytes()
+    for row in out:
+        row["layers"], row["cache_mb"] = len(names), written / 1e6
+    return out
+
+
 def main() -> int:
     p = common.parser("int8_linears", __doc__)
     p.add_argument("--model", type=Path, help="released-layout folder (default: random weights, released small shapes)")
@@ -198,6 +226,7 @@ def main() -> int:
         variants.append(("int8, sa3", group, lambda s=suffixes: (sa3_int8(backend.dit, block_linears(backend.dit, s)), False)))  # fmt: skip
 
     kernels = kernel_rows(frames + backend.dit.config.num_memory_tokens, repeats)
+    packing = packing_rows(backend.dit, block_linears(backend.dit, INT8_LAYERS))
 
     # A shared machine drifts over the minutes this takes, so each variant's runs alternate with
     # float32 runs and its speed-up is the median of the pairs' ratios.
@@ -225,7 +254,7 @@ def main() -> int:
         rows[0]["again_relative_rms"] = difference(again, reference)["relative_rms"]
 
     path = common.write_json(args.out, "int8_linears", rows, info, model=str(model), seconds=seconds,
-                             frames=frames, engine=args.engine, kernels=kernels)  # fmt: skip
+                             frames=frames, engine=args.engine, kernels=kernels, packing=packing)  # fmt: skip
     lines = [
         f"Machine: {info['cpu_model']}, {info['physical_cores']} cores, {threads} torch threads, torch {info['torch']}, "
         f"load {info['load_average']} at the start; quantized engine {args.engine}. Checkpoint: {label}; one DiT "
@@ -246,6 +275,13 @@ def main() -> int:
         "| kernel | time (ms) | GOP/s | × float32 |",
         "|---|---|---|---|",
         *(f"| {k['kernel']} | {k['seconds'] * 1e3:.2f} | {k['gops']:.0f} | {k['vs_float32']:.2f}x |" for k in kernels),
+        "",
+        f"Packing the {packing[0]['layers']} int8 layers, {threads} threads; the cache's entries take "
+        f"{packing[0]['cache_mb']:.0f} MB (read from the page cache, as a user's next command finds them).",
+        "",
+        "| packing | time (s) |",
+        "|---|---|",
+        *(f"| {r['packing']} | {r['seconds']:.2f} |" for r in packing),
     ]
     text = "\n".join(lines)
     common.publish("int8_linears", text, path, args.write_docs, per_cpu_class=True)

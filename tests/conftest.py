@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SA3 = [sys.executable, "-m", "sa3"]
+
+# The int8 weights the tests pack go to a folder of this run, not the user's cache
+# (sa3core/modules/int8_cache.py); sa3 processes the tests start inherit it.
+os.environ["SA3_CACHE_DIR"] = tempfile.mkdtemp(prefix="sa3-test-cache-")
+os.environ.pop("SA3_INT8_CACHE", None)
+atexit.register(shutil.rmtree, os.environ["SA3_CACHE_DIR"], True)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # scripts/test runs two workers on a 2-core machine: one OpenMP thread each, for the worker

@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 import threading
+import warnings
 
 from sa3core.allocator import keep_freed_memory
 from sa3core.errors import Sa3Error
@@ -58,9 +59,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one plain line, ``sa3: warning: ...`` (no file, line or source), above a
+    progress bar when one is drawn."""
+    text = f"sa3: warning: {message}"
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        tqdm.tqdm.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     keep_freed_memory()  # before the models allocate: sa3core/allocator.py says why
+    warnings.showwarning = show_warning  # warnings raised mid-take too (a cache that cannot be written)
     if not argv or argv[0] != "bench":  # benches set their own OpenMP environment (bench/threads.py)
         wait_passively()  # before torch loads OpenMP: sa3/cli/threads.py says why
     module = MODULE_OF.get(argv[0]) if argv else None  # None: the full parser (help, or a typo it reports)

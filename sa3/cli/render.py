@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sa3core.errors import Sa3Error
 
-from . import threads
+from . import show_warning, threads
 
 
 def register(subparsers) -> None:
@@ -98,12 +98,6 @@ def _check_models(sheet, renderer) -> None:
         raise Sa3Error(f"{len(problems)} job model(s) cannot be used; fix them and run again (nothing was rendered)")
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(f"sa3: warning: {message}", file=sys.stderr)  # above the progress bar, not through it
-
-
 def run_render(args) -> int:
     from ..render.runner import REPORT_NAME, check_outputs_free, render_sheet, summary_table
     from ..render.sheet import SheetError, load_sheet
@@ -135,7 +129,7 @@ def run_render(args) -> int:
         # Shown as they happen (the model loads lazily, mid-batch), as one plain line each.
         warnings.simplefilter("default")
         warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.showwarning = _show_warning
+        warnings.showwarning = show_warning
         renderer = _renderer(args)
         _check_models(sheet, renderer)
         results = render_sheet(sheet, out_dir, renderer, force=args.force, show_progress=not args.quiet)

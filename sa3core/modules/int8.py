@@ -43,6 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import nn
 
+from .int8_cache import Int8Cache
+
 _ROW_FLOOR = 1e-30  # an all-zero row stays zero instead of dividing by zero
 ROTATION_BLOCK = 64  # features per Hadamard block (32 and 64 measured alike; 128 costs more)
 
@@ -71,9 +73,9 @@ def rotation_block(in_features: int) -> int:
     return block
 
 
-def _pack(weight: torch.Tensor, rotation: torch.Tensor | None):
-    """float [out, in] -> packed int8 weight (columns rotated by ``rotation`` [b, b] per block of b),
-    one symmetric scale per output channel."""
+def quantise(weight: torch.Tensor, rotation: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """float [out, in] -> (int8 [out, in], float64 scales [out]): the columns rotated by
+    ``rotation`` [b, b] per block of b, one symmetric scale per output channel (absmax / 127.5)."""
     weight = weight.detach().float()
     if rotation is not None:
         block = rotation.shape[0]
@@ -82,8 +84,30 @@ def _pack(weight: torch.Tensor, rotation: torch.Tensor | None):
     zero = torch.zeros(weight.shape[0], dtype=torch.long)
     with warnings.catch_warnings():  # torch marks its quantised tensor types deprecated; these are its int8 kernels
         warnings.simplefilter("ignore")
-        quantized = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
-    return torch.ops.quantized.linear_prepack(quantized, None)
+        return torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8).int_repr(), scale
+
+
+def _prepack(int8: torch.Tensor, scale: torch.Tensor):
+    """(int8 [out, in], float64 scales [out]) -> the kernel's packed weight."""
+    zero = torch.zeros(int8.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = torch._make_per_channel_quantized_tensor(int8, scale, zero, 0)
+        return torch.ops.quantized.linear_prepack(quantized, None)
+
+
+def _pack(weight: torch.Tensor, rotation: torch.Tensor | None, cache: Int8Cache | None = None):
+    """float [out, in] -> packed int8 weight (:func:`quantise`), the quantising taken from
+    ``cache`` where it holds this weight (:mod:`sa3core.modules.int8_cache`) and stored there
+    where it does not."""
+    if cache is None:
+        return _prepack(*quantise(weight, rotation))
+    key = cache.key(weight, 1 if rotation is None else rotation.shape[0])
+    stored = cache.get(key, *weight.shape)
+    if stored is None:
+        stored = quantise(weight, rotation)
+        cache.put(key, *stored)
+    return _prepack(*stored)
 
 
 class Int8Linear(nn.Module):
@@ -105,11 +129,13 @@ class Int8Linear(nn.Module):
         return self.source is not None and self.source[0] is linear.weight and self.source[1] == linear.weight._version
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+    def from_linear(cls, linear: nn.Linear, cache: Int8Cache | None = None) -> Int8Linear:
+        """``linear`` packed (its quantised weight from ``cache`` where it holds it, see
+        :mod:`sa3core.modules.int8_cache`: the same bits either way)."""
         block = rotation_block(linear.in_features)
         rotation = hadamard(block) if block > 1 else None
         bias = None if linear.bias is None else linear.bias.detach().float()
-        layer = cls(_pack(linear.weight, rotation), bias, rotation, linear.in_features, linear.out_features)
+        layer = cls(_pack(linear.weight, rotation, cache), bias, rotation, linear.in_features, linear.out_features)
         layer.source = (linear.weight, linear.weight._version)
         return layer
 
@@ -143,12 +169,15 @@ def int8_inference_copy(
     select: Callable[[str], bool],
     reuse: dict[str, Int8Linear] | None = None,
     workers: int | None = None,
+    cache: Int8Cache | None = None,
 ) -> nn.Module:
     """A copy of ``model`` whose ``nn.Linear`` layers named by ``select(name)`` are
     :class:`Int8Linear`; every other tensor is shared with ``model`` (not copied), which stays as it
     was. A layer with LoRA adapters kept apart from its weight (:class:`AdaptedLinear`) packs its
     base weight and runs the adapters' stages beside the int8 product, in float32; at strength 0
-    it has no stages and gives the plain int8 layer's bits.
+    it has no stages and gives the plain int8 layer's bits. ``cache``: an
+    :class:`sa3core.modules.int8_cache.Int8Cache` the quantised weights are read from and written
+    to (the same bits as without it; trimmed to its size limit once the copy is made).
 
     Packing reads the float weights at about 0.1-0.2 GB/s per thread; ``workers`` threads (default
     torch's thread count) pack layers side by side: the released small DiT's 100 int8 layers
@@ -161,13 +190,15 @@ def int8_inference_copy(
 
     def int8(name: str, linear: nn.Linear) -> Int8Linear:
         earlier = reuse.get(name)
-        layer = earlier if earlier is not None and earlier.packs(linear) else Int8Linear.from_linear(linear)
+        layer = earlier if earlier is not None and earlier.packs(linear) else Int8Linear.from_linear(linear, cache)
         layer.lora = getattr(linear, "lora", None)  # a LoRA-adapted layer (the class swapped in place) keeps them
         return layer
 
     workers = max(1, workers or torch.get_num_threads())
     with ThreadPoolExecutor(workers) as pool:  # the packing ops release the GIL
         swapped = list(pool.map(int8, names, linears))
+    if cache is not None:
+        cache.trim()
     memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
     result = copy.deepcopy(model, memo).eval()
     for name, layer in zip(names, swapped):

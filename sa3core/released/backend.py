@@ -35,6 +35,7 @@ from torch import nn
 from ..backends import bf16_inference_copy, cpu_has_bf16
 from ..errors import Sa3Error
 from ..modules.int8 import int8_inference_copy, int8_layers, int8_supported
+from ..modules.int8_cache import Int8Cache
 from .checkpoint import ReleasedFolder, load_conditioners, load_dit, open_released
 from .conditioners import assemble
 from .dit import ReleasedCondition
@@ -84,15 +85,19 @@ def int8_coder_layer(name: str, layer: nn.Module) -> bool:
 
 
 def int8_coders_copy(
-    autoencoder: nn.Module, parts: tuple[str, ...] = ("encoder", "decoder"), reuse: dict | None = None
+    autoencoder: nn.Module,
+    parts: tuple[str, ...] = ("encoder", "decoder"),
+    reuse: dict | None = None,
+    cache: Int8Cache | None = None,
 ) -> nn.Module:
     """A copy of the SAME ``autoencoder`` whose ``parts``' layers named by :func:`int8_coder_layer`
-    are int8 (:func:`sa3core.modules.int8.int8_inference_copy`, ``reuse`` as there)."""
+    are int8 (:func:`sa3core.modules.int8.int8_inference_copy`, ``reuse`` and ``cache`` as there)."""
     prefixes = tuple(f"{part}." for part in parts)
     return int8_inference_copy(
         autoencoder,
         lambda name: name.startswith(prefixes) and int8_coder_layer(name, autoencoder.get_submodule(name)),
         reuse=reuse,
+        cache=cache,
     )
 
 
@@ -133,6 +138,7 @@ class ReleasedTorchBackend:
         self.text_encoder = text_encoder
         self._prompts = EncodedPrompts(text_encoder.encode)  # repeated prompts skip T5Gemma
         self._int8_layers: dict = {}  # the last int8 copy's layers, reused where their weights did not change
+        self._int8_cache = Int8Cache.default() if self.int8 else None  # quantised weights kept between processes
         self._dit_run = self._run_copy()
         self._autoencoder_run = None if self.int8 else self.autoencoder  # the int8 copy: made on first use
         self._coder_parts: set[str] = set()  # the coders the int8 copy has in int8
@@ -169,7 +175,7 @@ class ReleasedTorchBackend:
 
     def _dit(self):
         if self._dit_run is None:
-            self._dit_run = int8_inference_copy(self.dit, int8_layer, reuse=self._int8_layers)
+            self._dit_run = int8_inference_copy(self.dit, int8_layer, reuse=self._int8_layers, cache=self._int8_cache)
             self._int8_layers = int8_layers(self._dit_run)
         return self._dit_run
 
@@ -180,7 +186,9 @@ class ReleasedTorchBackend:
         if self.int8 and not self._coder_parts.issuperset(parts):  # SAME carries no LoRA: one copy serves every take
             wanted = self._coder_parts | set(parts)
             earlier = int8_layers(self._autoencoder_run) if self._autoencoder_run is not None else None
-            self._autoencoder_run = int8_coders_copy(self.autoencoder, tuple(sorted(wanted)), reuse=earlier)
+            self._autoencoder_run = int8_coders_copy(
+                self.autoencoder, tuple(sorted(wanted)), reuse=earlier, cache=self._int8_cache
+            )
             self._coder_parts = wanted
         return self._autoencoder_run
 

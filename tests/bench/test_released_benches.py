@@ -146,6 +146,9 @@ def test_int8_linears_quick(tmp_path):
     kernels = json.loads(out.read_text())["kernels"]  # the ceiling table: float32, the int8 kernel, Int8Linear
     assert [k["kernel"].split(" ")[0] for k in kernels] == ["float32", "int8", "int8,"]
     assert all(k["gops"] > 0 and k["rows"] == kernels[0]["rows"] > 64 for k in kernels)
+    packing = json.loads(out.read_text())["packing"]  # without the int8 cache, filling it, from it
+    assert [r["packing"].split(" ")[0] for r in packing] == ["without", "the", "from"]
+    assert all(r["seconds"] > 0 and r["layers"] == runs for r in packing) and packing[0]["cache_mb"] > 0
     bad = subprocess.run(
         [*command[:-2], "--engine", "nope", "--out", str(out)], cwd=REPO, capture_output=True, text=True
     )
