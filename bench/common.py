@@ -277,3 +277,35 @@ def start_serve(*options: str) -> tuple[subprocess.Popen, str]:
             threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
             return process, match.group(1)
     raise SystemExit(f"sa3 serve did not start (exit code {process.wait()})")
+
+
+class Int8CacheForChildren:
+    """An int8 weight cache folder of the bench's own (:mod:`sa3core.modules.int8_cache`) for the
+    sa3 processes it starts (``SA3_CACHE_DIR`` in this process's environment, which they inherit),
+    filled first where the default precision is int8 and ``fill``: ``model``'s layers packed in a
+    process of their own, as a user's first command with a model does once. ``fill_s`` is that
+    process's wall time (load included), None where nothing was filled. ``cleanup()`` removes it."""
+
+    def __init__(self, model: Path, threads: int, fill: bool = True) -> None:
+        from sa3core.released.backend import default_int8
+
+        self._folder = tempfile.TemporaryDirectory(prefix="sa3-bench-cache-")
+        os.environ["SA3_CACHE_DIR"] = self._folder.name
+        os.environ.pop("SA3_INT8_CACHE", None)
+        self.fill_s: float | None = None
+        released = (Path(model) / "model_config.json").is_file()
+        if fill and released and default_int8(torch.device("cpu"), None):
+            code = (
+                "import sys, torch; torch.set_num_threads(int(sys.argv[2])); "
+                "from sa3core.released.backend import load; load(sys.argv[1]).prepare()"
+            )
+            started = time.time()
+            result = subprocess.run([sys.executable, "-c", code, str(model), str(threads)], cwd=REPO,
+                                    env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)  # fmt: skip
+            if result.returncode != 0:
+                raise SystemExit(f"filling the int8 weight cache failed:\n{result.stderr[-3000:]}")
+            self.fill_s = round(time.time() - started, 1)
+            print(f"int8 weight cache filled in {self.fill_s} s (load and pack, a process of its own)", flush=True)
+
+    def cleanup(self) -> None:
+        self._folder.cleanup()

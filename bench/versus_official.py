@@ -44,7 +44,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -181,22 +180,6 @@ def child(implementation: str, model: Path, seconds: float, repeats: int, thread
 
 
 # ----------------------------------------------------------------------------- parent
-def fill_int8_cache(model: Path, threads: int) -> float:
-    """Pack ``model``'s int8 layers once in a fresh process (filling ``$SA3_CACHE_DIR``'s int8
-    cache where the default precision is int8); its wall seconds, load included."""
-    code = (
-        "import sys, torch; torch.set_num_threads(int(sys.argv[2])); "
-        "from sa3core.released.backend import load; load(sys.argv[1]).prepare()"
-    )
-    env = {**os.environ, "PYTHONPATH": str(common.REPO)}
-    started = time.time()
-    result = subprocess.run([sys.executable, "-c", code, str(model), str(threads)], cwd=common.REPO, env=env,
-                            capture_output=True, text=True)  # fmt: skip
-    if result.returncode != 0:
-        raise SystemExit(f"filling the int8 weight cache failed:\n{result.stderr[-3000:]}")
-    return time.time() - started
-
-
 def run_row(python: str, implementation: str, args, model: Path, seconds: float, repeats: int) -> dict:
     command = [python, "-m", "bench.versus_official", "--child", implementation, "--model", str(model)]
     command += ["--seconds", str(seconds), "--repeats", str(repeats), "--threads", str(args.threads)]
@@ -272,16 +255,8 @@ def main() -> int:
     info = common.machine()
     names = args.only or [n for n in IMPLEMENTATIONS if n != "official" or args.official]
     rows = []
-    cache = tempfile.TemporaryDirectory(prefix="sa3-bench-cache-")
-    os.environ["SA3_CACHE_DIR"] = cache.name  # the sa3 children's int8 weight cache
-    os.environ.pop("SA3_INT8_CACHE", None)
-    import torch
-
-    from sa3core.released.backend import default_int8
-
-    if "sa3" in names and default_int8(torch.device("cpu"), None):
-        info["int8_cache_fill_s"] = round(fill_int8_cache(model, threads), 1)
-        print(f"int8 weight cache filled in {info['int8_cache_fill_s']} s (load and pack, a process of its own)")
+    cache = common.Int8CacheForChildren(model, threads, fill="sa3" in names)
+    info["int8_cache_fill_s"] = cache.fill_s
     for seconds in args.seconds:
         repeats = args.repeats or (1 if args.quick or seconds > 60 else 3)
         for name in names:
