@@ -38,6 +38,7 @@ def run(args) -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "precision": getattr(backend, "precision", "float32"),
+        "int8_cache": _int8_cache(),
         "openmp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "unset (the OpenMP runtime's default)",
         "backends": BACKENDS.names(),
         "model": str(folder or DEFAULT_MODEL_DIR),
@@ -60,3 +61,13 @@ def run(args) -> int:
             value = "; ".join(map(str, value)) or "-"
         print(f"{key:>26}: {value}")
     return 0
+
+
+def _int8_cache() -> str:
+    """Where the int8 weight cache is and what it holds (sa3core/modules/int8_cache.py)."""
+    from sa3core.modules.int8_cache import Int8Cache
+
+    cache = Int8Cache.default()
+    if cache is None:
+        return "off (SA3_INT8_CACHE)"
+    return f"{cache.folder} ({cache.size_bytes() / 1e6:.0f} MB of {cache.limit_bytes / 2**30:g} GiB)"

@@ -4,6 +4,7 @@ model loads. ``sa3 info`` says which precision the model runs at."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +57,5 @@ def test_info_names_the_precision():
     line = next(line for line in done.stdout.splitlines() if line.strip().startswith("precision:"))
     expected = "bf16" if cpu_has_bf16() else "int8" if int8_supported() else "float32"
     assert line.split(":", 1)[1].strip() == expected
+    cache = next(line for line in done.stdout.splitlines() if line.strip().startswith("int8_cache:"))
+    assert cache.split(":", 1)[1].strip().startswith(os.path.join(os.environ["SA3_CACHE_DIR"], "int8") + " (")
