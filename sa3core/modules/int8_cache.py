@@ -150,12 +150,13 @@ class Int8Cache:
                 os.replace(temporary, self._path(key))
             finally:
                 Path(temporary).unlink(missing_ok=True)
-        except OSError as err:
+        except Exception as err:  # noqa: BLE001 - OSError, or safetensors' own error for a full disk: a cache never fails a take
+            reason = getattr(err, "strerror", None) or err
             with self._lock:
                 if self._writable:
                     self._writable = False
                     warnings.warn(
-                        f"cannot write the int8 weight cache in {str(self.folder)!r} ({err.strerror or err}); "
+                        f"cannot write the int8 weight cache in {str(self.folder)!r} ({reason}); "
                         "packing goes on without it (set SA3_CACHE_DIR to a writable folder, or SA3_INT8_CACHE=0)",
                         stacklevel=2,
                     )
