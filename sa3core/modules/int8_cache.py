@@ -14,13 +14,13 @@ file (no pickle) named by a hash of the float32 weight's bytes (the crc32 of eve
 shape), the rotation block, this format's version and torch's version. A checkpoint moved,
 renamed or pulled again hits the same entries; a weight changed in any way (LoRA adapters merged,
 a fine-tune, another checkpoint) names other entries, so a stale entry is never used, and the
-layers a change left alone still hit. Hashing reads the float weights once (about 0.3 s for the
+layers a change left alone still hit. Hashing reads the float weights once (about 0.4 s for the
 small DiT on two threads).
 
 **Where.** ``$SA3_CACHE_DIR/int8``, else ``$XDG_CACHE_HOME/sa3/int8``, else ``~/.cache/sa3/int8``.
 ``SA3_INT8_CACHE=0`` turns the cache off. The folder is kept under ``SA3_INT8_CACHE_GB`` GiB
 (default 4): after each packing the least recently used entries go. The released small DiT's
-entries take 357 MB, SAME-S's decoder 25 MB.
+entries take 359 MB, SAME-S's decoder and encoder 54 MB each.
 
 **Failure costs time only.** An entry that cannot be read (truncated, another format) is packed
 again and rewritten; a folder that cannot be written (read-only, full) is warned about once and
